@@ -1,0 +1,27 @@
+# Quick start: `make demo` (train the demo model) and `make test` (lint + test suite).
+# Both create ./.venv on first use and install the package into it (editable, with the dev extra).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint install clean
+
+$(BIN)/basicsr: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+	touch $@
+
+install: $(BIN)/basicsr
+
+demo: install
+	$(BIN)/basicsr train -opt options/Demo.yml
+
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) experiments/debug_* .pytest_cache .ruff_cache

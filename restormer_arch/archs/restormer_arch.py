@@ -1,0 +1,325 @@
+"""Restormer: Efficient Transformer for High-Resolution Image Restoration (Zamir et al., CVPR 2022).
+
+The network is written top-down, in the order of the paper:
+
+* :class:`Restormer` - a 4-level U-Net of transformer blocks with pixel-unshuffle downsampling, pixel-shuffle
+  upsampling, skip concatenation and a refinement stage at full resolution, plus a global residual.
+* :class:`TransformerBlock` - ``x + MDTA(LN(x))`` followed by ``x + GDFN(LN(x))``.
+* :class:`MDTA` - multi-Dconv head transposed attention: attention across channels (C/heads x C/heads per head), so the
+  cost is linear in the number of pixels.
+* :class:`GDFN` - gated-Dconv feed-forward network: ``GELU(x1) * x2`` after a depthwise 3x3 convolution.
+* :class:`ChannelLayerNorm` - LayerNorm over the channels of every pixel, ``WithBias`` or ``BiasFree``.
+
+Attribute names (``patch_embed.proj``, ``down1_2.body.0``, ``norm1.body``, ``attn.qkv_dwconv`` ...) are those of the
+official implementation so that its released checkpoints load with ``strict=True``.
+"""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import Tensor, nn
+
+__all__ = ['Restormer', 'TransformerBlock', 'MDTA', 'GDFN', 'ChannelLayerNorm']
+
+LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
+# Three pixel-unshuffle(2) steps: the spatial size must be divisible by 2**3.
+SIZE_MULTIPLE = 8
+
+
+class _BiasFreeNorm(nn.Module):
+    """Scale-only normalisation over the last dimension: ``x / sqrt(var(x) + eps) * weight``.
+
+    Unlike a standard LayerNorm, the numerator is *not* mean-centred (the variance is). This is the official
+    definition and the released denoising checkpoints depend on it.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        variance = x.var(dim=-1, keepdim=True, unbiased=False)
+        return x * torch.rsqrt(variance + self.eps) * self.weight
+
+
+class _WithBiasNorm(nn.Module):
+    """Standard LayerNorm over the last dimension: ``(x - mean) / sqrt(var + eps) * weight + bias``."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel dimension of every pixel of an ``(N, C, H, W)`` tensor.
+
+    Args:
+        num_channels: Number of channels ``C``.
+        layer_norm_type: ``'WithBias'`` (mean-centred, with bias) or ``'BiasFree'`` (scale only, no mean subtraction).
+    """
+
+    def __init__(self, num_channels: int, layer_norm_type: str = 'WithBias') -> None:
+        super().__init__()
+        if layer_norm_type not in LAYER_NORM_TYPES:
+            raise ValueError(f'LayerNorm_type must be one of {LAYER_NORM_TYPES}, got {layer_norm_type!r}. '
+                             "Use 'BiasFree' for the denoising checkpoints and 'WithBias' for the others.")
+        self.body = _BiasFreeNorm(num_channels) if layer_norm_type == 'BiasFree' else _WithBiasNorm(num_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Normalise along C with C as the last (contiguous in channels_last) dimension, then return to NCHW.
+        return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class MDTA(nn.Module):
+    """Multi-Dconv head Transposed Attention.
+
+    Queries, keys and values come from a 1x1 convolution followed by a 3x3 depthwise convolution. Per head, q and k are
+    L2-normalised along the pixel axis and the ``(C/heads) x (C/heads)`` map ``softmax(q k^T * temperature)`` mixes the
+    channels of v. The learnable temperature is one scalar per head.
+
+    Args:
+        dim: Number of channels.
+        num_heads: Number of attention heads; must divide ``dim``.
+        bias: Whether the convolutions have a bias.
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'MDTA: dim={dim} is not divisible by num_heads={num_heads}.')
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        q, k, v = self.qkv_dwconv(self.qkv(x)).reshape(n, 3, self.num_heads, c // self.num_heads, h * w).unbind(1)
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
+        out = (attn @ v).reshape(n, c, h, w)
+        return self.project_out(out)
+
+
+class GDFN(nn.Module):
+    """Gated-Dconv Feed-forward Network: ``project_out(GELU(x1) * x2)`` with ``x1, x2`` from a 1x1 + depthwise 3x3.
+
+    Args:
+        dim: Number of input/output channels.
+        ffn_expansion_factor: Hidden width is ``int(dim * ffn_expansion_factor)``.
+        bias: Whether the convolutions have a bias.
+    """
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool = False) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(gate) * value)
+
+
+class TransformerBlock(nn.Module):
+    """Restormer transformer block: ``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``.
+
+    Args:
+        dim: Number of channels.
+        num_heads: Attention heads of the MDTA.
+        ffn_expansion_factor: GDFN expansion factor.
+        bias: Whether the convolutions have a bias.
+        LayerNorm_type: ``'WithBias'`` or ``'BiasFree'`` (official argument name, kept for YAML compatibility).
+    """
+
+    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
+                 LayerNorm_type: str) -> None:  # noqa: N803 (official argument name)
+        super().__init__()
+        self.norm1 = ChannelLayerNorm(dim, LayerNorm_type)
+        self.attn = MDTA(dim, num_heads, bias)
+        self.norm2 = ChannelLayerNorm(dim, LayerNorm_type)
+        self.ffn = GDFN(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class OverlapPatchEmbed(nn.Module):
+    """3x3 convolution from image channels to features (never has a bias, as in the official model)."""
+
+    def __init__(self, in_channels: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=3, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class Downsample(nn.Module):
+    """Halve the resolution, double the channels: 3x3 conv to C/2, then pixel-unshuffle(2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution, halve the channels: 3x3 conv to 2C, then pixel-shuffle(2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+def _stage(num_blocks: int, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
+           layer_norm_type: str) -> nn.Sequential:
+    return nn.Sequential(*[
+        TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layer_norm_type) for _ in range(num_blocks)
+    ])
+
+
+def pad_to_multiple(x: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
+    """Pad the bottom/right of an ``(N, C, H, W)`` tensor so that H and W are multiples of ``multiple``.
+
+    Reflect padding is used (as the official test scripts do); images too small to reflect fall back to replicate.
+
+    Args:
+        x: Input tensor.
+        multiple: Target multiple of the spatial size.
+
+    Returns:
+        The padded tensor (``x`` itself when no padding is needed).
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+@ARCH_REGISTRY.register()
+class Restormer(nn.Module):
+    """Restormer image restoration network.
+
+    Constructor arguments keep the official names and defaults, so official option files and checkpoints work as-is.
+
+    Args:
+        inp_channels: Input image channels (3 for RGB, 1 for gray, 6 for the dual-pixel left+right views).
+        out_channels: Output image channels.
+        dim: Channels of the first level; level ``i`` has ``dim * 2**i``.
+        num_blocks: Transformer blocks at encoder levels 1-3 and the latent level (the decoder mirrors 1-3).
+        num_refinement_blocks: Transformer blocks of the full-resolution refinement stage.
+        heads: Attention heads per level.
+        ffn_expansion_factor: GDFN expansion factor.
+        bias: Bias in the convolutions of the blocks, the channel reductions and the output (never in the patch
+            embedding or the up/down-sampling convolutions).
+        LayerNorm_type: ``'WithBias'`` or ``'BiasFree'`` (the released denoising models use ``'BiasFree'``).
+        dual_pixel_task: Dual-pixel defocus deblurring: the input holds both views (``inp_channels=6``), a 1x1 skip
+            from the patch embedding replaces the image residual.
+    """
+
+    def __init__(self,
+                 inp_channels: int = 3,
+                 out_channels: int = 3,
+                 dim: int = 48,
+                 num_blocks: Sequence[int] = (4, 6, 6, 8),
+                 num_refinement_blocks: int = 4,
+                 heads: Sequence[int] = (1, 2, 4, 8),
+                 ffn_expansion_factor: float = 2.66,
+                 bias: bool = False,
+                 LayerNorm_type: str = 'WithBias',  # noqa: N803 (official argument name)
+                 dual_pixel_task: bool = False) -> None:
+        super().__init__()
+        if len(num_blocks) != 4 or len(heads) != 4:
+            raise ValueError(f'Restormer: num_blocks and heads need 4 entries (levels 1-3 and latent), '
+                             f'got num_blocks={list(num_blocks)}, heads={list(heads)}.')
+        if not dual_pixel_task and inp_channels != out_channels:
+            raise ValueError(f'Restormer: the global residual needs inp_channels == out_channels, got {inp_channels} '
+                             f'and {out_channels}. Set dual_pixel_task: true for the 6-channel dual-pixel model.')
+        self.inp_channels = inp_channels
+        self.out_channels = out_channels
+        self.dual_pixel_task = dual_pixel_task
+
+        def stage(n: int, channels: int, num_heads: int) -> nn.Sequential:
+            return _stage(n, channels, num_heads, ffn_expansion_factor, bias, LayerNorm_type)
+
+        self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
+
+        self.encoder_level1 = stage(num_blocks[0], dim, heads[0])
+        self.down1_2 = Downsample(dim)
+        self.encoder_level2 = stage(num_blocks[1], dim * 2, heads[1])
+        self.down2_3 = Downsample(dim * 2)
+        self.encoder_level3 = stage(num_blocks[2], dim * 4, heads[2])
+        self.down3_4 = Downsample(dim * 4)
+        self.latent = stage(num_blocks[3], dim * 8, heads[3])
+
+        self.up4_3 = Upsample(dim * 8)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
+        self.decoder_level3 = stage(num_blocks[2], dim * 4, heads[2])
+        self.up3_2 = Upsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
+        self.decoder_level2 = stage(num_blocks[1], dim * 2, heads[1])
+        # Level 1 keeps the concatenated 2*dim channels (no reduction) for the decoder and the refinement.
+        self.up2_1 = Upsample(dim * 2)
+        self.decoder_level1 = stage(num_blocks[0], dim * 2, heads[0])
+        self.refinement = stage(num_refinement_blocks, dim * 2, heads[0])
+
+        if dual_pixel_task:
+            self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
+        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+
+    def forward(self, inp_img: Tensor) -> Tensor:
+        """Restore a batch of images of any size.
+
+        Args:
+            inp_img: ``(N, inp_channels, H, W)`` tensor, values nominally in [0, 1].
+
+        Returns:
+            ``(N, out_channels, H, W)`` restored images (not clamped).
+        """
+        if inp_img.dim() != 4 or inp_img.shape[1] != self.inp_channels:
+            raise ValueError(f'Restormer expects an (N, {self.inp_channels}, H, W) input, got shape '
+                             f'{tuple(inp_img.shape)}. Set network_g.inp_channels to match your data '
+                             '(3 for RGB, 1 for gray, 6 for dual-pixel).')
+        h, w = inp_img.shape[-2:]
+        out = self.forward_features(pad_to_multiple(inp_img))
+        return out[..., :h, :w]
+
+    def forward_features(self, inp_img: Tensor) -> Tensor:
+        """Run the U-Net on an input whose height and width are already multiples of 8."""
+        inp_enc_level1 = self.patch_embed(inp_img)
+        out_enc_level1 = self.encoder_level1(inp_enc_level1)
+        out_enc_level2 = self.encoder_level2(self.down1_2(out_enc_level1))
+        out_enc_level3 = self.encoder_level3(self.down2_3(out_enc_level2))
+        latent = self.latent(self.down3_4(out_enc_level3))
+
+        dec_level3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), out_enc_level3], dim=1))
+        dec_level3 = self.decoder_level3(dec_level3)
+        dec_level2 = self.reduce_chan_level2(torch.cat([self.up3_2(dec_level3), out_enc_level2], dim=1))
+        dec_level2 = self.decoder_level2(dec_level2)
+        dec_level1 = self.decoder_level1(torch.cat([self.up2_1(dec_level2), out_enc_level1], dim=1))
+        features = self.refinement(dec_level1)
+
+        if self.dual_pixel_task:
+            return self.output(features + self.skip_conv(inp_enc_level1))
+        return self.output(features) + inp_img

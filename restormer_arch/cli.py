@@ -1,0 +1,101 @@
+"""The ``basicsr`` console command (also ``python -m restormer_arch``).
+
+``basicsr train -opt X.yml [BasicSR flags]`` and ``basicsr test -opt X.yml [...]`` register the plugin, then hand over
+to BasicSR's own ``train_pipeline`` / ``test_pipeline`` with the *current directory* as the root, so ``experiments/``,
+``results/`` and ``tb_logger/`` land where the command is run. BasicSR's flags pass through unchanged: ``-opt``,
+``--launcher {none,pytorch,slurm}``, ``--auto_resume``, ``--debug``, ``--local_rank``, ``--force_yml``.
+"""
+import argparse
+import os
+import sys
+from typing import Callable, Dict, List, Optional
+
+import yaml
+
+from restormer_arch.version import __version__
+
+PIPELINE_HELP = {
+    'train': 'train with a BasicSR option file (basicsr.train.train_pipeline)',
+    'test': 'evaluate with a BasicSR option file (basicsr.test.test_pipeline)',
+}
+
+EPILOG = """examples:
+  basicsr train -opt options/Demo.yml
+  basicsr train -opt options/Deraining.yml --auto_resume
+  torchrun --nproc_per_node=4 -m restormer_arch train -opt options/Deraining.yml --launcher pytorch
+  basicsr test -opt options/test/Deraining.yml
+
+Run 'basicsr train --help' for BasicSR's own flags."""
+
+
+def _option_file(argv: List[str]) -> Optional[str]:
+    for flag in ('-opt', '--opt'):
+        if flag in argv and argv.index(flag) + 1 < len(argv):
+            return argv[argv.index(flag) + 1]
+    return None
+
+
+def _configure_from_options(argv: List[str]) -> None:
+    """Read the settings that must be known before BasicSR parses the file (it initialises DDP first)."""
+    from restormer_arch import compat
+
+    opt_path = _option_file(argv)
+    if opt_path is None or not os.path.isfile(opt_path):
+        return  # BasicSR reports the missing -opt / file itself
+    with open(opt_path, encoding='utf-8') as f:
+        opt = yaml.safe_load(f) or {}
+    dist_params = opt.get('dist_params') or {}
+    compat.DIST_BACKEND = dist_params.get('backend')
+
+
+def _run_pipeline(command: str, argv: List[str]) -> int:
+    import restormer_arch  # noqa: F401  (compat fixes + registration before BasicSR parses anything)
+
+    _configure_from_options(argv)
+    if command == 'train':
+        from basicsr.train import train_pipeline as pipeline
+    else:
+        from basicsr.test import test_pipeline as pipeline
+    # BasicSR's parse_options reads sys.argv itself.
+    sys.argv = [f'basicsr {command}'] + argv
+    pipeline(os.getcwd())
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='basicsr',
+        description='Restormer for BasicSR: train and test with BasicSR option files.',
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--version', action='version', version=f'restormer-basicsr {__version__}')
+    subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for name, help_text in PIPELINE_HELP.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+COMMANDS: Dict[str, Callable[[List[str]], int]] = {name: (lambda argv, n=name: _run_pipeline(n, argv))
+                                                   for name in PIPELINE_HELP}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``basicsr`` command.
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit code.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        args = parser.parse_args(argv)  # handles --help / --version / unknown commands
+        parser.print_help()
+        return 0 if args.command is None and not argv else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == '__main__':
+    sys.exit(main())

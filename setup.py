@@ -1,0 +1,37 @@
+"""Packaging for restormer-basicsr (static version, runtime dependencies only in install_requires)."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r"__version__ = '([^']+)'", (HERE / 'restormer_arch' / 'version.py').read_text()).group(1)
+
+setup(
+    name='restormer-basicsr',
+    version=VERSION,
+    description='Restormer (CVPR 2022) as a BasicSR plugin: exact, weight-compatible, fast, tested.',
+    long_description=(HERE / 'README.md').read_text(encoding='utf-8'),
+    long_description_content_type='text/markdown',
+    keywords='image restoration, transformer, restormer, basicsr, deraining, deblurring, denoising',
+    packages=find_packages(include=['restormer_arch', 'restormer_arch.*']),
+    python_requires='>=3.9',
+    install_requires=[
+        'basicsr==1.4.2',
+        'torch>=2.1',
+        'torchvision',
+        'einops',
+        'lmdb',
+        'opencv-python',
+    ],
+    extras_require={
+        'test': ['pytest>=7', 'scikit-image'],
+        'dev': ['pytest>=7', 'scikit-image', 'ruff>=0.5'],
+    },
+    entry_points={'console_scripts': ['basicsr = restormer_arch.cli:main']},
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'Topic :: Scientific/Engineering :: Image Processing',
+        'Intended Audience :: Science/Research',
+    ],
+)
