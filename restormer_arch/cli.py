@@ -48,10 +48,28 @@ def _configure_from_options(argv: List[str]) -> None:
     compat.DIST_BACKEND = dist_params.get('backend')
 
 
+def _check_options(command: str, argv: List[str]) -> Optional[str]:
+    """Validate the option file up front (:mod:`restormer_arch.options`); the error message, or None when it is fine."""
+    from restormer_arch.options import OptionsError, validate_options_file
+
+    opt_path = _option_file(argv)
+    if opt_path is None or not os.path.isfile(opt_path) or '-h' in argv or '--help' in argv:
+        return None
+    try:
+        validate_options_file(opt_path, is_train=command == 'train')
+    except OptionsError as err:
+        return f'basicsr {command}: {err}'
+    return None
+
+
 def _run_pipeline(command: str, argv: List[str]) -> int:
     import restormer_arch  # noqa: F401  (compat fixes + registration before BasicSR parses anything)
 
     _configure_from_options(argv)
+    problem = _check_options(command, argv)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     if command == 'train':
         from basicsr.train import train_pipeline as pipeline
     else:

@@ -1,0 +1,284 @@
+"""``ImageCleanModel``: Restormer's training model for image restoration (any registered network)."""
+from collections import OrderedDict
+from copy import deepcopy
+from os import path as osp
+from typing import Any, Dict, List, Optional
+
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.models import lr_scheduler as basicsr_lr_scheduler
+from basicsr.models.base_model import BaseModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch import Tensor
+from torch.nn import functional as F
+
+from .lr_scheduler import CosineAnnealingRestartCyclicLR
+from .progressive import Mixup, ProgressiveSchedule, stage_table
+
+SCHEDULERS = {
+    'MultiStepLR': basicsr_lr_scheduler.MultiStepRestartLR,
+    'MultiStepRestartLR': basicsr_lr_scheduler.MultiStepRestartLR,
+    'CosineAnnealingRestartLR': basicsr_lr_scheduler.CosineAnnealingRestartLR,
+    'CosineAnnealingRestartCyclicLR': CosineAnnealingRestartCyclicLR,
+}
+DEFAULT_PIXEL_OPT = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
+DEFAULT_GRAD_CLIP_NORM = 0.01
+
+
+def pad_to_window(x: Tensor, window: int) -> Tensor:
+    """Pad ``x`` at the bottom/right to a multiple of ``window`` (reflect; replicate where the image is too small)."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % window, (-w) % window
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+@MODEL_REGISTRY.register()
+class ImageCleanModel(BaseModel):
+    """Restoration model of Restormer: L1 (or any loss), AdamW, cyclic cosine LR, progressive patches, mixup.
+
+    Works with any network in BasicSR's ``ARCH_REGISTRY`` (``network_g``). Options beyond BasicSR's ``SRModel``:
+
+    - ``datasets.train.{iters, mini_batch_sizes, gt_sizes}``: progressive training (:class:`ProgressiveSchedule`).
+    - ``train.mixing_augs: {mixup, mixup_beta, use_identity}``: mixup of lq/gt pairs (:class:`Mixup`).
+    - ``train.use_grad_clip`` / ``train.grad_clip_norm`` (default 0.01): gradient-norm clipping.
+    - ``train.pixel_opt`` defaults to ``L1Loss``; the scheduler may be ``CosineAnnealingRestartCyclicLR``.
+    - ``val.window_size`` (default 8): inputs are reflect-padded to a multiple of it for validation.
+    - ``val.log_input_metrics``: also log the metrics of the degraded input (e.g. the noisy PSNR) once per dataset.
+
+    Args:
+        opt: The parsed BasicSR options.
+    """
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        super().__init__(opt)
+        self.net_g = self.model_to_device(build_network(deepcopy(opt['network_g'])))
+        self.print_network(self.net_g)
+        path_opt = self.opt.get('path', {})
+        load_path = path_opt.get('pretrain_network_g')
+        if load_path is not None:
+            self.load_network(self.net_g, load_path, path_opt.get('strict_load_g', True),
+                              path_opt.get('param_key_g', 'params'))
+        self.progressive: Optional[ProgressiveSchedule] = None
+        self.mixup: Optional[Mixup] = None
+        self._stage_index: Optional[int] = None
+        if self.is_train:
+            self.init_training_settings()
+
+    # ------------------------------------------------------------------ training setup
+    def init_training_settings(self) -> None:
+        """Build EMA, loss, optimizer, schedulers, progressive schedule and mixup from ``opt['train']``."""
+        self.net_g.train()
+        train_opt = self.opt['train']
+        logger = get_root_logger()
+
+        self.ema_decay = train_opt.get('ema_decay', 0)
+        if self.ema_decay > 0:
+            logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
+            # The EMA copy only validates and is saved: it is never wrapped in DDP.
+            self.net_g_ema = build_network(deepcopy(self.opt['network_g'])).to(self.device)
+            load_path = self.opt['path'].get('pretrain_network_g')
+            if load_path is not None:
+                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
+            else:
+                self.model_ema(0)
+            self.net_g_ema.eval()
+
+        pixel_opt = train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT
+        self.cri_pix = build_loss(deepcopy(pixel_opt)).to(self.device)
+        self.use_grad_clip = bool(train_opt.get('use_grad_clip', False))
+        self.grad_clip_norm = float(train_opt.get('grad_clip_norm', DEFAULT_GRAD_CLIP_NORM))
+
+        self.progressive = ProgressiveSchedule.from_options(self.opt.get('datasets', {}).get('train'))
+        if self.progressive is not None:
+            logger.info('Progressive training:\n\t' + '\n\t'.join(stage_table(self.progressive)))
+        self.mixup = Mixup.from_options(train_opt)
+        if self.mixup is not None:
+            logger.info(f'Use mixup (beta {self.mixup.distribution.concentration0.item()}, '
+                        f'identity half of the time: {self.mixup.use_identity})')
+
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def setup_optimizers(self) -> None:
+        """Create ``optimizer_g`` from ``train.optim_g`` (any ``torch.optim`` class, e.g. ``AdamW``)."""
+        optim_opt = deepcopy(self.opt['train']['optim_g'])
+        optim_type = optim_opt.pop('type')
+        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        self.optimizer_g = self.get_optimizer(optim_type, params, **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+
+    def setup_schedulers(self) -> None:
+        """Create one scheduler per optimizer from ``train.scheduler``."""
+        scheduler_opt = deepcopy(self.opt['train']['scheduler'])
+        scheduler_type = scheduler_opt.pop('type')
+        if scheduler_type not in SCHEDULERS:
+            raise NotImplementedError(f'train.scheduler.type: {scheduler_type!r} is not supported. Choose one of '
+                                      f'{", ".join(SCHEDULERS)}.')
+        self.schedulers.extend(SCHEDULERS[scheduler_type](optimizer, **scheduler_opt) for optimizer in self.optimizers)
+
+    # ------------------------------------------------------------------ training step
+    def feed_data(self, data: Dict[str, Any]) -> None:
+        """Take a batch from a loader (``lq`` and, when present, ``gt``)."""
+        self.lq = data['lq'].to(self.device)
+        if 'gt' in data:
+            self.gt = data['gt'].to(self.device)
+
+    def _devices_per_process(self) -> int:
+        # The stage's batch is per device; only DataParallel (one process, several GPUs) feeds more than one.
+        num_gpu = self.opt.get('num_gpu', 0)
+        return num_gpu if not self.opt.get('dist', False) and num_gpu > 1 else 1
+
+    def _prepare_train_batch(self, current_iter: int) -> None:
+        if self.progressive is not None:
+            self.lq, self.gt, stage = self.progressive.apply(self.lq, self.gt, current_iter,
+                                                             self._devices_per_process(), self.opt.get('scale', 1))
+            if stage.index != self._stage_index:
+                self._stage_index = stage.index
+                get_root_logger().info(
+                    f'Progressive training: iter {current_iter} -> stage {stage.index}: batch '
+                    f'{stage.mini_batch_size}/device, patch {stage.patch_size} (lq batch {tuple(self.lq.shape)})')
+        if self.mixup is not None:
+            self.lq, self.gt = self.mixup(self.lq, self.gt)
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        """One optimisation step on the fed batch (after progressive cropping and mixup)."""
+        self._prepare_train_batch(current_iter)
+        self.optimizer_g.zero_grad()
+        preds = self.net_g(self.lq)
+        preds = list(preds) if isinstance(preds, (list, tuple)) else [preds]
+        self.output = preds[-1]
+        l_pix = sum(self.cri_pix(pred, self.gt) for pred in preds)
+        l_pix.backward()
+        loss_dict = OrderedDict(l_pix=l_pix)
+        if self.use_grad_clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip_norm)
+            loss_dict['grad_norm'] = grad_norm.detach()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    # ------------------------------------------------------------------ inference / validation
+    def _inference_net(self) -> torch.nn.Module:
+        # Never the DDP wrapper: only rank 0 validates, and a wrapped forward may run collectives the others never join.
+        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+
+    def test(self) -> None:
+        """Restore ``self.lq`` into ``self.output`` (padded to ``val.window_size``, then cropped back)."""
+        net = self._inference_net()
+        was_training = net.training
+        window = int((self.opt.get('val') or {}).get('window_size', 8))
+        scale = self.opt.get('scale', 1)
+        h, w = self.lq.shape[-2:]
+        net.eval()
+        with torch.no_grad():
+            output = net(pad_to_window(self.lq, window))
+        net.train(was_training)
+        if isinstance(output, (list, tuple)):
+            output = output[-1]
+        self.output = output[..., :h * scale, :w * scale]
+
+    def get_current_visuals(self) -> Dict[str, Tensor]:
+        """``lq``, ``result`` and (if fed) ``gt`` of the last batch, on the CPU."""
+        out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())
+        if hasattr(self, 'gt'):
+            out['gt'] = self.gt.detach().cpu()
+        return out
+
+    def dist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
+        """Validate on rank 0 only (as BasicSR's SRModel)."""
+        if self.opt['rank'] == 0:
+            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def _image_path(self, dataset_name: str, img_name: str, current_iter: Any) -> str:
+        val_opt = self.opt['val']
+        if self.opt['is_train']:
+            tag = current_iter
+        else:
+            tag = val_opt.get('suffix') or self.opt['name']
+        return osp.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{tag}.png')
+
+    def nondist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
+        """Restore every image of ``dataloader``, compute ``val.metrics`` on uint8 images, save and log.
+
+        Args:
+            dataloader: A validation loader (any batch size).
+            current_iter: The iteration (or, from ``basicsr test``, the run name).
+            tb_logger: A tensorboard writer or ``None``.
+            save_img: Save the restored images under ``visualization/<dataset>/``.
+        """
+        dataset_name = dataloader.dataset.opt['name']
+        metrics_opt = self.opt['val'].get('metrics') or {}
+        if metrics_opt:
+            self._initialize_best_metric_results(dataset_name)
+        totals = {name: 0.0 for name in metrics_opt}
+        input_totals = {name: 0.0 for name in metrics_opt}
+        log_input = self.opt['val'].get('log_input_metrics', False) and not self._input_logged(dataset_name)
+        count = 0
+        for val_data in dataloader:
+            self.feed_data(val_data)
+            self.test()
+            visuals = self.get_current_visuals()
+            for i in range(visuals['result'].shape[0]):
+                img_name = osp.splitext(osp.basename(val_data['lq_path'][i]))[0]
+                restored = tensor2img([visuals['result'][i]])
+                if save_img:
+                    imwrite(restored, self._image_path(dataset_name, img_name, current_iter))
+                if 'gt' in visuals and metrics_opt:
+                    gt_img = tensor2img([visuals['gt'][i]])
+                    for name, metric_opt in metrics_opt.items():
+                        totals[name] += calculate_metric({'img': restored, 'img2': gt_img}, deepcopy(metric_opt))
+                        if log_input:
+                            lq_img = tensor2img([visuals['lq'][i]])
+                            input_totals[name] += calculate_metric({'img': lq_img, 'img2': gt_img},
+                                                                   deepcopy(metric_opt))
+                count += 1
+            for attr in ('lq', 'gt', 'output'):
+                if hasattr(self, attr):
+                    delattr(self, attr)
+        if metrics_opt and count:
+            self.metric_results = {name: total / count for name, total in totals.items()}
+            for name, value in self.metric_results.items():
+                self._update_best_metric_result(dataset_name, name, value, current_iter)
+            if log_input:
+                self._log_input_metrics(dataset_name, {name: v / count for name, v in input_totals.items()},
+                                        tb_logger)
+            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def _input_logged(self, dataset_name: str) -> bool:
+        return dataset_name in getattr(self, 'input_metric_results', {})
+
+    def _log_input_metrics(self, dataset_name: str, values: Dict[str, float], tb_logger: Any) -> None:
+        # The degraded input's score is the baseline the restoration must beat (e.g. the noisy PSNR).
+        if not hasattr(self, 'input_metric_results'):
+            self.input_metric_results = {}
+        self.input_metric_results[dataset_name] = values
+        get_root_logger().info(f'Validation {dataset_name} (degraded input, no network)\n' + ''.join(
+            f'\t # {name}: {value:.4f}\n' for name, value in values.items()))
+        if tb_logger:
+            for name, value in values.items():
+                tb_logger.add_scalar(f'metrics/{dataset_name}/input_{name}', value, 0)
+
+    def _log_validation_metric_values(self, current_iter: Any, dataset_name: str, tb_logger: Any) -> None:
+        lines: List[str] = [f'Validation {dataset_name}']
+        for name, value in self.metric_results.items():
+            best = self.best_metric_results[dataset_name][name]
+            lines.append(f'\t # {name}: {value:.4f}\tBest: {best["val"]:.4f} @ {best["iter"]} iter')
+        get_root_logger().info('\n'.join(lines))
+        if tb_logger:
+            for name, value in self.metric_results.items():
+                tb_logger.add_scalar(f'metrics/{dataset_name}/{name}', value, current_iter)
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        """Save ``net_g`` (and ``params_ema``) plus the training state."""
+        if hasattr(self, 'net_g_ema'):
+            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
+        else:
+            self.save_network(self.net_g, 'net_g', current_iter)
+        self.save_training_state(epoch, current_iter)
