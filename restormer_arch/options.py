@@ -43,13 +43,15 @@ def load_options(path: str) -> Dict[str, Any]:
 
 def _unknown(kind: str, name: Any, choices: Iterable[str], where: str) -> str:
     choices = sorted(choices)
-    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.6)
+    # Case-insensitive: 'Adamw' should suggest AdamW first.
+    by_lower = {c.lower(): c for c in choices}
+    close = [by_lower[c] for c in difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.6)]
     hint = f'did you mean {", ".join(close)}?' if close else f'known {kind}s: {", ".join(choices)}.'
     return f'{where}: unknown {kind} {name!r}; {hint}'
 
 
 def _registries() -> Dict[str, Any]:
-    import restormer_arch  # noqa: F401  (our classes must be registered before the names are checked)
+    # Importing this module ran restormer_arch/__init__, so the plugin's classes are registered already.
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
     return {'arch': ARCH_REGISTRY, 'dataset': DATASET_REGISTRY, 'loss': LOSS_REGISTRY, 'metric': METRIC_REGISTRY,
@@ -178,7 +180,8 @@ def _check_train(opt: Dict[str, Any], problems: List[str]) -> None:
         problems.append(f'train.total_iter: expected a positive integer, got {total_iter!r}.')
         total_iter = None
     optim = (train_opt.get('optim_g') or {}).get('type')
-    optimizers = [n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer)]
+    optimizers = [n for n, c in vars(torch.optim).items()
+                  if isinstance(c, type) and issubclass(c, torch.optim.Optimizer)]
     if optim not in optimizers:
         problems.append(_unknown('optimizer', optim, optimizers, 'train.optim_g.type'))
     for key, loss_opt in train_opt.items():

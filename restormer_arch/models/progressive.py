@@ -74,7 +74,7 @@ class ProgressiveSchedule:
             lq: ``(B, C, h, w)`` low-quality patches as delivered to this process.
             gt: ``(B, C', h*scale, w*scale)`` ground-truth patches.
             current_iter: The 1-based training iteration.
-            devices: Devices this process feeds (``num_gpu`` under DataParallel, else 1): the stage's batch is per device.
+            devices: Devices this process feeds (``num_gpu`` under DataParallel, else 1); stage batches are per device.
             scale: Ground-truth / low-quality size ratio (1 for restoration).
 
         Returns:
