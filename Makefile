@@ -15,6 +15,7 @@ $(BIN)/basicsr: setup.py
 install: $(BIN)/basicsr
 
 demo: install
+	$(BIN)/python datasets/prepare_demo.py  # the demo photos ship with scikit-image: no download
 	$(BIN)/basicsr train -opt options/Demo.yml
 
 lint: install
