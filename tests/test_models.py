@@ -450,9 +450,9 @@ def _train_yaml(tmp_path, total_iter):
     }
 
 
-def _basicsr(tmp_path, *args, **kwargs):
+def _basicsr(tmp_path, *args, command='train', **kwargs):
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
-    cmd = [sys.executable, '-m', 'restormer_arch', 'train', '-opt', str(tmp_path / 'train.yml'), *args]
+    cmd = [sys.executable, '-m', 'restormer_arch', command, '-opt', str(tmp_path / f'{command}.yml'), *args]
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             **kwargs)
 
@@ -495,6 +495,22 @@ def test_basicsr_train_subprocess_checkpoints_is_killed_and_resumes(tmp_path):
     last_lr = float(re.findall(r'iter:\s+\d+, lr:\(([\d.e+-]+),\)', log2)[-1])
     expected = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * (total - 1 - 20) / 40))
     assert last_lr == pytest.approx(expected, rel=1e-3)
+
+    # `basicsr test` with the final weights reproduces the final validation PSNR.
+    final_psnr = float(re.findall(r'# psnr: (\d+\.\d+)', log2)[-1])
+    test_opt = {'name': 'tiny_test', 'model_type': 'ImageCleanModel', 'scale': 1, 'num_gpu': 0,
+                'datasets': {'test_1': dict(_train_yaml(tmp_path, total)['datasets']['val'])},
+                'network_g': dict(TINY_NET),
+                'path': {'pretrain_network_g': str(experiment / 'models' / 'net_g_latest.pth'), 'param_key_g': 'params',
+                         'strict_load_g': True},
+                'val': {'save_img': True, 'suffix': None,
+                        'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}}}
+    (tmp_path / 'test.yml').write_text(yaml.safe_dump(test_opt))
+    tested = _basicsr(tmp_path, command='test')
+    log3 = tested.communicate(timeout=120)[0]
+    assert tested.returncode == 0, log3
+    assert float(re.findall(r'# psnr: (\d+\.\d+)', log3)[-1]) == pytest.approx(final_psnr, abs=1e-4)
+    assert (tmp_path / 'results' / 'tiny_test' / 'visualization' / 'tiny_val' / 'v0_tiny_test.png').is_file()
 
 
 def test_cli_rejects_an_invalid_option_file(tmp_path):

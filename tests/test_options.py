@@ -1,0 +1,202 @@
+"""Option files in options/ and their up-front validation (restormer_arch/options.py)."""
+import importlib.util
+from copy import deepcopy
+from pathlib import Path
+
+import pytest
+import torch
+from basicsr.archs import build_network
+from basicsr.models import build_model
+
+from restormer_arch.cli import main
+from restormer_arch.options import OptionsError, load_options, validate_options, validate_options_file
+from tests.test_models import make_opt
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OPTION_FILES = sorted((REPO_ROOT / 'options').glob('**/*.yml'))
+OFFICIAL = {  # file -> (input channels, LayerNorm, mixup, Y-channel PSNR, dual pixel)
+    'Deraining.yml': (3, 'WithBias', False, True, False),
+    'Deraining_lmdb.yml': (3, 'WithBias', False, True, False),
+    'MotionDeblurring.yml': (3, 'WithBias', False, False, False),
+    'DefocusDeblurring_Single.yml': (3, 'WithBias', False, False, False),
+    'DefocusDeblurring_DualPixel.yml': (6, 'WithBias', False, False, True),
+    'RealDenoising.yml': (3, 'BiasFree', True, False, False),
+    **{f'GaussianColorDenoising_{s}.yml': (3, 'BiasFree', True, False, False)
+       for s in ('Blind', 'Sigma15', 'Sigma25', 'Sigma50')},
+    **{f'GaussianGrayDenoising_{s}.yml': (1, 'BiasFree', True, False, False)
+       for s in ('Blind', 'Sigma15', 'Sigma25', 'Sigma50')},
+}
+TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _name(path):
+    return str(path.relative_to(REPO_ROOT / 'options'))
+
+
+def test_every_official_training_has_an_option_file():
+    names = {_name(p) for p in OPTION_FILES}
+    assert set(OFFICIAL) | {'Demo.yml'} <= names
+
+
+@pytest.mark.parametrize('path', OPTION_FILES, ids=_name)
+def test_option_file_validates_and_builds(path, tmp_path):
+    opt = validate_options_file(str(path))
+    is_train = 'train' in opt
+    # The network: constructor arguments as written, with tiny sizes so the test stays fast.
+    net_opt = dict(opt['network_g'], **(TINY if opt['network_g']['type'] == 'Restormer' else {}))
+    net = build_network(deepcopy(net_opt))
+    channels = net_opt.get('inp_channels', 3)
+    with torch.no_grad():
+        out = net(torch.rand(1, channels, 16, 16))
+    assert out.shape == (1, net_opt.get('out_channels', 3), 16, 16)
+    # The model: optimizer, scheduler, loss, progressive schedule and mixup built from the file's sections.
+    runtime = make_opt(tmp_path, network=net_opt, is_train=is_train)
+    full = dict(deepcopy(opt), network_g=net_opt, is_train=is_train, num_gpu=0, dist=False, rank=0, world_size=1,
+                path=dict(opt.get('path') or {}, **{k: v for k, v in runtime['path'].items()
+                                                    if k not in ('pretrain_network_g', 'resume_state')}))
+    model = build_model(full)
+    assert type(model).__name__ == opt['model_type']
+    if is_train:
+        train_set = opt['datasets']['train']
+        assert type(model.optimizer_g).__name__ == opt['train']['optim_g']['type']
+        if train_set.get('iters'):
+            assert [s.patch_size for s in model.progressive.stages] == train_set['gt_sizes']
+            assert model.progressive.stages[-1].last_iter == opt['train']['total_iter']
+        assert (model.mixup is not None) == bool((opt['train'].get('mixing_augs') or {}).get('mixup'))
+
+
+@pytest.mark.parametrize('name', sorted(OFFICIAL))
+def test_official_files_use_the_paper_recipe(name):
+    in_ch, layer_norm, mixup, y_channel, dual = OFFICIAL[name]
+    opt = load_options(str(REPO_ROOT / 'options' / name))
+    assert opt['model_type'] == 'ImageCleanModel' and opt['scale'] == 1 and opt['num_gpu'] == 'auto'
+    net = opt['network_g']
+    assert net == {'type': 'Restormer', 'inp_channels': in_ch, 'out_channels': 1 if in_ch == 1 else 3, 'dim': 48,
+                   'num_blocks': [4, 6, 6, 8], 'num_refinement_blocks': 4, 'heads': [1, 2, 4, 8],
+                   'ffn_expansion_factor': 2.66, 'bias': False, 'LayerNorm_type': layer_norm,
+                   'dual_pixel_task': dual}
+    train = opt['train']
+    assert train['total_iter'] == 300000 and train['use_grad_clip'] is True
+    assert train['optim_g'] == {'type': 'AdamW', 'lr': 3e-4, 'weight_decay': 1e-4, 'betas': [0.9, 0.999]}
+    assert train['scheduler'] == {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [92000, 208000],
+                                  'restart_weights': [1, 1], 'eta_mins': [3e-4, 1e-6]}
+    assert train['pixel_opt']['type'] == 'L1Loss'
+    assert train['mixing_augs']['mixup'] is mixup and train['mixing_augs']['mixup_beta'] == 1.2
+    data = opt['datasets']['train']
+    assert data['batch_size_per_gpu'] == 8 and data['gt_size'] == 384
+    assert data['mini_batch_sizes'] == [8, 5, 4, 2, 1, 1]
+    assert data['iters'] == [92000, 64000, 48000, 36000, 36000, 24000]
+    assert data['gt_sizes'] == [128, 160, 192, 256, 320, 384]
+    assert all(d['dataroot_gt'].startswith('datasets/') for d in opt['datasets'].values())
+    assert opt['val']['metrics']['psnr']['test_y_channel'] is y_channel
+    header = (REPO_ROOT / 'options' / name).read_text().splitlines()[:16]
+    assert any(f'torchrun --nproc_per_node=8 -m restormer_arch train -opt options/{name} --launcher pytorch' in line
+               for line in header)
+
+
+@pytest.mark.parametrize('name, params', [('Deraining.yml', 26126644), ('GaussianGrayDenoising_Blind.yml', 26109076),
+                                          ('DefocusDeblurring_DualPixel.yml', 26132548)])
+def test_full_size_networks_match_the_released_models(name, params):
+    net = build_network(load_options(str(REPO_ROOT / 'options' / name))['network_g'])
+    assert sum(p.numel() for p in net.parameters()) == params
+
+
+def _deraining():
+    return load_options(str(REPO_ROOT / 'options' / 'Deraining.yml'))
+
+
+def _set(opt, dotted, value):
+    *parents, last = dotted.split('.')
+    for key in parents:
+        opt = opt[key]
+    opt[last] = value
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('train.total_iter', 299999, 'iters sums to 300000 but train.total_iter is 299999'),
+    ('datasets.train.iters', [92000, 64000, 48000, 36000, 60000], 'need one entry per stage'),
+    ('datasets.train.gt_sizes', [128, 160, 192, 256, 320, 380], 'gt_sizes: [380] are not multiples of 8'),
+    ('datasets.train.gt_sizes', [128, 160, 192, 256, 320, 392], 'exceeds gt_size 384'),
+    ('datasets.train.gt_size', 100, 'gt_size: 100 must be a multiple of 8'),
+    ('datasets.train.mini_batch_sizes', [16, 5, 4, 2, 1, 1], 'mini_batch_sizes: 16 exceeds batch_size_per_gpu 8'),
+    ('train.scheduler.periods', [92000, 200000], 'periods sums to 292000 but train.total_iter is 300000'),
+    ('train.scheduler.eta_mins', [0.0003], 'need the same length'),
+    ('datasets.train.gt_sizes', None, 'gt_sizes missing'),
+    ('network_g.type', 'Restormr', "unknown arch type 'Restormr'; did you mean Restormer?"),
+    ('network_g.LayerNorm_typ', 'BiasFree', "unknown argument 'LayerNorm_typ'; did you mean LayerNorm_type?"),
+    ('model_type', 'ImageCleanModle', 'did you mean ImageCleanModel'),
+    ('datasets.train.type', 'Dataset_PairedImages', 'did you mean Dataset_PairedImage'),
+    ('datasets.val.type', 'Dataset_GaussianDenoisng', 'did you mean Dataset_GaussianDenoising'),
+    ('train.pixel_opt.type', 'L1loss', 'did you mean L1Loss'),
+    ('train.pixel_opt.type', 'PSNRLos', 'did you mean PSNRLoss'),
+    ('train.optim_g.type', 'Adamw', 'did you mean AdamW'),
+    ('train.scheduler.type', 'CosineAnnealingRestartCyclic', 'did you mean CosineAnnealingRestartCyclicLR'),
+    ('val.metrics.psnr.type', 'calculate_pnsr', 'did you mean calculate_psnr'),
+])
+def test_invalid_options_are_reported_clearly(key, value, message):
+    opt = _deraining()
+    _set(opt, key, value)
+    with pytest.raises(OptionsError) as err:
+        validate_options(opt, source='Deraining.yml')
+    assert str(err.value).startswith('Deraining.yml: ')
+    assert message in str(err.value)
+
+
+def test_all_problems_are_reported_at_once():
+    opt = _deraining()
+    opt['train']['total_iter'] = 1000
+    opt['network_g']['type'] = 'restormer'
+    with pytest.raises(OptionsError, match=r'3 problem\(s\)') as err:
+        validate_options(opt)
+    assert 'did you mean Restormer' in str(err.value)
+
+
+def test_test_mode_skips_training_sections():
+    opt = _deraining()
+    del opt['train']
+    validate_options(opt, is_train=False)
+    with pytest.raises(OptionsError, match='train: missing'):
+        validate_options(opt, is_train=True)
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    bad = tmp_path / 'bad.yml'
+    bad.write_text('name: [unclosed\n')
+    with pytest.raises(OptionsError, match='bad.yml: invalid YAML'):
+        validate_options_file(str(bad))
+
+
+def test_cli_checks_the_option_file_before_training(tmp_path, capsys):
+    opt_text = (REPO_ROOT / 'options' / 'Deraining.yml').read_text().replace('total_iter: 300000', 'total_iter: 30')
+    path = tmp_path / 'Deraining.yml'
+    path.write_text(opt_text)
+    assert main(['train', '-opt', str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'basicsr train: {path}: ')
+    assert 'train.total_iter is 30' in err
+
+
+def test_demo_photos_are_prepared_where_demo_yml_reads_them(tmp_path):
+    spec = importlib.util.spec_from_file_location('prepare_demo', REPO_ROOT / 'datasets' / 'prepare_demo.py')
+    prepare_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare_demo)
+    demo = load_options(str(REPO_ROOT / 'options' / 'Demo.yml'))
+    assert demo['datasets']['train']['dataroot_gt'] == 'datasets/Demo/train'
+    assert demo['datasets']['val']['dataroot_gt'] == 'datasets/Demo/val'
+    assert not set(prepare_demo.TRAIN) & set(prepare_demo.VAL)  # validation photos are held out
+    root = tmp_path / 'Demo'
+    assert prepare_demo.main(['--root', str(root)]) == 0
+    train = sorted(p.stem for p in (root / 'train').glob('*.png'))
+    val = sorted(p.stem for p in (root / 'val').glob('*.png'))
+    assert train == sorted(prepare_demo.TRAIN) and val == sorted(prepare_demo.VAL)
+    stamp = (root / 'val' / 'chelsea.png').stat().st_mtime_ns
+    assert prepare_demo.main(['--root', str(root)]) == 0  # idempotent: existing photos are kept
+    assert (root / 'val' / 'chelsea.png').stat().st_mtime_ns == stamp
