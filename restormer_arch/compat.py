@@ -9,6 +9,7 @@ Call :func:`apply` again to re-apply the patches (it is idempotent); :data:`APPL
 """
 import importlib
 import os
+import pickle
 import sys
 import warnings
 from os import path as osp
@@ -193,6 +194,147 @@ def _get_optimizer(self: Any, optim_type: str, params: Any, lr: float, **kwargs:
     return optimizer_cls(params, lr, **kwargs)
 
 
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` that never leaves a torn file: write a temporary file, flush and fsync it, then rename.
+
+    A kill at any moment leaves either the previous file or the complete new one. The temporary name starts with a dot
+    and does not end in ``.state``/``.pth``, so resume logic never mistakes it for a checkpoint.
+
+    Args:
+        obj: What to save.
+        path: Destination file.
+    """
+    directory, name = osp.split(osp.abspath(path))
+    tmp_path = osp.join(directory, f'.{name}.tmp{os.getpid()}')
+    try:
+        with open(tmp_path, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:  # make the rename itself durable
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _save_network(self: Any, net: Any, net_label: str, current_iter: Any, param_key: Any = 'params') -> None:
+    """Replacement for ``BaseModel.save_network``: atomic, and a failure raises instead of being logged and ignored.
+
+    BasicSR writes in place (a kill mid-write leaves a torn ``.pth`` that auto-resume then trusts) and, after three
+    failed tries, only logs "Just ignore it" - training then goes on without checkpoints. Rank 0 only, as before.
+    """
+    from basicsr.utils.dist_util import get_dist_info
+
+    if get_dist_info()[0] != 0:
+        return
+    nets = net if isinstance(net, list) else [net]
+    keys = param_key if isinstance(param_key, list) else [param_key]
+    if len(nets) != len(keys):
+        raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys.')
+    save_dict = {}
+    for net_, key in zip(nets, keys):
+        state_dict = self.get_bare_model(net_).state_dict()
+        save_dict[key] = {k[len('module.'):] if k.startswith('module.') else k: v.cpu() for k, v in state_dict.items()}
+    label = 'latest' if current_iter == -1 else current_iter
+    atomic_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+
+def _save_training_state(self: Any, epoch: int, current_iter: int) -> None:
+    """Replacement for ``BaseModel.save_training_state``: atomic, rank 0 only, and failures raise (see above)."""
+    from basicsr.utils.dist_util import get_dist_info
+
+    if current_iter == -1 or get_dist_info()[0] != 0:
+        return
+    state = {'epoch': epoch, 'iter': current_iter,
+             'optimizers': [o.state_dict() for o in self.optimizers],
+             'schedulers': [s.state_dict() for s in self.schedulers]}
+    atomic_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+
+def load_checkpoint(path: str, what: str = 'checkpoint') -> Any:
+    """Load a checkpoint with ``weights_only=True`` and turn failures into messages that say what to do.
+
+    Args:
+        path: The file to load.
+        what: What the file is for, used in messages (e.g. the option key that named it).
+
+    Returns:
+        The loaded object (tensors on the CPU).
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{what}: {path} does not exist.')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f'{what}: refusing to load {path}: it contains pickled objects other than tensors and plain '
+                         'containers, which could run code when loaded (weights_only=True). If you trust the file, '
+                         'load it yourself and re-save only its state_dict: torch.save({"params": sd}, "clean.pth"). '
+                         f'{_unsupported_global(err)}') from None
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f'{what}: {path} is not a readable PyTorch checkpoint (truncated or corrupt?): '
+                         f'{err}') from None
+
+
+def _unsupported_global(err: Exception) -> str:
+    # torch's message is long; the line naming the offending global is the useful part.
+    lines = [line.strip() for line in str(err).splitlines() if 'global' in line.lower() and 'GLOBAL' in line]
+    return f'Offending object: {lines[0]}' if lines else ''
+
+
+def describe_state_dict_mismatch(expected: Dict[str, torch.Tensor], loaded: Dict[str, torch.Tensor]) -> str:
+    """Human-readable summary of the differences between a network's state_dict and a loaded one."""
+    missing = sorted(set(expected) - set(loaded))
+    unexpected = sorted(set(loaded) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(loaded) if expected[k].shape != loaded[k].shape)
+    parts = []
+    for label, keys in (('missing', missing), ('unexpected', unexpected)):
+        if keys:
+            parts.append(f'{len(keys)} {label} keys (e.g. {", ".join(keys[:3])})')
+    if shapes:
+        examples = ', '.join(f'{k}: {tuple(loaded[k].shape)} vs {tuple(expected[k].shape)}' for k in shapes[:3])
+        parts.append(f'{len(shapes)} shape mismatches (checkpoint vs network, e.g. {examples})')
+    return '; '.join(parts)
+
+
+def _load_network(self: Any, net: torch.nn.Module, load_path: str, strict: bool = True,
+                  param_key: Optional[str] = 'params') -> None:
+    """Replacement for ``BaseModel.load_network``: ``weights_only`` loading and errors that name the mismatch.
+
+    BasicSR relies on torch's default (weights_only only from torch 2.6 on) and, on a checkpoint made for another
+    configuration, fails with a long PyTorch error after printing key lists. Here the message names the file, what
+    differs, and the usual cause (LayerNorm_type, channels, dual_pixel_task).
+    """
+    from basicsr.utils import get_root_logger
+
+    net = self.get_bare_model(net)
+    checkpoint = load_checkpoint(load_path, 'path.pretrain_network_*')
+    if param_key is not None and isinstance(checkpoint, dict):
+        if param_key not in checkpoint and 'params' in checkpoint:
+            param_key = 'params'
+        if param_key not in checkpoint:
+            raise KeyError(f'{load_path} has no {param_key!r} entry (it has {sorted(checkpoint)[:5]}). '
+                           'Set path.param_key_g to one of them, or ~ for a bare state_dict.')
+        checkpoint = checkpoint[param_key]
+    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
+    expected = net.state_dict()
+    problem = describe_state_dict_mismatch(expected, state_dict)
+    if problem and strict:
+        raise ValueError(f'{load_path} does not match network {net.__class__.__name__}: {problem}. The checkpoint was '
+                         'made for another configuration: check network_g (LayerNorm_type BiasFree for denoising, '
+                         'inp_channels/out_channels 1 for gray, inp_channels 6 + dual_pixel_task for dual-pixel), '
+                         'or set path.strict_load_g: false to load the matching part only.')
+    if not strict:  # drop shape mismatches, as BasicSR does, instead of failing inside load_state_dict
+        state_dict = {k: v for k, v in state_dict.items() if k not in expected or expected[k].shape == v.shape}
+    get_root_logger().info(f'Loading {net.__class__.__name__} from {load_path} [{param_key}].')
+    net.load_state_dict(state_dict, strict=strict)
+
+
 def _int_jpeg_quality(add_jpg_compression: Callable[..., Any]) -> Callable[..., Any]:
     # OpenCV >= 4.5.5 rejects a float JPEG quality, which `random_add_jpg_compression` passes (XPixelGroup/BasicSR#578).
     def wrapper(img: Any, quality: float = 90) -> Any:
@@ -213,6 +355,9 @@ def _patch_basicsr() -> None:
     dist_util._init_dist_pytorch = _init_dist_pytorch
     BaseModel.model_to_device = _model_to_device
     BaseModel.get_optimizer = _get_optimizer
+    BaseModel.save_network = _save_network
+    BaseModel.save_training_state = _save_training_state
+    BaseModel.load_network = _load_network
     if not hasattr(degradations.add_jpg_compression, '__wrapped__'):
         degradations.add_jpg_compression = _int_jpeg_quality(degradations.add_jpg_compression)
     APPLIED.extend([
@@ -220,6 +365,8 @@ def _patch_basicsr() -> None:
         'basicsr.utils.dist_util._init_dist_pytorch (gloo on CPU, dist_params.backend, LOCAL_RANK)',
         'BaseModel.model_to_device (no CUDA device_ids on CPU)',
         'BaseModel.get_optimizer (AdamW and any torch.optim class)',
+        'BaseModel.save_network / save_training_state (atomic writes; failures raise)',
+        'BaseModel.load_network (weights_only, clear configuration-mismatch errors)',
         'degradations.add_jpg_compression (int JPEG quality for OpenCV >= 4.5.5)',
     ])
 

@@ -1,6 +1,10 @@
 """Each BasicSR compat fix, exercised on the installed stack (no mocks of basicsr or torch)."""
+import os
+import pickle
+import signal
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -154,3 +158,110 @@ def test_resume_state_errors_name_the_file(tmp_path):
     opt['path']['resume_state'] = str(net_file)
     with pytest.raises(ValueError, match='net_g_4.pth.*not a BasicSR training state'):
         compat.load_resume_state(opt)
+
+
+class _Evil:
+    """Unpickling this would run a shell command: weights_only loading must refuse it."""
+
+    def __reduce__(self):
+        return (os.system, ('echo pwned > /dev/null',))
+
+
+def _holder(tmp_path, **opt):
+    from basicsr.models.base_model import BaseModel
+
+    holder = BaseModel.__new__(BaseModel)
+    holder.opt = {'dist': False, 'num_gpu': 0, 'path': {'models': str(tmp_path), 'training_states': str(tmp_path)},
+                  **opt}
+    holder.device = torch.device('cpu')
+    holder.optimizers, holder.schedulers = [], []
+    return holder
+
+
+def test_atomic_save_replaces_whole_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / 'x.pth'
+    compat.atomic_save({'a': torch.ones(3)}, str(path))
+    compat.atomic_save({'a': torch.zeros(3)}, str(path))
+    assert torch.equal(torch.load(path, weights_only=True)['a'], torch.zeros(3))
+    assert os.listdir(tmp_path) == ['x.pth']
+
+
+def test_atomic_save_failure_keeps_the_old_file(tmp_path):
+    path = tmp_path / 'x.pth'
+    compat.atomic_save({'a': torch.ones(3)}, str(path))
+    with pytest.raises((AttributeError, pickle.PicklingError)):
+        compat.atomic_save({'a': torch.zeros(3), 'bad': lambda: None}, str(path))  # unpicklable
+    assert torch.equal(torch.load(path, weights_only=True)['a'], torch.ones(3))
+    assert os.listdir(tmp_path) == ['x.pth']
+
+
+def test_sigkill_during_atomic_saves_never_leaves_a_torn_file(tmp_path):
+    """A real process rewriting a 16 MB checkpoint in a loop is SIGKILLed at several moments; the file always loads."""
+    path = tmp_path / 'ckpt.pth'
+    code = ('import sys, torch; from restormer_arch.compat import atomic_save\n'
+            'i = 0\n'
+            'while True:\n'
+            '    atomic_save({"i": i, "w": torch.full((4_000_000,), float(i))}, sys.argv[1]); i += 1\n'
+            '    print(i, flush=True)\n')
+    for delay in (0.05, 0.13, 0.29, 0.41):
+        proc = subprocess.Popen([sys.executable, '-c', code, str(path)], stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()  # at least one complete save
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ckpt = torch.load(path, weights_only=True)
+        assert torch.equal(ckpt['w'], torch.full((4_000_000,), float(ckpt['i'])))
+
+
+def test_save_network_and_training_state_are_atomic_and_loadable(tmp_path):
+    holder = _holder(tmp_path)
+    net = torch.nn.Linear(2, 3)
+    holder.optimizers = [torch.optim.AdamW(net.parameters(), 1e-3)]
+    holder.save_network([net, net], 'net_g', 7, param_key=['params', 'params_ema'])
+    holder.save_training_state(epoch=1, current_iter=7)
+    assert sorted(os.listdir(tmp_path)) == ['7.state', 'net_g_7.pth']
+    saved = torch.load(tmp_path / 'net_g_7.pth', weights_only=True)
+    assert set(saved) == {'params', 'params_ema'} and torch.equal(saved['params']['weight'], net.weight)
+    assert torch.load(tmp_path / '7.state', weights_only=True)['iter'] == 7
+
+
+def test_save_failure_raises_instead_of_being_ignored(tmp_path):
+    holder = _holder(tmp_path / 'missing_dir')
+    with pytest.raises(OSError):
+        holder.save_network(torch.nn.Linear(2, 2), 'net_g', 1)
+
+
+def test_load_network_refuses_code_execution(tmp_path):
+    evil = tmp_path / 'evil.pth'
+    torch.save({'params': {'weight': torch.zeros(1)}, 'payload': _Evil()}, evil)
+    holder = _holder(tmp_path)
+    with pytest.raises(ValueError, match='refusing to load .*evil.pth.*could run code.*posix.system'):
+        holder.load_network(torch.nn.Linear(1, 1), str(evil))
+    with pytest.raises(ValueError, match='refusing'):
+        compat.load_checkpoint(str(evil))
+
+
+def test_load_network_strips_module_prefix_and_falls_back_to_params(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    path = tmp_path / 'net.pth'
+    torch.save({'params': {f'module.{k}': v for k, v in net.state_dict().items()}}, path)
+    target = torch.nn.Linear(2, 2)
+    _holder(tmp_path).load_network(target, str(path), param_key='params_ema')
+    assert torch.equal(target.weight, net.weight)
+
+
+def test_load_network_names_a_configuration_mismatch(tmp_path):
+    from restormer_arch import Restormer
+
+    tiny = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
+    path = tmp_path / 'denoise.pth'
+    torch.save({'params': Restormer(**tiny, LayerNorm_type='BiasFree').state_dict()}, path)
+    with pytest.raises(ValueError, match=r'denoise.pth.*missing keys.*norm1.body.bias.*LayerNorm_type'):
+        _holder(tmp_path).load_network(Restormer(**tiny), str(path))
+    gray = tmp_path / 'gray.pth'
+    torch.save({'params': Restormer(**tiny, inp_channels=1, out_channels=1).state_dict()}, gray)
+    mismatch = r'shape mismatches.*patch_embed.proj.weight: \(8, 1, 3, 3\) vs \(8, 3, 3, 3\)'
+    with pytest.raises(ValueError, match=mismatch):
+        _holder(tmp_path).load_network(Restormer(**tiny), str(gray))
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        _holder(tmp_path).load_network(Restormer(**tiny), str(tmp_path / 'nope.pth'))
