@@ -32,12 +32,12 @@ def test_psnr_loss_weight_and_gradient():
     pred = (target + 0.05 * torch.randn_like(target)).requires_grad_()
     base = PSNRLoss()(pred, target)
     weighted = PSNRLoss(loss_weight=0.5)(pred, target)
-    assert float(weighted) == pytest.approx(0.5 * float(base), rel=1e-6)
+    assert float(weighted.detach()) == pytest.approx(0.5 * float(base.detach()), rel=1e-6)
     weighted.backward()
     # Descending the loss moves the prediction towards the target.
     with torch.no_grad():
         stepped = pred - 1e-4 * pred.grad
-    assert float(PSNRLoss()(stepped, target)) < float(base)
+    assert float(PSNRLoss()(stepped, target)) < float(base.detach())
 
 
 def test_psnr_loss_to_y_ignores_luma_preserving_changes():

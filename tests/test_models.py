@@ -363,6 +363,14 @@ def test_validation_pads_crops_saves_and_tracks_best(tmp_path, basicsr_log):
     assert sum('degraded input' in m for m in basicsr_log) == 1
     assert model.net_g.training  # validation puts the network back in training mode
     assert any('Validation tiny_val' in m and 'Best' in m for m in basicsr_log)
+    # BasicSR's extra call after the last iteration (total_iter + 1) is labelled total_iter, and skipped if done.
+    total = model.opt['train']['total_iter']
+    model.validation(loader, total, None, save_img=False)
+    runs = sum('Validation tiny_val\n' in m for m in basicsr_log)
+    model.validation(loader, total + 1, None, save_img=False)
+    assert sum('Validation tiny_val\n' in m for m in basicsr_log) == runs
+    assert model.best_metric_results['tiny_val']['psnr']['iter'] in (7, 8, total)
+    assert any('already done at iter' in m for m in basicsr_log)
 
 
 def test_validation_in_test_mode_uses_suffix(tmp_path):

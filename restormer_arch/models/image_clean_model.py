@@ -191,6 +191,22 @@ class ImageCleanModel(BaseModel):
             out['gt'] = self.gt.detach().cpu()
         return out
 
+    def validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool = False) -> None:
+        """Validate on ``dataloader`` (see :meth:`nondist_validation`).
+
+        BasicSR's train loop ends with one more validation at ``total_iter + 1``: it is labelled ``total_iter`` and
+        skipped when that iteration was validated already (same weights, same images).
+        """
+        if self.is_train and isinstance(current_iter, int) and 'train' in self.opt:
+            total_iter = int(self.opt['train']['total_iter'])
+            if current_iter > total_iter:
+                current_iter = total_iter
+                if getattr(self, '_validated_at', {}).get(dataloader.dataset.opt['name']) == total_iter:
+                    get_root_logger().info(f'Validation {dataloader.dataset.opt["name"]}: already done at iter '
+                                           f'{total_iter}.')
+                    return
+        super().validation(dataloader, current_iter, tb_logger, save_img)
+
     def dist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
         """Validate on rank 0 only (as BasicSR's SRModel)."""
         if self.opt['rank'] == 0:
@@ -214,6 +230,7 @@ class ImageCleanModel(BaseModel):
             save_img: Save the restored images under ``visualization/<dataset>/``.
         """
         dataset_name = dataloader.dataset.opt['name']
+        self._validated_at = {**getattr(self, '_validated_at', {}), dataset_name: current_iter}
         metrics_opt = self.opt['val'].get('metrics') or {}
         if metrics_opt:
             self._initialize_best_metric_results(dataset_name)
