@@ -60,8 +60,7 @@ def test_option_file_validates_and_builds(path, tmp_path):
     # The model: optimizer, scheduler, loss, progressive schedule and mixup built from the file's sections.
     runtime = make_opt(tmp_path, network=net_opt, is_train=is_train)
     full = dict(deepcopy(opt), network_g=net_opt, is_train=is_train, num_gpu=0, dist=False, rank=0, world_size=1,
-                path=dict(opt.get('path') or {}, **{k: v for k, v in runtime['path'].items()
-                                                    if k not in ('pretrain_network_g', 'resume_state')}))
+                path=dict(opt.get('path') or {}, **runtime['path']))  # paths aside: no weights, tmp folders
     model = build_model(full)
     assert type(model).__name__ == opt['model_type']
     if is_train:
