@@ -153,8 +153,10 @@ def test_cyclic_scheduler_restart_weights_floors_and_resume():
 ])
 def test_basicsr_schedulers_still_work(tmp_path, scheduler):
     model = build_model(make_opt(tmp_path, train={'scheduler': scheduler}))
-    for iteration in range(1, 5):
-        model.update_learning_rate(iteration)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch: "lr_scheduler.step() before optimizer.step()"
+        for iteration in range(1, 5):
+            model.update_learning_rate(iteration)
     assert model.get_current_learning_rate()[0] < 1e-3
     bad = make_opt(tmp_path, train={'scheduler': {'type': 'CosineAnnealingLR'}})
     with pytest.raises(NotImplementedError, match='CosineAnnealingRestartCyclicLR'):
