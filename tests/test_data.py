@@ -558,3 +558,66 @@ def test_make_lmdb_script(pairs, tmp_path):
     bad = subprocess.run([sys.executable, script, str(tmp_path / 'missing'), str(tmp_path / 'm.lmdb')], env=env,
                          capture_output=True, text=True)
     assert bad.returncode == 1 and 'input folder' in bad.stderr and 'missing" does not exist' in bad.stderr
+
+
+# --------------------------------------------------------------------------------------- through a real BasicSR run
+TRAIN_YML = """
+name: data_smoke
+model_type: SRModel
+scale: 1
+num_gpu: 0
+manual_seed: 10
+datasets:
+  train:
+    name: pairs
+    type: Dataset_PairedImage
+    dataroot_gt: {gt}
+    dataroot_lq: {lq}
+    filename_tmpl: '{{}}'
+    io_backend: {{type: disk}}
+    gt_size: 16
+    geometric_augs: true
+    use_shuffle: true
+    num_worker_per_gpu: 1
+    batch_size_per_gpu: 2
+    dataset_enlarge_ratio: 1
+    prefetch_mode: ~
+  val:
+    name: cbsd
+    type: Dataset_GaussianDenoising
+    dataroot_gt: {gt}
+    dataroot_lq: none
+    in_ch: 3
+    sigma_test: 25
+    io_backend: {{type: lmdb}}
+network_g: {{type: Restormer, dim: 8, num_blocks: [1, 1, 1, 1], num_refinement_blocks: 1, heads: [1, 1, 1, 1]}}
+path: {{pretrain_network_g: ~, strict_load_g: true, resume_state: ~}}
+train:
+  optim_g: {{type: Adam, lr: 1.0e-3}}
+  scheduler: {{type: MultiStepLR, milestones: [100], gamma: 0.5}}
+  total_iter: 2
+  warmup_iter: -1
+  pixel_opt: {{type: L1Loss, loss_weight: 1.0, reduction: mean}}
+val:
+  val_freq: 2
+  save_img: false
+  metrics:
+    psnr: {{type: calculate_psnr, crop_border: 0, test_y_channel: false}}
+logger: {{print_freq: 1, save_checkpoint_freq: 100, use_tb_logger: false}}
+"""
+
+
+def test_datasets_in_basicsr_training_run(tmp_path):
+    imgs = random_images(4, seed=9)
+    lq_dir, gt_dir = make_folder(tmp_path / 'lq', imgs), make_folder(tmp_path / 'gt', imgs)
+    gt_db = make_lmdb(gt_dir, tmp_path / 'gt.lmdb')
+    (tmp_path / 'train.yml').write_text(TRAIN_YML.format(gt=gt_dir, lq=lq_dir).replace(
+        f'dataroot_gt: {gt_dir}\n    dataroot_lq: none', f'dataroot_gt: {gt_db}\n    dataroot_lq: none'))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    done = subprocess.run([sys.executable, '-m', 'restormer_arch', 'train', '-opt', 'train.yml'], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert 'Dataset [Dataset_PairedImage] - pairs is built.' in log
+    assert 'Dataset [Dataset_GaussianDenoising] - cbsd is built.' in log
+    assert '# psnr:' in log
