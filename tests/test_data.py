@@ -207,6 +207,18 @@ def test_paired_lmdb_matches_disk(pairs, tmp_path):
         assert torch.equal(db[i]['lq'], disk[i]['lq']) and torch.equal(db[i]['gt'], disk[i]['gt'])
 
 
+def test_paired_lmdb_with_meta_info_file(pairs, tmp_path):
+    lq_dir, gt_dir, _, _ = pairs
+    lq_db, gt_db = make_lmdb(lq_dir, tmp_path / 'lq.lmdb'), make_lmdb(gt_dir, tmp_path / 'gt.lmdb')
+    meta = tmp_path / 'subset.txt'
+    meta.write_text('img2.png (24,32,3) 1\nimg0.png\n')
+    ds = Dataset_PairedImage(paired_opt(lq_db, gt_db, io_backend={'type': 'lmdb'}, meta_info_file=str(meta)))
+    assert [p['gt_path'] for p in ds.paths] == ['img0', 'img2']
+    meta.write_text('img9.png\n')
+    with pytest.raises(ValueError, match=r'not in the LMDB dataroot_lq .*: img9'):
+        Dataset_PairedImage(paired_opt(lq_db, gt_db, io_backend={'type': 'lmdb'}, meta_info_file=str(meta)))
+
+
 def test_paired_lmdb_keeps_16bit(tmp_path):
     img = np.full((H, W, 3), 1000, np.uint16)
     folder = make_folder(tmp_path / 'imgs', [img])
@@ -296,6 +308,13 @@ def test_error_lmdb_missing_key(pairs, tmp_path):
         with open(osp.join(db, 'meta_info.txt'), 'a') as f:
             f.write('lost.png (24,32,3) 1\n')
     with pytest.raises(ValueError, match=r'missing from the LMDB: lost'):
+        Dataset_PairedImage(paired_opt(lq_db, gt_db, io_backend={'type': 'lmdb'}))
+
+
+def test_error_lmdb_size_mismatch_found_before_training(tmp_path):
+    lq_db = make_lmdb(make_folder(tmp_path / 'lq', random_images(1, shape=(H, W + 8, 3))), tmp_path / 'lq.lmdb')
+    gt_db = make_lmdb(make_folder(tmp_path / 'gt', random_images(1)), tmp_path / 'gt.lmdb')
+    with pytest.raises(ValueError, match=r'differ in size, e.g. img0: \(24, 40, 3\) vs \(24, 32, 3\)'):
         Dataset_PairedImage(paired_opt(lq_db, gt_db, io_backend={'type': 'lmdb'}))
 
 

@@ -170,16 +170,16 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
     Args:
         folders: ``{key: folder}``, e.g. ``{'lq': ..., 'gt': ...}``; the returned dicts use ``<key>_path``.
         backend: ``'disk'`` or ``'lmdb'``.
-        meta_info_file: Optional list of GT names (disk mode only).
+        meta_info_file: Optional list of GT names (in LMDB mode it selects keys: names without extension).
         filename_tmpl: Template for the non-GT file names (without extension).
 
     Returns:
-        One ``{'<key>_path': path}`` dict per sample, sorted by GT name.
+        One ``{'<key>_path': path}`` dict per sample: sorted by GT name, or in ``meta_info_file`` order on disk.
     """
     keys = list(folders)
     gt_key = keys[-1]
     if backend == 'lmdb':
-        return _collect_lmdb(folders)
+        return _collect_lmdb(folders, meta_info_file)
     roots = {k: _check_folder(v, f'dataroot_{k}') for k, v in folders.items()}
     gt_names = _read_meta_info(meta_info_file) if meta_info_file else list_images(roots[gt_key])
     if not gt_names:
@@ -217,10 +217,18 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
     return samples
 
 
-def _collect_lmdb(folders: Dict[str, Any]) -> List[Dict[str, str]]:
+def _collect_lmdb(folders: Dict[str, Any], meta_info_file: Optional[str] = None) -> List[Dict[str, str]]:
     keys = list(folders)
     gt_key = keys[-1]
     metas = {k: read_lmdb_meta(str(v), f'dataroot_{k}') for k, v in folders.items()}
+    if meta_info_file:
+        wanted = [osp.splitext(n)[0] for n in _read_meta_info(meta_info_file)]
+        for key, meta in metas.items():
+            missing = [n for n in wanted if n not in meta]
+            if missing:
+                raise ValueError(f'{len(missing)} image(s) of meta_info_file "{meta_info_file}" are not in the LMDB '
+                                 f'dataroot_{key} "{folders[key]}": {_listing(missing)}.')
+        metas = {k: {n: meta[n] for n in wanted} for k, meta in metas.items()}
     gt_meta = metas[gt_key]
     for key in keys[:-1]:
         missing = sorted(set(gt_meta) - set(metas[key]))
