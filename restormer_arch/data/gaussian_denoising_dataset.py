@@ -1,0 +1,147 @@
+"""``Dataset_GaussianDenoising``: clean images; noisy inputs are synthesised with additive white Gaussian noise.
+
+Noise in training: a fresh sigma per sample (``sigma_type``), noise from torch's RNG (seeded per DataLoader worker).
+Noise in validation/test: reproducible per image, independent of reading order and workers. The generator for an image
+is ``numpy.random.default_rng([noise_seed, crc32(name)])`` where ``name`` is the image's path relative to
+``dataroot_gt`` without extension, with ``/`` separators, which is also its key in an LMDB built by
+``datasets/make_lmdb.py`` (so disk and LMDB give the same noise), and ``noise_seed`` defaults to 0.
+The noise is drawn in float64 with ``normal(0, sigma_test / 255)`` and not clipped, as in the official evaluation,
+which however re-seeds numpy with 0 for every image, so that same-sized images share one noise field.
+"""
+import random
+import zlib
+from numbers import Real
+from os import path as osp
+from typing import Any, Dict
+
+import numpy as np
+import torch
+import torch.utils.data as data
+from basicsr.utils.registry import DATASET_REGISTRY
+
+from .data_utils import (
+    ImageReader,
+    check_train_options,
+    collect_paths,
+    get_backend,
+    get_folder,
+    get_mean_std,
+    get_phase,
+    make_train_patches,
+    require_option,
+    to_tensor,
+)
+
+SIGMA_TYPES = ('constant', 'random', 'choice')
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and value >= 0
+
+
+def check_sigma_options(opt: Dict[str, Any], phase: str, dataset: str) -> None:
+    """Validate ``sigma_type``/``sigma_range`` (training) or ``sigma_test`` (evaluation); raise ValueError if bad."""
+    if phase != 'train':
+        sigma = require_option(opt, 'sigma_test', dataset)
+        if not _is_number(sigma):
+            raise ValueError(f'{dataset}: sigma_test must be a non-negative number (noise level on the 0-255 '
+                             f'scale, e.g. 25), got {sigma!r}.')
+        return
+    sigma_type = require_option(opt, 'sigma_type', dataset)
+    rng = require_option(opt, 'sigma_range', dataset)
+    if sigma_type not in SIGMA_TYPES:
+        raise ValueError(f'{dataset}: sigma_type must be one of {SIGMA_TYPES}, got {sigma_type!r}.')
+    if sigma_type == 'constant' and not _is_number(rng):
+        raise ValueError(f'{dataset}: with sigma_type constant, sigma_range must be one number (e.g. 25), '
+                         f'got {rng!r}.')
+    if sigma_type == 'random' and not (isinstance(rng, (list, tuple)) and len(rng) == 2
+                                       and all(_is_number(v) for v in rng) and rng[0] <= rng[1]):
+        raise ValueError(f'{dataset}: with sigma_type random, sigma_range must be [low, high] with 0 <= low <= high '
+                         f'(e.g. [0, 50]), got {rng!r}.')
+    if sigma_type == 'choice' and not (isinstance(rng, (list, tuple)) and rng and all(_is_number(v) for v in rng)):
+        raise ValueError(f'{dataset}: with sigma_type choice, sigma_range must be a non-empty list of noise levels '
+                         f'(e.g. [15, 25, 50]), got {rng!r}.')
+
+
+def sample_sigma(sigma_type: str, sigma_range: Any) -> float:
+    """Draw one training noise level (0-255 scale) with Python's ``random``."""
+    if sigma_type == 'constant':
+        return float(sigma_range)
+    if sigma_type == 'random':
+        return random.uniform(sigma_range[0], sigma_range[1])
+    return float(random.choice(sigma_range))
+
+
+def eval_noise(name: str, shape: tuple, sigma: float, seed: int = 0) -> np.ndarray:
+    """Reproducible float64 evaluation noise N(0, sigma/255) for the image called ``name`` (see module docstring)."""
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode('utf-8'))])
+    return rng.normal(0.0, sigma / 255.0, size=shape)
+
+
+@DATASET_REGISTRY.register()
+class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restormer name, used by its option files)
+    """Clean images (``dataroot_gt``); the input is the clean image plus white Gaussian noise, never clipped.
+
+    ``dataroot_lq`` is ignored (the official files set it to ``none``). Folder, ``meta_info_file`` and LMDB modes as
+    in :class:`Dataset_PairedImage`. ``in_ch: 1`` reads images as grayscale, ``in_ch: 3`` as RGB. Training crops and
+    augments the clean image like the paired dataset, then adds noise of level sigma (0-255 scale): ``sigma_type``
+    ``constant`` (``sigma_range`` is a number), ``random`` (uniform in ``sigma_range: [low, high]``) or ``choice``
+    (one of the list ``sigma_range``), drawn per sample. Validation/test adds ``sigma_test`` noise that is fixed per
+    image (seeded by ``noise_seed``, default 0, and the image name).
+
+    Args:
+        opt: Dataset options: ``dataroot_gt``, ``io_backend``, ``phase``, ``in_ch``, ``gt_size``, ``geometric_augs``,
+            ``use_padding``, ``sigma_type``, ``sigma_range`` (train), ``sigma_test``, ``noise_seed`` (val/test),
+            ``meta_info_file``, ``mean``/``std``.
+
+    Returns (per item):
+        dict with ``lq`` (noisy), ``gt`` (CHW float32 tensors) and ``lq_path`` = ``gt_path``.
+    """
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.opt = opt
+        self.phase = get_phase(opt, name)
+        self.backend = get_backend(opt, name)
+        self.root = get_folder(opt, 'dataroot_gt', name)
+        self.in_ch = opt.get('in_ch', 3)
+        if self.in_ch not in (1, 3):
+            raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {self.in_ch!r}.')
+        self.flag = 'color' if self.in_ch == 3 else 'grayscale'
+        self.mean, self.std = get_mean_std(opt, name)
+        check_sigma_options(opt, self.phase, name)
+        if self.phase == 'train':
+            self.gt_size = check_train_options(opt, name)
+        self.noise_seed = int(opt.get('noise_seed', 0))
+        self.paths = [p['gt_path'] for p in collect_paths({'gt': self.root}, self.backend['type'],
+                                                          opt.get('meta_info_file'))]
+        self.reader = ImageReader(self.backend, {'gt': self.root})
+
+    def image_name(self, path: str) -> str:
+        """Order-independent image name that seeds its eval noise: LMDB key, or relative path without extension."""
+        if self.backend['type'] == 'lmdb':
+            return path
+        return osp.splitext(osp.relpath(path, self.root))[0].replace(osp.sep, '/')
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        path = self.paths[index % len(self.paths)]
+        gt = self.reader.read(path, 'gt', self.flag)
+        if self.phase == 'train':
+            gt = make_train_patches([gt], [path], self.gt_size, self.opt.get('use_padding', True),
+                                    self.opt.get('geometric_augs', False))[0]
+            sigma = sample_sigma(self.opt['sigma_type'], self.opt['sigma_range'])
+            gt_t = to_tensor(gt)
+            lq_t = gt_t + torch.randn_like(gt_t) * (sigma / 255.0)
+        else:
+            noise = eval_noise(self.image_name(path), gt.shape, float(self.opt['sigma_test']), self.noise_seed)
+            gt_t = to_tensor(gt)
+            lq_t = to_tensor((gt.astype(np.float64) + noise).astype(np.float32))
+        if self.mean is not None:
+            mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+            std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+            gt_t, lq_t = (gt_t - mean) / std, (lq_t - mean) / std
+        return {'lq': lq_t, 'gt': gt_t, 'lq_path': path, 'gt_path': path}
+
+    def __len__(self) -> int:
+        return len(self.paths)

@@ -1,0 +1,74 @@
+"""``Dataset_PairedImage``: aligned input/target pairs (deraining, motion/defocus deblurring, real denoising)."""
+from typing import Any, Dict
+
+import torch.utils.data as data
+from basicsr.utils.registry import DATASET_REGISTRY
+
+from .data_utils import (
+    ImageReader,
+    check_same_size,
+    check_train_options,
+    collect_paths,
+    get_backend,
+    get_folder,
+    get_mean_std,
+    get_phase,
+    make_train_patches,
+    to_tensor,
+)
+
+
+@DATASET_REGISTRY.register()
+class Dataset_PairedImage(data.Dataset):  # noqa: N801  (official Restormer name, used by its option files)
+    """Paired LQ/GT images read from folders, a meta-info list or BasicSR LMDBs.
+
+    Modes (chosen from the options): ``io_backend: {type: lmdb}`` with ``.lmdb`` dataroots (keys from their
+    ``meta_info.txt``); ``meta_info_file`` (one GT path per line, relative to ``dataroot_gt``; extra columns are
+    ignored); otherwise both folders are listed and paired by file name (``filename_tmpl`` maps a GT name to its LQ
+    name, default ``'{}'``). 8- and 16-bit images are read at full precision (divided by 255 or 65535).
+
+    Training (``phase: train``): images smaller than ``gt_size`` are reflect-padded at the bottom/right
+    (``use_padding``, default true), a ``gt_size`` patch is cropped at the same place in LQ and GT, and with
+    ``geometric_augs: true`` one of the 8 flip/rot90 modes is applied to both. Validation/test: full images.
+
+    Args:
+        opt: Dataset options: ``dataroot_gt``, ``dataroot_lq``, ``io_backend``, ``phase``, ``gt_size`` (train),
+            ``geometric_augs``, ``use_padding``, ``filename_tmpl``, ``meta_info_file``, ``in_ch`` (3: RGB, default;
+            1: grayscale), ``mean``/``std`` (optional normalisation).
+
+    Returns (per item):
+        dict with ``lq``, ``gt`` (CHW float32 RGB tensors in [0, 1]) and ``lq_path``, ``gt_path``.
+    """
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.opt = opt
+        self.phase = get_phase(opt, name)
+        self.backend = get_backend(opt, name)
+        folders = {'lq': get_folder(opt, 'dataroot_lq', name), 'gt': get_folder(opt, 'dataroot_gt', name)}
+        self.in_ch = opt.get('in_ch', 3)
+        if self.in_ch not in (1, 3):
+            raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {self.in_ch!r}.')
+        self.flag = 'color' if self.in_ch == 3 else 'grayscale'
+        self.mean, self.std = get_mean_std(opt, name)
+        if self.phase == 'train':
+            self.gt_size = check_train_options(opt, name)
+        self.paths = collect_paths(folders, self.backend['type'], opt.get('meta_info_file'),
+                                   opt.get('filename_tmpl', '{}'))
+        self.reader = ImageReader(self.backend, folders)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        paths = self.paths[index % len(self.paths)]
+        gt = self.reader.read(paths['gt_path'], 'gt', self.flag)
+        lq = self.reader.read(paths['lq_path'], 'lq', self.flag)
+        names = [paths['lq_path'], paths['gt_path']]
+        check_same_size([lq, gt], names)
+        if self.phase == 'train':
+            lq, gt = make_train_patches([lq, gt], names, self.gt_size, self.opt.get('use_padding', True),
+                                        self.opt.get('geometric_augs', False))
+        return {'lq': to_tensor(lq, self.mean, self.std), 'gt': to_tensor(gt, self.mean, self.std),
+                'lq_path': paths['lq_path'], 'gt_path': paths['gt_path']}
+
+    def __len__(self) -> int:
+        return len(self.paths)
