@@ -47,7 +47,8 @@ def prepare_pair(img, img2, crop_border: int = 0, input_order: str = 'HWC') -> T
     if a.shape != b.shape:
         raise ValueError(f'Image shapes differ: {a.shape} vs {b.shape}. Metrics compare images of the same size.')
     if crop_border:
-        a, b = a[crop_border:-crop_border, crop_border:-crop_border], b[crop_border:-crop_border, crop_border:-crop_border]
+        crop = (slice(crop_border, -crop_border), slice(crop_border, -crop_border))
+        a, b = a[crop], b[crop]
     return a.astype(np.float64), b.astype(np.float64)
 
 
