@@ -17,11 +17,11 @@ BasicSR's own ``calculate_psnr`` / ``calculate_ssim`` stay available under their
 """
 from .dpdd_metrics import calculate_lpips, calculate_mae
 from .matlab_metrics import (
-                             calculate_psnr_rgb_matlab,
-                             calculate_psnr_y_matlab,
-                             calculate_ssim_rgb_matlab,
-                             calculate_ssim_y_matlab,
-                             rgb2y_matlab,
+    calculate_psnr_rgb_matlab,
+    calculate_psnr_y_matlab,
+    calculate_ssim_rgb_matlab,
+    calculate_ssim_y_matlab,
+    rgb2y_matlab,
 )
 from .realblur_metrics import align_realblur, calculate_psnr_realblur, calculate_ssim_realblur
 
