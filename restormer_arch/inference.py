@@ -456,10 +456,10 @@ def _check_memory(name: str, h: int, w: int, tile: Optional[int], dim: int, prec
     if need <= budget:
         return
     per_pixel = need / (window[0] * window[1])
-    suggestion = max(64, int(math.sqrt(0.7 * budget / per_pixel)) // 8 * 8)
+    suggestion = max(16, int(math.sqrt(0.7 * budget / per_pixel)) // 8 * 8)
     what = f'a {window[1]}x{window[0]} tile' if tile else f'{name} ({w}x{h})'
-    raise RestoreError(f'{what} likely needs about {_gib(need)} for the forward pass, but only '
-                       f'{_gib(budget)} is available. Use --tile {suggestion} --tile-overlap 32 (tiles are '
+    raise RestoreError(f'{what} likely needs about {_gib(need)} for the forward pass, but only {_gib(budget)} is '
+                       f'available. Use --tile {suggestion} --tile-overlap {min(32, suggestion // 4)} (tiles are '
                        'blended smoothly), or --max-memory GB to override the estimate.')
 
 
