@@ -16,6 +16,7 @@ from restormer_arch.metrics import (
     calculate_psnr_realblur,
     calculate_psnr_rgb_matlab,
     calculate_psnr_y_matlab,
+    calculate_ssim_dpdd,
     calculate_ssim_realblur,
     calculate_ssim_rgb_matlab,
     calculate_ssim_y_matlab,
@@ -25,7 +26,7 @@ from restormer_arch.metrics import (
 
 NAMES = ['calculate_psnr_y_matlab', 'calculate_ssim_y_matlab', 'calculate_psnr_rgb_matlab',
          'calculate_ssim_rgb_matlab', 'calculate_psnr_realblur', 'calculate_ssim_realblur', 'calculate_mae',
-         'calculate_lpips']
+         'calculate_ssim_dpdd', 'calculate_lpips']
 
 
 def _pair(shape=(40, 48, 3), noise=20, seed=0):
@@ -142,6 +143,14 @@ def test_mae_by_formula():
     assert calculate_mae(img, gt) == pytest.approx(expected)
     assert calculate_mae(img / 255.0, gt / 255.0, data_range=1) == pytest.approx(expected)
     assert calculate_mae(img.astype(np.uint16) * 257, gt.astype(np.uint16) * 257) == pytest.approx(expected)
+
+
+def test_ssim_dpdd_is_skimage_default_ssim():
+    img, gt = _pair()
+    expected = structural_similarity(img / 255.0, gt / 255.0, data_range=1, channel_axis=2)
+    assert calculate_ssim_dpdd(img, gt) == pytest.approx(expected, abs=1e-10)
+    img16, gt16 = img.astype(np.uint16) * 257, gt.astype(np.uint16) * 257
+    assert calculate_ssim_dpdd(img16, gt16) == pytest.approx(expected, abs=1e-10)
 
 
 def test_lpips_without_the_package_raises_a_clear_error(monkeypatch):

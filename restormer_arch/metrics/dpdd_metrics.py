@@ -1,24 +1,30 @@
-"""DPDD defocus-deblurring metrics besides PSNR/SSIM: mean absolute error and LPIPS (AlexNet).
+"""DPDD defocus-deblurring metrics: SSIM as scikit-image's default, mean absolute error and LPIPS (AlexNet).
 
-The DPDD protocol of the paper works on float images in [0, 1] (8-bit / 255, 16-bit / 65535):
+The DPDD protocol of the paper works on float images in [0, 1] (8-bit / 255, 16-bit / 65535). The single-image
+protocol reads the 16-bit DPDD PNGs as 8-bit (OpenCV's default), the dual-pixel one as 16-bit.
 
+* **PSNR**: ``10 log10(1 / mse)`` over all values - BasicSR's ``calculate_psnr`` gives the same on uint8 images.
+* **SSIM**: scikit-image's *default* ``structural_similarity`` (``data_range=1``, channels averaged): a 7x7
+  **uniform** window with the sample (N-1) covariance, K1 = 0.01, K2 = 0.03, mean over the map without its 3-pixel
+  rim - not a Gaussian SSIM. :func:`calculate_ssim_dpdd` implements it in numpy.
 * **MAE**: mean absolute error per channel, averaged over the channels (= the mean over all values).
   :func:`calculate_mae` divides by ``data_range`` (255 by default, 65535 for uint16 inputs) to report it on [0, 1].
 * **LPIPS**: the learned perceptual distance of Zhang et al. with the **AlexNet** backbone (``lpips.LPIPS(net='alex')``,
-  version 0.1), inputs scaled to [-1, 1] in RGB order. It needs the optional ``lpips`` package
-  (``pip install 'restormer-basicsr[lpips]'``) and, on first use, torchvision's ImageNet AlexNet weights (downloaded to
-  the torch hub cache, ``$TORCH_HOME``). Without them :func:`calculate_lpips` raises an error that says so: it never
-  returns a made-up value.
+  version 0.1) on RGB inputs in [0, 1] scaled to [-1, 1] (lpips' ``normalize=True``). It needs the optional ``lpips``
+  package (``pip install 'restormer-basicsr[lpips]'``) and, on first use, torchvision's ImageNet AlexNet weights
+  (downloaded to the torch hub cache, ``$TORCH_HOME``). Without them :func:`calculate_lpips` raises an error that
+  says so: it never returns a made-up value.
 """
 from typing import Optional
 
 import numpy as np
 import torch
 from basicsr.utils.registry import METRIC_REGISTRY
+from scipy import ndimage
 
 from ._common import check_channel_order, default_data_range, prepare_pair
 
-__all__ = ['calculate_mae', 'calculate_lpips', 'LPIPS_INSTALL_HINT']
+__all__ = ['calculate_mae', 'calculate_ssim_dpdd', 'calculate_lpips', 'LPIPS_INSTALL_HINT']
 
 LPIPS_INSTALL_HINT = ("pip install 'restormer-basicsr[lpips]' (or: pip install lpips); the first use downloads "
                       "torchvision's AlexNet weights into $TORCH_HOME (pre-fill that cache on offline machines)")
@@ -43,6 +49,41 @@ def calculate_mae(img, img2, crop_border: int = 0, input_order: str = 'HWC', dat
     """
     a, b = prepare_pair(img, img2, crop_border, input_order)
     return float(np.mean(np.abs(a - b)) / default_data_range(img, data_range))
+
+
+@METRIC_REGISTRY.register()
+def calculate_ssim_dpdd(img, img2, crop_border: int = 0, input_order: str = 'HWC', data_range: Optional[float] = None,
+                        **kwargs) -> float:
+    """DPDD SSIM: scikit-image's default SSIM (7x7 uniform window, sample covariance), channels averaged.
+
+    Args:
+        img: Restored image.
+        img2: Ground truth.
+        crop_border: Pixels cropped on each border.
+        input_order: ``'HWC'`` or ``'CHW'``.
+        data_range: Value of white in the inputs; default 255 (65535 for uint16). Use 1 for [0, 1] floats.
+        **kwargs: Ignored.
+
+    Returns:
+        Mean SSIM.
+    """
+    a, b = prepare_pair(img, img2, crop_border, input_order)
+    peak = default_data_range(img, data_range)
+    a, b = a / peak, b / peak
+    win, rim = 7, 3
+    if min(a.shape[:2]) < win:
+        raise ValueError(f'SSIM needs images of at least 7x7 pixels (after crop_border), got {a.shape[:2]}.')
+    sample = win * win / (win * win - 1)  # unbiased (N-1) local covariance
+
+    def mean(x: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(x, size=(win, win, 1), mode='reflect')
+
+    mu_a, mu_b = mean(a), mean(b)
+    var_a, var_b = sample * (mean(a * a) - mu_a ** 2), sample * (mean(b * b) - mu_b ** 2)
+    cov = sample * (mean(a * b) - mu_a * mu_b)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(ssim[rim:-rim, rim:-rim].mean(axis=(0, 1)).mean())
 
 
 def _lpips_model(net: str, device: torch.device):
