@@ -174,12 +174,12 @@ def test_weights_required_unless_random_allowed(tmp_path, capsys):
 
 
 def test_too_large_for_memory_suggests_tile(tmp_path, capsys):
-    cv2.imwrite(str(tmp_path / 'x.png'), _random_image((64, 64, 3)))
-    # The tiny network needs ~1.5 kB per pixel by the estimate: 64x64 does not fit into 1 MiB, 16x16 tiles do.
+    cv2.imwrite(str(tmp_path / 'x.png'), _random_image((40, 40, 3)))
+    # The tiny network needs ~1.5 kB per pixel by the estimate: 40x40 does not fit into 1 MiB, 24x24 tiles do.
     assert _restore(tmp_path, tmp_path / 'x.png', 'deraining', '--max-memory', str(1 / 1024)) == 2
     err = capsys.readouterr().err
-    assert 'x.png (64x64) likely needs' in err and '--tile 16 --tile-overlap 4' in err
-    assert _restore(tmp_path, tmp_path / 'x.png', 'deraining', '--max-memory', str(1 / 1024), '--tile', '16',
+    assert 'x.png (40x40) likely needs' in err and '--tile 16 --tile-overlap 4' in err
+    assert _restore(tmp_path, tmp_path / 'x.png', 'deraining', '--max-memory', str(1 / 1024), '--tile', '24',
                     '--tile-overlap', '4') == 0
 
 
