@@ -1,4 +1,9 @@
-"""SIDD block files and DND submission files, written and read as real .mat files."""
+"""SIDD block files, DND submission files and the folder evaluator, on real files."""
+import os
+import subprocess
+import sys
+
+import cv2
 import numpy as np
 import pytest
 from scipy import io as sio
@@ -11,6 +16,7 @@ from restormer_arch.evaluation import (
     write_dnd_submission,
 )
 from restormer_arch.metrics import calculate_psnr_rgb_matlab, calculate_ssim_rgb_matlab
+from tests.conftest import REPO_ROOT
 
 
 def _sidd_files(tmp_path):
@@ -55,3 +61,27 @@ def test_dnd_submission_format(tmp_path):
     assert (israw, version) == (False, '1.0')
     with pytest.raises(ValueError, match='expected 20 boxes'):
         write_dnd_submission(tmp_path, 1, boxes[:3])
+
+
+def test_folder_evaluation_command(tmp_path):
+    rng = np.random.default_rng(3)
+    (tmp_path / 'res').mkdir()
+    (tmp_path / 'gt').mkdir()
+    expected = []
+    for i in range(2):
+        gt = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+        out = np.clip(gt.astype(int) + rng.integers(-8, 9, gt.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / 'gt' / f'im{i}.png'), gt)
+        cv2.imwrite(str(tmp_path / 'res' / f'im{i}.png'), out)
+        expected.append(calculate_psnr_rgb_matlab(out, gt))
+    cmd = [sys.executable, '-m', 'restormer_arch.evaluation', '--protocol', 'gopro', '--restored',
+           str(tmp_path / 'res'), '--gt', str(tmp_path / 'gt'), '--csv', str(tmp_path / 'm.csv')]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert f'PSNR {np.mean(expected):.4f}' in result.stdout
+    assert (tmp_path / 'm.csv').read_text().splitlines()[0] == 'name,psnr,ssim'
+    (tmp_path / 'res' / 'im1.png').unlink()
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+    assert result.returncode == 2 and "no restored image for 1 ground truth(s), e.g. ['im1']" in result.stderr
