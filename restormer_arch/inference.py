@@ -19,7 +19,17 @@ Dual-pixel input (``--task dual_pixel_defocus_deblurring``): ``-i`` is a folder 
 a single ``NAME_L.png`` file also works (its ``NAME_R.png`` is found beside it). The output is ``NAME.png``.
 
 The input bit depth is kept (16-bit PNG/TIFF in, 16-bit out); gray images stay gray (they go through a colour model as
-three equal channels) and colour images given to the gray model are converted to gray.
+three equal channels) and colour images given to the gray model are converted to gray. An alpha channel is passed
+through unchanged. Any size works (the network pads to a multiple of 8 internally).
+
+``--tile T --tile-overlap O`` runs the network on overlapping T x T crops (:func:`restore_tiled`) and cross-fades
+them, for images too large for memory. Without ``--tile`` the peak memory is estimated from the pixel count
+(about 9 kB per pixel for the full-size model in fp32) and an image that would not fit into the free memory (or
+``--max-memory``) is refused with a suggested tile size. Restormer's channel attention sees the whole input, so tiled
+results differ slightly from whole-image ones; larger tiles are closer.
+
+``--precision bf16`` (CPU or GPU) and ``fp16`` (GPU only) run under ``torch.autocast``; non-finite outputs are
+reported as an error.
 """
 import argparse
 import inspect
@@ -523,11 +533,10 @@ def run(args: argparse.Namespace) -> List[Path]:
     """Restore every input of ``args`` (parsed ``basicsr restore`` options) and return the written files."""
     device = _pick_device(args.device)
     _autocast(device, args.precision)  # validate the precision before the (slow) work starts
-    if args.tile is not None:
-        restore_tiled_check = (args.tile > 0 and 0 <= args.tile_overlap and 2 * args.tile_overlap <= args.tile)
-        if not restore_tiled_check:
-            raise RestoreError(f'--tile {args.tile} --tile-overlap {args.tile_overlap}: need tile > 0 and '
-                               '0 <= overlap <= tile / 2.')
+    # Option errors are reported before the network is built and any image is read.
+    if args.tile is not None and not (args.tile > 0 and 0 <= 2 * args.tile_overlap <= args.tile):
+        raise RestoreError(f'--tile {args.tile} --tile-overlap {args.tile_overlap}: need tile > 0 and '
+                           '0 <= overlap <= tile / 2.')
     net = _prepare_network(args, device)
     jobs = collect_inputs(Path(args.input), net.dual_pixel_task)
     budget = int(args.max_memory * 2**30) if args.max_memory else available_memory(device)

@@ -228,3 +228,12 @@ def test_basicsr_restore_console_command(tmp_path):
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert cv2.imread(str(tmp_path / 'out' / 'x.jpg')).shape == (16, 16, 3)
+
+
+def test_alpha_channel_passes_through(tmp_path):
+    img = _random_image((20, 24, 4))
+    cv2.imwrite(str(tmp_path / 'a.png'), img)
+    assert _restore(tmp_path, tmp_path / 'a.png', 'deraining') == 0
+    out = cv2.imread(str(tmp_path / 'out' / 'a.png'), cv2.IMREAD_UNCHANGED)
+    assert out.shape == (20, 24, 4)
+    np.testing.assert_array_equal(out[..., 3], img[..., 3])
