@@ -7,6 +7,7 @@ everything the plugin provides in BasicSR's registries: explicit imports, no fol
 from . import compat  # noqa: F401  (must run before anything imports basicsr)
 from . import archs  # noqa: F401
 from . import data  # noqa: F401
+from . import metrics  # noqa: F401
 # isort: on
 from .archs import Restormer
 from .version import __version__
