@@ -27,6 +27,7 @@ setup(
     extras_require={
         'test': ['pytest>=7', 'scikit-image'],
         'dev': ['pytest>=7', 'scikit-image', 'ruff>=0.5'],
+        'lpips': ['lpips>=0.1.4'],
     },
     entry_points={'console_scripts': ['basicsr = restormer_arch.cli:main']},
     classifiers=[

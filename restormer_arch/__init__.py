@@ -8,6 +8,7 @@ from . import compat  # noqa: F401  (must run before anything imports basicsr)
 from . import archs  # noqa: F401
 from . import data  # noqa: F401
 from . import losses  # noqa: F401
+from . import metrics  # noqa: F401
 from . import models  # noqa: F401
 # isort: on
 from .archs import Restormer

@@ -24,6 +24,7 @@ EPILOG = """examples:
   basicsr train -opt options/Deraining.yml --auto_resume
   torchrun --nproc_per_node=4 -m restormer_arch train -opt options/Deraining.yml --launcher pytorch
   basicsr test -opt options/test/Deraining.yml
+  basicsr restore -i rainy/ -o derained/ --task deraining --weights deraining.pth
 
 Run 'basicsr train --help' for BasicSR's own flags."""
 
@@ -90,11 +91,22 @@ def _build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
     for name, help_text in PIPELINE_HELP.items():
         subparsers.add_parser(name, help=help_text, add_help=False)
+    subparsers.add_parser('restore', help='restore images with a checkpoint (basicsr restore --help)', add_help=False)
     return parser
 
 
 COMMANDS: Dict[str, Callable[[List[str]], int]] = {name: (lambda argv, n=name: _run_pipeline(n, argv))
                                                    for name in PIPELINE_HELP}
+
+
+def _run_restore(argv: List[str]) -> int:
+    import restormer_arch  # noqa: F401  (compat fixes before torch/basicsr are used)
+    from restormer_arch.inference import main as restore_main
+
+    return restore_main(argv)
+
+
+COMMANDS['restore'] = _run_restore
 
 
 def main(argv: Optional[List[str]] = None) -> int:

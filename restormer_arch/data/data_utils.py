@@ -52,6 +52,11 @@ def require_option(opt: Mapping[str, Any], key: str, dataset: str) -> Any:
     return opt[key]
 
 
+def get_folder(opt: Mapping[str, Any], key: str, dataset: str) -> str:
+    """Return the required folder option ``key`` with ``~`` expanded (BasicSR only expands dataroot_gt/lq)."""
+    return osp.expanduser(str(require_option(opt, key, dataset)))
+
+
 def get_phase(opt: Mapping[str, Any], dataset: str) -> str:
     """Return ``'train'`` or the evaluation phase name; BasicSR derives ``phase`` from the ``datasets:`` key."""
     phase = opt.get('phase')
@@ -144,13 +149,8 @@ def read_lmdb_meta(folder: str, key: str) -> Dict[str, Optional[Tuple[int, ...]]
                 continue
             shape = tuple(int(v) for v in parts[1].strip('()').split(',')) if len(parts) > 1 else None
             shapes[osp.splitext(parts[0])[0]] = shape
-
-    env = lmdb.open(folder, readonly=True, lock=False, readahead=False)
-    try:
-        with env.begin(write=False) as txn:
-            stored = {k.decode('ascii') for k in txn.cursor().iternext(keys=True, values=False)}
-    finally:
-        env.close()
+    with open_lmdb(folder).begin(write=False) as txn:
+        stored = {k.decode('ascii') for k in txn.cursor().iternext(keys=True, values=False)}
     missing = [k for k in shapes if k not in stored]
     if missing:
         raise ValueError(f'{key}: {len(missing)} key(s) listed in {meta_file} are missing from the LMDB: '
@@ -170,16 +170,16 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
     Args:
         folders: ``{key: folder}``, e.g. ``{'lq': ..., 'gt': ...}``; the returned dicts use ``<key>_path``.
         backend: ``'disk'`` or ``'lmdb'``.
-        meta_info_file: Optional list of GT names (disk mode only).
+        meta_info_file: Optional list of GT names (in LMDB mode it selects keys: names without extension).
         filename_tmpl: Template for the non-GT file names (without extension).
 
     Returns:
-        One ``{'<key>_path': path}`` dict per sample, sorted by GT name.
+        One ``{'<key>_path': path}`` dict per sample: sorted by GT name, or in ``meta_info_file`` order on disk.
     """
     keys = list(folders)
     gt_key = keys[-1]
     if backend == 'lmdb':
-        return _collect_lmdb(folders)
+        return _collect_lmdb(folders, meta_info_file)
     roots = {k: _check_folder(v, f'dataroot_{k}') for k, v in folders.items()}
     gt_names = _read_meta_info(meta_info_file) if meta_info_file else list_images(roots[gt_key])
     if not gt_names:
@@ -217,10 +217,18 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
     return samples
 
 
-def _collect_lmdb(folders: Dict[str, Any]) -> List[Dict[str, str]]:
+def _collect_lmdb(folders: Dict[str, Any], meta_info_file: Optional[str] = None) -> List[Dict[str, str]]:
     keys = list(folders)
     gt_key = keys[-1]
     metas = {k: read_lmdb_meta(str(v), f'dataroot_{k}') for k, v in folders.items()}
+    if meta_info_file:
+        wanted = [osp.splitext(n)[0] for n in _read_meta_info(meta_info_file)]
+        for key, meta in metas.items():
+            missing = [n for n in wanted if n not in meta]
+            if missing:
+                raise ValueError(f'{len(missing)} image(s) of meta_info_file "{meta_info_file}" are not in the LMDB '
+                                 f'dataroot_{key} "{folders[key]}": {_listing(missing)}.')
+        metas = {k: {n: meta[n] for n in wanted} for k, meta in metas.items()}
     gt_meta = metas[gt_key]
     for key in keys[:-1]:
         missing = sorted(set(gt_meta) - set(metas[key]))
@@ -266,55 +274,52 @@ def decode_image(content: Optional[bytes], name: str, flag: str = 'color', requi
     return img[..., None] if img.ndim == 2 else img
 
 
-class ImageReader:
-    """Read images from disk or BasicSR LMDBs through BasicSR's ``FileClient``.
+# Open LMDB environments of this process, by real path. py-lmdb refuses to open one database twice in a process
+# ("already open in this process"), which happens when LQ and GT, or train and val, share an LMDB, when a dataset is
+# built twice, and in forked DataLoader workers that inherit the parent's handle. Environments are opened read-only
+# without the lock table (as BasicSR's LMDB FileClient does), so a forked worker can safely keep reading through the
+# inherited handle; spawned workers start with an empty cache.
+_LMDB_ENVS: Dict[str, Any] = {}
 
-    The client is opened lazily and re-opened after a fork, because an LMDB environment must not be shared across
-    processes (DataLoader workers); it is also dropped when the dataset is pickled for spawned workers.
+
+def open_lmdb(folder: str) -> Any:
+    """Return the shared read-only ``lmdb.Environment`` of ``folder`` (opened on first use)."""
+    real = osp.realpath(folder)
+    if real not in _LMDB_ENVS:
+        _LMDB_ENVS[real] = lmdb.open(real, readonly=True, lock=False, readahead=False)
+    return _LMDB_ENVS[real]
+
+
+class ImageReader:
+    """Read images from disk (BasicSR's ``FileClient``) or from BasicSR LMDBs (shared environments, see above).
 
     Args:
-        backend: The ``io_backend`` options (``type`` disk or lmdb, plus FileClient arguments).
-        folders: ``{key: folder}``; for LMDB these are the databases, addressed by ``key``.
+        backend: The ``io_backend`` options (``type`` disk or lmdb).
+        folders: ``{key: folder}``; in LMDB mode these are the databases, addressed by ``key``.
     """
 
     def __init__(self, backend: Dict[str, Any], folders: Dict[str, Any]) -> None:
-        self.backend = dict(backend)
+        self.kind = backend['type']
         self.folders = {k: str(v) for k, v in folders.items()}
-        self._client: Optional[FileClient] = None
-        self._pid: Optional[int] = None
+        self._disk = FileClient('disk')
 
-    def _get_client(self) -> FileClient:
-        if self._client is None or self._pid != os.getpid():
-            opts = dict(self.backend)
-            kind = opts.pop('type')
-            if kind == 'lmdb':
-                opts['db_paths'] = list(self.folders.values())
-                opts['client_keys'] = list(self.folders)
-            self._client = FileClient(kind, **opts)
-            self._pid = os.getpid()
-        return self._client
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = self.__dict__.copy()
-        state['_client'] = None
-        return state
-
-    def read(self, path: str, key: str, flag: str = 'color', require_16bit: bool = False) -> np.ndarray:
-        """Read one image (see :func:`decode_image`); ``path`` is a file path (disk) or an LMDB key."""
-        client = self._get_client()
-        if self.backend['type'] == 'lmdb':
-            content = client.get(path, key)
-            name = f'{path} (key in {self.folders[key]})'
+    def _get_bytes(self, path: str, key: str) -> Tuple[Optional[bytes], str]:
+        if self.kind == 'lmdb':
+            with open_lmdb(self.folders[key]).begin(write=False) as txn:
+                content = txn.get(path.encode('ascii'))
             if content is None:
                 raise ValueError(f'LMDB key "{path}" not found in "{self.folders[key]}"; rebuild the LMDB with '
                                  'datasets/make_lmdb.py.')
-        else:
-            name = path
-            try:
-                content = client.get(path)
-            except FileNotFoundError as err:
-                raise FileNotFoundError(f'image "{path}" does not exist (it was listed when the dataset was '
-                                        'built; was it moved or deleted?).') from err
+            return content, f'{path} (key in {self.folders[key]})'
+        try:
+            return self._disk.get(path), path
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f'image "{path}" does not exist (it was listed when the dataset was built; was '
+                                    'it moved or deleted?).') from err
+
+    def read(self, path: str, key: str, flag: str = 'color', require_16bit: bool = False) -> np.ndarray:
+        """Read one image (see :func:`decode_image`); ``path`` is a file path (disk) or an LMDB key."""
+        content, name = self._get_bytes(path, key)
         return decode_image(content, name, flag, require_16bit)
 
 

@@ -11,10 +11,10 @@ from .data_utils import (
     check_train_options,
     collect_paths,
     get_backend,
+    get_folder,
     get_mean_std,
     get_phase,
     make_train_patches,
-    require_option,
     to_tensor,
 )
 
@@ -43,7 +43,7 @@ class Dataset_DefocusDeblur_DualPixel_16bit(data.Dataset):  # noqa: N801  (offic
         self.opt = opt
         self.phase = get_phase(opt, name)
         self.backend = get_backend(opt, name)
-        folders = {key: require_option(opt, f'dataroot_{key}', name) for key in ('lqL', 'lqR', 'gt')}
+        folders = {key: get_folder(opt, f'dataroot_{key}', name) for key in ('lqL', 'lqR', 'gt')}
         self.mean, self.std = get_mean_std(opt, name)
         if self.phase == 'train':
             self.gt_size = check_train_options(opt, name)

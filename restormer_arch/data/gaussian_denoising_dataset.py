@@ -3,9 +3,10 @@
 Noise in training: a fresh sigma per sample (``sigma_type``), noise from torch's RNG (seeded per DataLoader worker).
 Noise in validation/test: reproducible per image, independent of reading order and workers. The generator for an image
 is ``numpy.random.default_rng([noise_seed, crc32(name)])`` where ``name`` is the image's path relative to
-``dataroot_gt`` (with ``/`` separators) or its LMDB key, and ``noise_seed`` defaults to 0. The noise is drawn in
-float64 with ``normal(0, sigma_test / 255)`` and not clipped (as in the official evaluation, which however re-seeds
-numpy with 0 for every image so that same-sized images share one noise field).
+``dataroot_gt`` without extension, with ``/`` separators, which is also its key in an LMDB built by
+``datasets/make_lmdb.py`` (so disk and LMDB give the same noise), and ``noise_seed`` defaults to 0.
+The noise is drawn in float64 with ``normal(0, sigma_test / 255)`` and not clipped, as in the official evaluation,
+which however re-seeds numpy with 0 for every image, so that same-sized images share one noise field.
 """
 import random
 import zlib
@@ -23,6 +24,7 @@ from .data_utils import (
     check_train_options,
     collect_paths,
     get_backend,
+    get_folder,
     get_mean_std,
     get_phase,
     make_train_patches,
@@ -102,8 +104,8 @@ class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restorme
         self.opt = opt
         self.phase = get_phase(opt, name)
         self.backend = get_backend(opt, name)
-        self.root = str(require_option(opt, 'dataroot_gt', name))
-        self.in_ch = require_option(opt, 'in_ch', name)
+        self.root = get_folder(opt, 'dataroot_gt', name)
+        self.in_ch = opt.get('in_ch', 3)
         if self.in_ch not in (1, 3):
             raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {self.in_ch!r}.')
         self.flag = 'color' if self.in_ch == 3 else 'grayscale'
@@ -117,10 +119,10 @@ class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restorme
         self.reader = ImageReader(self.backend, {'gt': self.root})
 
     def image_name(self, path: str) -> str:
-        """Order-independent name of an image (relative path with ``/``, or LMDB key) that seeds its eval noise."""
+        """Order-independent image name that seeds its eval noise: LMDB key, or relative path without extension."""
         if self.backend['type'] == 'lmdb':
             return path
-        return osp.relpath(path, self.root).replace(osp.sep, '/')
+        return osp.splitext(osp.relpath(path, self.root))[0].replace(osp.sep, '/')
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         path = self.paths[index % len(self.paths)]

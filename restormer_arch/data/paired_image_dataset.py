@@ -10,10 +10,10 @@ from .data_utils import (
     check_train_options,
     collect_paths,
     get_backend,
+    get_folder,
     get_mean_std,
     get_phase,
     make_train_patches,
-    require_option,
     to_tensor,
 )
 
@@ -46,7 +46,7 @@ class Dataset_PairedImage(data.Dataset):  # noqa: N801  (official Restormer name
         self.opt = opt
         self.phase = get_phase(opt, name)
         self.backend = get_backend(opt, name)
-        folders = {'lq': require_option(opt, 'dataroot_lq', name), 'gt': require_option(opt, 'dataroot_gt', name)}
+        folders = {'lq': get_folder(opt, 'dataroot_lq', name), 'gt': get_folder(opt, 'dataroot_gt', name)}
         self.in_ch = opt.get('in_ch', 3)
         if self.in_ch not in (1, 3):
             raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {self.in_ch!r}.')

@@ -1,0 +1,257 @@
+"""Shared core of the ``generate_patches_*.py`` scripts: cut aligned images into overlapping training patches.
+
+One *job* is one scene: a few aligned images (``roles``, e.g. ``input`` and ``target``) cut with the same grid.
+Patches are PNGs named ``<key>_<index>.png`` (index = position in the row-major grid), written with the source bit
+depth (16-bit stays 16-bit). The work is resumable: a file is written under a temporary name and renamed when
+complete, existing patches are skipped, and a scene whose patches are all written gets a marker in
+``<first output folder>/.done/`` so a rerun skips it without reading it. Scenes run in parallel
+(``multiprocessing``) with a tqdm bar.
+"""
+import math
+import os
+from dataclasses import dataclass, field
+from functools import partial
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
+
+
+class PatchError(RuntimeError):
+    """Bad input to a patch script; the message names the file or folder and what to do."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One scene: ``sources`` maps a role (``'input'``, ``'target'`` ...) to its image file."""
+
+    key: str
+    sources: Dict[str, Path]
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    """How to cut: grid, exceptions, sharpness selection and where the patches go (one folder per role).
+
+    Attributes:
+        out_dirs: Output folder per role.
+        patch: Patch size in pixels.
+        step: Distance between patch origins (``patch - overlap``).
+        tile_only_if_larger: Tile only images with both sides larger than this; others are written whole.
+        center_crop: Instead of a grid, write one centred crop of this size (validation sets).
+        keep_sharpest: Keep only this fraction of a scene's patches, the sharpest by Sobel energy of ``sharp_role``.
+        sharp_role: Role whose patch is scored for ``keep_sharpest``.
+    """
+
+    out_dirs: Dict[str, Path]
+    patch: int
+    step: int
+    tile_only_if_larger: Optional[int] = None
+    center_crop: Optional[int] = None
+    keep_sharpest: Optional[float] = None
+    sharp_role: str = 'target'
+    extension: str = field(default='.png')
+
+
+def grid_starts(length: int, patch: int, step: int) -> List[int]:
+    """Patch origins along one axis: every ``step`` pixels, plus a last patch flush with the end."""
+    if length <= patch:
+        return [0]
+    starts = list(range(0, length - patch + 1, step))
+    if starts[-1] != length - patch:
+        starts.append(length - patch)
+    return starts
+
+
+def patch_boxes(height: int, width: int, cfg: PatchConfig) -> List[Tuple[int, int, int, int]]:
+    """``(top, left, h, w)`` of every patch of a ``height`` x ``width`` scene, row-major."""
+    if cfg.center_crop:
+        size_h, size_w = min(cfg.center_crop, height), min(cfg.center_crop, width)
+        return [((height - size_h) // 2, (width - size_w) // 2, size_h, size_w)]
+    if cfg.tile_only_if_larger is not None and min(height, width) <= cfg.tile_only_if_larger:
+        return [(0, 0, height, width)]
+    size_h, size_w = min(cfg.patch, height), min(cfg.patch, width)  # smaller images are written whole
+    return [(top, left, size_h, size_w) for top in grid_starts(height, size_h, cfg.step)
+            for left in grid_starts(width, size_w, cfg.step)]
+
+
+def sobel_energy(img: np.ndarray) -> float:
+    """Mean squared Sobel gradient magnitude of the gray image, on the [0, 1] scale (the sharpness score)."""
+    peak = 65535.0 if img.dtype == np.uint16 else 255.0
+    gray = img.astype(np.float32) / peak
+    if gray.ndim == 3:
+        gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    return float(np.mean(gx * gx + gy * gy))
+
+
+def select_sharpest(patches: Sequence[np.ndarray], fraction: float) -> List[int]:
+    """Indices (ascending) of the ``fraction`` sharpest patches (at least one)."""
+    keep = max(1, int(round(fraction * len(patches))))
+    scores = [sobel_energy(p) for p in patches]
+    order = sorted(range(len(patches)), key=lambda i: (-scores[i], i))  # ties: grid order, deterministic
+    return sorted(order[:keep])
+
+
+def _read(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise PatchError(f'{path}: cannot be read as an image (corrupt or unsupported).')
+    return img
+
+
+def _write_atomic(img: np.ndarray, target: Path) -> None:
+    tmp_dir = target.parent / '.tmp'
+    tmp_dir.mkdir(exist_ok=True)
+    tmp = tmp_dir / f'{os.getpid()}_{target.name}'
+    if not cv2.imwrite(str(tmp), img):
+        raise PatchError(f'{target}: could not be written (disk full or unsupported format?).')
+    os.replace(tmp, target)
+
+
+def _marker(cfg: PatchConfig, key: str) -> Path:
+    return next(iter(cfg.out_dirs.values())) / '.done' / key
+
+
+def process_job(job: Job, cfg: PatchConfig) -> Tuple[int, int]:
+    """Cut one scene; returns ``(patch files written, patch files already present)``."""
+    if _marker(cfg, job.key).exists():
+        return 0, 0
+    images = {role: _read(path) for role, path in job.sources.items()}
+    shapes = {role: img.shape[:2] for role, img in images.items()}
+    if len(set(shapes.values())) != 1:
+        raise PatchError(f'Scene {job.key}: images differ in size {shapes} ({[str(p) for p in job.sources.values()]})'
+                         '; paired images must be aligned.')
+    height, width = next(iter(shapes.values()))
+    boxes = patch_boxes(height, width, cfg)
+    indices = list(range(len(boxes)))
+    if cfg.keep_sharpest is not None:
+        scored = images[cfg.sharp_role]
+        indices = select_sharpest([scored[t:t + h, lft:lft + w] for t, lft, h, w in boxes], cfg.keep_sharpest)
+    written = present = 0
+    digits = max(3, len(str(len(boxes) - 1)))
+    for index in indices:
+        top, left, h, w = boxes[index]
+        for role, img in images.items():
+            target = cfg.out_dirs[role] / f'{job.key}_{index:0{digits}d}{cfg.extension}'
+            if target.exists():
+                present += 1
+                continue
+            _write_atomic(np.ascontiguousarray(img[top:top + h, left:left + w]), target)
+            written += 1
+    _marker(cfg, job.key).touch()
+    return written, present
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(0)  # one scene per process; OpenCV's own threads would oversubscribe the CPUs
+
+
+def run(jobs: Sequence[Job], cfg: PatchConfig, workers: int = 0, desc: str = 'patches') -> Tuple[int, int]:
+    """Process all scenes (in parallel) and print a summary.
+
+    Args:
+        jobs: The scenes.
+        cfg: Cutting configuration.
+        workers: Processes; 0 = all CPUs, 1 = in this process.
+        desc: Progress bar label.
+
+    Returns:
+        ``(patch files written, patch files that already existed)``.
+    """
+    if not jobs:
+        raise PatchError('No images found to cut; check the --src folder layout (see --help).')
+    for out_dir in cfg.out_dirs.values():
+        out_dir.mkdir(parents=True, exist_ok=True)
+    _marker(cfg, 'x').parent.mkdir(exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    worker = partial(process_job, cfg=cfg)
+    totals = np.zeros(2, dtype=np.int64)
+    with tqdm(total=len(jobs), desc=desc, unit='scene') as bar:
+        if workers == 1:
+            results: Iterable = map(worker, jobs)
+            for result in results:
+                totals += result
+                bar.update()
+        else:
+            with Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
+                for result in pool.imap_unordered(worker, jobs):
+                    totals += result
+                    bar.update()
+    written, present = int(totals[0]), int(totals[1])
+    print(f'{desc}: {written} patch files written, {present} already present, into '
+          f'{", ".join(str(d) for d in cfg.out_dirs.values())}')
+    return written, present
+
+
+def list_images(folder: Path, recursive: bool = False) -> List[Path]:
+    """Image files of ``folder`` (sorted), or a clear error when the folder is missing or empty."""
+    if not folder.is_dir():
+        raise PatchError(f'{folder}: folder not found.')
+    pattern = '**/*' if recursive else '*'
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                   and '.tmp' not in p.parts and '.done' not in p.parts)
+    if not files:
+        raise PatchError(f'{folder}: no images ({", ".join(IMAGE_EXTENSIONS)}) found.')
+    return files
+
+
+def paired_jobs(folders: Dict[str, Path], key_prefix: str = '') -> List[Job]:
+    """Scenes from folders of identically named images, one folder per role."""
+    listings = {role: {p.name: p for p in list_images(folder)} for role, folder in folders.items()}
+    roles = list(listings)
+    names = sorted(listings[roles[0]])
+    for role in roles[1:]:
+        missing = sorted(set(names) - set(listings[role]))
+        if missing:
+            raise PatchError(f'{folders[role]}: missing {len(missing)} image(s) that {folders[roles[0]]} has, e.g. '
+                             f'{missing[:3]}; paired folders need identical file names.')
+    return [Job(key_prefix + Path(name).stem, {role: listings[role][name] for role in roles}) for name in names]
+
+
+def step_from_overlap(patch: int, overlap: int) -> int:
+    """Grid step for a patch size and overlap, validated."""
+    if not 0 <= overlap < patch:
+        raise PatchError(f'--overlap {overlap} must be in [0, --patch-size {patch}).')
+    return patch - overlap
+
+
+def positive_fraction(text: str) -> float:
+    """argparse type for (0, 1] fractions."""
+    value = float(text)
+    if not 0 < value <= 1 or math.isnan(value):
+        raise ValueError(f'{text} is not in (0, 1]')
+    return value
+
+
+def base_parser(description: str, patch: int, overlap: Optional[int], many_sources: bool = False):
+    """The options every script shares: ``--src``, ``--dst``, ``--patch-size``, ``--overlap``, ``--workers``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--src', type=Path, required=True, nargs='+' if many_sources else None,
+                        help='dataset folder(s) (layout: see above)')
+    parser.add_argument('--dst', type=Path, required=True, help='output folder for the patch folders')
+    parser.add_argument('--patch-size', type=int, default=patch, help=f'patch size (default {patch})')
+    if overlap is not None:
+        parser.add_argument('--overlap', type=int, default=overlap, help=f'overlap of patches (default {overlap})')
+    parser.add_argument('--workers', type=int, default=0, help='processes (default: all CPUs; 1 = no pool)')
+    return parser
+
+
+def script_main(body, argv=None) -> int:
+    """Run a script body, turning :class:`PatchError` into a one-line message and exit code 2."""
+    import sys
+
+    try:
+        body(argv)
+    except PatchError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    return 0
