@@ -73,6 +73,9 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
         return 2
     if command == 'train':
         from basicsr.train import train_pipeline as pipeline
+
+        from restormer_arch.models import guards
+        guards.TRAINING_PROCESS = True  # save a state on SIGTERM/SIGINT (train.save_on_signal)
     else:
         from basicsr.test import test_pipeline as pipeline
     # BasicSR's parse_options reads sys.argv itself.

@@ -335,6 +335,26 @@ def _load_network(self: Any, net: torch.nn.Module, load_path: str, strict: bool 
     net.load_state_dict(state_dict, strict=strict)
 
 
+_current_epoch = 0
+
+
+def current_epoch() -> int:
+    """The epoch BasicSR's training loop is in (recorded from ``EnlargedSampler.set_epoch``; 0 before training)."""
+    return _current_epoch
+
+
+def _recording_set_epoch(set_epoch: Callable[..., Any]) -> Callable[..., Any]:
+    # A model that saves a state outside BasicSR's own `model.save(epoch, iter)` call (on a stop signal, on repeated
+    # non-finite losses) needs the epoch, which only the training loop knows; it always calls set_epoch first.
+    def wrapper(self: Any, epoch: int) -> None:
+        global _current_epoch
+        _current_epoch = epoch
+        set_epoch(self, epoch)
+
+    wrapper.__wrapped__ = set_epoch
+    return wrapper
+
+
 def _int_jpeg_quality(add_jpg_compression: Callable[..., Any]) -> Callable[..., Any]:
     # OpenCV >= 4.5.5 rejects a float JPEG quality, which `random_add_jpg_compression` passes (XPixelGroup/BasicSR#578).
     def wrapper(img: Any, quality: float = 90) -> Any:
@@ -349,6 +369,7 @@ def _patch_basicsr() -> None:
     import basicsr.data.degradations as degradations
     import basicsr.train
     import basicsr.utils.dist_util as dist_util
+    from basicsr.data.data_sampler import EnlargedSampler
     from basicsr.models.base_model import BaseModel
 
     basicsr.train.load_resume_state = load_resume_state
@@ -358,6 +379,8 @@ def _patch_basicsr() -> None:
     BaseModel.save_network = _save_network
     BaseModel.save_training_state = _save_training_state
     BaseModel.load_network = _load_network
+    if not hasattr(EnlargedSampler.set_epoch, '__wrapped__'):
+        EnlargedSampler.set_epoch = _recording_set_epoch(EnlargedSampler.set_epoch)
     if not hasattr(degradations.add_jpg_compression, '__wrapped__'):
         degradations.add_jpg_compression = _int_jpeg_quality(degradations.add_jpg_compression)
     APPLIED.extend([
@@ -368,6 +391,7 @@ def _patch_basicsr() -> None:
         'BaseModel.save_network / save_training_state (atomic writes; failures raise)',
         'BaseModel.load_network (weights_only, clear configuration-mismatch errors)',
         'degradations.add_jpg_compression (int JPEG quality for OpenCV >= 4.5.5)',
+        'EnlargedSampler.set_epoch (records the epoch for saves outside the training loop)',
     ])
 
 

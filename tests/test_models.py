@@ -22,6 +22,7 @@ from basicsr.losses.basic_loss import L1Loss
 from basicsr.models import build_model
 
 from restormer_arch.models import CosineAnnealingRestartCyclicLR, ImageCleanModel, Mixup, ProgressiveSchedule
+from restormer_arch.models.guards import NonFiniteLossError
 from restormer_arch.models.progressive import Stage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -556,3 +557,36 @@ def test_torchrun_two_process_ddp_on_cpu(tmp_path):
     assert 'iter 11 -> stage 1: batch 1/device, patch 32 (lq batch (1, 3, 32, 32))' in log
     assert len(re.findall(r'# psnr: \d+\.\d+', log)) == 3  # iterations 10, 20, 30 on rank 0 only
     assert 'End of training' in log
+
+
+# ------------------------------------------------------------------------------------------ numerical faults
+def test_nonfinite_loss_skips_the_step_then_stops_with_a_checkpoint(tmp_path, basicsr_log):
+    model = build_model(make_opt(tmp_path, train={'max_nonfinite_steps': 3}))
+    good = batch()
+    model.feed_data(good)
+    model.optimize_parameters(1)
+    weights = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    bad = {'lq': good['lq'].clone(), 'gt': good['gt']}
+    bad['lq'][0, 0, 0, 0] = float('nan')
+    for iteration in (2, 3):
+        model.feed_data(bad)
+        model.optimize_parameters(iteration)
+        assert all(torch.equal(weights[k], v) for k, v in model.net_g.state_dict().items()), 'step not skipped'
+    assert sum('Non-finite loss at iteration' in m for m in basicsr_log) == 2
+    model.feed_data(bad)
+    with pytest.raises(NonFiniteLossError, match='3 consecutive non-finite losses up to iteration 4'):
+        model.optimize_parameters(4)
+    saved = torch.load(tmp_path / 'experiment' / 'models' / 'net_g_3.pth', weights_only=True)['params']
+    assert all(torch.equal(weights[k], v) for k, v in saved.items())
+    assert torch.load(tmp_path / 'experiment' / 'training_states' / '3.state', weights_only=True)['iter'] == 3
+
+
+def test_nonfinite_gradient_skips_the_step(tmp_path):
+    model = build_model(make_opt(tmp_path))
+    model.feed_data(batch())
+    weights = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    # The loss stays finite; only the backward pass overflows.
+    model.net_g.output.weight.register_hook(lambda grad: grad * float('inf'))
+    model.optimize_parameters(1)
+    assert all(torch.equal(weights[k], v) for k, v in model.net_g.state_dict().items())
+    assert model.nonfinite_guard.skipped_total == 1

@@ -15,6 +15,9 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 from torch.nn import functional as F
 
+from .. import compat
+from . import guards
+from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
 from .progressive import Mixup, ProgressiveSchedule, stage_table
 
@@ -26,6 +29,7 @@ SCHEDULERS = {
 }
 DEFAULT_PIXEL_OPT = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
 DEFAULT_GRAD_CLIP_NORM = 0.01
+DEFAULT_MAX_NONFINITE_STEPS = 10
 
 
 def pad_to_window(x: Tensor, window: int) -> Tensor:
@@ -92,6 +96,12 @@ class ImageCleanModel(BaseModel):
         pixel_opt = train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT
         self.cri_pix = build_loss(deepcopy(pixel_opt)).to(self.device)
         self.use_grad_clip = bool(train_opt.get('use_grad_clip', False))
+        max_nonfinite = int(train_opt.get('max_nonfinite_steps', DEFAULT_MAX_NONFINITE_STEPS))
+        self.nonfinite_guard = NonFiniteLossGuard(max_nonfinite)
+        # SIGTERM/SIGINT save a state at the next iteration instead of losing the work since the last checkpoint.
+        # Only in a training process (`basicsr train`), never in a library user's or a test runner's process.
+        save_on_signal = train_opt.get('save_on_signal', True) and guards.TRAINING_PROCESS
+        self.stop_handler = StopSignalHandler() if save_on_signal else None
         self.grad_clip_norm = float(train_opt.get('grad_clip_norm', DEFAULT_GRAD_CLIP_NORM))
 
         self.progressive = ProgressiveSchedule.from_options(self.opt.get('datasets', {}).get('train'))
@@ -147,22 +157,56 @@ class ImageCleanModel(BaseModel):
             self.lq, self.gt = self.mixup(self.lq, self.gt)
 
     def optimize_parameters(self, current_iter: int) -> None:
-        """One optimisation step on the fed batch (after progressive cropping and mixup)."""
+        """One optimisation step on the fed batch (after progressive cropping and mixup).
+
+        Before the backward pass the ranks agree on two flags: a stop signal (save the state of the previous iteration
+        and exit) and a non-finite loss (skip the step; stop with a checkpoint after ``train.max_nonfinite_steps`` in a
+        row). A non-finite gradient norm also skips the step.
+        """
         self._prepare_train_batch(current_iter)
         self.optimizer_g.zero_grad()
         preds = self.net_g(self.lq)
         preds = list(preds) if isinstance(preds, (list, tuple)) else [preds]
         self.output = preds[-1]
         l_pix = sum(self.cri_pix(pred, self.gt) for pred in preds)
+        stop, nonfinite = agree_across_ranks(self.stop_handler is not None and self.stop_handler.signum is not None,
+                                             not bool(torch.isfinite(l_pix.detach()).all()), device=self.device)
+        if stop:
+            self._save_and_stop(current_iter - 1)
+        if self._skip_nonfinite(nonfinite, current_iter):
+            return
         l_pix.backward()
         loss_dict = OrderedDict(l_pix=l_pix)
+        max_norm = self.grad_clip_norm if self.use_grad_clip else float('inf')
+        # With max_norm=inf nothing is scaled: the norm is only measured, to catch non-finite gradients.
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), max_norm)
         if self.use_grad_clip:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip_norm)
             loss_dict['grad_norm'] = grad_norm.detach()
+        # DDP has already averaged the gradients, so every rank sees the same norm and takes the same decision.
+        if self._skip_nonfinite(not bool(torch.isfinite(grad_norm)), current_iter):
+            return
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def _skip_nonfinite(self, nonfinite: bool, current_iter: int) -> bool:
+        try:
+            skip = self.nonfinite_guard.should_skip(nonfinite, current_iter)
+        except RuntimeError:
+            self.save(compat.current_epoch(), current_iter - 1)  # the weights are still the last finite ones
+            raise
+        if skip:
+            self.optimizer_g.zero_grad()
+            self.log_dict = OrderedDict(l_pix=float('nan'))
+        return skip
+
+    def _save_and_stop(self, last_complete_iter: int) -> None:
+        signum = self.stop_handler.signum
+        self.save(compat.current_epoch(), last_complete_iter)
+        get_root_logger().warning(f'Stopped by signal {signum}: state of iteration {last_complete_iter} saved; '
+                                  'continue with --auto_resume.')
+        raise StopRequested(128 + signum)
 
     # ------------------------------------------------------------------ inference / validation
     def _inference_net(self) -> torch.nn.Module:
