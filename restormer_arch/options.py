@@ -194,9 +194,24 @@ def _check_train(opt: Dict[str, Any], problems: List[str]) -> None:
 
 
 def _check_val(opt: Dict[str, Any], problems: List[str]) -> None:
-    metrics = (opt.get('val') or {}).get('metrics') or {}
+    from restormer_arch.models.results_table import check_combined_rows
+    from restormer_arch.models.val_utils import check_val_options
+
+    val_opt = opt.get('val') or {}
+    metrics = val_opt.get('metrics') or {}
     for name, metric_opt in metrics.items():
         _check_type('metric', (metric_opt or {}).get('type'), f'val.metrics.{name}.type', problems)
+    problems.extend(check_val_options(val_opt))
+    rows = val_opt.get('combined_rows')
+    row_problems = check_combined_rows(rows)
+    problems.extend(row_problems)
+    if rows and not row_problems:
+        names = {d.get('name') for d in (opt.get('datasets') or {}).values() if isinstance(d, dict)}
+        for row in rows:
+            unknown = [d for d in row['datasets'] if d not in names]
+            if unknown:
+                problems.append(f'val.combined_rows ({row["name"]}): {", ".join(unknown)} is not the name of a '
+                                f'dataset of this file (names: {", ".join(sorted(map(str, names)))}).')
 
 
 def validate_options(opt: Dict[str, Any], is_train: Optional[bool] = None, source: str = 'options') -> None:

@@ -2,5 +2,7 @@
 from .dual_pixel_dataset import Dataset_DefocusDeblur_DualPixel_16bit
 from .gaussian_denoising_dataset import Dataset_GaussianDenoising
 from .paired_image_dataset import Dataset_PairedImage
+from .sidd_blocks_dataset import Dataset_SIDDBlocks
 
-__all__ = ['Dataset_PairedImage', 'Dataset_GaussianDenoising', 'Dataset_DefocusDeblur_DualPixel_16bit']
+__all__ = ['Dataset_PairedImage', 'Dataset_GaussianDenoising', 'Dataset_DefocusDeblur_DualPixel_16bit',
+           'Dataset_SIDDBlocks']

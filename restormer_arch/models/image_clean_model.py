@@ -10,7 +10,7 @@ from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models import lr_scheduler as basicsr_lr_scheduler
 from basicsr.models.base_model import BaseModel
-from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils import get_root_logger, imwrite
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 from torch.nn import functional as F
@@ -20,6 +20,8 @@ from . import guards
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
 from .progressive import Mixup, ProgressiveSchedule, stage_table
+from .results_table import ResultsTable
+from .val_utils import network_forward, to_metric_image, to_saved_image
 
 SCHEDULERS = {
     'MultiStepLR': basicsr_lr_scheduler.MultiStepRestartLR,
@@ -54,6 +56,10 @@ class ImageCleanModel(BaseModel):
     - ``train.pixel_opt`` defaults to ``L1Loss``; the scheduler may be ``CosineAnnealingRestartCyclicLR``.
     - ``val.window_size`` (default 8): inputs are reflect-padded to a multiple of it for validation.
     - ``val.log_input_metrics``: also log the metrics of the degraded input (e.g. the noisy PSNR) once per dataset.
+    - ``val.tile`` / ``val.tile_overlap``: tiled inference for huge images (:func:`val_utils.network_forward`).
+    - ``val.image_dtype``: ``uint8`` (default), ``uint16`` or ``float32`` images for the metrics (:mod:`val_utils`).
+    - ``val.metrics_table`` (default: on in ``basicsr test``, off in training), ``val.combined_rows``: per-image
+      ``metrics.csv`` and per-dataset ``metrics.md`` (:mod:`results_table`).
 
     Args:
         opt: The parsed BasicSR options.
@@ -71,6 +77,7 @@ class ImageCleanModel(BaseModel):
         self.progressive: Optional[ProgressiveSchedule] = None
         self.mixup: Optional[Mixup] = None
         self._stage_index: Optional[int] = None
+        self._results_tables: Dict[str, ResultsTable] = {}
         if self.is_train:
             self.init_training_settings()
 
@@ -222,10 +229,8 @@ class ImageCleanModel(BaseModel):
         h, w = self.lq.shape[-2:]
         net.eval()
         with torch.no_grad():
-            output = net(pad_to_window(self.lq, window))
+            output = network_forward(net, pad_to_window(self.lq, window), self.opt.get('val') or {})
         net.train(was_training)
-        if isinstance(output, (list, tuple)):
-            output = output[-1]
         self.output = output[..., :h * scale, :w * scale]
 
     def get_current_visuals(self) -> Dict[str, Tensor]:
@@ -281,6 +286,8 @@ class ImageCleanModel(BaseModel):
         totals = {name: 0.0 for name in metrics_opt}
         input_totals = {name: 0.0 for name in metrics_opt}
         log_input = self.opt['val'].get('log_input_metrics', False) and not self._input_logged(dataset_name)
+        table = self._results_table(current_iter, dataset_name) if metrics_opt else None
+        dtype = self.opt['val'].get('image_dtype', 'uint8')
         count = 0
         for val_data in dataloader:
             self.feed_data(val_data)
@@ -288,15 +295,19 @@ class ImageCleanModel(BaseModel):
             visuals = self.get_current_visuals()
             for i in range(visuals['result'].shape[0]):
                 img_name = osp.splitext(osp.basename(val_data['lq_path'][i]))[0]
-                restored = tensor2img([visuals['result'][i]])
+                restored = to_metric_image(visuals['result'][i], dtype)
                 if save_img:
-                    imwrite(restored, self._image_path(dataset_name, img_name, current_iter))
+                    imwrite(to_saved_image(restored), self._image_path(dataset_name, img_name, current_iter))
                 if 'gt' in visuals and metrics_opt:
-                    gt_img = tensor2img([visuals['gt'][i]])
+                    gt_img = to_metric_image(visuals['gt'][i], dtype)
+                    values = {name: calculate_metric({'img': restored, 'img2': gt_img}, deepcopy(metric_opt))
+                              for name, metric_opt in metrics_opt.items()}
+                    if table is not None:
+                        table.add(dataset_name, img_name, values)
                     for name, metric_opt in metrics_opt.items():
-                        totals[name] += calculate_metric({'img': restored, 'img2': gt_img}, deepcopy(metric_opt))
+                        totals[name] += values[name]
                         if log_input:
-                            lq_img = tensor2img([visuals['lq'][i]])
+                            lq_img = to_metric_image(visuals['lq'][i], dtype)
                             input_totals[name] += calculate_metric({'img': lq_img, 'img2': gt_img},
                                                                    deepcopy(metric_opt))
                 count += 1
@@ -311,6 +322,26 @@ class ImageCleanModel(BaseModel):
                 self._log_input_metrics(dataset_name, {name: v / count for name, v in input_totals.items()},
                                         tb_logger)
             self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+        if table is not None:
+            table.write()
+            get_root_logger().info(f'Metrics table ({table.md_path}, per image: {table.csv_path}):\n'
+                                   + table.markdown())
+
+    def _results_table(self, current_iter: Any, dataset_name: str) -> Optional[ResultsTable]:
+        """The per-image table of this test run / validation round, or None when ``val.metrics_table`` is off."""
+        val_opt = self.opt['val']
+        if not val_opt.get('metrics_table', not self.opt['is_train']):
+            return None
+        if self.opt['is_train']:
+            out_dir = osp.join(self.opt['path']['experiments_root'], 'metrics', f'iter_{current_iter}')
+        else:
+            out_dir = self.opt['path'].get('results_root') or osp.dirname(self.opt['path']['visualization'])
+        if out_dir not in self._results_tables:
+            # Only the latest validation round is kept: earlier rounds are complete on disk already.
+            self._results_tables = {out_dir: ResultsTable(out_dir, val_opt.get('combined_rows'))}
+        table = self._results_tables[out_dir]
+        table.start_dataset(dataset_name)
+        return table
 
     def _input_logged(self, dataset_name: str) -> bool:
         return dataset_name in getattr(self, 'input_metric_results', {})

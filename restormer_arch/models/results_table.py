@@ -1,0 +1,171 @@
+"""Per-image metric tables of ``basicsr test`` (and, optionally, of validation): ``metrics.csv`` and ``metrics.md``.
+
+:class:`ImageCleanModel` records the value of every metric for every image. After each dataset the table is printed
+(logged) and both files are rewritten with everything recorded so far, so they are complete once the last dataset of
+the option file is done (BasicSR's ``test_pipeline`` calls ``validation`` once per dataset and never says which one is
+the last):
+
+* ``metrics.csv``: one row per image per dataset, columns ``dataset, image, <metric>...`` (full precision).
+* ``metrics.md``: one row per dataset with the image count and the mean of every metric, then the combined rows of
+  ``val.combined_rows`` (as the paper reports them).
+
+Combined rows (``val.combined_rows``, a list) have a ``name``, the ``datasets`` they cover and a ``weight``:
+
+* ``weight: dataset``: the mean of the dataset means (the paper's deraining *Average* over the five test sets);
+* ``weight: image`` (default): the mean over all images of those datasets (the DPDD *Combined* column over the
+  indoor and outdoor scenes).
+
+A combined row is written once all of its datasets have been scored.
+"""
+import csv
+import math
+import os
+from os import path as osp
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+COMBINED_WEIGHTS = ('image', 'dataset')
+
+
+def check_combined_rows(rows: Any, where: str = 'val.combined_rows') -> List[str]:
+    """Problems with a ``val.combined_rows`` option (an empty list when it is fine).
+
+    Args:
+        rows: The option value.
+        where: Name of the option, for messages.
+
+    Returns:
+        One message per problem.
+    """
+    if rows is None:
+        return []
+    if not isinstance(rows, list):
+        return [f'{where}: expected a list of {{name, datasets, weight}} mappings, got {type(rows).__name__}.']
+    problems = []
+    for i, row in enumerate(rows):
+        here = f'{where}[{i}]'
+        if not isinstance(row, dict) or not isinstance(row.get('name'), str):
+            problems.append(f'{here}: expected a mapping with a "name" (text) and "datasets" (a list of names).')
+            continue
+        datasets = row.get('datasets')
+        if not isinstance(datasets, list) or not datasets or not all(isinstance(d, str) for d in datasets):
+            problems.append(f'{here} ({row["name"]}): "datasets" must be a non-empty list of dataset names.')
+        if row.get('weight', 'image') not in COMBINED_WEIGHTS:
+            problems.append(f'{here} ({row["name"]}): weight must be one of {", ".join(COMBINED_WEIGHTS)}, got '
+                            f'{row.get("weight")!r}.')
+    return problems
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else float('nan')
+
+
+def _format(value: float) -> str:
+    return f'{value:.4f}'
+
+
+class ResultsTable:
+    """Metric values per image, grouped by dataset, with per-dataset and combined averages.
+
+    Args:
+        out_dir: Folder of ``metrics.csv`` and ``metrics.md`` (created on the first write).
+        combined_rows: The ``val.combined_rows`` option (see the module docstring).
+    """
+
+    def __init__(self, out_dir: str, combined_rows: Optional[List[Mapping[str, Any]]] = None) -> None:
+        problems = check_combined_rows(combined_rows)
+        if problems:
+            raise ValueError('; '.join(problems))
+        self.out_dir = out_dir
+        self.combined_rows = list(combined_rows or [])
+        self.rows: Dict[str, List[Dict[str, Any]]] = {}  # dataset -> [{'image': name, metric: value, ...}]
+        self.metric_names: List[str] = []
+
+    @property
+    def csv_path(self) -> str:
+        """Path of the per-image table."""
+        return osp.join(self.out_dir, 'metrics.csv')
+
+    @property
+    def md_path(self) -> str:
+        """Path of the averages table."""
+        return osp.join(self.out_dir, 'metrics.md')
+
+    def add(self, dataset: str, image: str, values: Mapping[str, float]) -> None:
+        """Record the metric values of one image.
+
+        Args:
+            dataset: Dataset name (``datasets.<phase>.name``).
+            image: Image name (file stem, or a block name such as ``0000_00``).
+            values: ``{metric name: value}``.
+        """
+        for name in values:
+            if name not in self.metric_names:
+                self.metric_names.append(name)
+        self.rows.setdefault(dataset, []).append({'image': image, **{k: float(v) for k, v in values.items()}})
+
+    def start_dataset(self, dataset: str) -> None:
+        """Forget earlier values of ``dataset`` (a dataset scored twice with the same weights replaces its rows)."""
+        self.rows.pop(dataset, None)
+        self.rows[dataset] = []
+
+    def dataset_means(self, dataset: str) -> Dict[str, float]:
+        """Mean of every metric over the images of ``dataset``."""
+        rows = self.rows.get(dataset, [])
+        return {m: _mean([r[m] for r in rows if m in r]) for m in self.metric_names}
+
+    def summary(self) -> List[Dict[str, Any]]:
+        """Rows of ``metrics.md``: ``{'dataset', 'count', <metric>: mean}`` per dataset, then the combined rows."""
+        out = [{'dataset': d, 'count': len(rows), **self.dataset_means(d)} for d, rows in self.rows.items() if rows]
+        for spec in self.combined_rows:
+            names = spec['datasets']
+            if not all(self.rows.get(d) for d in names):
+                continue  # not all of its datasets scored (yet)
+            if spec.get('weight', 'image') == 'dataset':
+                means = [self.dataset_means(d) for d in names]
+                values = {m: _mean([mean[m] for mean in means]) for m in self.metric_names}
+            else:
+                rows = [r for d in names for r in self.rows[d]]
+                values = {m: _mean([r[m] for r in rows if m in r]) for m in self.metric_names}
+            out.append({'dataset': spec['name'], 'count': sum(len(self.rows[d]) for d in names), **values,
+                        'combined': f'{spec.get("weight", "image")} mean of {", ".join(names)}'})
+        return out
+
+    def markdown(self) -> str:
+        """The averages as a markdown table (combined rows in bold, with how they were combined)."""
+        header = ['dataset', 'count', *self.metric_names]
+        lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] + ['---:'] * (len(header) - 1)) + '|']
+        notes = []
+        for row in self.summary():
+            name = f'**{row["dataset"]}**' if 'combined' in row else row['dataset']
+            cells = [name, str(row['count'])] + [_format(row[m]) for m in self.metric_names]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+            if 'combined' in row:
+                notes.append(f'- **{row["dataset"]}**: {row["combined"]}')
+        return '\n'.join(lines + ([''] + notes if notes else [])) + '\n'
+
+    def write(self) -> None:
+        """Write ``metrics.csv`` (every image) and ``metrics.md`` (averages)."""
+        os.makedirs(self.out_dir, exist_ok=True)
+        with open(self.csv_path, 'w', newline='', encoding='utf-8') as f:
+            writer = csv.writer(f)
+            writer.writerow(['dataset', 'image', *self.metric_names])
+            for dataset, rows in self.rows.items():
+                for row in rows:
+                    writer.writerow([dataset, row['image'], *(repr(row[m]) if m in row else '' for m in
+                                                              self.metric_names)])
+        with open(self.md_path, 'w', encoding='utf-8') as f:
+            f.write(self.markdown())
+
+
+def read_metrics_csv(path: str) -> List[Dict[str, Any]]:
+    """Read a ``metrics.csv`` back (metric columns as floats).
+
+    Args:
+        path: The file written by :meth:`ResultsTable.write`.
+
+    Returns:
+        One dict per row: ``dataset``, ``image`` and the metrics.
+    """
+    with open(path, encoding='utf-8', newline='') as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (v if k in ('dataset', 'image') else float(v)) for k, v in row.items()} for row in rows]
