@@ -24,6 +24,9 @@ _MAX_LISTED = 5
 _READ_FLAGS = {
     'color': cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH,
     'grayscale': cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH,
+    # OpenCV's defaults: 16-bit samples reduced to their high byte, as the official single-image DPDD test reads them.
+    'color_8bit': cv2.IMREAD_COLOR,
+    'grayscale_8bit': cv2.IMREAD_GRAYSCALE,
 }
 _DTYPE_PEAK = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -253,7 +256,8 @@ def decode_image(content: Optional[bytes], name: str, flag: str = 'color', requi
     Args:
         content: Encoded image bytes.
         name: File name or LMDB key, for messages.
-        flag: ``'color'`` (always 3 channels, alpha dropped, gray replicated) or ``'grayscale'`` (1 channel).
+        flag: ``'color'`` (always 3 channels, alpha dropped, gray replicated) or ``'grayscale'`` (1 channel);
+            ``'color_8bit'`` / ``'grayscale_8bit'`` read 16-bit files as 8-bit (OpenCV keeps the high byte).
         require_16bit: Raise a ValueError unless the image has 16-bit samples.
 
     Returns:
@@ -272,6 +276,17 @@ def decode_image(content: Optional[bytes], name: str, flag: str = 'color', requi
     peak = _DTYPE_PEAK[img.dtype]
     img = img.astype(np.float32) / np.float32(peak)
     return img[..., None] if img.ndim == 2 else img
+
+
+def read_flag(opt: Mapping[str, Any], flag: str, dataset: str) -> str:
+    """``flag`` (color/grayscale), or its 8-bit variant with ``bit_depth: 8`` (16-bit files read as 8-bit)."""
+    depth = opt.get('bit_depth')
+    if depth is None:
+        return flag
+    if depth != 8:
+        raise ValueError(f'{dataset}: bit_depth must be 8 (read 16-bit images as 8-bit, as OpenCV does by default) or '
+                         f'left out (keep every file\'s own depth), got {depth!r}.')
+    return f'{flag}_8bit'
 
 
 # Open LMDB environments of this process, by real path. py-lmdb refuses to open one database twice in a process

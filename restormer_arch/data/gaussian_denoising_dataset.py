@@ -7,6 +7,7 @@ is ``numpy.random.default_rng([noise_seed, crc32(name)])`` where ``name`` is the
 ``datasets/make_lmdb.py`` (so disk and LMDB give the same noise), and ``noise_seed`` defaults to 0.
 The noise is drawn in float64 with ``normal(0, sigma_test / 255)`` and not clipped, as in the official evaluation,
 which however re-seeds numpy with 0 for every image, so that same-sized images share one noise field.
+``noise_protocol: official`` reproduces that noise exactly (:func:`official_eval_noise`), for the paper's tables.
 """
 import random
 import zlib
@@ -33,6 +34,7 @@ from .data_utils import (
 )
 
 SIGMA_TYPES = ('constant', 'random', 'choice')
+NOISE_PROTOCOLS = ('per_image', 'official')
 
 
 def _is_number(value: Any) -> bool:
@@ -42,6 +44,9 @@ def _is_number(value: Any) -> bool:
 def check_sigma_options(opt: Dict[str, Any], phase: str, dataset: str) -> None:
     """Validate ``sigma_type``/``sigma_range`` (training) or ``sigma_test`` (evaluation); raise ValueError if bad."""
     if phase != 'train':
+        if opt.get('noise_protocol', 'per_image') not in NOISE_PROTOCOLS:
+            raise ValueError(f'{dataset}: noise_protocol must be one of {NOISE_PROTOCOLS}, got '
+                             f'{opt.get("noise_protocol")!r}.')
         sigma = require_option(opt, 'sigma_test', dataset)
         if not _is_number(sigma):
             raise ValueError(f'{dataset}: sigma_test must be a non-negative number (noise level on the 0-255 '
@@ -78,6 +83,23 @@ def eval_noise(name: str, shape: tuple, sigma: float, seed: int = 0) -> np.ndarr
     return rng.normal(0.0, sigma / 255.0, size=shape)
 
 
+def official_eval_noise(shape: tuple, sigma: float) -> np.ndarray:
+    """The official test scripts' noise: ``np.random.seed(0)`` then ``np.random.normal(0, sigma/255, shape)`` per image.
+
+    The official scripts draw it for the RGB image; ``shape`` is that of the BGR (or gray HxWx1) image read here, so
+    the colour planes of the draw are reversed. numpy's global generator is left untouched.
+
+    Args:
+        shape: ``(H, W, C)`` of the image (BGR for colour).
+        sigma: Noise level on the 0-255 scale.
+
+    Returns:
+        float64 noise of ``shape``.
+    """
+    noise = np.random.RandomState(0).normal(0.0, sigma / 255.0, size=shape)
+    return noise[..., ::-1] if shape[2] == 3 else noise
+
+
 @DATASET_REGISTRY.register()
 class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restormer name, used by its option files)
     """Clean images (``dataroot_gt``); the input is the clean image plus white Gaussian noise, never clipped.
@@ -91,7 +113,8 @@ class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restorme
 
     Args:
         opt: Dataset options: ``dataroot_gt``, ``io_backend``, ``phase``, ``in_ch``, ``gt_size``, ``geometric_augs``,
-            ``use_padding``, ``sigma_type``, ``sigma_range`` (train), ``sigma_test``, ``noise_seed`` (val/test),
+            ``use_padding``, ``sigma_type``, ``sigma_range`` (train), ``sigma_test``, ``noise_seed``,
+            ``noise_protocol`` (``per_image``, default, or ``official``: seed 0 for every image) (val/test),
             ``meta_info_file``, ``mean``/``std``.
 
     Returns (per item):
@@ -134,7 +157,11 @@ class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restorme
             gt_t = to_tensor(gt)
             lq_t = gt_t + torch.randn_like(gt_t) * (sigma / 255.0)
         else:
-            noise = eval_noise(self.image_name(path), gt.shape, float(self.opt['sigma_test']), self.noise_seed)
+            sigma = float(self.opt['sigma_test'])
+            if self.opt.get('noise_protocol') == 'official':
+                noise = official_eval_noise(gt.shape, sigma)
+            else:
+                noise = eval_noise(self.image_name(path), gt.shape, sigma, self.noise_seed)
             gt_t = to_tensor(gt)
             lq_t = to_tensor((gt.astype(np.float64) + noise).astype(np.float32))
         if self.mean is not None:

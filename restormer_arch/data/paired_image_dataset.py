@@ -14,6 +14,7 @@ from .data_utils import (
     get_mean_std,
     get_phase,
     make_train_patches,
+    read_flag,
     to_tensor,
 )
 
@@ -34,7 +35,8 @@ class Dataset_PairedImage(data.Dataset):  # noqa: N801  (official Restormer name
     Args:
         opt: Dataset options: ``dataroot_gt``, ``dataroot_lq``, ``io_backend``, ``phase``, ``gt_size`` (train),
             ``geometric_augs``, ``use_padding``, ``filename_tmpl``, ``meta_info_file``, ``in_ch`` (3: RGB, default;
-            1: grayscale), ``mean``/``std`` (optional normalisation).
+            1: grayscale), ``bit_depth`` (8: read 16-bit files as 8-bit, the high byte, like OpenCV's default and the
+            official single-image DPDD test), ``mean``/``std`` (optional normalisation).
 
     Returns (per item):
         dict with ``lq``, ``gt`` (CHW float32 RGB tensors in [0, 1]) and ``lq_path``, ``gt_path``.
@@ -50,7 +52,7 @@ class Dataset_PairedImage(data.Dataset):  # noqa: N801  (official Restormer name
         self.in_ch = opt.get('in_ch', 3)
         if self.in_ch not in (1, 3):
             raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {self.in_ch!r}.')
-        self.flag = 'color' if self.in_ch == 3 else 'grayscale'
+        self.flag = read_flag(opt, 'color' if self.in_ch == 3 else 'grayscale', name)
         self.mean, self.std = get_mean_std(opt, name)
         if self.phase == 'train':
             self.gt_size = check_train_options(opt, name)
