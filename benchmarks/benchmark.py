@@ -86,7 +86,7 @@ def count_flops(net: nn.Module, x: torch.Tensor) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
+def matmul_rate(device: str, n: int = 2048, repeats: int = 7) -> float:
     """Measured fp32 GEMM rate (GFLOP/s), the practical ceiling for the 1x1 convolutions."""
     a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
     timer = Timer(device)
