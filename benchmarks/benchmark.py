@@ -163,6 +163,18 @@ def bench_train(shape: Shape, device: str, warmup: int, repeats: int, precision:
 # ------------------------------------------------------------------------------------------ subprocesses
 
 
+def peak_rss_gib() -> float:
+    """This process's own peak RSS. ``ru_maxrss`` is not used: Linux carries the parent's value over fork+exec."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 2**20  # kB -> GiB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def worker(spec: dict) -> dict:
     """Runs in a fresh process: one network, one job; prints timings and its own peak RSS."""
     if spec.get('configure_allocator'):
@@ -171,7 +183,7 @@ def worker(spec: dict) -> dict:
     net = (PlainRestormer() if spec['network'] == 'plain' else Restormer()).eval().to(spec['device'])
     h, w = spec['size']
     x = torch.rand(1, 3, h, w, device=spec['device'])
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rss0 = peak_rss_gib()
     times, shares = [], []
     timer = Timer(spec['device'])
     for _ in range(spec['runs']):
@@ -183,7 +195,7 @@ def worker(spec: dict) -> dict:
             t, share = timer(fn)
         times.append(t)
         shares.append(share)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    peak = peak_rss_gib()
     return {'times': times, 'cpu_share': shares, 'peak_rss_gib': peak, 'rss_before_gib': rss0,
             'minor_faults': resource.getrusage(resource.RUSAGE_SELF).ru_minflt}
 

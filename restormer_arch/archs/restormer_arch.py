@@ -117,14 +117,10 @@ class MDTA(nn.Module):
         # (N, H*W, 3C) view of the channels_last qkv tensor: free when x is channels_last (a copy otherwise).
         qkv = self.qkv_dwconv(self.qkv(x)).permute(0, 2, 3, 1).reshape(n, h * w, 3 * c)
         q, k, v = qkv.split(c, dim=-1)
-        # L2 norms of q and k along the pixels, in one pass; F.normalize divides by max(norm, 1e-12).
-        norms = qkv[..., :2 * c].square().sum(dim=1).sqrt().clamp_min(1e-12)
-        q_norm, k_norm = norms[:, :c].reshape(n, heads, d, 1), norms[:, c:].reshape(n, heads, 1, d)
-        # Per-head Gram q^T k straight from the strided views (BLAS reads them with a leading dimension of 3C).
-        gram = torch.stack([
-            torch.bmm(q[b].unflatten(-1, (heads, d)).permute(1, 2, 0), k[b].unflatten(-1, (heads, d)).transpose(0, 1))
-            for b in range(n)
-        ])
+        # L2 norms of q and k along the pixels; F.normalize divides by max(norm, 1e-12).
+        q_norm = q.square().sum(dim=1).sqrt().clamp_min(1e-12).reshape(n, heads, d, 1)
+        k_norm = k.square().sum(dim=1).sqrt().clamp_min(1e-12).reshape(n, heads, 1, d)
+        gram = self._gram(q, k, heads)
         attn = (gram / (q_norm * k_norm) * self.temperature).softmax(dim=-1)
         # project_out(attn @ v) == v @ (W_out . blockdiag(attn))^T: one GEMM that writes NHWC directly.
         weight = self.project_out.weight.reshape(c, heads, d)
@@ -134,6 +130,22 @@ class MDTA(nn.Module):
         else:
             out = torch.baddbmm(self.project_out.bias.to(v.dtype), v, fused.to(v.dtype))
         return out.view(n, h, w, c).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _gram(q: Tensor, k: Tensor, heads: int) -> Tensor:
+        """Per-head ``q^T k`` of ``(N, P, C)`` views, shape ``(N, heads, C/heads, C/heads)``."""
+        n, _, c = q.shape
+        q, k = q.unflatten(-1, (heads, c // heads)), k.unflatten(-1, (heads, c // heads))  # (N, P, heads, d)
+        if heads == 1:
+            # BLAS reads the strided (row stride 3C) views directly.
+            return torch.bmm(q[:, :, 0].transpose(1, 2), k[:, :, 0]).unsqueeze(1)
+        if not torch.is_grad_enabled():
+            # Per image, the heads form a strided batch that bmm also reads without copies.
+            return torch.stack([
+                torch.bmm(q[b].permute(1, 2, 0), k[b].transpose(0, 1)) for b in range(n)
+            ])
+        # Training: one batched matmul (per-image indexing would zero-fill a full-size gradient per image).
+        return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2))
 
 
 class GDFN(nn.Module):
