@@ -9,11 +9,13 @@ Exactness: the zero margin means that for a network whose receptive-field radius
 convolutional network), the tiled result equals the whole-image result. Restormer's channel attention uses statistics
 of the whole tile, so for it tiling is an approximation that gets closer as tiles grow.
 """
+import itertools
 import math
 from typing import Callable, List, Optional
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 __all__ = ['tile_starts', 'blend_window', 'tiled_forward', 'BLEND_MODES']
 
@@ -85,7 +87,7 @@ def _axis_norm(length: int, tile: int, overlap: int, mode: str) -> Tensor:
 
 
 def tiled_forward(network: Callable[[Tensor], Tensor], image: Tensor, tile: int = 256, overlap: int = 32,
-                  blend: str = 'cosine', device: Optional[torch.device] = None) -> Tensor:
+                  blend: str = 'cosine', device: Optional[torch.device] = None, progress: bool = False) -> Tensor:
     """Run an image-to-image network tile by tile and blend the overlaps.
 
     Peak memory is that of one tile through the network plus the input and the float32 output accumulator.
@@ -97,6 +99,7 @@ def tiled_forward(network: Callable[[Tensor], Tensor], image: Tensor, tile: int 
         overlap: Overlap between neighbouring tiles; must be below ``tile / 2``.
         blend: Window of the overlaps: ``'cosine'``, ``'linear'`` or ``'box'``.
         device: Where to run the network (default: the image's device); only tiles are moved there.
+        progress: Show a progress bar over the tiles.
 
     Returns:
         ``(N, C_out, H, W)`` float32 output on the image's device.
@@ -117,18 +120,20 @@ def tiled_forward(network: Callable[[Tensor], Tensor], image: Tensor, tile: int 
     rows = list(zip(tile_starts(height, tile, overlap), _axis_windows(height, tile, overlap, blend)))
     cols = list(zip(tile_starts(width, tile, overlap), _axis_windows(width, tile, overlap, blend)))
     output: Optional[Tensor] = None
-    for top, win_h in rows:
-        for left, win_w in cols:
-            patch = image[:, :, top:top + tile_h, left:left + tile_w].to(device)
-            result = network(patch)
-            if result.shape[0] != n or result.shape[-2:] != patch.shape[-2:]:
-                raise ValueError(f'tiled_forward: the network mapped a tile of shape {tuple(patch.shape)} to '
-                                 f'{tuple(result.shape)}; tiling needs outputs of the same spatial size.')
-            if output is None:
-                output = torch.zeros(n, result.shape[1], height, width, device=image.device)
-            weight = (win_h[:, None] * win_w[None, :]).to(image.device)
-            output[:, :, top:top + tile_h, left:left + tile_w] += result.float().to(image.device) * weight
-            del patch, result
+    bar = tqdm(total=len(rows) * len(cols), desc='tiles', leave=False, disable=not progress)
+    for (top, win_h), (left, win_w) in itertools.product(rows, cols):
+        patch = image[:, :, top:top + tile_h, left:left + tile_w].to(device)
+        result = network(patch)
+        if result.shape[0] != n or result.shape[-2:] != patch.shape[-2:]:
+            raise ValueError(f'tiled_forward: the network mapped a tile of shape {tuple(patch.shape)} to '
+                             f'{tuple(result.shape)}; tiling needs outputs of the same spatial size.')
+        if output is None:
+            output = torch.zeros(n, result.shape[1], height, width, device=image.device)
+        weight = (win_h[:, None] * win_w[None, :]).to(image.device)
+        output[:, :, top:top + tile_h, left:left + tile_w] += result.float().to(image.device) * weight
+        del patch, result
+        bar.update()
+    bar.close()
     # The windows are separable, so the normaliser is the outer product of the per-axis sums.
     norm = _axis_norm(height, tile, overlap, blend)[:, None] * _axis_norm(width, tile, overlap, blend)[None, :]
     return output.div_(norm.to(image.device))
