@@ -24,9 +24,9 @@ through unchanged. Any size works (the network pads to a multiple of 8 internall
 
 ``--tile T --tile-overlap O`` runs the network on overlapping T x T crops and cross-fades them
 (:func:`restormer_arch.tiling.tiled_forward`), for images too large for memory. Without ``--tile`` the peak memory
-is estimated from the pixel count (about 9 kB per pixel for the full-size model in fp32) and an image that would not fit into the free memory (or
-``--max-memory``) is refused with a suggested tile size. Restormer's channel attention sees the whole input, so tiled
-results differ slightly from whole-image ones; larger tiles are closer.
+is estimated from the pixel count (about 9 kB per pixel for the full-size model in fp32) and an image that would not
+fit into the free memory (or ``--max-memory``) is refused with a suggested tile size. Restormer's channel attention
+sees the whole input, so tiled results differ slightly from whole-image ones; larger tiles are closer.
 
 ``--precision bf16`` (CPU or GPU) and ``fp16`` (GPU only) run under ``torch.autocast``; non-finite outputs are
 reported as an error.
