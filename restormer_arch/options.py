@@ -19,8 +19,8 @@ PERIODIC_SCHEDULERS = ('CosineAnnealingRestartLR', 'CosineAnnealingRestartCyclic
 
 
 # Keys each section may hold. A key that is not listed but close to a listed one that is absent (``gt_szie`` for
-# ``gt_size``) is an error; any other unknown key is a warning (a plugin of yours may read it). New options must be added
-# here.
+# ``gt_size``) is an error; any other unknown key is a warning (a plugin of yours may read it). New options must be
+# added here.
 TOP_LEVEL_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train',
                   'val', 'logger', 'dist_params', 'find_unused_parameters',
                   # set by BasicSR's parse_options / the train pipeline
@@ -198,7 +198,8 @@ def _check_progressive(train_set: Dict[str, Any], total_iter: Optional[int], pro
         problems.append(f'datasets.train.gt_size: expected an integer (the patch side, a multiple of {PATCH_MULTIPLE}),'
                         f' got {gt_size!r}.')
     elif isinstance(gt_size, int) and gt_size % PATCH_MULTIPLE:
-        problems.append(f'datasets.train.gt_size: {gt_size!r} must be a multiple of {PATCH_MULTIPLE}.')
+        problems.append(f'datasets.train.gt_size: {gt_size!r} must be a multiple of {PATCH_MULTIPLE} (Restormer halves '
+                        f'the patch three times); e.g. {gt_size // PATCH_MULTIPLE * PATCH_MULTIPLE or PATCH_MULTIPLE}.')
     keys = ('iters', 'mini_batch_sizes', 'gt_sizes')
     present = [k for k in keys if train_set.get(k) is not None]
     if not present:
@@ -220,7 +221,8 @@ def _check_progressive(train_set: Dict[str, Any], total_iter: Optional[int], pro
                         'equal (the last stage would otherwise be cut short or never reached).')
     bad = [s for s in sizes if s % PATCH_MULTIPLE]
     if bad:
-        problems.append(f'datasets.train.gt_sizes: {bad} are not multiples of {PATCH_MULTIPLE}.')
+        problems.append(f'datasets.train.gt_sizes: {bad} are not multiples of {PATCH_MULTIPLE} (Restormer halves the '
+                        f'patch three times); round them to multiples of {PATCH_MULTIPLE}.')
     if isinstance(gt_size, int) and max(sizes) > gt_size:
         problems.append(f'datasets.train.gt_sizes: {max(sizes)} exceeds gt_size {gt_size} (the loader\'s patch, '
                         'from which every stage crops); raise gt_size or lower gt_sizes.')

@@ -196,7 +196,8 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
     roots = {k: _check_folder(v, f'dataroot_{k}') for k, v in folders.items()}
     gt_names = _read_meta_info(meta_info_file) if meta_info_file else list_images(roots[gt_key])
     if not gt_names:
-        raise ValueError(f'dataroot_{gt_key}: no images ({", ".join(IMAGE_EXTENSIONS)}) in "{roots[gt_key]}".')
+        raise ValueError(f'dataroot_{gt_key}: no images ({", ".join(IMAGE_EXTENSIONS)}) in "{roots[gt_key]}"; check '
+                         'the path, or prepare the data as described in datasets/README.md.')
     partners = {}
     for name in gt_names:
         stem, ext = osp.splitext(name)
