@@ -80,8 +80,19 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
         from basicsr.test import test_pipeline as pipeline
     # BasicSR's parse_options reads sys.argv itself.
     sys.argv = [f'basicsr {command}'] + argv
-    pipeline(os.getcwd())
+    try:
+        pipeline(os.getcwd())
+    finally:
+        _teardown_distributed()
     return 0
+
+
+def _teardown_distributed() -> None:
+    # BasicSR never destroys the process group; without this, torch warns at exit and NCCL may hang on shutdown.
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -127,6 +138,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = parser.parse_args(argv)  # handles --help / --version / unknown commands
         parser.print_help()
         return 0 if args.command is None and not argv else 2
+    from restormer_arch.perf import configure_allocator
+
+    # Before the network and data exist: keeps glibc from unmapping big buffers after every layer
+    # (RESTORMER_ALLOCATOR=system turns it off).
+    configure_allocator()
     return COMMANDS[argv[0]](argv[1:])
 
 

@@ -8,6 +8,7 @@ BasicSR looks up at call time. Every fix says why it exists and is covered by ``
 Call :func:`apply` again to re-apply the patches (it is idempotent); :data:`APPLIED` lists what was done.
 """
 import importlib
+import math
 import os
 import pickle
 import sys
@@ -97,6 +98,19 @@ def _missing_network_files(opt: Dict[str, Any], iteration: int) -> List[str]:
     return [p for p in paths if not osp.isfile(p)]
 
 
+def _remove_stale_temporaries(opt: Dict[str, Any]) -> None:
+    # A process killed inside atomic_save leaves its `.<name>.tmp<pid>` behind; it is never a checkpoint, only litter.
+    for folder in (opt['path'].get('training_states'), opt['path'].get('models')):
+        if not folder or not osp.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            if name.startswith('.') and '.tmp' in name:
+                try:
+                    os.remove(osp.join(folder, name))
+                except FileNotFoundError:  # another rank removed it first
+                    pass
+
+
 def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """Replacement for ``basicsr.train.load_resume_state``.
 
@@ -116,6 +130,7 @@ def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     from basicsr.utils import check_resume
 
     if opt.get('auto_resume'):
+        _remove_stale_temporaries(opt)
         candidates = find_resume_states(opt['path']['training_states'])
         for path in candidates:
             try:
@@ -335,6 +350,32 @@ def _load_network(self: Any, net: torch.nn.Module, load_path: str, strict: bool 
     net.load_state_dict(state_dict, strict=strict)
 
 
+def _exact_epoch_count(create_loaders: Callable[..., Any]) -> Callable[..., Any]:
+    # BasicSR computes iterations per epoch as ceil(N * ratio / (batch * world)), but with drop_last each rank gets
+    # floor(ceil(N * ratio / world) / batch) batches. When the global batch does not divide the data the loop runs out
+    # of epochs and training ends early without a word (e.g. at iteration 22 of 30). Count from the real loader.
+    def wrapper(opt: Dict[str, Any], logger: Any) -> Any:
+        train_loader, sampler, val_loaders, total_epochs, total_iters = create_loaders(opt, logger)
+        if train_loader is not None:
+            per_epoch = len(train_loader)
+            if per_epoch == 0:
+                train_opt = opt['datasets']['train']
+                raise ValueError(
+                    f'datasets.train: {len(train_loader.dataset)} images (x dataset_enlarge_ratio '
+                    f'{train_opt.get("dataset_enlarge_ratio", 1)}) over {opt["world_size"]} process(es) give no '
+                    f'complete batch of batch_size_per_gpu={train_opt["batch_size_per_gpu"]}. Lower the batch size or '
+                    'raise dataset_enlarge_ratio.')
+            exact = math.ceil(total_iters / per_epoch)
+            if exact != total_epochs:
+                logger.info(f'Iterations per epoch per process: {per_epoch}; total epochs corrected from '
+                            f'{total_epochs} to {exact} so that training reaches {total_iters} iterations.')
+            total_epochs = exact
+        return train_loader, sampler, val_loaders, total_epochs, total_iters
+
+    wrapper.__wrapped__ = create_loaders
+    return wrapper
+
+
 _current_epoch = 0
 
 
@@ -373,6 +414,8 @@ def _patch_basicsr() -> None:
     from basicsr.models.base_model import BaseModel
 
     basicsr.train.load_resume_state = load_resume_state
+    if not hasattr(basicsr.train.create_train_val_dataloader, '__wrapped__'):
+        basicsr.train.create_train_val_dataloader = _exact_epoch_count(basicsr.train.create_train_val_dataloader)
     dist_util._init_dist_pytorch = _init_dist_pytorch
     BaseModel.model_to_device = _model_to_device
     BaseModel.get_optimizer = _get_optimizer
@@ -385,6 +428,7 @@ def _patch_basicsr() -> None:
         degradations.add_jpg_compression = _int_jpeg_quality(degradations.add_jpg_compression)
     APPLIED.extend([
         'basicsr.train.load_resume_state (CPU map_location, root-based auto_resume, skip torn states)',
+        'basicsr.train.create_train_val_dataloader (epoch count from the real per-rank loader length)',
         'basicsr.utils.dist_util._init_dist_pytorch (gloo on CPU, dist_params.backend, LOCAL_RANK)',
         'BaseModel.model_to_device (no CUDA device_ids on CPU)',
         'BaseModel.get_optimizer (AdamW and any torch.optim class)',
