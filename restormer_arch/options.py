@@ -22,7 +22,7 @@ PERIODIC_SCHEDULERS = ('CosineAnnealingRestartLR', 'CosineAnnealingRestartCyclic
 # ``gt_size``) is an error; any other unknown key is a warning (a plugin of yours may read it). New options must be
 # added here.
 TOP_LEVEL_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train',
-                  'val', 'logger', 'dist_params', 'find_unused_parameters',
+                  'val', 'logger', 'dist_params', 'find_unused_parameters', 'performance',
                   # set by BasicSR's parse_options / the train pipeline
                   'is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'root_path')
 DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'dataroot_gt', 'dataroot_lq', 'io_backend', 'meta_info_file',
