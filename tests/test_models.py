@@ -24,6 +24,7 @@ from basicsr.models import build_model
 from restormer_arch.models import CosineAnnealingRestartCyclicLR, ImageCleanModel, Mixup, ProgressiveSchedule
 from restormer_arch.models.guards import NonFiniteLossError
 from restormer_arch.models.progressive import Stage
+from tests.conftest import run_process_group
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PAPER_ITERS = [92000, 64000, 48000, 36000, 36000, 24000]
@@ -549,7 +550,7 @@ def test_torchrun_two_process_ddp_on_cpu(tmp_path):
         port = sock.getsockname()[1]
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={port}',
                 '-m', 'restormer_arch', 'train', '-opt', str(tmp_path / 'train.yml'), '--launcher', 'pytorch']
-    result = subprocess.run(torchrun, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    result = run_process_group(torchrun, timeout=180, cwd=tmp_path, env=env)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log
     assert 'World size (gpu number): 2' in log
