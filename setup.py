@@ -23,6 +23,7 @@ setup(
         'einops',
         'lmdb',
         'opencv-python',
+        'Pillow',  # image headers for the dataset checks (already required by basicsr)
     ],
     extras_require={
         'test': ['pytest>=7', 'scikit-image'],

@@ -138,6 +138,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = parser.parse_args(argv)  # handles --help / --version / unknown commands
         parser.print_help()
         return 0 if args.command is None and not argv else 2
+    from restormer_arch.perf import configure_allocator
+
+    # Before the network and data exist: keeps glibc from unmapping big buffers after every layer
+    # (RESTORMER_ALLOCATOR=system turns it off).
+    configure_allocator()
     return COMMANDS[argv[0]](argv[1:])
 
 

@@ -157,7 +157,14 @@ def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 def resolve_dist_backend(requested: Optional[str] = None) -> str:
-    """The torch.distributed backend to use: the requested one, else nccl with CUDA and gloo without."""
+    """The torch.distributed backend to use: the requested one, else nccl with CUDA and gloo without.
+
+    nccl needs CUDA; the official option files all say ``backend: nccl``, so on a machine without CUDA a request for
+    nccl falls back to gloo with a warning instead of failing at start-up.
+    """
+    if requested == 'nccl' and not torch.cuda.is_available():
+        warnings.warn('dist_params.backend: nccl needs CUDA, which is not available here; using gloo.', stacklevel=2)
+        return 'gloo'
     if requested:
         return requested
     return 'nccl' if torch.cuda.is_available() else 'gloo'

@@ -22,11 +22,11 @@ The input bit depth is kept (16-bit PNG/TIFF in, 16-bit out); gray images stay g
 three equal channels) and colour images given to the gray model are converted to gray. An alpha channel is passed
 through unchanged. Any size works (the network pads to a multiple of 8 internally).
 
-``--tile T --tile-overlap O`` runs the network on overlapping T x T crops (:func:`restore_tiled`) and cross-fades
-them, for images too large for memory. Without ``--tile`` the peak memory is estimated from the pixel count
-(about 9 kB per pixel for the full-size model in fp32) and an image that would not fit into the free memory (or
-``--max-memory``) is refused with a suggested tile size. Restormer's channel attention sees the whole input, so tiled
-results differ slightly from whole-image ones; larger tiles are closer.
+``--tile T --tile-overlap O`` runs the network on overlapping T x T crops and cross-fades them
+(:func:`restormer_arch.tiling.tiled_forward`), for images too large for memory. Without ``--tile`` the peak memory
+is estimated from the pixel count (about 9 kB per pixel for the full-size model in fp32) and an image that would not
+fit into the free memory (or ``--max-memory``) is refused with a suggested tile size. Restormer's channel attention
+sees the whole input, so tiled results differ slightly from whole-image ones; larger tiles are closer.
 
 ``--precision bf16`` (CPU or GPU) and ``fp16`` (GPU only) run under ``torch.autocast``; non-finite outputs are
 reported as an error.
@@ -36,7 +36,6 @@ import inspect
 import json
 import math
 import os
-import pickle
 import re
 import sys
 from contextlib import nullcontext
@@ -49,9 +48,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from restormer_arch import compat
 from restormer_arch.archs.restormer_arch import Restormer
+from restormer_arch.tiling import tiled_forward
 
-__all__ = ['TASKS', 'RestoreError', 'build_network', 'load_checkpoint', 'load_weights', 'restore_tiled',
+__all__ = ['TASKS', 'RestoreError', 'build_network', 'load_checkpoint', 'load_weights',
            'infer_arch_options', 'main']
 
 # Constructor arguments of the released checkpoints (see the README table); everything else is Restormer's default.
@@ -146,18 +147,10 @@ def load_checkpoint(path: str, param_key: Optional[str] = None) -> Dict[str, Ten
     Raises:
         RestoreError: Missing file, unsafe pickle (``weights_only=True`` refused it) or no state dict inside.
     """
-    if not os.path.isfile(path):
-        raise RestoreError(f'--weights {path}: no such file.')
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise RestoreError(
-            f'{path}: refused to load - the file contains Python objects other than tensors and plain containers, '
-            'and unpickling it could run arbitrary code. Checkpoints are loaded with torch.load(weights_only=True) '
-            'only. If you trust the file, re-save just its state dict: torch.save({"params": sd}, "clean.pth"). '
-            f'(torch said: {str(err).splitlines()[0]})') from err
-    except Exception as err:  # corrupt / not a torch file
-        raise RestoreError(f'{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err}).') from err
+        checkpoint = compat.load_checkpoint(path, '--weights')  # weights_only=True, with messages that say why
+    except (FileNotFoundError, ValueError) as err:
+        raise RestoreError(str(err)) from None
     return _strip_prefixes(_pick_state_dict(checkpoint, path, param_key))
 
 
@@ -239,80 +232,6 @@ def load_weights(net: nn.Module, state_dict: Dict[str, Tensor], task: str, path:
     if message:
         raise RestoreError(message)
     net.load_state_dict(state_dict, strict=True)
-
-
-# ------------------------------------------------------------------------------------------------------------ tiling
-def _axis_starts(length: int, tile: int, stride: int) -> List[int]:
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]  # the last tile is snapped to the border
-
-
-def _axis_weights(start: int, size: int, length: int, overlap: int) -> Tensor:
-    """1-D blending weights of a tile: zero near inner tile edges, a sin^2 cross-fade over the overlap, 1 elsewhere.
-
-    Outputs near a tile's inner edges are spoilt by the network's border effects, so the ``overlap // 4`` pixels next
-    to an inner edge get weight 0 and the next ``overlap - 2 * (overlap // 4)`` ramp up with ``sin^2``. Two tiles that
-    overlap by exactly ``overlap`` pixels then have weights summing to 1 (``sin^2 + cos^2``); image borders get no
-    ramp.
-    """
-    pos = torch.arange(size, dtype=torch.float64) + 0.5
-    weight = torch.ones(size, dtype=torch.float64)
-    if overlap == 0:
-        return weight
-    margin = overlap // 4
-    ramp_len = overlap - 2 * margin
-
-    def ramp(distance: Tensor) -> Tensor:
-        return torch.sin(0.5 * math.pi * ((distance - margin) / ramp_len).clamp(0, 1)) ** 2
-
-    if start > 0:
-        weight = weight * ramp(pos)
-    if start + size < length:
-        weight = weight * ramp(size - pos)
-    return weight
-
-
-def restore_tiled(net: nn.Module, img: Tensor, tile: int, overlap: int, progress: bool = False) -> Tensor:
-    """Run ``net`` on overlapping ``tile`` x ``tile`` crops of ``img`` and blend the outputs smoothly.
-
-    Tiles advance by ``tile - overlap``; the last row/column is snapped to the border. Each output is weighted by
-    :func:`_axis_weights` (zero next to inner tile edges, then a sin^2 cross-fade) and the weighted sum is normalised,
-    so a network whose receptive field is smaller than ``overlap // 4`` gives exactly its whole-image output.
-
-    Args:
-        net: Image-to-image network (same spatial size out as in).
-        img: ``(N, C, H, W)`` input.
-        tile: Tile size in pixels (clipped to the image size).
-        overlap: Overlap between neighbouring tiles; at most ``tile // 2``.
-        progress: Show a tqdm bar over the tiles.
-
-    Returns:
-        The ``(N, C_out, H, W)`` blended output (float32).
-    """
-    if tile <= 0 or overlap < 0 or 2 * overlap > tile:
-        raise RestoreError(f'--tile {tile} --tile-overlap {overlap}: need tile > 0 and 0 <= overlap <= tile / 2.')
-    from tqdm import tqdm
-
-    n, _, h, w = img.shape
-    tile_h, tile_w = min(tile, h), min(tile, w)
-    rows = _axis_starts(h, tile_h, tile_h - overlap if tile_h < h else tile_h)
-    cols = _axis_starts(w, tile_w, tile_w - overlap if tile_w < w else tile_w)
-    out = weight_sum = None
-    with tqdm(total=len(rows) * len(cols), desc='tiles', leave=False, disable=not progress) as bar:
-        for top in rows:
-            wy = _axis_weights(top, tile_h, h, overlap)
-            for left in cols:
-                pred = net(img[..., top:top + tile_h, left:left + tile_w]).float()
-                if out is None:
-                    out = torch.zeros((n, pred.shape[1], h, w), dtype=torch.float32, device=pred.device)
-                    weight_sum = torch.zeros((1, 1, h, w), dtype=torch.float32, device=pred.device)
-                weight = (wy[:, None] * _axis_weights(left, tile_w, w, overlap)[None]).float().to(pred.device)
-                out[..., top:top + tile_h, left:left + tile_w] += pred * weight
-                weight_sum[..., top:top + tile_h, left:left + tile_w] += weight
-                bar.update()
-    return out / weight_sum
 
 
 # ------------------------------------------------------------------------------------------------------- image I/O
@@ -473,11 +392,18 @@ def _check_memory(name: str, h: int, w: int, tile: Optional[int], dim: int, prec
                        'blended smoothly), or --max-memory GB to override the estimate.')
 
 
+def _tiled(net: nn.Module, x: Tensor, tile: int, overlap: int, progress: bool) -> Tensor:
+    try:
+        return tiled_forward(net, x, tile=tile, overlap=overlap, progress=progress)
+    except ValueError as err:
+        raise RestoreError(f'--tile {tile} --tile-overlap {overlap}: {err}') from None
+
+
 def _restore_one(net: nn.Module, pixels: np.ndarray, device: torch.device, precision: str, tile: Optional[int],
                  overlap: int, progress: bool) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).unsqueeze(0).to(device)
     with torch.inference_mode(), _autocast(device, precision):
-        y = restore_tiled(net, x, tile, overlap, progress) if tile else net(x)
+        y = _tiled(net, x, tile, overlap, progress) if tile else net(x)
     y = y.float()
     if not torch.isfinite(y).all():
         raise RestoreError(f'The network produced NaN/inf values in --precision {precision}; use fp32 (or bf16).')

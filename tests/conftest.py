@@ -27,3 +27,22 @@ def golden_cases():
 @pytest.fixture(autouse=True)
 def _deterministic_seed():
     torch.manual_seed(0)
+
+
+def run_process_group(cmd, timeout, **kwargs):
+    """``subprocess.run`` in a new session whose whole process group is killed on timeout.
+
+    torchrun's workers outlive a killed torchrun; left behind they hold CPU and pipes for the rest of the test run.
+    """
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kwargs)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f'{cmd} timed out after {timeout} s:\n{stdout}\n{stderr}') from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)

@@ -84,6 +84,9 @@ def test_model_to_device_without_cuda_device_ids(tmp_path):
 def test_dist_backend_resolution():
     assert compat.resolve_dist_backend('gloo') == 'gloo'
     assert compat.resolve_dist_backend(None) == ('nccl' if torch.cuda.is_available() else 'gloo')
+    if not torch.cuda.is_available():
+        with pytest.warns(UserWarning, match='nccl needs CUDA'):
+            assert compat.resolve_dist_backend('nccl') == 'gloo'
 
 
 def test_jpeg_compression_accepts_float_quality():

@@ -122,7 +122,8 @@ def test_paired_16bit_keeps_precision(tmp_path):
 def test_paired_gray_images(tmp_path):
     gray = random_images(1, shape=(H, W), seed=4)
     lq_dir, gt_dir = make_folder(tmp_path / 'lq', gray), make_folder(tmp_path / 'gt', gray)
-    rgb = Dataset_PairedImage(paired_opt(lq_dir, gt_dir))[0]['gt']
+    with pytest.warns(UserWarning, match='all 1 target images are gray, but the dataset reads them as RGB'):
+        rgb = Dataset_PairedImage(paired_opt(lq_dir, gt_dir))[0]['gt']
     assert rgb.shape == (3, H, W) and torch.equal(rgb[0], rgb[1]) and torch.equal(rgb[1], rgb[2])
     one = Dataset_PairedImage(paired_opt(lq_dir, gt_dir, in_ch=1))[0]['gt']
     torch.testing.assert_close(one, to_chw_rgb(gray[0], 255), rtol=0, atol=1e-6)
@@ -175,7 +176,11 @@ def test_paired_pads_small_images(tmp_path):
 def test_paired_small_image_without_padding_is_an_error(tmp_path):
     small = random_images(1, shape=(10, 12, 3))
     lq_dir, gt_dir = make_folder(tmp_path / 'lq', small), make_folder(tmp_path / 'gt', small)
-    ds = Dataset_PairedImage(paired_opt(lq_dir, gt_dir, phase='train', gt_size=16, use_padding=False))
+    # Found when the dataset is built (check_images), not when the sampler first draws the image.
+    with pytest.raises(ValueError, match=r'img0.png.*10x12.*smaller than the training patch gt_size=16'):
+        Dataset_PairedImage(paired_opt(lq_dir, gt_dir, phase='train', gt_size=16, use_padding=False))
+    ds = Dataset_PairedImage(paired_opt(lq_dir, gt_dir, phase='train', gt_size=16, use_padding=False,
+                                        check_images=False))
     with pytest.raises(ValueError, match=r'img0.png.*10x12.*smaller than the training patch gt_size=16'):
         ds[0]
 
@@ -280,15 +285,19 @@ def test_error_meta_info_lists_missing_files(pairs, tmp_path):
 def test_error_size_mismatch(tmp_path):
     lq_dir = make_folder(tmp_path / 'lq', random_images(1, shape=(H, W + 2, 3)))
     gt_dir = make_folder(tmp_path / 'gt', random_images(1))
+    with pytest.raises(ValueError, match=r'sizes differ \(lq ".*img0.png" 24x34, gt ".*img0.png" 24x32\)'):
+        Dataset_PairedImage(paired_opt(lq_dir, gt_dir))  # found when the dataset is built (check_images)
     with pytest.raises(ValueError, match=r'differ in size.*img0.png: 24x34.*img0.png: 24x32'):
-        Dataset_PairedImage(paired_opt(lq_dir, gt_dir))[0]
+        Dataset_PairedImage(paired_opt(lq_dir, gt_dir, check_images=False))[0]
 
 
 def test_error_corrupt_image(pairs):
     lq_dir, gt_dir, _, _ = pairs
     with open(osp.join(lq_dir, 'img1.png'), 'wb') as f:
         f.write(b'not a png at all')
-    ds = Dataset_PairedImage(paired_opt(lq_dir, gt_dir))
+    with pytest.raises(ValueError, match=r'lq/img1.png" cannot be decoded'):
+        Dataset_PairedImage(paired_opt(lq_dir, gt_dir))  # found when the dataset is built (check_images)
+    ds = Dataset_PairedImage(paired_opt(lq_dir, gt_dir, check_images=False))
     with pytest.raises(ValueError, match=r'lq/img1.png" cannot be decoded'):
         ds[1]
 
@@ -531,8 +540,10 @@ def test_dual_pixel_train_crops_all_three_alike(tmp_path):
 
 def test_dual_pixel_rejects_8bit(tmp_path):
     root = make_dp(tmp_path, solid((0, 0, 1000)), solid((10, 20, 30), np.uint8), solid((0, 3000, 0)))
+    with pytest.raises(ValueError, match=r'inputR_crops/p0.png" is 8-bit but .* expects 16-bit PNGs'):
+        Dataset_DefocusDeblur_DualPixel_16bit(dp_opt(root))  # found when the dataset is built (check_images)
     with pytest.raises(ValueError, match=r'inputR_crops/p0.png" is uint8 \(8-bit\) but this dataset expects 16-bit'):
-        Dataset_DefocusDeblur_DualPixel_16bit(dp_opt(root))[0]
+        Dataset_DefocusDeblur_DualPixel_16bit(dp_opt(root, check_images=False))[0]
 
 
 def test_dual_pixel_lmdb_keeps_16bit(tmp_path):

@@ -10,9 +10,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
+from tests.conftest import run_process_group
 from tests.test_models import REPO_ROOT, TINY_NET, _train_yaml, write_pairs
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
@@ -42,8 +44,7 @@ def test_torchrun_ddp_shards_data_syncs_weights_and_only_rank0_writes(tmp_path):
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
            '-m', 'tests.ddp_probe', 'train', '-opt', str(tmp_path / 'train.yml'), '--launcher', 'pytorch']
     start = time.time()
-    result = subprocess.run(cmd, cwd=tmp_path, env=dict(ENV, DDP_PROBE_DIR=str(probe_dir)), capture_output=True,
-                            text=True, timeout=240)
+    result = run_process_group(cmd, timeout=240, cwd=tmp_path, env=dict(ENV, DDP_PROBE_DIR=str(probe_dir)))
     log = result.stdout + result.stderr
     assert result.returncode == 0, log
     print(f'2-process DDP run: {time.time() - start:.1f} s')
@@ -63,6 +64,19 @@ def test_torchrun_ddp_shards_data_syncs_weights_and_only_rank0_writes(tmp_path):
     assert 'process group' not in result.stderr.lower() or 'destroy' not in result.stderr.lower()
 
 
+_RUNNING = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_runs():
+    yield
+    while _RUNNING:  # a failed assertion must not leave a training process behind
+        proc = _RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class _Run:
     """A real `basicsr train` process whose output is collected line by line in the background."""
 
@@ -70,6 +84,7 @@ class _Run:
         cmd = [sys.executable, '-m', 'restormer_arch', 'train', '-opt', str(tmp_path / 'train.yml'), *args]
         self.proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
+        _RUNNING.append(self.proc)
         self.lines = []
         self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, '')),
                                         daemon=True)

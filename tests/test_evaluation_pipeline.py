@@ -324,7 +324,8 @@ def test_results_table_combined_rows(tmp_path):
     ({'image_dtype': 'float32', 'metrics': {'p': {'type': 'calculate_mae'}}}, 'add "data_range: 1"'),
     ({'image_dtype': 'float16'}, "val.image_dtype: 'float16' is not one of"),
     ({'tile': 100}, 'val.tile: 100 must be a positive multiple of 8'),
-    ({'tile': 64, 'tile_overlap': 40}, 'val.tile_overlap: 40 must be an integer in [0, tile / 2]'),
+    ({'tile': 64, 'tile_overlap': 32}, 'val.tile_overlap: 32 must be an integer in [0, tile / 2)'),
+    ({'tile': 64, 'tile_blend': 'gauss'}, "val.tile_blend: 'gauss' is not one of"),
     ({'combined_rows': [{'name': 'x', 'datasets': ['Rain100X']}]}, 'Rain100X is not the name of a dataset'),
 ])
 def test_val_options_are_checked(val, message):
@@ -356,7 +357,7 @@ def test_tiled_validation_equals_whole_image_for_a_local_network(tmp_path):
     # Receptive radius 3 px, less than the zero-weight margin of the tiles (overlap // 4 = 4 px).
     net = nn.Sequential(*[nn.Conv2d(3, 3, 3, padding=1) for _ in range(3)])
     whole, whole_rows = _validate(tmp_path, net, {}, 'whole')
-    tiled, tiled_rows = _validate(tmp_path, net, {'tile': 32, 'tile_overlap': 16}, 'tiled')
+    tiled, tiled_rows = _validate(tmp_path, net, {'tile': 40, 'tile_overlap': 16}, 'tiled')
     for a, b in zip(whole, tiled):
         torch.testing.assert_close(a, b, atol=2e-6, rtol=0)
     assert [r['psnr'] for r in whole_rows] == pytest.approx([r['psnr'] for r in tiled_rows], abs=1e-4)

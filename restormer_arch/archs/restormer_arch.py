@@ -10,6 +10,15 @@ The network is written top-down, in the order of the paper:
 * :class:`GDFN` - gated-Dconv feed-forward network: ``GELU(x1) * x2`` after a depthwise 3x3 convolution.
 * :class:`ChannelLayerNorm` - LayerNorm over the channels of every pixel, ``WithBias`` or ``BiasFree``.
 
+Performance (same math, same ``state_dict``): activations stay channels_last (NHWC in memory) from the input to the
+output, so the channel LayerNorm is a plain ``F.layer_norm`` over the contiguous last dimension of an NHWC view (no
+layout round trips), the 1x1/depthwise convolutions run on oneDNN's NHWC kernels, and MDTA never materialises the
+normalised q/k nor the attention output: the Gram matrix is divided by the outer product of the norms and the per-head
+softmax matrix is folded into the ``project_out`` weight, so ``softmax(...) @ v`` and ``project_out`` are one GEMM that
+writes NHWC directly. ``use_checkpoint`` recomputes every transformer block in the backward pass (activation
+checkpointing) to train large patches in less memory. ``tests/reference_restormer.py`` holds the plain math that the
+tests compare against (outputs and gradients).
+
 Attribute names (``patch_embed.proj``, ``down1_2.body.0``, ``norm1.body``, ``attn.qkv_dwconv`` ...) are those of the
 official implementation so that its released checkpoints load with ``strict=True``.
 """
@@ -19,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ['Restormer', 'TransformerBlock', 'MDTA', 'GDFN', 'ChannelLayerNorm']
 
@@ -73,7 +83,8 @@ class ChannelLayerNorm(nn.Module):
         self.body = _BiasFreeNorm(num_channels) if layer_norm_type == 'BiasFree' else _WithBiasNorm(num_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        # Normalise along C with C as the last (contiguous in channels_last) dimension, then return to NCHW.
+        # For a channels_last x the NHWC view is contiguous: the norm reduces over contiguous memory and its output,
+        # viewed back as NCHW, is channels_last again. No copy either way.
         return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -102,12 +113,39 @@ class MDTA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
-        q, k, v = self.qkv_dwconv(self.qkv(x)).reshape(n, 3, self.num_heads, c // self.num_heads, h * w).unbind(1)
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
-        out = (attn @ v).reshape(n, c, h, w)
-        return self.project_out(out)
+        heads, d = self.num_heads, c // self.num_heads
+        # (N, H*W, 3C) view of the channels_last qkv tensor: free when x is channels_last (a copy otherwise).
+        qkv = self.qkv_dwconv(self.qkv(x)).permute(0, 2, 3, 1).reshape(n, h * w, 3 * c)
+        q, k, v = qkv.split(c, dim=-1)
+        # L2 norms of q and k along the pixels; F.normalize divides by max(norm, 1e-12).
+        q_norm = q.square().sum(dim=1).sqrt().clamp_min(1e-12).reshape(n, heads, d, 1)
+        k_norm = k.square().sum(dim=1).sqrt().clamp_min(1e-12).reshape(n, heads, 1, d)
+        gram = self._gram(q, k, heads)
+        attn = (gram / (q_norm * k_norm) * self.temperature).softmax(dim=-1)
+        # project_out(attn @ v) == v @ (W_out . blockdiag(attn))^T: one GEMM that writes NHWC directly.
+        weight = self.project_out.weight.reshape(c, heads, d)
+        fused = torch.einsum('ohi,nhij->nohj', weight.to(attn.dtype), attn).reshape(n, c, c).transpose(1, 2)
+        if self.project_out.bias is None:
+            out = torch.bmm(v, fused.to(v.dtype))
+        else:
+            out = torch.baddbmm(self.project_out.bias.to(v.dtype), v, fused.to(v.dtype))
+        return out.view(n, h, w, c).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _gram(q: Tensor, k: Tensor, heads: int) -> Tensor:
+        """Per-head ``q^T k`` of ``(N, P, C)`` views, shape ``(N, heads, C/heads, C/heads)``."""
+        n, _, c = q.shape
+        q, k = q.unflatten(-1, (heads, c // heads)), k.unflatten(-1, (heads, c // heads))  # (N, P, heads, d)
+        if heads == 1:
+            # BLAS reads the strided (row stride 3C) views directly.
+            return torch.bmm(q[:, :, 0].transpose(1, 2), k[:, :, 0]).unsqueeze(1)
+        if not torch.is_grad_enabled():
+            # Per image, the heads form a strided batch that bmm also reads without copies.
+            return torch.stack([
+                torch.bmm(q[b].permute(1, 2, 0), k[b].transpose(0, 1)) for b in range(n)
+            ])
+        # Training: one batched matmul (per-image indexing would zero-fill a full-size gradient per image).
+        return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2))
 
 
 class GDFN(nn.Module):
@@ -140,17 +178,26 @@ class TransformerBlock(nn.Module):
         ffn_expansion_factor: GDFN expansion factor.
         bias: Whether the convolutions have a bias.
         LayerNorm_type: ``'WithBias'`` or ``'BiasFree'`` (official argument name, kept for YAML compatibility).
+        use_checkpoint: Recompute the block in the backward pass instead of storing its activations (training only).
     """
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-                 LayerNorm_type: str) -> None:  # noqa: N803 (official argument name)
+                 LayerNorm_type: str, use_checkpoint: bool = False) -> None:  # noqa: N803 (official argument name)
         super().__init__()
         self.norm1 = ChannelLayerNorm(dim, LayerNorm_type)
         self.attn = MDTA(dim, num_heads, bias)
         self.norm2 = ChannelLayerNorm(dim, LayerNorm_type)
         self.ffn = GDFN(dim, ffn_expansion_factor, bias)
+        self.use_checkpoint = use_checkpoint
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.use_checkpoint and torch.is_grad_enabled():
+            # Non-reentrant checkpointing: exact gradients, works with inputs that do not require grad, and keeps the
+            # RNG state (the block has no randomness anyway).
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 
@@ -191,9 +238,10 @@ class Upsample(nn.Module):
 
 
 def _stage(num_blocks: int, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-           layer_norm_type: str) -> nn.Sequential:
+           layer_norm_type: str, use_checkpoint: bool) -> nn.Sequential:
     return nn.Sequential(*[
-        TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layer_norm_type) for _ in range(num_blocks)
+        TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layer_norm_type, use_checkpoint)
+        for _ in range(num_blocks)
     ])
 
 
@@ -236,6 +284,9 @@ class Restormer(nn.Module):
         LayerNorm_type: ``'WithBias'`` or ``'BiasFree'`` (the released denoising models use ``'BiasFree'``).
         dual_pixel_task: Dual-pixel defocus deblurring: the input holds both views (``inp_channels=6``), a 1x1 skip
             from the patch embedding replaces the image residual.
+        use_checkpoint: Activation checkpointing per transformer block when training (less memory for large patches,
+            about one extra forward of compute). Not part of the weights: checkpoints load either way. Can be changed
+            later with :meth:`set_checkpointing`.
     """
 
     def __init__(self,
@@ -248,7 +299,8 @@ class Restormer(nn.Module):
                  ffn_expansion_factor: float = 2.66,
                  bias: bool = False,
                  LayerNorm_type: str = 'WithBias',  # noqa: N803 (official argument name)
-                 dual_pixel_task: bool = False) -> None:
+                 dual_pixel_task: bool = False,
+                 use_checkpoint: bool = False) -> None:
         super().__init__()
         if len(num_blocks) != 4 or len(heads) != 4:
             raise ValueError(f'Restormer: num_blocks and heads need 4 entries (levels 1-3 and latent), '
@@ -261,7 +313,7 @@ class Restormer(nn.Module):
         self.dual_pixel_task = dual_pixel_task
 
         def stage(n: int, channels: int, num_heads: int) -> nn.Sequential:
-            return _stage(n, channels, num_heads, ffn_expansion_factor, bias, LayerNorm_type)
+            return _stage(n, channels, num_heads, ffn_expansion_factor, bias, LayerNorm_type, use_checkpoint)
 
         self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
 
@@ -305,8 +357,20 @@ class Restormer(nn.Module):
         out = self.forward_features(pad_to_multiple(inp_img))
         return out[..., :h, :w]
 
+    def set_checkpointing(self, enabled: bool) -> None:
+        """Turn activation checkpointing of every transformer block on or off.
+
+        Args:
+            enabled: Recompute blocks in the backward pass when True.
+        """
+        for module in self.modules():
+            if isinstance(module, TransformerBlock):
+                module.use_checkpoint = enabled
+
     def forward_features(self, inp_img: Tensor) -> Tensor:
         """Run the U-Net on an input whose height and width are already multiples of 8."""
+        # channels_last from the first layer on: every later op keeps NHWC memory (see the module docstring).
+        inp_img = inp_img.contiguous(memory_format=torch.channels_last)
         inp_enc_level1 = self.patch_embed(inp_img)
         out_enc_level1 = self.encoder_level1(inp_enc_level1)
         out_enc_level2 = self.encoder_level2(self.down1_2(out_enc_level1))

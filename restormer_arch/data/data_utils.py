@@ -4,8 +4,12 @@ Everything here works on numpy images in OpenCV layout (HWC, BGR for colour, HxW
 until :func:`to_tensor` turns them into CHW RGB tensors. Random choices use Python's :mod:`random` (crop offsets,
 augmentation mode), which BasicSR's dataloader seeds per worker.
 """
+import io
 import os
 import random
+import struct
+import warnings
+from dataclasses import dataclass
 from os import path as osp
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -14,6 +18,7 @@ import lmdb
 import numpy as np
 import torch
 from basicsr.utils import FileClient
+from PIL import Image
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 # How many offending names an error message lists before it summarises the rest.
@@ -29,6 +34,14 @@ _READ_FLAGS = {
     'grayscale_8bit': cv2.IMREAD_GRAYSCALE,
 }
 _DTYPE_PEAK = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+# Image checks before training (``check_images``): every header is read, PNG files must end with their IEND chunk.
+CHECK_IMAGES_MODES = (True, False, 'decode')
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_PNG_IEND = b'IEND\xaeB`\x82'  # the last chunk of every complete PNG, with its fixed CRC
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # by colour type: gray, RGB, palette, gray+alpha, RGBA
+_HEAD_BYTES, _TAIL_BYTES = 4096, 64
+_MAX_PROBLEMS = 50  # stop checking after this many: enough to see what is wrong
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -186,7 +199,8 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
     roots = {k: _check_folder(v, f'dataroot_{k}') for k, v in folders.items()}
     gt_names = _read_meta_info(meta_info_file) if meta_info_file else list_images(roots[gt_key])
     if not gt_names:
-        raise ValueError(f'dataroot_{gt_key}: no images ({", ".join(IMAGE_EXTENSIONS)}) in "{roots[gt_key]}".')
+        raise ValueError(f'dataroot_{gt_key}: no images ({", ".join(IMAGE_EXTENSIONS)}) in "{roots[gt_key]}"; check '
+                         'the path, or prepare the data as described in datasets/README.md.')
     partners = {}
     for name in gt_names:
         stem, ext = osp.splitext(name)
@@ -289,6 +303,144 @@ def read_flag(opt: Mapping[str, Any], flag: str, dataset: str) -> str:
     return f'{flag}_8bit'
 
 
+# ---------------------------------------------------------------------------------------------------- image checks
+@dataclass(frozen=True)
+class ImageInfo:
+    """What :func:`probe_image` reads from an image header.
+
+    Args:
+        height: Height in pixels.
+        width: Width in pixels.
+        channels: Channels stored in the file (1 gray, 2 gray+alpha, 3 colour, 4 colour+alpha).
+        bits: Bits per sample (8, 16, ...).
+    """
+
+    height: int
+    width: int
+    channels: int
+    bits: int
+
+
+def _pil_info(data: bytes) -> Optional[ImageInfo]:
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # lazy: parses the header only
+            width, height = img.size
+            bits = 16 if img.mode.startswith('I;16') else 32 if img.mode in ('I', 'F') else 8
+            if img.format == 'TIFF':
+                bits = max(img.tag_v2.get(258, (bits,)) or (bits,))
+            return ImageInfo(height, width, len(img.getbands()), int(bits))
+    except Exception:  # noqa: BLE001  (unknown to PIL or header beyond `data`: the caller decodes the file)
+        return None
+
+
+def _decoded_info(content: bytes, name: str) -> ImageInfo:
+    if not content:
+        raise ValueError(f'image "{name}" is empty (0 bytes); replace or remove it.')
+    img = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f'image "{name}" cannot be decoded (corrupt, truncated or not an image); replace or remove '
+                         'it.')
+    return ImageInfo(img.shape[0], img.shape[1], 1 if img.ndim == 2 else img.shape[2], img.dtype.itemsize * 8)
+
+
+def probe_image(head: bytes, tail: bytes, name: str) -> Optional[ImageInfo]:
+    """Read size, channels and bit depth from the first bytes of an image, and check a PNG is complete.
+
+    Args:
+        head: The first bytes of the file (4 KiB is plenty for PNG and most JPEGs).
+        tail: The last bytes of the file.
+        name: File name or LMDB key, for messages.
+
+    Returns:
+        The header information, or ``None`` when ``head`` is not enough to tell (decode the whole file then).
+
+    Raises:
+        ValueError: An empty file, a PNG without its header or without its final IEND chunk (truncated).
+    """
+    if not head:
+        raise ValueError(f'image "{name}" is empty (0 bytes); replace or remove it.')
+    if head.startswith(_PNG_SIGNATURE):
+        if len(head) < 33 or head[12:16] != b'IHDR':
+            raise ValueError(f'image "{name}" is corrupt (a PNG without its IHDR header); replace or remove it.')
+        if _PNG_IEND not in tail:
+            raise ValueError(f'image "{name}" is truncated (the PNG ends before its IEND chunk: an interrupted copy '
+                             'or download?); copy or regenerate it, or remove it.')
+        width, height = struct.unpack('>II', head[16:24])
+        return ImageInfo(height, width, _PNG_CHANNELS.get(head[25], 3), head[24])
+    return _pil_info(head)
+
+
+def check_images(reader: 'ImageReader', samples: Sequence[Mapping[str, str]], keys: Sequence[str], dataset: str,
+                 opt: Mapping[str, Any], flag: str = 'color', require_16bit: bool = False,
+                 min_size: Optional[int] = None) -> None:
+    """Check every image of a dataset before training: readable, complete, bit depth, pair sizes, patch size.
+
+    Without this, a corrupt or mismatched image stops training when the sampler first draws it, possibly hours in.
+    Reads only headers (and the last bytes of PNGs) unless ``opt['check_images']`` is ``'decode'``; ``false`` skips
+    the check.
+
+    Args:
+        reader: The dataset's reader (disk or LMDB).
+        samples: ``{'<key>_path': path}`` dicts from :func:`collect_paths`; ``keys`` in the same order (GT last).
+        keys: The folder keys of a sample, e.g. ``('lq', 'gt')``.
+        dataset: Dataset class name, for messages.
+        opt: Dataset options (``name``, ``check_images``).
+        flag: ``'color'`` or ``'grayscale'``: how the dataset reads images (a warning when all are gray but read as
+            colour).
+        require_16bit: Every image must have 16-bit samples.
+        min_size: Images must be at least this high and wide (``gt_size`` when ``use_padding`` is off).
+
+    Raises:
+        ValueError: Listing the problems found (at most the first 10 are shown).
+    """
+    mode = opt.get('check_images', True)
+    if mode not in CHECK_IMAGES_MODES:
+        raise ValueError(f'{dataset} "{opt.get("name", "?")}": check_images must be true (read every image header '
+                         f'before training), decode (decode every image) or false, got {mode!r}.')
+    if mode is False:
+        return
+    problems: List[str] = []
+    gray = 0
+    for sample in samples:
+        infos = {}
+        for key in keys:
+            try:
+                info = reader.probe(sample[f'{key}_path'], key, decode=mode == 'decode')
+            except (OSError, ValueError) as err:
+                problems.append(str(err))
+                continue
+            infos[key] = info
+            name = sample[f'{key}_path']
+            if info.bits > 16:
+                problems.append(f'image "{name}" has {info.bits}-bit samples; use 8- or 16-bit images.')
+            elif require_16bit and info.bits != 16:
+                problems.append(f'image "{name}" is {info.bits}-bit but {dataset} expects 16-bit PNGs (values are '
+                                'divided by 65535); use the 16-bit DPDD data, or Dataset_PairedImage for 8-bit images.')
+        if len(infos) == len(keys):
+            sizes = {k: (i.height, i.width) for k, i in infos.items()}
+            height, width = sizes[keys[-1]]
+            if len(set(sizes.values())) > 1:
+                listing = ', '.join(f'{k} "{sample[f"{k}_path"]}" {h}x{w}' for k, (h, w) in sizes.items())
+                problems.append(f'sizes differ ({listing}); restoration pairs must have the same height and width.')
+            elif min_size and min(height, width) < min_size:
+                problems.append(f'image "{sample[f"{keys[-1]}_path"]}" ({height}x{width}) is smaller than the training '
+                                f'patch gt_size={min_size} and use_padding is false; set use_padding: true, lower '
+                                'gt_size, or remove the small images.')
+            gray += infos[keys[-1]].channels <= 2
+        if len(problems) >= _MAX_PROBLEMS:
+            break
+    where = f'{dataset} "{opt.get("name", "?")}"'
+    if problems:
+        count = f'{len(problems)}+' if len(problems) >= _MAX_PROBLEMS else str(len(problems))
+        more = f'\n  ... and {len(problems) - 10} more' if len(problems) > 10 else ''
+        raise ValueError(f'{where}: {count} problem(s) found in the images before training (check_images; set '
+                         'check_images: false to skip the check):\n  - ' + '\n  - '.join(problems[:10]) + more)
+    if flag == 'color' and samples and gray == len(samples):
+        warnings.warn(f'{where}: all {len(samples)} target images are gray, but the dataset reads them as RGB '
+                      '(in_ch: 3, three equal channels); for a gray model set in_ch: 1 and network_g '
+                      'inp_channels/out_channels: 1.', UserWarning, stacklevel=3)
+
+
 # Open LMDB environments of this process, by real path. py-lmdb refuses to open one database twice in a process
 # ("already open in this process"), which happens when LQ and GT, or train and val, share an LMDB, when a dataset is
 # built twice, and in forked DataLoader workers that inherit the parent's handle. Environments are opened read-only
@@ -331,6 +483,28 @@ class ImageReader:
         except FileNotFoundError as err:
             raise FileNotFoundError(f'image "{path}" does not exist (it was listed when the dataset was built; was '
                                     'it moved or deleted?).') from err
+
+    def probe(self, path: str, key: str, decode: bool = False) -> ImageInfo:
+        """Header information of one image (see :func:`probe_image`); ``decode`` decodes the whole image instead."""
+        if self.kind == 'lmdb':
+            with open_lmdb(self.folders[key]).begin(write=False, buffers=True) as txn:
+                content = txn.get(path.encode('ascii'))
+                if content is None:
+                    raise ValueError(f'LMDB key "{path}" not found in "{self.folders[key]}"; rebuild the LMDB with '
+                                     'datasets/make_lmdb.py.')
+                name = f'{path} (key in {self.folders[key]})'
+                head, tail = bytes(content[:_HEAD_BYTES]), bytes(content[-_TAIL_BYTES:])
+                info = None if decode else probe_image(head, tail, name)
+                return info or _decoded_info(bytes(content), name)
+        with open(path, 'rb') as f:
+            head = f.read(_HEAD_BYTES)
+            f.seek(max(0, os.fstat(f.fileno()).st_size - _TAIL_BYTES))
+            tail = f.read()
+            info = None if decode else probe_image(head, tail, path)
+            if info is None:
+                f.seek(0)
+                info = _decoded_info(f.read(), path)
+        return info
 
     def read(self, path: str, key: str, flag: str = 'color', require_16bit: bool = False) -> np.ndarray:
         """Read one image (see :func:`decode_image`); ``path`` is a file path (disk) or an LMDB key."""

@@ -7,6 +7,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 
 from .data_utils import (
     ImageReader,
+    check_images,
     check_same_size,
     check_train_options,
     collect_paths,
@@ -31,7 +32,7 @@ class Dataset_DefocusDeblur_DualPixel_16bit(data.Dataset):  # noqa: N801  (offic
     Args:
         opt: Dataset options: ``dataroot_gt``, ``dataroot_lqL``, ``dataroot_lqR``, ``io_backend``, ``phase``,
             ``gt_size`` (train), ``geometric_augs``, ``use_padding``, ``filename_tmpl``, ``meta_info_file``,
-            ``mean``/``std`` (3 values, applied to each view).
+            ``mean``/``std`` (3 values, applied to each view), ``check_images`` (see :class:`Dataset_PairedImage`).
 
     Returns (per item):
         dict with ``lq`` (6xHxW), ``gt`` (3xHxW) float32 tensors in [0, 1], ``lq_path`` (the L view), ``gt_path``.
@@ -50,6 +51,8 @@ class Dataset_DefocusDeblur_DualPixel_16bit(data.Dataset):  # noqa: N801  (offic
         self.paths = collect_paths(folders, self.backend['type'], opt.get('meta_info_file'),
                                    opt.get('filename_tmpl', '{}'))
         self.reader = ImageReader(self.backend, folders)
+        check_images(self.reader, self.paths, ('lqL', 'lqR', 'gt'), name, opt, require_16bit=True,
+                     min_size=self.gt_size if self.phase == 'train' and not opt.get('use_padding', True) else None)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         paths = self.paths[index % len(self.paths)]

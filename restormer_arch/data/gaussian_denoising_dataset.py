@@ -22,6 +22,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 
 from .data_utils import (
     ImageReader,
+    check_images,
     check_train_options,
     collect_paths,
     get_backend,
@@ -115,7 +116,7 @@ class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restorme
         opt: Dataset options: ``dataroot_gt``, ``io_backend``, ``phase``, ``in_ch``, ``gt_size``, ``geometric_augs``,
             ``use_padding``, ``sigma_type``, ``sigma_range`` (train), ``sigma_test``, ``noise_seed``,
             ``noise_protocol`` (``per_image``, default, or ``official``: seed 0 for every image) (val/test),
-            ``meta_info_file``, ``mean``/``std``.
+            ``meta_info_file``, ``mean``/``std``, ``check_images`` (see :class:`Dataset_PairedImage`).
 
     Returns (per item):
         dict with ``lq`` (noisy), ``gt`` (CHW float32 tensors) and ``lq_path`` = ``gt_path``.
@@ -140,6 +141,8 @@ class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restorme
         self.paths = [p['gt_path'] for p in collect_paths({'gt': self.root}, self.backend['type'],
                                                           opt.get('meta_info_file'))]
         self.reader = ImageReader(self.backend, {'gt': self.root})
+        check_images(self.reader, [{'gt_path': p} for p in self.paths], ('gt',), name, opt, self.flag,
+                     min_size=self.gt_size if self.phase == 'train' and not opt.get('use_padding', True) else None)
 
     def image_name(self, path: str) -> str:
         """Order-independent image name that seeds its eval noise: LMDB key, or relative path without extension."""

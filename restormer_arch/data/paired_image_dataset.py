@@ -6,6 +6,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 
 from .data_utils import (
     ImageReader,
+    check_images,
     check_same_size,
     check_train_options,
     collect_paths,
@@ -36,7 +37,9 @@ class Dataset_PairedImage(data.Dataset):  # noqa: N801  (official Restormer name
         opt: Dataset options: ``dataroot_gt``, ``dataroot_lq``, ``io_backend``, ``phase``, ``gt_size`` (train),
             ``geometric_augs``, ``use_padding``, ``filename_tmpl``, ``meta_info_file``, ``in_ch`` (3: RGB, default;
             1: grayscale), ``bit_depth`` (8: read 16-bit files as 8-bit, the high byte, like OpenCV's default and the
-            official single-image DPDD test), ``mean``/``std`` (optional normalisation).
+            official single-image DPDD test), ``mean``/``std`` (optional normalisation), ``check_images`` (default
+            true: every image header is checked when the dataset is built; ``decode``: decode every image; false:
+            skip).
 
     Returns (per item):
         dict with ``lq``, ``gt`` (CHW float32 RGB tensors in [0, 1]) and ``lq_path``, ``gt_path``.
@@ -59,6 +62,8 @@ class Dataset_PairedImage(data.Dataset):  # noqa: N801  (official Restormer name
         self.paths = collect_paths(folders, self.backend['type'], opt.get('meta_info_file'),
                                    opt.get('filename_tmpl', '{}'))
         self.reader = ImageReader(self.backend, folders)
+        check_images(self.reader, self.paths, ('lq', 'gt'), name, opt, self.flag,
+                     min_size=self.gt_size if self.phase == 'train' and not opt.get('use_padding', True) else None)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         paths = self.paths[index % len(self.paths)]

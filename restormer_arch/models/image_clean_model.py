@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from .. import compat
+from ..perf import apply_performance_options, autocast_context, resolve_precision
 from . import guards
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
@@ -67,7 +68,18 @@ class ImageCleanModel(BaseModel):
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         super().__init__(opt)
-        self.net_g = self.model_to_device(build_network(deepcopy(opt['network_g'])))
+        self.performance = dict(opt.get('performance') or {})
+        self.precision = self.performance.get('precision', 'fp32')
+        if self.is_train and resolve_precision(self.precision) == torch.float16:
+            raise ValueError('performance.precision: fp16 is for inference only (training would need loss scaling '
+                             'that interacts with the non-finite-step guard). Train in bf16 or fp32.')
+        network = build_network(deepcopy(opt['network_g'])).to(self.device)
+        # channels_last and torch.compile from `performance:`; checkpoints keep the plain module's keys because
+        # self.net_g stays the (DDP-wrapped) module and only the forward goes through the compiled wrapper.
+        apply_performance_options(network, {k: v for k, v in self.performance.items() if k != 'compile'})
+        self.net_g = self.model_to_device(network)
+        compile_opt = self.performance.get('compile')
+        self._forward = apply_performance_options(self.net_g, {'compile': compile_opt}) if compile_opt else self.net_g
         self.print_network(self.net_g)
         path_opt = self.opt.get('path', {})
         load_path = path_opt.get('pretrain_network_g')
@@ -172,10 +184,11 @@ class ImageCleanModel(BaseModel):
         """
         self._prepare_train_batch(current_iter)
         self.optimizer_g.zero_grad()
-        preds = self.net_g(self.lq)
+        with autocast_context(self.precision, self.device.type):
+            preds = self._forward(self.lq)
         preds = list(preds) if isinstance(preds, (list, tuple)) else [preds]
         self.output = preds[-1]
-        l_pix = sum(self.cri_pix(pred, self.gt) for pred in preds)
+        l_pix = sum(self.cri_pix(pred.float(), self.gt) for pred in preds)
         stop, nonfinite = agree_across_ranks(self.stop_handler is not None and self.stop_handler.signum is not None,
                                              not bool(torch.isfinite(l_pix.detach()).all()), device=self.device)
         if stop:
@@ -228,10 +241,10 @@ class ImageCleanModel(BaseModel):
         scale = self.opt.get('scale', 1)
         h, w = self.lq.shape[-2:]
         net.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast_context(self.precision, self.device.type):
             output = network_forward(net, pad_to_window(self.lq, window), self.opt.get('val') or {})
         net.train(was_training)
-        self.output = output[..., :h * scale, :w * scale]
+        self.output = output[..., :h * scale, :w * scale].float()
 
     def get_current_visuals(self) -> Dict[str, Tensor]:
         """``lq``, ``result`` and (if fed) ``gt`` of the last batch, on the CPU."""

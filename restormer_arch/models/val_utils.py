@@ -12,8 +12,9 @@
 BasicSR's ``calculate_psnr`` / ``calculate_ssim`` hard-code the peak 255, so they only accept ``uint8``;
 :func:`check_val_options` refuses other combinations before the run starts.
 
-``val.tile`` / ``val.tile_overlap`` run the network on overlapping tiles (bounded memory for huge test images);
-:func:`network_forward` is the single place that calls the tiling routine.
+``val.tile`` / ``val.tile_overlap`` (and ``val.tile_blend``) run the network on overlapping tiles
+(:func:`restormer_arch.tiling.tiled_forward`: bounded memory for huge test images); :func:`network_forward` is the
+single place that calls the tiling routine.
 """
 from typing import Any, Dict, List, Mapping
 
@@ -21,6 +22,8 @@ import cv2
 import numpy as np
 from basicsr.utils import tensor2img
 from torch import Tensor, nn
+
+from restormer_arch.tiling import BLEND_MODES, tiled_forward
 
 IMAGE_DTYPES = ('uint8', 'uint16', 'float32')
 UINT8_ONLY_METRICS = ('calculate_psnr', 'calculate_ssim', 'calculate_niqe')
@@ -53,8 +56,12 @@ def check_val_options(val_opt: Mapping[str, Any]) -> List[str]:
     if tile is not None:
         if not isinstance(tile, int) or isinstance(tile, bool) or tile <= 0 or tile % 8:
             problems.append(f'val.tile: {tile!r} must be a positive multiple of 8 (or ~ for whole images).')
-        elif not isinstance(overlap, int) or overlap < 0 or 2 * overlap > tile:
-            problems.append(f'val.tile_overlap: {overlap!r} must be an integer in [0, tile / 2] = [0, {tile // 2}].')
+        elif not isinstance(overlap, int) or overlap < 0 or 2 * overlap >= tile:
+            problems.append(f'val.tile_overlap: {overlap!r} must be an integer in [0, tile / 2) = '
+                            f'[0, {(tile - 1) // 2}].')
+    blend = val_opt.get('tile_blend', 'cosine')
+    if blend not in BLEND_MODES:
+        problems.append(f'val.tile_blend: {blend!r} is not one of {", ".join(BLEND_MODES)}.')
     return problems
 
 
@@ -85,12 +92,12 @@ def to_saved_image(img: np.ndarray) -> np.ndarray:
 
 
 def network_forward(net: nn.Module, x: Tensor, val_opt: Dict[str, Any]) -> Tensor:
-    """Run ``net`` on the whole ``x``, or tile by tile when ``val.tile`` is set (:func:`restore_tiled`).
+    """Run ``net`` on the whole ``x``, or tile by tile when ``val.tile`` is set (:func:`tiled_forward`).
 
     Args:
         net: The network (eval mode, no grad is handled by the caller).
         x: ``(N, C, H, W)`` input, already padded to the window size.
-        val_opt: The ``val`` section (``tile``, ``tile_overlap``).
+        val_opt: The ``val`` section (``tile``, ``tile_overlap``, ``tile_blend``).
 
     Returns:
         The network output (the last one for multi-output networks).
@@ -98,9 +105,9 @@ def network_forward(net: nn.Module, x: Tensor, val_opt: Dict[str, Any]) -> Tenso
     tile = val_opt.get('tile')
     if tile:
         # Kept in this one place so another tiling routine can be swapped in.
-        from restormer_arch.inference import restore_tiled
-
-        return restore_tiled(_LastOutput(net), x, int(tile), int(val_opt.get('tile_overlap', DEFAULT_TILE_OVERLAP)))
+        return tiled_forward(_LastOutput(net), x, tile=int(tile),
+                             overlap=int(val_opt.get('tile_overlap', DEFAULT_TILE_OVERLAP)),
+                             blend=val_opt.get('tile_blend', 'cosine'))
     output = net(x)
     return output[-1] if isinstance(output, (list, tuple)) else output
 

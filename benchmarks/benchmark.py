@@ -1,0 +1,330 @@
+"""Benchmark the fast Restormer against the plain reference math (same weights, same run, interleaved).
+
+Examples::
+
+    python benchmarks/benchmark.py --output benchmarks/results_cpu.md            # all default rows on CPU
+    python benchmarks/benchmark.py --device cuda --infer 1x3x512x512 --train 4x3x128x128 --sections infer train
+    python benchmarks/benchmark.py --sections memory --memory-sizes 512x512 3840x2160
+
+Sections:
+    infer     forward (eval, inference_mode) per input shape: fast vs plain, interleaved; GFLOP/s (FlopCounterMode)
+    train     training step (zero_grad + forward + L1 + backward + AdamW step): fast vs plain
+    allocator fast forward in two subprocesses, glibc default (RESTORMER_ALLOCATOR=system) vs configure_allocator()
+    e2e       what the ``basicsr`` command does (configure_allocator + fast network) vs the plain math with the default
+              environment, each in a fresh subprocess
+    memory    peak RSS of a subprocess restoring an image whole vs with :func:`restormer_arch.tiling.tiled_forward`
+
+The machine may be shared: every sample records its CPU share (process CPU time / (threads x wall time)); medians are
+reported. Default network: the 26.1M-parameter Restormer with random weights (speed does not depend on the values).
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from restormer_arch.archs.restormer_arch import Restormer  # noqa: E402
+from restormer_arch.perf import autocast_context, configure_allocator  # noqa: E402
+from restormer_arch.tiling import tiled_forward  # noqa: E402
+from tests.reference_restormer import PlainRestormer  # noqa: E402
+
+Shape = Tuple[int, ...]
+
+
+def parse_shape(text: str) -> Shape:
+    """``'1x3x256x256'`` -> ``(1, 3, 256, 256)``."""
+    return tuple(int(v) for v in text.lower().split('x'))
+
+
+def sync(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+class Timer:
+    """Wall time and CPU share of one sample."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def __call__(self, fn: Callable[[], object]) -> Tuple[float, float]:
+        sync(self.device)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        fn()
+        sync(self.device)
+        wall = time.perf_counter() - wall0
+        share = (time.process_time() - cpu0) / (torch.get_num_threads() * wall)
+        return wall, share
+
+
+def build_pair(device: str, **kwargs) -> Tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    fast = Restormer(**kwargs)
+    plain = PlainRestormer(**kwargs)
+    plain.load_state_dict(fast.state_dict(), strict=True)
+    return fast.to(device), plain.to(device)
+
+
+def count_flops(net: nn.Module, x: torch.Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return float(counter.get_total_flops())
+
+
+def matmul_rate(device: str, n: int = 2048, repeats: int = 7) -> float:
+    """Measured fp32 GEMM rate (GFLOP/s), the practical ceiling for the 1x1 convolutions."""
+    a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
+    timer = Timer(device)
+    timer(lambda: a @ b)
+    times = [timer(lambda: a @ b)[0] for _ in range(repeats)]
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def interleave(variants: Dict[str, Callable[[], object]], device: str, warmup: int, repeats: int) -> Dict[str, dict]:
+    timer = Timer(device)
+    for fn in variants.values():
+        for _ in range(warmup):
+            timer(fn)
+    samples: Dict[str, List[Tuple[float, float]]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            samples[name].append(timer(fn))
+    return {name: {'median_s': statistics.median(t for t, _ in s), 'min_s': min(t for t, _ in s),
+                   'cpu_share': statistics.median(c for _, c in s)} for name, s in samples.items()}
+
+
+def peak_cuda_mb(device: str, fn: Callable[[], object]) -> Optional[float]:
+    if device != 'cuda':
+        return None
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def bench_infer(shape: Shape, device: str, warmup: int, repeats: int, precision: str) -> dict:
+    fast, plain = build_pair(device, inp_channels=shape[1], out_channels=shape[1])
+    fast.eval(), plain.eval()
+    x = torch.rand(*shape, device=device)
+    flops = count_flops(plain, x)
+
+    def run(net: nn.Module) -> Callable[[], object]:
+        def fn() -> object:
+            with torch.inference_mode(), autocast_context(precision, device):
+                return net(x)
+        return fn
+
+    result = interleave({'fast': run(fast), 'plain': run(plain)}, device, warmup, repeats)
+    for name, net in (('fast', fast), ('plain', plain)):
+        result[name]['gflops'] = flops / result[name]['median_s'] / 1e9
+        result[name]['peak_cuda_mb'] = peak_cuda_mb(device, run(net))
+    result['flops'] = flops
+    return result
+
+
+def bench_train(shape: Shape, device: str, warmup: int, repeats: int, precision: str) -> dict:
+    fast, plain = build_pair(device, inp_channels=shape[1], out_channels=shape[1])
+    x = torch.rand(*shape, device=device)
+    target = torch.rand(*shape, device=device)
+
+    def step_fn(net: nn.Module) -> Callable[[], object]:
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-6)
+
+        def fn() -> object:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast_context(precision, device):
+                loss = nn.functional.l1_loss(net(x).float(), target)
+            loss.backward()
+            optimizer.step()
+            return loss
+        return fn
+
+    fast_step, plain_step = step_fn(fast), step_fn(plain)
+    result = interleave({'fast': fast_step, 'plain': plain_step}, device, warmup, repeats)
+    result['fast']['peak_cuda_mb'] = peak_cuda_mb(device, fast_step)
+    result['plain']['peak_cuda_mb'] = peak_cuda_mb(device, plain_step)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ subprocesses
+
+
+def peak_rss_gib() -> float:
+    """This process's own peak RSS. ``ru_maxrss`` is not used: Linux carries the parent's value over fork+exec."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 2**20  # kB -> GiB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def worker(spec: dict) -> dict:
+    """Runs in a fresh process: one network, one job; prints timings and its own peak RSS."""
+    if spec.get('configure_allocator'):
+        configure_allocator()
+    torch.manual_seed(0)
+    net = (PlainRestormer() if spec['network'] == 'plain' else Restormer()).eval().to(spec['device'])
+    h, w = spec['size']
+    x = torch.rand(1, 3, h, w, device=spec['device'])
+    rss0 = peak_rss_gib()
+    times, shares = [], []
+    timer = Timer(spec['device'])
+    for _ in range(spec['runs']):
+        if spec.get('tile'):
+            fn = lambda: tiled_forward(net, x, tile=spec['tile'], overlap=spec['overlap'])  # noqa: E731
+        else:
+            fn = lambda: net(x)  # noqa: E731
+        with torch.inference_mode():
+            t, share = timer(fn)
+        times.append(t)
+        shares.append(share)
+    peak = peak_rss_gib()
+    return {'times': times, 'cpu_share': shares, 'peak_rss_gib': peak, 'rss_before_gib': rss0,
+            'minor_faults': resource.getrusage(resource.RUSAGE_SELF).ru_minflt}
+
+
+def run_worker(spec: dict, allocator: str = '') -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), RESTORMER_ALLOCATOR=allocator)
+    proc = subprocess.run([sys.executable, __file__, '--worker', json.dumps(spec)], env=env, capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f'benchmark worker failed ({spec}):\n{proc.stderr[-3000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def median_time(result: dict, skip_first: bool) -> float:
+    times = result['times'][1:] if skip_first and len(result['times']) > 1 else result['times']
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def fmt(value: Optional[float], digits: int = 2) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--sections', nargs='+', default=['infer', 'train', 'allocator', 'e2e', 'memory'],
+                        choices=['infer', 'train', 'allocator', 'e2e', 'memory'])
+    parser.add_argument('--infer', nargs='*', default=['1x3x256x256'], help='inference shapes NxCxHxW')
+    parser.add_argument('--train', nargs='*', default=['2x3x128x128'], help='training shapes NxCxHxW')
+    parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'])
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--e2e-size', default='256x256')
+    parser.add_argument('--memory-sizes', nargs='*', default=['256x256', '512x512', '1024x1024'])
+    parser.add_argument('--whole-max-pixels', type=int, default=512 * 512,
+                        help='memory section: also run whole-image inference up to this many pixels')
+    parser.add_argument('--tile', type=int, default=256)
+    parser.add_argument('--overlap', type=int, default=32)
+    parser.add_argument('--output', type=Path, help='write the markdown table here')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device is available')
+    state = configure_allocator()  # in-process sections: the same allocator for both variants
+    lines = [f'# Restormer benchmark ({args.device})', '',
+             f'- torch {torch.__version__}, {platform.processor() or platform.machine()}, '
+             f'{torch.get_num_threads()} threads, allocator in-process: {state}, precision: {args.precision}',
+             f'- measured fp32 matmul rate (2048^3): {matmul_rate(args.device):.0f} GFLOP/s',
+             f'- warm-up {args.warmup}, medians of {args.repeats} interleaved runs; "CPU share" = CPU time / '
+             '(threads x wall), below ~0.85 means another process took CPU', '']
+    print('\n'.join(lines), flush=True)
+
+    def emit(*new: str) -> None:
+        lines.extend(new)
+        print('\n'.join(new), flush=True)
+
+    if 'infer' in args.sections:
+        emit('## Inference (eval, inference_mode)', '',
+             '| input | fast s | plain s | speed-up | fast GFLOP/s | plain GFLOP/s | GFLOP | CPU share f/p '
+             '| peak CUDA MiB f/p |', '|---|---|---|---|---|---|---|---|---|')
+        for text in args.infer:
+            r = bench_infer(parse_shape(text), args.device, args.warmup, args.repeats, args.precision)
+            f, p = r['fast'], r['plain']
+            emit(f"| {text} | {f['median_s']:.3f} | {p['median_s']:.3f} | **{p['median_s'] / f['median_s']:.2f}x** "
+                 f"| {f['gflops']:.0f} | {p['gflops']:.0f} | {r['flops'] / 1e9:.1f} "
+                 f"| {f['cpu_share']:.2f}/{p['cpu_share']:.2f} | {fmt(f['peak_cuda_mb'], 0)}/"
+                 f"{fmt(p['peak_cuda_mb'], 0)} |")
+        emit('')
+    if 'train' in args.sections:
+        emit('## Training step (zero_grad + forward + L1 + backward + AdamW step)', '',
+             '| input | fast s | plain s | speed-up | CPU share f/p | peak CUDA MiB f/p |', '|---|---|---|---|---|---|')
+        for text in args.train:
+            r = bench_train(parse_shape(text), args.device, args.warmup, args.repeats, args.precision)
+            f, p = r['fast'], r['plain']
+            emit(f"| {text} | {f['median_s']:.3f} | {p['median_s']:.3f} | **{p['median_s'] / f['median_s']:.2f}x** "
+                 f"| {f['cpu_share']:.2f}/{p['cpu_share']:.2f} | {fmt(f['peak_cuda_mb'], 0)}/"
+                 f"{fmt(p['peak_cuda_mb'], 0)} |")
+        emit('')
+    size = tuple(int(v) for v in args.e2e_size.split('x'))
+    runs = args.repeats + 1
+    if 'allocator' in args.sections and args.device == 'cpu':
+        emit(f'## Allocator effect (fast network, {args.e2e_size}, separate processes, first run dropped)', '',
+             '| allocator | median s | CPU share | minor page faults | peak RSS GiB |', '|---|---|---|---|---|')
+        spec = {'network': 'fast', 'device': 'cpu', 'size': size, 'runs': runs, 'configure_allocator': True}
+        results = {name: run_worker(spec, env) for name, env in (('glibc default', 'system'), ('tuned', ''))}
+        for name, r in results.items():
+            emit(f"| {name} | {median_time(r, True):.3f} | {statistics.median(r['cpu_share']):.2f} "
+                 f"| {r['minor_faults']:,} | {r['peak_rss_gib']:.2f} |")
+        ratio = median_time(results['glibc default'], True) / median_time(results['tuned'], True)
+        emit('', f'Tuned allocator speed-up: **{ratio:.2f}x**', '')
+    if 'e2e' in args.sections:
+        emit(f'## End to end: our command vs plain math, default environment ({args.e2e_size}, fresh processes)', '',
+             '| variant | median s | CPU share | peak RSS GiB |', '|---|---|---|---|')
+        ours = run_worker({'network': 'fast', 'device': args.device, 'size': size, 'runs': runs,
+                           'configure_allocator': True})
+        plain = run_worker({'network': 'plain', 'device': args.device, 'size': size, 'runs': runs,
+                            'configure_allocator': False})
+        for name, r in (('ours: configure_allocator + fast network', ours), ('plain math, default glibc', plain)):
+            emit(f"| {name} | {median_time(r, True):.3f} | {statistics.median(r['cpu_share']):.2f} "
+                 f"| {r['peak_rss_gib']:.2f} |")
+        emit('', f'End-to-end speed-up: **{median_time(plain, True) / median_time(ours, True):.2f}x**', '')
+    if 'memory' in args.sections:
+        emit(f'## Peak memory: whole image vs tiles of {args.tile} (overlap {args.overlap}), fast network, '
+             'one run per process', '',
+             '| image | mode | time s | CPU share | peak RSS GiB | RSS before GiB |', '|---|---|---|---|---|---|')
+        for text in args.memory_sizes:
+            h, w = (int(v) for v in text.split('x'))
+            modes = ['tiled'] + (['whole'] if h * w <= args.whole_max_pixels else [])
+            for mode in modes:
+                spec = {'network': 'fast', 'device': args.device, 'size': (h, w), 'runs': 1,
+                        'configure_allocator': True, 'tile': args.tile if mode == 'tiled' else 0,
+                        'overlap': args.overlap}
+                r = run_worker(spec)
+                emit(f"| {text} | {mode} | {r['times'][0]:.1f} | {r['cpu_share'][0]:.2f} | {r['peak_rss_gib']:.2f} "
+                     f"| {r['rss_before_gib']:.2f} |")
+        emit('')
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text('\n'.join(lines) + '\n', encoding='utf-8')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

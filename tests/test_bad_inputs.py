@@ -1,0 +1,633 @@
+"""The bad-input catalogue: realistic user mistakes, each reproduced for real and failing early with a clear message.
+
+Every case builds the mistake (image files, LMDBs, checkpoints and option files in ``tmp_path``) and goes through
+the code path the user hits: the option check of ``basicsr train`` (:func:`check`), the start of BasicSR's train
+pipeline up to the first iteration (:func:`start`: option check, ``parse_options``, resume state, datasets and
+loaders, model), ``basicsr restore`` (:func:`restore`) or the real command in a subprocess (:func:`cli`). A case
+expects an exception type and message fragments (the key or file, and the fix), a warning, or - for mistakes that
+are handled - success.
+
+Each case id has one row in docs/bad_inputs.md (mistake | what you see | fix).
+"""
+import builtins
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from basicsr.models import build_model
+from basicsr.utils import MessageLogger, get_root_logger
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+from basicsr.utils.options import parse_options
+
+from restormer_arch import inference
+from restormer_arch.archs.restormer_arch import Restormer
+from restormer_arch.inference import RestoreError
+from restormer_arch.options import OptionsError, OptionsWarning, validate_options_file
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOC = REPO_ROOT / 'docs' / 'bad_inputs.md'
+TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
+TINY_NET = {'type': 'Restormer', 'inp_channels': 3, 'out_channels': 3, 'LayerNorm_type': 'WithBias', **TINY}
+
+
+# ------------------------------------------------------------------------------------------------------- the catalogue
+@dataclass(frozen=True)
+class Case:
+    """One mistake: ``action(tmp_path)`` makes it; ``error``/``warning`` and ``fragments`` say what the user sees."""
+
+    id: str
+    action: Callable[[Path], Any]
+    error: Optional[type]
+    fragments: Tuple[str, ...]
+    warning: Optional[type] = None
+
+
+CASES = []
+
+
+def case(error: Optional[type] = None, *fragments: str, warning: Optional[type] = None) -> Callable:
+    """Register the decorated function as a case named after it; no error and no warning: the input must work."""
+    def register(action: Callable[[Path], Any]) -> Callable[[Path], Any]:
+        CASES.append(Case(action.__name__, action, error, fragments, warning))
+        return action
+    return register
+
+
+# ------------------------------------------------------------------------------------------------------------- helpers
+def image(path: Path, size: Tuple[int, int] = (24, 24), channels: int = 3, dtype: Any = np.uint8,
+          seed: int = 0) -> Path:
+    """Write a random 8/16-bit image (gray when ``channels`` is 1)."""
+    peak = np.iinfo(dtype).max
+    shape = size if channels == 1 else (*size, channels)
+    pixels = (np.random.default_rng(seed).random(shape) * peak).astype(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), pixels)
+    return path
+
+
+def pairs(root: Path, names: Tuple[str, ...] = ('a', 'b'), **kwargs: Any) -> Tuple[str, str]:
+    """``root/lq`` and ``root/gt`` with the same random images under the same names."""
+    for i, name in enumerate(names):
+        for sub in ('lq', 'gt'):
+            image(root / sub / f'{name}.png', seed=i, **kwargs)
+    return str(root / 'lq'), str(root / 'gt')
+
+
+def base_options(tmp: Path) -> Dict[str, Any]:
+    """A correct tiny training configuration (progressive, cyclic cosine, validation) on images under ``tmp``."""
+    lq, gt = pairs(tmp / 'train')
+    val_lq, val_gt = pairs(tmp / 'val', ('v',), size=(20, 28))  # not multiples of 8
+    return {
+        'name': 'bad_input', 'model_type': 'ImageCleanModel', 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': {'name': 'train', 'type': 'Dataset_PairedImage', 'dataroot_gt': gt, 'dataroot_lq': lq,
+                      'io_backend': {'type': 'disk'}, 'gt_size': 16, 'geometric_augs': True, 'use_shuffle': True,
+                      'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2, 'prefetch_mode': None,
+                      'iters': [2, 2], 'mini_batch_sizes': [2, 1], 'gt_sizes': [8, 16]},
+            'val': {'name': 'val', 'type': 'Dataset_PairedImage', 'dataroot_gt': val_gt, 'dataroot_lq': val_lq,
+                    'io_backend': {'type': 'disk'}}},
+        'network_g': dict(TINY_NET),
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'total_iter': 4, 'warmup_iter': -1, 'use_grad_clip': True,
+                  'optim_g': {'type': 'AdamW', 'lr': 0.001, 'weight_decay': 0.0001, 'betas': [0.9, 0.999]},
+                  'scheduler': {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [2, 2], 'restart_weights': [1, 1],
+                                'eta_mins': [0.001, 0.000001]},
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1, 'reduction': 'mean'}},
+        'val': {'val_freq': 2, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': 4, 'use_tb_logger': False},
+    }
+
+
+def write_options(tmp: Path, opt: Dict[str, Any], edit: Tuple[str, str] = ('', '')) -> Path:
+    """Write ``opt`` as YAML, then replace text (to reproduce exactly what a user typed, e.g. ``lr: 3e-4``)."""
+    text = yaml.safe_dump(opt, sort_keys=False)
+    assert edit[0] in text
+    path = tmp / 'options.yml'
+    path.write_text(text.replace(*edit), encoding='utf-8')
+    return path
+
+
+def check(tmp: Path, opt: Dict[str, Any], edit: Tuple[str, str] = ('', ''), is_train: bool = True) -> None:
+    """What ``basicsr train`` does first: check the option file."""
+    validate_options_file(str(write_options(tmp, opt, edit)), is_train)
+
+
+def start(tmp: Path, opt: Dict[str, Any], is_train: bool = True) -> Tuple[Dict[str, Any], Any, list]:
+    """BasicSR's train pipeline up to its first iteration (the option check of ``basicsr train`` first).
+
+    Returns:
+        The parsed options, the model and ``[train_loader, *val_loaders]``.
+    """
+    import basicsr.train  # load_resume_state is compat's replacement, looked up at call time as the pipeline does
+
+    path = write_options(tmp, opt)
+    validate_options_file(str(path), is_train)
+    argv, sys.argv = sys.argv, ['basicsr train', '-opt', str(path)]
+    try:
+        parsed, _ = parse_options(str(tmp), is_train=is_train)
+    finally:
+        sys.argv = argv
+    parsed['root_path'] = str(tmp)
+    resume_state = basicsr.train.load_resume_state(parsed)
+    train_loader, _, val_loaders, _, _ = basicsr.train.create_train_val_dataloader(parsed, get_root_logger())
+    model = build_model(parsed)
+    if resume_state:
+        model.resume_training(resume_state)
+    MessageLogger(parsed, 0, None)
+    return parsed, model, [train_loader, *val_loaders]
+
+
+def checkpoint(path: Path, **arch: Any) -> Path:
+    """Save a tiny Restormer of the given configuration as BasicSR does (``{'params': state_dict}``)."""
+    torch.save({'params': Restormer(**{**TINY, **arch}).state_dict()}, path)
+    return path
+
+
+def restore(*argv: str) -> list:
+    """``basicsr restore ARGS`` in-process (RestoreError is what the command prints, with exit code 2)."""
+    return inference.run(inference._build_parser().parse_args(list(argv)))
+
+
+def cli(tmp: Path, *argv: str) -> subprocess.CompletedProcess:
+    """Run ``python -m restormer_arch ARGS`` and re-raise what it reported (the exception type it printed).
+
+    A training command must fail before its first iteration: "Start training" must not be in its log.
+    """
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
+    done = subprocess.run([sys.executable, '-m', 'restormer_arch', *argv], cwd=tmp, env=env, capture_output=True,
+                          text=True, timeout=120)
+    log = done.stdout + done.stderr
+    assert 'Start training' not in log, log[-3000:]
+    if done.returncode == 0:
+        return done
+    if done.returncode == 2 and done.stderr.startswith(('basicsr train:', 'basicsr test:')):
+        raise OptionsError(done.stderr)
+    if done.returncode == 2 and done.stderr.startswith('basicsr restore: error:'):
+        raise RestoreError(done.stderr)
+    reported = re.findall(r'^(\w+): ', done.stderr, flags=re.MULTILINE)  # the traceback's last "Type: message" line
+    raise getattr(builtins, reported[-1] if reported else 'RuntimeError', RuntimeError)(log)
+
+
+def train_set(opt: Dict[str, Any]) -> Dict[str, Any]:
+    return opt['datasets']['train']
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, 'w')``: a stand-in for code a malicious checkpoint would run."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, 'w')
+
+
+# ------------------------------------------------------------------------------------------------- option-file mistakes
+@case(OptionsError, 'datasets.train.gt_szie: unknown option; did you mean gt_size?')
+def typo_dataset_key_gt_szie(tmp):
+    opt = base_options(tmp)
+    train_set(opt)['gt_szie'] = train_set(opt).pop('gt_size')
+    check(tmp, opt)
+
+
+@case(OptionsError, "train.optim_g.lr: '3e-4' is text, not a number", 'write 3.0e-4 or !!float 3e-4')
+def learning_rate_3e_4_read_as_text(tmp):
+    check(tmp, base_options(tmp), edit=('lr: 0.001', 'lr: 3e-4'))
+
+
+@case(OptionsError, "network_g.LayerNorm_typ: unknown argument 'LayerNorm_typ'; did you mean LayerNorm_type?")
+def typo_network_argument(tmp):
+    opt = base_options(tmp)
+    opt['network_g']['LayerNorm_typ'] = opt['network_g'].pop('LayerNorm_type')
+    check(tmp, opt)
+
+
+@case(OptionsError, 'num_gpus: unknown option; did you mean num_gpu?')
+def typo_num_gpus(tmp):
+    opt = base_options(tmp)
+    opt['num_gpus'] = opt.pop('num_gpu')
+    check(tmp, opt)
+
+
+@case(warning=OptionsWarning)
+def unknown_top_level_key_warns(tmp):
+    opt = base_options(tmp)
+    opt['experiment_notes'] = 'first try'
+    check(tmp, opt)
+
+
+@case(OptionsError, 'datasets.train.use_hflip: not an option of this project; use geometric_augs: true')
+def basicsr_flip_keys(tmp):
+    opt = base_options(tmp)
+    train_set(opt)['use_hflip'] = train_set(opt).pop('geometric_augs')
+    check(tmp, opt)
+
+
+@case(OptionsError, 'datasets.train.iters: expected a list of positive integers', 'got 4')
+def iters_not_a_list(tmp):
+    opt = base_options(tmp)
+    train_set(opt)['iters'] = 4
+    check(tmp, opt)
+
+
+@case(OptionsError, "datasets.train.gt_size: '16' is text, not a number; remove the quotes")
+def gt_size_as_string(tmp):
+    opt = base_options(tmp)
+    train_set(opt)['gt_size'] = '16'
+    check(tmp, opt)
+
+
+@case(OptionsError, 'iters (2), mini_batch_sizes (2) and gt_sizes (3) need one entry per stage')
+def progressive_lists_differ_in_length(tmp):
+    opt = base_options(tmp)
+    train_set(opt)['gt_sizes'] = [8, 16, 16]
+    check(tmp, opt)
+
+
+@case(OptionsError, 'datasets.train.iters sums to 4 but train.total_iter is 6; make them equal')
+def iters_do_not_sum_to_total_iter(tmp):
+    opt = base_options(tmp)
+    opt['train']['total_iter'] = 6
+    opt['train']['scheduler']['periods'] = [2, 4]
+    check(tmp, opt)
+
+
+@case(OptionsError, 'train.scheduler.periods sums to 3 but train.total_iter is 4')
+def scheduler_periods_do_not_sum_to_total_iter(tmp):
+    opt = base_options(tmp)
+    opt['train']['scheduler']['periods'] = [1, 2]
+    check(tmp, opt)
+
+
+@case(OptionsError, 'datasets.train.mini_batch_sizes: 4 exceeds batch_size_per_gpu 2', 'raise batch_size_per_gpu')
+def batch_smaller_than_mini_batch_sizes(tmp):
+    opt = base_options(tmp)
+    train_set(opt)['mini_batch_sizes'] = [4, 1]
+    check(tmp, opt)
+
+
+@case(OptionsError, 'datasets.train.gt_sizes: [12] are not multiples of 8', 'round them to multiples of 8')
+def gt_sizes_not_multiple_of_8(tmp):
+    opt = base_options(tmp)
+    train_set(opt)['gt_sizes'] = [12, 16]
+    check(tmp, opt)
+
+
+@case(OptionsError, 'datasets.train (Dataset_PairedImage).in_ch is 1 (gray images) but network_g has inp_channels 3',
+      'set network_g.inp_channels: 1 and out_channels: 1 for a gray model')
+def gray_data_color_network(tmp):
+    opt = base_options(tmp)
+    for dataset in opt['datasets'].values():
+        dataset['in_ch'] = 1
+    check(tmp, opt)
+
+
+@case(OptionsError, 'in_ch is 3 (RGB images) but network_g has inp_channels 1 and out_channels 1')
+def color_data_gray_network(tmp):
+    opt = base_options(tmp)
+    opt['network_g'].update(inp_channels=1, out_channels=1)
+    check(tmp, opt)
+
+
+@case(OptionsError, 'Dataset_DefocusDeblur_DualPixel_16bit) gives 6-channel inputs',
+      'set network_g.inp_channels: 6 and dual_pixel_task: true')
+def dual_pixel_data_color_network(tmp):
+    opt = base_options(tmp)
+    for dataset in opt['datasets'].values():
+        dataset.update(type='Dataset_DefocusDeblur_DualPixel_16bit', dataroot_lqL=dataset['dataroot_lq'],
+                       dataroot_lqR=dataset.pop('dataroot_lq'))
+    check(tmp, opt)
+
+
+@case(OptionsError, 'scale: 2; Restormer and its datasets restore images at their input size', 'set scale: 1')
+def scale_not_1(tmp):
+    opt = base_options(tmp)
+    opt['scale'] = 2
+    check(tmp, opt)
+
+
+@case(OptionsError, 'usable CUDA GPU(s); set num_gpu: auto', 'num_gpu: 0 to run on the CPU')
+def more_gpus_than_the_machine_has(tmp):
+    opt = base_options(tmp)
+    opt['num_gpu'] = max(2, torch.cuda.device_count() + 1)
+    check(tmp, opt)
+
+
+@case(OptionsError, 'datasets.train.prefetch_mode: cuda needs a CUDA GPU and num_gpu > 0',
+      'use prefetch_mode: ~ or cpu')
+def prefetch_cuda_without_cuda(tmp):
+    opt = base_options(tmp)
+    train_set(opt).update(prefetch_mode='cuda', pin_memory=True)
+    check(tmp, opt)
+
+
+@case(OptionsError, 'val: given, but datasets has no val entry',
+      'add a datasets.val dataset, or remove the val section')
+def val_section_without_val_dataset(tmp):
+    opt = base_options(tmp)
+    del opt['datasets']['val']
+    opt['val']['save_img'] = True
+    check(tmp, opt)
+
+
+@case(OptionsError, 'val.save_img: missing (BasicSR reads it at the first validation', 'set it to true or false')
+def val_save_img_missing(tmp):
+    opt = base_options(tmp)
+    del opt['val']['save_img']
+    check(tmp, opt)
+
+
+@case(OptionsError, 'logger.use_tb_logger: missing', 'set it to true or false')
+def use_tb_logger_missing(tmp):
+    opt = base_options(tmp)
+    del opt['logger']['use_tb_logger']
+    check(tmp, opt)
+
+
+@case(OptionsError, 'path.pretrain_network_g: file weights/net_g.pth does not exist',
+      'set it to ~ to start from random')
+def pretrain_file_missing(tmp):
+    opt = base_options(tmp)
+    opt['path']['pretrain_network_g'] = 'weights/net_g.pth'
+    check(tmp, opt)
+
+
+@case(OptionsError, 'path.resume_state:', 'is a network checkpoint, not a training state',
+      'set path.pretrain_network_g to the .pth')
+def resume_state_points_at_a_pth(tmp):
+    opt = base_options(tmp)
+    opt['path']['resume_state'] = str(checkpoint(tmp / 'net_g_1000.pth'))
+    check(tmp, opt)
+
+
+@case(warning=OptionsWarning)
+def eval_without_pretrained_weights_warns(tmp):
+    opt = base_options(tmp)
+    for key in ('train', 'logger'):
+        del opt[key]
+    opt['datasets'] = {'test_1': opt['datasets']['val']}
+    check(tmp, opt, is_train=False)
+
+
+# ------------------------------------------------------------------------------------------------------- data mistakes
+@case(FileNotFoundError, 'dataroot_lq: folder', 'does not exist', 'prepare the data as described in datasets/README.md')
+def dataset_folder_missing(tmp):
+    opt = base_options(tmp)
+    train_set(opt)['dataroot_lq'] = str(tmp / 'train' / 'input')
+    start(tmp, opt)
+
+
+@case(ValueError, '1 file(s) missing in dataroot_lq: c.png')
+def image_file_missing(tmp):
+    opt = base_options(tmp)
+    image(tmp / 'train' / 'gt' / 'c.png')
+    (tmp / 'meta.txt').write_text('a.png\nb.png\nc.png\n')
+    train_set(opt)['meta_info_file'] = str(tmp / 'meta.txt')
+    start(tmp, opt)
+
+
+@case(ValueError, 'dataroot_gt: no images (.png', 'empty"; check the path')
+def dataset_folder_empty(tmp):
+    opt = base_options(tmp)
+    (tmp / 'empty').mkdir()
+    train_set(opt).update(dataroot_gt=str(tmp / 'empty'), dataroot_lq=str(tmp / 'empty'))
+    start(tmp, opt)
+
+
+@case(ValueError, 'lq/b.png" cannot be decoded', 'replace or remove it', 'found in the images before training')
+def corrupt_image(tmp):
+    opt = base_options(tmp)
+    (tmp / 'train' / 'lq' / 'b.png').write_bytes(b'<html>404 Not Found</html>')
+    start(tmp, opt)
+
+
+@case(ValueError, 'gt/a.png" is truncated (the PNG ends before its IEND chunk', 'copy or regenerate it')
+def truncated_png(tmp):
+    opt = base_options(tmp)
+    path = tmp / 'train' / 'gt' / 'a.png'
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    start(tmp, opt)
+
+
+@case(ValueError, 'sizes differ (lq', 'a.png" 24x20, gt', 'a.png" 24x24); restoration pairs must have the same')
+def lq_gt_size_mismatch(tmp):
+    opt = base_options(tmp)
+    image(tmp / 'train' / 'lq' / 'a.png', size=(24, 20))
+    start(tmp, opt)
+
+
+@case(ValueError, 'does not match dataroot_gt', '1 file(s) missing in dataroot_lq: b.png',
+      '1 file(s) without a gt partner: b_rain.png', 'needs a partner with the same name (filename_tmpl')
+def lq_gt_name_mismatch(tmp):
+    opt = base_options(tmp)
+    (tmp / 'train' / 'lq' / 'b.png').rename(tmp / 'train' / 'lq' / 'b_rain.png')
+    start(tmp, opt)
+
+
+@case()
+def sixteen_bit_pairs_work(tmp):
+    opt = base_options(tmp)
+    lq, gt = pairs(tmp / 'train16', dtype=np.uint16)
+    train_set(opt).update(dataroot_lq=lq, dataroot_gt=gt)
+    _, _, loaders = start(tmp, opt)
+    sample = loaders[0].dataset[0]['gt']
+    levels = (sample * 65535).round()
+    assert torch.allclose(levels, sample * 65535, atol=1e-2)  # read at full 16-bit precision ...
+    assert (levels % 257 != 0).any()  # ... not reduced to 8 bits
+
+
+@case(ValueError, 'is 8-bit but Dataset_DefocusDeblur_DualPixel_16bit expects 16-bit PNGs',
+      'use the 16-bit DPDD data, or Dataset_PairedImage for 8-bit images')
+def eight_bit_dual_pixel_views(tmp):
+    opt = base_options(tmp)
+    opt['network_g'].update(inp_channels=6, dual_pixel_task=True)
+    for phase, dataset in opt['datasets'].items():
+        root = tmp / f'dp_{phase}'
+        for sub, dtype in (('inputL', np.uint16), ('inputR', np.uint8), ('target', np.uint16)):
+            image(root / sub / 'p0.png', dtype=dtype)
+        dataset.update(type='Dataset_DefocusDeblur_DualPixel_16bit', dataroot_lqL=str(root / 'inputL'),
+                       dataroot_lqR=str(root / 'inputR'), dataroot_gt=str(root / 'target'))
+        del dataset['dataroot_lq']
+    start(tmp, opt)
+
+
+@case(warning=UserWarning)
+def gray_images_for_a_color_dataset_warn(tmp):
+    opt = base_options(tmp)
+    lq, gt = pairs(tmp / 'gray', channels=1)
+    train_set(opt).update(dataroot_lq=lq, dataroot_gt=gt)
+    start(tmp, opt)
+
+
+def _lmdbs(tmp: Path, opt: Dict[str, Any]) -> Tuple[Path, Path]:
+    dbs = []
+    for sub in ('lq', 'gt'):
+        folder, names = tmp / 'train' / sub, ['a.png', 'b.png']
+        dbs.append(tmp / f'{sub}.lmdb')
+        make_lmdb_from_imgs(str(folder), str(dbs[-1]), names, [n[:-4] for n in names], map_size=2**22)
+    train_set(opt).update(io_backend={'type': 'lmdb'}, dataroot_lq=str(dbs[0]), dataroot_gt=str(dbs[1]))
+    return dbs[0], dbs[1]
+
+
+@case(FileNotFoundError, 'is not a BasicSR LMDB (needs data.mdb and meta_info.txt)', 'datasets/make_lmdb.py')
+def lmdb_without_meta_info(tmp):
+    opt = base_options(tmp)
+    lq_db, _ = _lmdbs(tmp, opt)
+    (lq_db / 'meta_info.txt').unlink()
+    start(tmp, opt)
+
+
+@case(ValueError, '1 key(s) listed in', 'are missing from the LMDB: c', 'rebuild it with datasets/make_lmdb.py')
+def lmdb_missing_keys(tmp):
+    opt = base_options(tmp)
+    _, gt_db = _lmdbs(tmp, opt)
+    with open(gt_db / 'meta_info.txt', 'a', encoding='utf-8') as f:
+        f.write('c.png (24,24,3) 1\n')
+    start(tmp, opt)
+
+
+@case(ValueError, '(24x24) is smaller than the training patch gt_size=32 and use_padding is false',
+      'set use_padding: true')
+def images_smaller_than_patch_without_padding(tmp):
+    opt = base_options(tmp)
+    train_set(opt).update(gt_size=32, gt_sizes=[16, 32], use_padding=False)
+    start(tmp, opt)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints and resuming
+@case(ValueError, 'does not match network Restormer', 'missing keys', 'LayerNorm_type BiasFree for denoising')
+def pretrain_bias_free_into_with_bias(tmp):
+    opt = base_options(tmp)
+    opt['path']['pretrain_network_g'] = str(checkpoint(tmp / 'denoise.pth', LayerNorm_type='BiasFree'))
+    start(tmp, opt)
+
+
+@case(ValueError, 'shape mismatches (checkpoint vs network, e.g. output.weight: (1, 16, 3, 3) vs (3, 16, 3, 3)',
+      'inp_channels/out_channels 1 for gray')
+def pretrain_gray_into_color(tmp):
+    opt = base_options(tmp)
+    opt['path']['pretrain_network_g'] = str(checkpoint(tmp / 'gray.pth', inp_channels=1, out_channels=1))
+    start(tmp, opt)
+
+
+@case(ValueError, 'unexpected keys (e.g. skip_conv.weight)', 'inp_channels 6 + dual_pixel_task for dual-pixel')
+def pretrain_dual_pixel_into_color(tmp):
+    opt = base_options(tmp)
+    opt['path']['pretrain_network_g'] = str(checkpoint(tmp / 'dp.pth', inp_channels=6, dual_pixel_task=True))
+    start(tmp, opt)
+
+
+@case(ValueError, 'refusing to load', 'could run code when loaded (weights_only=True)', 'If you trust the file')
+def malicious_pickle_checkpoint(tmp):
+    marker = tmp / 'code_ran'
+    torch.save({'params': _Payload(str(marker))}, tmp / 'evil.pth')
+    opt = base_options(tmp)
+    opt['path']['pretrain_network_g'] = str(tmp / 'evil.pth')
+    try:
+        start(tmp, opt)
+    finally:
+        assert not marker.exists(), 'the checkpoint ran code while loading'
+
+
+@case(ValueError, 'is not a BasicSR training state', 'training_states/<iter>.state, not at a network checkpoint')
+def resume_state_is_weights_renamed(tmp):
+    opt = base_options(tmp)
+    opt['path']['resume_state'] = str(checkpoint(tmp / '1000.state'))
+    start(tmp, opt)
+
+
+# -------------------------------------------------------------------------------------------------- running networks
+@case(ValueError, 'Restormer expects an (N, 3, H, W) input, got shape (1, 1, 16, 16)', 'network_g.inp_channels')
+def wrong_channel_count_for_the_network(tmp):
+    Restormer(**TINY)(torch.rand(1, 1, 16, 16))
+
+
+@case()
+def eval_sizes_not_multiple_of_8_work(tmp):
+    _, model, loaders = start(tmp, base_options(tmp))
+    model.validation(loaders[1], 1, None, save_img=False)  # the 20x28 validation pair
+    assert np.isfinite(model.metric_results['psnr'])
+    model.feed_data({'lq': torch.rand(1, 3, 19, 21)})
+    model.test()
+    assert model.output.shape == (1, 3, 19, 21)
+
+
+@case(RestoreError, '--tile 16 --tile-overlap 32: need tile > 0 and 0 <= overlap <= tile / 2')
+def restore_tile_smaller_than_overlap(tmp):
+    image(tmp / 'in.png', size=(40, 36))
+    restore('-i', str(tmp / 'in.png'), '-o', str(tmp / 'out'), '--task', 'deraining', '--allow-random-weights',
+            '--arch-options', json.dumps(TINY), '--tile', '16', '--tile-overlap', '32')
+
+
+@case()
+def restore_tile_not_multiple_of_8_works(tmp):
+    image(tmp / 'in.png', size=(40, 36))
+    written = restore('-i', str(tmp / 'in.png'), '-o', str(tmp / 'out'), '--task', 'deraining', '--no-progress',
+                      '--allow-random-weights', '--arch-options', json.dumps(TINY),
+                      '--tile', '20', '--tile-overlap', '4')
+    assert cv2.imread(str(written[0])).shape == (40, 36, 3)
+
+
+@case(RestoreError, 'does not match the --task deraining configuration', 'try --task gaussian_gray_denoising')
+def restore_with_another_tasks_checkpoint(tmp):
+    image(tmp / 'in.png')
+    weights = checkpoint(tmp / 'gray.pth', inp_channels=1, out_channels=1, LayerNorm_type='BiasFree')
+    restore('-i', str(tmp / 'in.png'), '-o', str(tmp / 'out'), '--task', 'deraining', '--weights', str(weights),
+            '--arch-options', json.dumps(TINY))
+
+
+# ---------------------------------------------------------------------------------- through the real command line
+@case(OptionsError, 'basicsr train:', 'options.yml', 'num_gpus: unknown option; did you mean num_gpu?')
+def cli_train_typo_num_gpus(tmp):
+    opt = base_options(tmp)
+    opt['num_gpus'] = opt.pop('num_gpu')
+    write_options(tmp, opt)
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case(ValueError, 'Dataset_PairedImage "train"', 'gt/b.png" is corrupt (a PNG without its IHDR header)',
+      'replace or remove it')
+def cli_train_corrupt_image(tmp):
+    opt = base_options(tmp)
+    (tmp / 'train' / 'gt' / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 100)
+    write_options(tmp, opt)
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case(RestoreError, 'basicsr restore: error: -i', 'no images found (extensions: .png')
+def cli_restore_empty_input_folder(tmp):
+    (tmp / 'photos').mkdir()
+    cli(tmp, 'restore', '-i', 'photos', '-o', 'out', '--task', 'deraining', '--allow-random-weights')
+
+
+# ------------------------------------------------------------------------------------------------------------ the test
+@pytest.mark.parametrize('bad', CASES, ids=[c.id for c in CASES])
+def test_bad_input(bad: Case, tmp_path, monkeypatch):
+    documented = re.findall(r'^\| `(\w+)` \|', DOC.read_text(encoding='utf-8'), flags=re.MULTILINE)
+    assert sorted(documented) == sorted(c.id for c in CASES), f'{DOC} and the cases differ'  # one row per case
+    monkeypatch.chdir(tmp_path)  # relative paths in option files start here, as for a user's run
+    if bad.error is not None:
+        with pytest.raises(bad.error) as info:
+            bad.action(tmp_path)
+        message = str(info.value)
+    elif bad.warning is not None:
+        with pytest.warns(bad.warning) as record:
+            bad.action(tmp_path)
+        message = '\n'.join(str(w.message) for w in record)
+    else:
+        bad.action(tmp_path)
+        return
+    for fragment in bad.fragments:
+        assert fragment in message, f'{fragment!r} not in:\n{message}'
