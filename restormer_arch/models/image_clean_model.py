@@ -13,9 +13,9 @@ from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger, imwrite
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
-from torch.nn import functional as F
 
 from .. import compat
+from ..archs.restormer_arch import pad_to_multiple
 from ..perf import apply_performance_options, autocast_context, resolve_precision
 from . import guards
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
@@ -35,14 +35,8 @@ DEFAULT_GRAD_CLIP_NORM = 0.01
 DEFAULT_MAX_NONFINITE_STEPS = 10
 
 
-def pad_to_window(x: Tensor, window: int) -> Tensor:
-    """Pad ``x`` at the bottom/right to a multiple of ``window`` (reflect; replicate where the image is too small)."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % window, (-w) % window
-    if pad_h == 0 and pad_w == 0:
-        return x
-    mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+# The model pads validation inputs exactly as Restormer pads inside forward (reflect, replicate if too small).
+pad_to_window = pad_to_multiple
 
 
 @MODEL_REGISTRY.register()
