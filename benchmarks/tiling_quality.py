@@ -27,7 +27,7 @@ import yaml
 
 import restormer_arch  # noqa: F401  (compat fixes before basicsr)
 from restormer_arch.archs import Restormer
-from restormer_arch.compat import load_checkpoint
+from restormer_arch.checkpoint import load_file
 from restormer_arch.tiling import tile_starts, tiled_forward
 
 DEMO_WEIGHTS = 'experiments/Demo_Restormer_GaussianDenoising/models/net_g_latest.pth'
@@ -88,7 +88,7 @@ def main() -> int:
         net_opt = dict(yaml.safe_load(f)['network_g'])
     net_opt.pop('type')
     net = Restormer(**net_opt).eval()
-    net.load_state_dict(load_checkpoint(args.weights, '--weights')['params'])
+    net.load_state_dict(load_file(args.weights, '--weights')['params'])
     rows: Dict[Tuple[int, int], List[Tuple[float, float, float]]] = {}
     whole_psnrs = []
     with torch.inference_mode():

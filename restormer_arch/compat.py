@@ -10,13 +10,14 @@ Call :func:`apply` again to re-apply the patches (it is idempotent); :data:`APPL
 import importlib
 import math
 import os
-import pickle
 import sys
 import warnings
 from os import path as osp
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
+
+from restormer_arch.checkpoint import atomic_save, compare_state_dicts, load_file
 
 APPLIED: List[str] = []
 
@@ -216,35 +217,6 @@ def _get_optimizer(self: Any, optim_type: str, params: Any, lr: float, **kwargs:
     return optimizer_cls(params, lr, **kwargs)
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` that never leaves a torn file: write a temporary file, flush and fsync it, then rename.
-
-    A kill at any moment leaves either the previous file or the complete new one. The temporary name starts with a dot
-    and does not end in ``.state``/``.pth``, so resume logic never mistakes it for a checkpoint.
-
-    Args:
-        obj: What to save.
-        path: Destination file.
-    """
-    directory, name = osp.split(osp.abspath(path))
-    tmp_path = osp.join(directory, f'.{name}.tmp{os.getpid()}')
-    try:
-        with open(tmp_path, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:  # make the rename itself durable
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _save_network(self: Any, net: Any, net_label: str, current_iter: Any, param_key: Any = 'params') -> None:
     """Replacement for ``BaseModel.save_network``: atomic, and a failure raises instead of being logged and ignored.
 
@@ -279,51 +251,6 @@ def _save_training_state(self: Any, epoch: int, current_iter: int) -> None:
     atomic_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
 
-def load_checkpoint(path: str, what: str = 'checkpoint') -> Any:
-    """Load a checkpoint with ``weights_only=True`` and turn failures into messages that say what to do.
-
-    Args:
-        path: The file to load.
-        what: What the file is for, used in messages (e.g. the option key that named it).
-
-    Returns:
-        The loaded object (tensors on the CPU).
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{what}: {path} does not exist.')
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f'{what}: refusing to load {path}: it contains pickled objects other than tensors and plain '
-                         'containers, which could run code when loaded (weights_only=True). If you trust the file, '
-                         'load it yourself and re-save only its state_dict: torch.save({"params": sd}, "clean.pth"). '
-                         f'{_unsupported_global(err)}') from None
-    except (RuntimeError, EOFError) as err:
-        raise ValueError(f'{what}: {path} is not a readable PyTorch checkpoint (truncated or corrupt?): '
-                         f'{err}') from None
-
-
-def _unsupported_global(err: Exception) -> str:
-    # torch's message is long; the line naming the offending global is the useful part.
-    lines = [line.strip() for line in str(err).splitlines() if 'global' in line.lower() and 'GLOBAL' in line]
-    return f'Offending object: {lines[0]}' if lines else ''
-
-
-def describe_state_dict_mismatch(expected: Dict[str, torch.Tensor], loaded: Dict[str, torch.Tensor]) -> str:
-    """Human-readable summary of the differences between a network's state_dict and a loaded one."""
-    missing = sorted(set(expected) - set(loaded))
-    unexpected = sorted(set(loaded) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(loaded) if expected[k].shape != loaded[k].shape)
-    parts = []
-    for label, keys in (('missing', missing), ('unexpected', unexpected)):
-        if keys:
-            parts.append(f'{len(keys)} {label} keys (e.g. {", ".join(keys[:3])})')
-    if shapes:
-        examples = ', '.join(f'{k}: {tuple(loaded[k].shape)} vs {tuple(expected[k].shape)}' for k in shapes[:3])
-        parts.append(f'{len(shapes)} shape mismatches (checkpoint vs network, e.g. {examples})')
-    return '; '.join(parts)
-
-
 def _load_network(self: Any, net: torch.nn.Module, load_path: str, strict: bool = True,
                   param_key: Optional[str] = 'params') -> None:
     """Replacement for ``BaseModel.load_network``: ``weights_only`` loading and errors that name the mismatch.
@@ -335,7 +262,7 @@ def _load_network(self: Any, net: torch.nn.Module, load_path: str, strict: bool 
     from basicsr.utils import get_root_logger
 
     net = self.get_bare_model(net)
-    checkpoint = load_checkpoint(load_path, 'path.pretrain_network_*')
+    checkpoint = load_file(load_path, 'path.pretrain_network_*')
     if param_key is not None and isinstance(checkpoint, dict):
         if param_key not in checkpoint and 'params' in checkpoint:
             param_key = 'params'
@@ -345,12 +272,13 @@ def _load_network(self: Any, net: torch.nn.Module, load_path: str, strict: bool 
         checkpoint = checkpoint[param_key]
     state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
     expected = net.state_dict()
-    problem = describe_state_dict_mismatch(expected, state_dict)
-    if problem and strict:
-        raise ValueError(f'{load_path} does not match network {net.__class__.__name__}: {problem}. The checkpoint was '
-                         'made for another configuration: check network_g (LayerNorm_type BiasFree for denoising, '
-                         'inp_channels/out_channels 1 for gray, inp_channels 6 + dual_pixel_task for dual-pixel), '
-                         'or set path.strict_load_g: false to load the matching part only.')
+    mismatch = compare_state_dicts(expected, state_dict)
+    if mismatch and strict:
+        raise ValueError(f'{load_path} does not match network {net.__class__.__name__}: {mismatch.describe()}. '
+                         'The checkpoint was made for another configuration: check network_g (LayerNorm_type '
+                         'BiasFree for denoising, inp_channels/out_channels 1 for gray, inp_channels 6 + '
+                         'dual_pixel_task for dual-pixel), or set path.strict_load_g: false to load the matching '
+                         'part only.')
     if not strict:  # drop shape mismatches, as BasicSR does, instead of failing inside load_state_dict
         state_dict = {k: v for k, v in state_dict.items() if k not in expected or expected[k].shape == v.shape}
     get_root_logger().info(f'Loading {net.__class__.__name__} from {load_path} [{param_key}].')

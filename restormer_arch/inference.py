@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from restormer_arch import compat
+from restormer_arch import checkpoint
 from restormer_arch.archs.restormer_arch import Restormer
 from restormer_arch.tiling import tiled_forward
 
@@ -66,8 +66,6 @@ TASKS: Dict[str, dict] = {
     'gaussian_gray_denoising': {'inp_channels': 1, 'out_channels': 1, 'LayerNorm_type': 'BiasFree'},
 }
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
-STATE_DICT_KEYS = ('params_ema', 'params', 'state_dict', 'model', 'net_g')
-STRIPPED_PREFIXES = ('module.', 'generator.', 'net_g.')
 # Peak working memory of a forward pass, measured on CPU for the default model (dim 48): about 2,300 float32 values
 # per pixel (shared/notes/perf.md). It scales with the width; half precision roughly halves the activations.
 BYTES_PER_PIXEL_DIM48 = 9.2e3
@@ -101,45 +99,13 @@ def build_network(task: str, arch_options: Optional[dict] = None) -> Restormer:
     return Restormer(**{**TASKS[task], **(arch_options or {})}).eval()
 
 
-def _pick_state_dict(checkpoint, path: str, param_key: Optional[str]) -> Dict[str, Tensor]:
-    if isinstance(checkpoint, dict) and param_key is not None:
-        if param_key not in checkpoint:
-            raise RestoreError(f'{path}: no {param_key!r} entry (top-level keys: {sorted(map(str, checkpoint))[:10]}).')
-        checkpoint = checkpoint[param_key]
-    elif isinstance(checkpoint, dict):
-        for key in STATE_DICT_KEYS:  # EMA weights first: they are the better model when a checkpoint has both
-            if isinstance(checkpoint.get(key), dict):
-                checkpoint = checkpoint[key]
-                break
-    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)} if isinstance(checkpoint, dict) else {}
-    if not tensors:
-        found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise RestoreError(f'{path}: no state dict found (expected tensors, or one of the entries {STATE_DICT_KEYS}); '
-                           f'found {found}.')
-    return tensors
-
-
-def _strip_prefixes(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    # mmagic checkpoints hold the generator next to other modules: keep only the generator's weights.
-    if any(k.startswith('generator.') for k in state_dict):
-        state_dict = {k: v for k, v in state_dict.items() if k.startswith('generator.')}
-    changed = True
-    while changed:
-        changed = False
-        for prefix in STRIPPED_PREFIXES:
-            if all(k.startswith(prefix) for k in state_dict):
-                state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
-                changed = True
-    return state_dict
-
-
 def load_checkpoint(path: str, param_key: Optional[str] = None) -> Dict[str, Tensor]:
-    """Read a Restormer state dict from any supported checkpoint format, safely.
+    """Read a Restormer state dict from any supported checkpoint layout, safely (:mod:`restormer_arch.checkpoint`).
 
     Args:
         path: Checkpoint file (``.pth``/``.pt``).
-        param_key: Entry to use (``params_ema``, ``params`` ...); default: the first of :data:`STATE_DICT_KEYS`
-            present, else the file itself as a bare state dict.
+        param_key: Entry to use (``params_ema``, ``params`` ...); default: the first of
+            :data:`restormer_arch.checkpoint.STATE_DICT_KEYS` present, else the file itself as a bare state dict.
 
     Returns:
         The state dict with ``module.``/``generator.`` prefixes removed.
@@ -148,10 +114,9 @@ def load_checkpoint(path: str, param_key: Optional[str] = None) -> Dict[str, Ten
         RestoreError: Missing file, unsafe pickle (``weights_only=True`` refused it) or no state dict inside.
     """
     try:
-        checkpoint = compat.load_checkpoint(path, '--weights')  # weights_only=True, with messages that say why
-    except (FileNotFoundError, ValueError) as err:
+        return checkpoint.load_state_dict(path, param_key, '--weights')
+    except (FileNotFoundError, checkpoint.CheckpointError) as err:
         raise RestoreError(str(err)) from None
-    return _strip_prefixes(_pick_state_dict(checkpoint, path, param_key))
 
 
 def infer_arch_options(state_dict: Dict[str, Tensor]) -> dict:
@@ -193,20 +158,10 @@ def _matching_tasks(inferred: dict) -> List[str]:
 
 
 def _mismatch_message(net: nn.Module, state_dict: Dict[str, Tensor], task: str, path: str) -> Optional[str]:
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}'
-              for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
-    if not (missing or unexpected or shapes):
+    mismatch = checkpoint.compare_state_dicts(net.state_dict(), state_dict)
+    if not mismatch:
         return None
-
-    def listing(title: str, items: List[str]) -> str:
-        more = f' ... (+{len(items) - 6} more)' if len(items) > 6 else ''
-        return f'\n  {title} ({len(items)}): {", ".join(items[:6])}{more}' if items else ''
-
-    message = (f'{path} does not match the --task {task} configuration:' + listing('missing keys', missing)
-               + listing('unexpected keys', unexpected) + listing('shape mismatches', shapes))
+    message = f'{path} does not match the --task {task} configuration:\n  ' + mismatch.describe(sep='\n  ')
     inferred = infer_arch_options(state_dict)
     if not inferred:
         return message + '\n  The checkpoint does not look like a Restormer state dict (no patch_embed.proj.weight).'

@@ -1,17 +1,14 @@
 """Each BasicSR compat fix, exercised on the installed stack (no mocks of basicsr or torch)."""
 import os
-import pickle
-import signal
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from restormer_arch import compat
+from restormer_arch import checkpoint, compat
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess:
@@ -181,41 +178,6 @@ def _holder(tmp_path, **opt):
     return holder
 
 
-def test_atomic_save_replaces_whole_file_and_leaves_no_temporary(tmp_path):
-    path = tmp_path / 'x.pth'
-    compat.atomic_save({'a': torch.ones(3)}, str(path))
-    compat.atomic_save({'a': torch.zeros(3)}, str(path))
-    assert torch.equal(torch.load(path, weights_only=True)['a'], torch.zeros(3))
-    assert os.listdir(tmp_path) == ['x.pth']
-
-
-def test_atomic_save_failure_keeps_the_old_file(tmp_path):
-    path = tmp_path / 'x.pth'
-    compat.atomic_save({'a': torch.ones(3)}, str(path))
-    with pytest.raises((AttributeError, pickle.PicklingError)):
-        compat.atomic_save({'a': torch.zeros(3), 'bad': lambda: None}, str(path))  # unpicklable
-    assert torch.equal(torch.load(path, weights_only=True)['a'], torch.ones(3))
-    assert os.listdir(tmp_path) == ['x.pth']
-
-
-def test_sigkill_during_atomic_saves_never_leaves_a_torn_file(tmp_path):
-    """A real process rewriting a 16 MB checkpoint in a loop is SIGKILLed at several moments; the file always loads."""
-    path = tmp_path / 'ckpt.pth'
-    code = ('import sys, torch; from restormer_arch.compat import atomic_save\n'
-            'i = 0\n'
-            'while True:\n'
-            '    atomic_save({"i": i, "w": torch.full((4_000_000,), float(i))}, sys.argv[1]); i += 1\n'
-            '    print(i, flush=True)\n')
-    for delay in (0.05, 0.13, 0.29, 0.41):
-        proc = subprocess.Popen([sys.executable, '-c', code, str(path)], stdout=subprocess.PIPE, text=True)
-        proc.stdout.readline()  # at least one complete save
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        ckpt = torch.load(path, weights_only=True)
-        assert torch.equal(ckpt['w'], torch.full((4_000_000,), float(ckpt['i'])))
-
-
 def test_save_network_and_training_state_are_atomic_and_loadable(tmp_path):
     holder = _holder(tmp_path)
     net = torch.nn.Linear(2, 3)
@@ -241,7 +203,7 @@ def test_load_network_refuses_code_execution(tmp_path):
     with pytest.raises(ValueError, match='refusing to load .*evil.pth.*could run code.*posix.system'):
         holder.load_network(torch.nn.Linear(1, 1), str(evil))
     with pytest.raises(ValueError, match='refusing'):
-        compat.load_checkpoint(str(evil))
+        checkpoint.load_file(str(evil))
 
 
 def test_load_network_strips_module_prefix_and_falls_back_to_params(tmp_path):

@@ -132,7 +132,8 @@ def test_wrong_task_checkpoint_names_keys_and_suggests_task(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / 'x.png'), _random_image((16, 16, 3)))
     assert _restore(tmp_path, tmp_path / 'x.png', 'deraining', weights=weights) == 2
     err = capsys.readouterr().err
-    assert 'patch_embed.proj.weight: checkpoint (8, 1, 3, 3) vs model (8, 3, 3, 3)' in err
+    assert 'shape mismatches (checkpoint vs network' in err
+    assert 'patch_embed.proj.weight: (8, 1, 3, 3) vs (8, 3, 3, 3)' in err
     assert 'norm1.body.bias' in err  # WithBias keys the BiasFree checkpoint lacks
     assert '--task gaussian_gray_denoising' in err
 

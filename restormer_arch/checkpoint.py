@@ -1,0 +1,211 @@
+"""Checkpoints: safe loading, finding the parameters in every layout we accept, the mismatch report, atomic saving.
+
+This is the one place that reads and writes ``.pth``/``.state`` files. Training (``path.pretrain_network_g``, resume),
+``basicsr restore`` and the evaluation scripts all go through it, so they accept the same files:
+
+- official Restormer / BasicSR files ``{'params': sd}`` and ``{'params_ema': sd, 'params': sd}`` (EMA first),
+- ``{'state_dict': sd}`` (Lightning, mmagic), ``{'model': sd}``, ``{'net_g': sd}``, bare state dicts,
+- keys prefixed with ``module.`` (DataParallel/DDP), ``generator.`` (mmagic, other modules dropped) or ``net_g.``.
+
+Every load uses ``torch.load(weights_only=True)``: a file holding arbitrary pickled objects is refused, because
+unpickling it could run code.
+"""
+import os
+import pickle
+from dataclasses import dataclass, field
+from os import path as osp
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ['CheckpointError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'atomic_save', 'load_file', 'find_state_dict',
+           'load_state_dict', 'StateDictMismatch', 'compare_state_dicts']
+
+# Entries that hold the parameters, in order of preference: EMA weights first, they are the better model.
+STATE_DICT_KEYS = ('params_ema', 'params', 'state_dict', 'model', 'net_g')
+# Prefixes that wrappers add to every key; removed while all keys carry them.
+STRIPPED_PREFIXES = ('module.', 'generator.', 'net_g.')
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used (unsafe pickle, corrupt file, no parameters inside); the message says why."""
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` that never leaves a torn file: write a temporary file, flush and fsync it, then rename.
+
+    A kill at any moment leaves either the previous file or the complete new one. The temporary name starts with a dot
+    and does not end in ``.state``/``.pth``, so resume logic never mistakes it for a checkpoint.
+
+    Args:
+        obj: What to save.
+        path: Destination file.
+    """
+    directory, name = osp.split(osp.abspath(path))
+    tmp_path = osp.join(directory, f'.{name}.tmp{os.getpid()}')
+    try:
+        with open(tmp_path, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:  # make the rename itself durable
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_file(path: str, what: str = 'checkpoint') -> Any:
+    """Load a checkpoint file with ``weights_only=True``; failures become messages that say what to do.
+
+    Args:
+        path: The file to load.
+        what: What the file is for, used in messages (e.g. the option key or flag that named it).
+
+    Returns:
+        The loaded object (tensors on the CPU).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: The file holds other pickled objects than tensors and containers, or is truncated/corrupt.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{what}: {path} does not exist.')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f'{what}: refusing to load {path}: it contains pickled objects other than tensors and '
+                              'plain containers, which could run code when loaded (weights_only=True). If you trust '
+                              'the file, load it yourself and re-save only its state_dict: '
+                              f'torch.save({{"params": sd}}, "clean.pth"). {_unsupported_global(err)}') from None
+    except (RuntimeError, EOFError) as err:
+        raise CheckpointError(f'{what}: {path} is not a readable PyTorch checkpoint (truncated or corrupt?): '
+                              f'{err}') from None
+
+
+def _unsupported_global(err: Exception) -> str:
+    # torch's message is long; the line naming the offending global is the useful part.
+    lines = [line.strip() for line in str(err).splitlines() if 'global' in line.lower() and 'GLOBAL' in line]
+    return f'Offending object: {lines[0]}' if lines else ''
+
+
+def _pick_entry(checkpoint: Any, path: str, param_key: Optional[str]) -> Dict[str, Tensor]:
+    if isinstance(checkpoint, dict) and param_key is not None:
+        if param_key not in checkpoint:
+            raise CheckpointError(f'{path}: no {param_key!r} entry (top-level keys: '
+                                  f'{sorted(map(str, checkpoint))[:10]}); name one of them, or none for a bare '
+                                  'state dict.')
+        checkpoint = checkpoint[param_key]
+    elif isinstance(checkpoint, dict):
+        for key in STATE_DICT_KEYS:
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint = checkpoint[key]
+                break
+    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)} if isinstance(checkpoint, dict) else {}
+    if not tensors:
+        found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f'{path}: no state dict found (expected tensors, or one of the entries '
+                              f'{STATE_DICT_KEYS}); found {found}.')
+    return tensors
+
+
+def _strip_prefixes(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    # mmagic checkpoints hold the generator next to other modules (discriminator, EMA copies): keep the generator.
+    if any(k.startswith('generator.') for k in state_dict):
+        state_dict = {k: v for k, v in state_dict.items() if k.startswith('generator.')}
+    changed = True
+    while changed:
+        changed = False
+        for prefix in STRIPPED_PREFIXES:
+            if all(k.startswith(prefix) for k in state_dict):
+                state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+                changed = True
+    return state_dict
+
+
+def find_state_dict(checkpoint: Any, path: str = 'checkpoint', param_key: Optional[str] = None) -> Dict[str, Tensor]:
+    """Find the network parameters in a loaded checkpoint, whatever its layout (see the module docstring).
+
+    Args:
+        checkpoint: What :func:`load_file` returned.
+        path: The file it came from (for messages).
+        param_key: Entry to use (``params_ema``, ``params`` ...); default: the first of :data:`STATE_DICT_KEYS`
+            present, else the object itself as a bare state dict.
+
+    Returns:
+        The state dict (tensors only) with wrapper prefixes removed.
+
+    Raises:
+        CheckpointError: ``param_key`` is absent, or no tensors were found.
+    """
+    return _strip_prefixes(_pick_entry(checkpoint, path, param_key))
+
+
+def load_state_dict(path: str, param_key: Optional[str] = None, what: str = 'checkpoint') -> Dict[str, Tensor]:
+    """Read a network's parameters from a checkpoint file of any accepted layout, safely.
+
+    Args:
+        path: Checkpoint file (``.pth``/``.pt``).
+        param_key: See :func:`find_state_dict`.
+        what: The option key or flag that named the file (for messages).
+
+    Returns:
+        The state dict, prefixes removed, tensors on the CPU.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: Unsafe, unreadable, or no parameters inside.
+    """
+    return find_state_dict(load_file(path, what), path, param_key)
+
+
+@dataclass
+class StateDictMismatch:
+    """How a loaded state dict differs from a network's own (all lists sorted).
+
+    Attributes:
+        missing: Keys the network has and the checkpoint lacks.
+        unexpected: Keys the checkpoint has and the network lacks.
+        shapes: ``(key, checkpoint shape, network shape)`` for keys whose shapes differ.
+        matched: Number of keys present in both with equal shapes.
+    """
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    shapes: List[tuple] = field(default_factory=list)
+    matched: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shapes)
+
+    def describe(self, limit: int = 6, sep: str = '; ') -> str:
+        """Each kind of difference with its count and up to ``limit`` examples, joined by ``sep`` ('' if none)."""
+        def listing(title: str, items: List[str]) -> List[str]:
+            more = f' ... +{len(items) - limit} more' if len(items) > limit else ''
+            return [f'{len(items)} {title}e.g. {", ".join(items[:limit])}{more})'] if items else []
+
+        shapes = [f'{k}: {tuple(got)} vs {tuple(want)}' for k, got, want in self.shapes]
+        return sep.join(listing('missing keys (', self.missing) + listing('unexpected keys (', self.unexpected)
+                        + listing('shape mismatches (checkpoint vs network, ', shapes))
+
+
+def compare_state_dicts(expected: Dict[str, Tensor], loaded: Dict[str, Tensor]) -> StateDictMismatch:
+    """Compare a network's ``state_dict()`` (``expected``) with loaded parameters.
+
+    Args:
+        expected: The network's own state dict.
+        loaded: The state dict read from a checkpoint.
+
+    Returns:
+        The differences; falsy when every key matches in name and shape.
+    """
+    common = set(expected) & set(loaded)
+    shapes = [(k, loaded[k].shape, expected[k].shape) for k in sorted(common) if expected[k].shape != loaded[k].shape]
+    return StateDictMismatch(missing=sorted(set(expected) - set(loaded)),
+                             unexpected=sorted(set(loaded) - set(expected)), shapes=shapes,
+                             matched=len(common) - len(shapes))
