@@ -506,6 +506,67 @@ def images_smaller_than_patch_without_padding(tmp):
     start(tmp, opt)
 
 
+# ------------------------------------------------------------------------------ images as users have them (issue 11)
+def _jpeg_pair(tmp: Path, name: str = 'a', gt_exif: bytes = b'', cut: bool = False) -> None:
+    """Replace the training pair ``name`` by JPEGs (GT optionally with EXIF, or cut in half)."""
+    from PIL import Image
+
+    for sub in ('lq', 'gt'):
+        (tmp / 'train' / sub / f'{name}.png').unlink()
+        buf = tmp / 'train' / sub / f'{name}.jpg'
+        Image.fromarray(np.full((24, 32, 3), 90 if sub == 'lq' else 120, np.uint8)).save(
+            buf, quality=95, **({'exif': gt_exif} if sub == 'gt' and gt_exif else {}))
+        if sub == 'gt' and cut:
+            buf.write_bytes(buf.read_bytes()[:buf.stat().st_size // 2])
+
+
+@case(ValueError, 'gt/a.jpg" is truncated (the JPEG ends before its end-of-image marker FF D9',
+      'copy or regenerate it', 'found in the images before training')
+def truncated_jpeg(tmp):
+    opt = base_options(tmp)
+    _jpeg_pair(tmp, cut=True)
+    start(tmp, opt)
+
+
+@case(ValueError, 'meta_info_file', 'name files outside dataroot_gt', 'relative to dataroot_gt')
+def meta_info_absolute_paths_outside_gt(tmp):
+    opt = base_options(tmp)
+    (tmp / 'meta.txt').write_text(f'{tmp / "train" / "lq" / "a.png"}\n')  # would pair every target with itself
+    train_set(opt)['meta_info_file'] = str(tmp / 'meta.txt')
+    start(tmp, opt)
+
+
+@case()
+def meta_info_absolute_paths_inside_gt_work(tmp):
+    opt = base_options(tmp)
+    (tmp / 'meta.txt').write_text(''.join(f'{tmp / "train" / "gt" / n}\n' for n in ('a.png', 'b.png')))
+    train_set(opt)['meta_info_file'] = str(tmp / 'meta.txt')
+    _, _, loaders = start(tmp, opt)
+    assert [Path(p['lq_path']).parent.name for p in loaders[0].dataset.paths] == ['lq', 'lq']
+
+
+@case(ValueError, 'dataroot_lq and dataroot_gt are the same folder', 'learn the identity')
+def lq_folder_is_gt_folder(tmp):
+    opt = base_options(tmp)
+    train_set(opt)['dataroot_lq'] = train_set(opt)['dataroot_gt']
+    start(tmp, opt)
+
+
+@case()
+def phone_jpeg_with_exif_orientation_works(tmp):
+    from PIL import Image
+
+    opt = base_options(tmp)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 24 high x 32 wide, shown (and read) 32 high x 24 wide
+    _jpeg_pair(tmp, gt_exif=exif.tobytes())
+    (tmp / 'train' / 'lq' / 'a.jpg').unlink()
+    image(tmp / 'train' / 'lq' / 'a.jpg', size=(32, 24))
+    _, _, loaders = start(tmp, opt)  # the image check sees the upright size, like the reader
+    dataset = loaders[0].dataset
+    assert dataset.reader.read(dataset.paths[0]['gt_path'], 'gt').shape == (32, 24, 3)
+
+
 # ------------------------------------------------------------------------------------------- checkpoints and resuming
 @case(ValueError, 'does not match network Restormer', 'missing keys', 'LayerNorm_type BiasFree for denoising')
 def pretrain_bias_free_into_with_bias(tmp):
