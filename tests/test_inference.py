@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from restormer_arch.inference import build_network, main
+from restormer_arch.archs.presets import task_options
+from restormer_arch.inference import main
+from restormer_arch.restorer import build_network
 from tests.conftest import REPO_ROOT
 
 TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
@@ -18,7 +20,7 @@ TINY_JSON = json.dumps(TINY)
 
 def _tiny_net(task):
     torch.manual_seed(1)
-    return build_network(task, TINY)
+    return build_network({**task_options(task), **TINY})
 
 
 def _save(net, path, fmt):
@@ -139,11 +141,33 @@ def test_wrong_task_checkpoint_names_keys_and_suggests_task(tmp_path, capsys):
 
 
 def test_size_mismatch_suggests_arch_options(tmp_path, capsys):
+    """--arch-options that contradict the weights: the error prints options that do load them (no loop)."""
     weights = _save(_tiny_net('deraining'), tmp_path / 'w.pth', 'official')
     cv2.imwrite(str(tmp_path / 'x.png'), _random_image((16, 16, 3)))
-    assert main(['-i', str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--task', 'deraining', '--weights',
-                 str(weights), '--no-progress']) == 2
-    assert '"dim": 8, "num_blocks": [1, 1, 1, 1]' in capsys.readouterr().err
+    args = ['-i', str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--task', 'deraining', '--weights', str(weights),
+            '--no-progress']
+    assert main(args + ['--arch-options', '{"dim": 16}']) == 2
+    err = capsys.readouterr().err
+    assert '"dim": 8, "num_blocks": [1, 1, 1, 1]' in err
+    suggested = err.split("--arch-options '")[-1].split("'")[0]
+    assert main(args + ['--arch-options', suggested]) == 0
+    assert cv2.imread(str(tmp_path / 'o' / 'x.png')).shape == (16, 16, 3)
+
+
+def test_checkpoint_configuration_needs_no_task_or_arch_options(tmp_path):
+    """restore-arch-hint-missing-ffn: width 16, heads [1, 2, 2, 4], FFN factor 2.0 load from the weights alone."""
+    torch.manual_seed(3)
+    net = build_network({'dim': 16, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 2, 2, 4],
+                         'ffn_expansion_factor': 2.0})
+    weights = _save(net, tmp_path / 'custom.pth', 'official')
+    img = _random_image((20, 28, 3))
+    cv2.imwrite(str(tmp_path / 'x.png'), img)
+    for extra in ([], ['--task', 'deraining'], ['--task', 'motion_deblurring']):
+        out_dir = tmp_path / f'out{len(extra)}{extra[-1] if extra else ""}'
+        assert main(['-i', str(tmp_path / 'x.png'), '-o', str(out_dir), '--weights', str(weights), '--no-progress',
+                     *extra]) == 0
+        out = cv2.imread(str(out_dir / 'x.png'), cv2.IMREAD_UNCHANGED)
+        assert np.abs(out.astype(float) - _expected(net, img, 255)).max() <= 1
 
 
 def test_weights_required_unless_random_allowed(tmp_path, capsys):
