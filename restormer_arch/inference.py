@@ -14,15 +14,14 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from restormer_arch import perf
 from restormer_arch.archs.presets import TASK_PRESETS
+from restormer_arch.data.image_io import IMAGE_EXTENSIONS, DecodedImage, ImageReadError, read_image, write_image
 from restormer_arch.restorer import (
     RestoreError,
     Restorer,
@@ -37,66 +36,35 @@ from restormer_arch.restorer import (
 
 __all__ = ['RestoreError', 'IMAGE_EXTENSIONS', 'collect_inputs', 'output_paths', 'run', 'main']
 
-# SEAM(data): the one list of image extensions moves to restormer_arch.data.image_io once it is merged.
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
 EXTENSIONS_16BIT = ('.png', '.tif', '.tiff')
 SIDE_BY_SIDE = '_side_by_side'
 
 
 # ------------------------------------------------------------------------------------------------------- image I/O
-@dataclass
-class DecodedImage:
-    """Stand-in for ``restormer_arch.data.image_io.DecodedImage`` until it is merged (same fields)."""
-
-    pixels: np.ndarray  # (H, W, C) BGR uint8/uint16, C in {1, 3}
-    alpha: Optional[np.ndarray] = None
-    bit_depth: int = 8
-    icc_profile: Optional[bytes] = None
-    exif: Optional[bytes] = None
-
-
 def read_input(path: Path) -> DecodedImage:
-    """Read one input image (the only place restore reads images).
+    """Read one input image (:func:`restormer_arch.data.image_io.read_image`: EXIF orientation applied, truncated or
+    corrupt files refused).
 
     Raises:
-        RestoreError: The file cannot be decoded or is not 8/16-bit.
+        RestoreError: The file cannot be read as a complete 8/16-bit image.
     """
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise RestoreError(f'{path}: cannot read this file as an image (supported: {", ".join(IMAGE_EXTENSIONS)}).')
-    if raw.dtype not in (np.uint8, np.uint16):
-        raise RestoreError(f'{path}: {raw.dtype} images are not supported; use 8- or 16-bit PNG/TIFF/JPEG.')
-    alpha = None
-    if raw.ndim == 3 and raw.shape[2] == 4:
-        raw, alpha = raw[..., :3], raw[..., 3]
-    pixels = raw.reshape(raw.shape[0], raw.shape[1], -1)
-    return DecodedImage(pixels, alpha, 8 * raw.dtype.itemsize)
+    try:
+        return read_image(path)
+    except ImageReadError as err:
+        raise RestoreError(str(err)) from None
 
 
 def write_output(path: Path, pixels: np.ndarray, like: DecodedImage) -> None:
-    """Write one result atomically with the input's alpha and metadata (the only place restore writes images).
+    """Write one result atomically with the input's alpha, ICC profile and EXIF (orientation upright) where the format
+    holds them (:func:`restormer_arch.data.image_io.write_image`).
 
     Raises:
         RestoreError: The format cannot hold the image.
     """
-    img = pixels[..., 0] if pixels.shape[2] == 1 else pixels
-    if like.alpha is not None:
-        color = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        img = np.dstack([color, like.alpha.astype(img.dtype)])
-    ok, encoded = cv2.imencode(path.suffix, img)
-    if not ok:
-        raise RestoreError(f'{path}: OpenCV cannot write {img.dtype} images as {path.suffix!r}.')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
     try:
-        with open(tmp, 'wb') as f:
-            f.write(encoded.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        write_image(path, pixels, like.bit_depth, like.alpha, like.icc_profile, like.exif)
+    except ValueError as err:
+        raise RestoreError(str(err)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------- inputs

@@ -194,8 +194,11 @@ def load_weights(net: nn.Module, state_dict: Mapping[str, Tensor], path: str, ta
 
 def _mismatch_message(mismatch: checkpoint.StateDictMismatch, state_dict: Mapping[str, Tensor], path: str,
                       task: Optional[str], arch_options: Optional[Mapping]) -> str:
-    given = ' '.join(([f'--task {task}'] if task else []) + (['--arch-options'] if arch_options else []))
-    message = f'{path} does not match the network of {given or "its own configuration"}:\n  '
+    if task:
+        given = f'the --task {task} configuration' + (' with the --arch-options given' if arch_options else '')
+    else:
+        given = 'the configuration of the --arch-options given' if arch_options else 'its own configuration'
+    message = f'{path} does not match {given}:\n  '
     message += mismatch.describe(sep='\n  ')
     try:
         own = arch_options_from_state_dict(state_dict)
@@ -203,7 +206,7 @@ def _mismatch_message(mismatch: checkpoint.StateDictMismatch, state_dict: Mappin
         return f'{message}\n  {err}'
     tasks = [t for t in matching_tasks(own) if t != task]
     if task and tasks:
-        message += f'\n  The checkpoint is a {" / ".join(tasks)} model: use --task {tasks[0]} (or no --task).'
+        message += f'\n  The checkpoint is a {" / ".join(tasks)} model: try --task {tasks[0]} (or leave out --task).'
     elif task:
         message += '\n  The checkpoint fits none of the released tasks: leave out --task.'
     message += ('\n  Leave out --task and --arch-options to use the configuration read from the checkpoint: '
