@@ -16,7 +16,7 @@ layouts from :mod:`restormer_arch.checkpoint` and network configurations from :m
 import json
 import math
 import os
-from typing import Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import cv2
 import numpy as np
@@ -35,8 +35,9 @@ from restormer_arch.archs.presets import (
 )
 from restormer_arch.archs.restormer_arch import Restormer
 
-__all__ = ['RestoreError', 'Restorer', 'load_restormer', 'network_options', 'build_network', 'check_tile_options',
-           'check_precision', 'pick_device', 'estimate_memory', 'available_memory']
+__all__ = ['RestoreError', 'Restorer', 'load_restormer', 'run_network', 'network_options', 'build_network',
+           'load_state_dict', 'load_weights', 'check_tile_options', 'check_precision', 'pick_device',
+           'estimate_memory', 'available_memory']
 
 # Peak working memory of a forward pass, measured on CPU for the default model (dim 48): about 2,300 float32 values
 # per pixel (shared/notes/perf.md). It scales with the width; half precision roughly halves the activations.
@@ -48,12 +49,13 @@ class RestoreError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------------- options
-def check_tile_options(tile: Optional[int], overlap: int) -> None:
+def check_tile_options(tile: Optional[int], overlap: int, blend: str = 'cosine') -> None:
     """Refuse tile settings :func:`restormer_arch.tiling.tiled_forward` would refuse, before any work starts.
 
     Args:
         tile: Tile size in pixels, or None for whole images.
         overlap: Overlap of neighbouring tiles in pixels.
+        blend: Window of the overlaps (:data:`restormer_arch.tiling.BLEND_MODES`).
 
     Raises:
         RestoreError: The settings break the tiling rule.
@@ -63,7 +65,7 @@ def check_tile_options(tile: Optional[int], overlap: int) -> None:
     # SEAM(perf): tiling's rule lives inside tiled_forward for now; running it on a 1x1 image with an identity
     # network applies exactly that rule in microseconds. Replace with the tile-option checker tiling.py is getting.
     try:
-        tiling.tiled_forward(lambda t: t, torch.zeros(1, 1, 1, 1), tile=tile, overlap=overlap)
+        tiling.tiled_forward(lambda t: t, torch.zeros(1, 1, 1, 1), tile=tile, overlap=overlap, blend=blend)
     except ValueError as err:
         raise RestoreError(f'--tile {tile} --tile-overlap {overlap}: {err}') from None
 
@@ -248,6 +250,7 @@ class Restorer:
         precision: ``'fp32'`` (default), ``'bf16'`` (CPU/GPU) or ``'fp16'`` (GPU), see :mod:`restormer_arch.perf`.
         tile: Tile size in pixels (None: whole images).
         tile_overlap: Overlap of neighbouring tiles in pixels (below ``tile / 2``).
+        blend: Window of the tile overlaps: ``'cosine'`` (default), ``'linear'`` or ``'box'``.
         max_memory: Memory budget in bytes for the size check (None: what is free on the device now).
         progress: Show a progress bar over the tiles.
 
@@ -257,11 +260,11 @@ class Restorer:
 
     def __init__(self, network: nn.Module, device: Union[str, torch.device, None] = 'auto', precision: str = 'fp32',
                  tile: Optional[int] = None, tile_overlap: int = 32, max_memory: Optional[int] = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, blend: str = 'cosine') -> None:
         self.device = pick_device(device)
         self.dtype = check_precision(precision, self.device)
-        check_tile_options(tile, tile_overlap)
-        self.precision, self.tile, self.tile_overlap = precision, tile, tile_overlap
+        check_tile_options(tile, tile_overlap, blend)
+        self.precision, self.tile, self.tile_overlap, self.blend = precision, tile, tile_overlap, blend
         self.max_memory, self.progress = max_memory, progress
         self.network = network.eval().to(self.device)
         self.inp_channels = int(getattr(network, 'inp_channels', 3))
@@ -304,14 +307,8 @@ class Restorer:
         Raises:
             RestoreError: The network produced NaN/inf (e.g. fp16 overflow).
         """
-        # no_grad rather than inference_mode: callers get ordinary tensors they may modify in place.
-        with torch.no_grad(), perf.autocast_context(self.precision, self.device.type):
-            if self.tile:
-                out = tiling.tiled_forward(self.network, image, tile=self.tile, overlap=self.tile_overlap,
-                                           device=self.device, progress=self.progress)
-            else:
-                out = self.network(image.to(self.device)).to(image.device)
-        out = out.float()
+        out = run_network(self.network, image, tile=self.tile, overlap=self.tile_overlap, blend=self.blend,
+                          device=self.device, precision=self.precision, progress=self.progress)
         if not torch.isfinite(out).all():
             raise RestoreError(f'The network produced NaN/inf values in --precision {self.precision}; use fp32 '
                                '(or bf16).')
@@ -356,6 +353,41 @@ class Restorer:
         if alpha is not None:
             result = np.concatenate([result, alpha], axis=2)
         return result.reshape(image.shape) if image.ndim == 2 else result
+
+
+def run_network(network: Callable[[Tensor], Any], image: Tensor, tile: Optional[int] = None, overlap: int = 32,
+                blend: str = 'cosine', device: Union[str, torch.device, None] = None, precision: str = 'fp32',
+                progress: bool = False) -> Tensor:
+    """One forward pass, whole or tiled, under autocast and without gradients; the shared core of restore and
+    validation.
+
+    Args:
+        network: An image-to-image network (a multi-output network's last output is used).
+        image: ``(N, C, H, W)`` float input.
+        tile: Tile size (None: whole image), see :func:`restormer_arch.tiling.tiled_forward`.
+        overlap: Overlap of neighbouring tiles.
+        blend: Window of the overlaps (:data:`restormer_arch.tiling.BLEND_MODES`).
+        device: Where to run (default: the image's device); only tiles move there when tiling.
+        precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (:func:`restormer_arch.perf.resolve_precision`).
+        progress: Progress bar over the tiles.
+
+    Returns:
+        ``(N, C_out, H, W)`` float32 output on the image's device, not clamped.
+    """
+    device = image.device if device is None else torch.device(device)
+
+    def last_output(x: Tensor) -> Tensor:
+        out = network(x)
+        return out[-1] if isinstance(out, (list, tuple)) else out
+
+    # no_grad rather than inference_mode: callers get ordinary tensors they may modify in place.
+    with torch.no_grad(), perf.autocast_context(precision, device.type):
+        if tile:
+            out = tiling.tiled_forward(last_output, image, tile=tile, overlap=overlap, blend=blend, device=device,
+                                       progress=progress)
+        else:
+            out = last_output(image.to(device)).to(image.device)
+    return out.float()
 
 
 def _split(image: np.ndarray):

@@ -120,3 +120,19 @@ def test_memory_check_suggests_a_tile():
         restorer.restore(_image((64, 64, 3)))
     assert Restorer(_net(), device='cpu', max_memory=2**20, tile=16, tile_overlap=4).restore(
         _image((64, 64, 3))).shape == (64, 64, 3)
+
+
+def test_run_network_is_the_shared_forward_for_validation():
+    """What validation would call: whole or tiled, any blend, last output of multi-output networks, not clamped."""
+    from restormer_arch.restorer import run_network
+
+    net = _net()
+    x = torch.rand(1, 3, 40, 36) * 2 - 0.5
+    with torch.no_grad():
+        whole = net(x)
+        tiled = tiled_forward(net, x, tile=24, overlap=8, blend='linear')
+    torch.testing.assert_close(run_network(net, x), whole)
+    torch.testing.assert_close(run_network(lambda t: [t, net(t)], x, tile=24, overlap=8, blend='linear'), tiled)
+    assert run_network(net, x).requires_grad is False
+    with pytest.raises(RestoreError):
+        Restorer(net, device='cpu', tile=24, tile_overlap=8, blend='gaussian')
