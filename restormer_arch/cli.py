@@ -24,7 +24,7 @@ EPILOG = """examples:
   basicsr train -opt options/Deraining.yml --auto_resume
   torchrun --nproc_per_node=4 -m restormer_arch train -opt options/Deraining.yml --launcher pytorch
   basicsr test -opt options/test/Deraining.yml
-  basicsr restore -i rainy/ -o derained/ --task deraining --weights deraining.pth
+  basicsr restore -i rainy/ -o derained/ --weights deraining.pth
 
 Run 'basicsr train --help' for BasicSR's own flags."""
 
