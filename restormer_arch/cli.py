@@ -25,6 +25,8 @@ EPILOG = """examples:
   torchrun --nproc_per_node=4 -m restormer_arch train -opt options/Deraining.yml --launcher pytorch
   basicsr test -opt options/test/Deraining.yml
   basicsr restore -i rainy/ -o derained/ --task deraining --weights deraining.pth
+  basicsr weights deraining            (fetch a released checkpoint into pretrained_models/)
+  basicsr export --weights deraining.pth -o deraining.onnx
 
 Run 'basicsr train --help' for BasicSR's own flags."""
 
@@ -106,6 +108,9 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, help_text in PIPELINE_HELP.items():
         subparsers.add_parser(name, help=help_text, add_help=False)
     subparsers.add_parser('restore', help='restore images with a checkpoint (basicsr restore --help)', add_help=False)
+    subparsers.add_parser('weights', help='list / fetch the released checkpoints (basicsr weights --help)',
+                          add_help=False)
+    subparsers.add_parser('export', help='export a checkpoint to ONNX (basicsr export --help)', add_help=False)
     return parser
 
 
@@ -121,6 +126,23 @@ def _run_restore(argv: List[str]) -> int:
 
 
 COMMANDS['restore'] = _run_restore
+
+
+def _run_weights(argv: List[str]) -> int:
+    from restormer_arch.weights import main as weights_main
+
+    return weights_main(argv)
+
+
+def _run_export(argv: List[str]) -> int:
+    import restormer_arch  # noqa: F401  (compat fixes before torch/basicsr are used)
+    from restormer_arch.export import main as export_main
+
+    return export_main(argv)
+
+
+COMMANDS['weights'] = _run_weights
+COMMANDS['export'] = _run_export
 
 
 def main(argv: Optional[List[str]] = None) -> int:
