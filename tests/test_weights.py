@@ -227,7 +227,8 @@ def run_cli(args, tmp_path, server):
 
 def test_cli_lists_and_refuses_unknown_names(capsys, env):
     assert weights.main([]) == 0
-    assert all(name in capsys.readouterr().out for name in weights.RELEASES)
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in weights.RELEASES)
     assert weights.main(['not_a_release']) == 2
 
 
