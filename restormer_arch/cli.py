@@ -86,7 +86,18 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
         pipeline(os.getcwd())
     finally:
         _teardown_distributed()
+    if command == 'test':
+        _print_results_tables()
     return 0
+
+
+def _print_results_tables() -> None:
+    # The tables are logged after every dataset, between progress bars; the complete ones again at the very end.
+    from restormer_arch.models.results_table import WRITTEN_TABLES
+
+    for path in WRITTEN_TABLES:
+        with open(path, encoding='utf-8') as f:
+            print(f'\nResults ({path}):\n{f.read()}', end='')
 
 
 def _teardown_distributed() -> None:
