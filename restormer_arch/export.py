@@ -36,6 +36,8 @@ __all__ = ['DEFAULT_OPSET', 'ExportError', 'PaddedRestormer', 'export_onnx', 'co
 # since 1.12 (2022), so the files also work with older deployments than the onnxruntime pinned here.
 DEFAULT_OPSET = 17
 DEFAULT_CHECK_SIZES = ((37, 53), (31, 17), (5, 3))
+# --check fails above this max |onnxruntime - PyTorch| (float32; the full-size models measure ~1e-6).
+CHECK_TOLERANCE = 1e-4
 
 
 class ExportError(ValueError):
@@ -240,7 +242,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv: Arguments after ``export``.
 
     Returns:
-        Exit code: 0, or 2 for a user error (message on stderr).
+        Exit code: 0; 1 when ``--check`` finds a difference above :data:`CHECK_TOLERANCE`; 2 for a user error
+        (message on stderr).
     """
     from restormer_arch.weights import WeightsError, resolve
 
@@ -257,6 +260,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     print(output)
     if args.check:
-        for (h, w), diff in compare_onnx(output, network).items():
+        diffs = compare_onnx(output, network)
+        for (h, w), diff in diffs.items():
             print(f'{h}x{w}: max |onnxruntime - pytorch| = {diff:.3g}')
+        if max(diffs.values()) > CHECK_TOLERANCE:
+            print(f'basicsr export: onnxruntime differs from PyTorch by more than {CHECK_TOLERANCE}.', file=sys.stderr)
+            return 1
     return 0

@@ -176,7 +176,8 @@ def _start_offset(response, have: int) -> int:
         start = content_range.split(' ')[-1].split('-')[0]
         if start.isdigit() and int(start) == have:
             return have
-        raise WeightsError(f'{response.url}: the server resumed at {content_range!r}, not at byte {have}.')
+        raise WeightsError(f'{response.url}: the server resumed at {content_range!r}, not at byte {have}; the partial '
+                           'file was deleted, run the same command again.')
     return 0
 
 
@@ -206,7 +207,11 @@ def _http_download(url: str, partial: str, label: str, progress: bool) -> None:
         if response.status_code not in (200, 206):
             raise WeightsError(f'{url}: HTTP {response.status_code} {response.reason}. Check the name, or set '
                                f'{URL_ENV} to a mirror that serves <name>.pth.')
-        offset = _start_offset(response, have)
+        try:
+            offset = _start_offset(response, have)
+        except WeightsError:
+            os.remove(partial)  # the next call starts from byte 0 instead of failing the same way again
+            raise
         total = _total_size(response, offset)
         bar = _progress(total, offset, label, progress)
         try:

@@ -39,6 +39,7 @@ class Server:
         self.requests = []  # (path, Range header or None)
         self.cut_after = {}  # path -> bytes to send before closing the connection (once)
         self.ignore_range = False
+        self.wrong_range_start = False  # answer a Range request with 206 for the whole file (a broken mirror)
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -54,7 +55,7 @@ class Server:
                 start = 0
                 range_header = self.headers.get('Range')
                 if range_header and not server.ignore_range:
-                    start = int(range_header.split('=')[1].split('-')[0])
+                    start = 0 if server.wrong_range_start else int(range_header.split('=')[1].split('-')[0])
                     if start >= len(body):
                         self.send_response(416)
                         self.send_header('Content-Range', f'bytes */{len(body)}')
@@ -153,6 +154,19 @@ def test_server_ignoring_range_restarts_the_file(tmp_path, server, env):
         weights.fetch(GRAY, progress=False)
     server.ignore_range = True
     assert Path(weights.fetch(GRAY, progress=False)).read_bytes() == body
+
+
+def test_resume_at_the_wrong_offset_is_refused_and_restarted(tmp_path, server, env):
+    body = serve(server, tmp_path, GRAY)
+    server.cut_after[f'/v1.0/{GRAY}.pth'] = 5000
+    with pytest.raises(weights.WeightsError):
+        weights.fetch(GRAY, progress=False)
+    server.wrong_range_start = True
+    with pytest.raises(weights.WeightsError):
+        weights.fetch(GRAY, progress=False)
+    assert not any(env.glob(f'{GRAY}.pth*'))  # neither a spliced file nor a partial that cannot be continued
+    assert Path(weights.fetch(GRAY, progress=False)).read_bytes() == body
+    assert [r for _, r in server.requests] == [None, 'bytes=5000-', None]
 
 
 def test_stale_partial_beyond_the_end_is_restarted(tmp_path, server, env):
