@@ -133,6 +133,15 @@ def test_released_name_downloads_once_into_the_cache(tmp_path, server, env):
     network.load_state_dict(torch.load(path, weights_only=True)['params'], strict=True)
 
 
+@pytest.mark.parametrize('progress', [True, False])
+def test_progress_bar_on_stderr_only_when_asked(tmp_path, server, env, capfd, progress):
+    serve(server, tmp_path, GRAY)
+    weights.fetch(GRAY, progress=progress)
+    captured = capfd.readouterr()
+    assert bool(captured.err.strip()) == progress
+    assert captured.out == ''
+
+
 def test_interrupted_transfer_resumes_with_a_range_request(tmp_path, server, env):
     body = serve(server, tmp_path, DUAL)
     server.cut_after[f'/v1.0/{DUAL}.pth'] = 20000
