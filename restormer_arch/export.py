@@ -16,6 +16,7 @@ Library use (the perf benchmarks export plain networks this way)::
     export_onnx(network, 'plain.onnx', pad_in_graph=False)   # forward_features only: H, W multiples of 8
 """
 import argparse
+import inspect
 import math
 import os
 import re
@@ -38,6 +39,8 @@ DEFAULT_OPSET = 17
 DEFAULT_CHECK_SIZES = ((37, 53), (31, 17), (5, 3))
 # --check fails above this max |onnxruntime - PyTorch| (float32; the full-size models measure ~1e-6).
 CHECK_TOLERANCE = 1e-4
+# torch >= 2.5 has both exporters (torch.export-based is the default from 2.9); older ones only TorchScript.
+_TORCHSCRIPT_EXPORTER = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
 
 
 class ExportError(ValueError):
@@ -113,9 +116,9 @@ def export_onnx(network: nn.Module, path: str, opset: int = DEFAULT_OPSET,
         # freeze at the example batch size. Nothing is differentiated.
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter('ignore')  # tracer warnings about size arithmetic, the legacy-exporter notice
-            torch.onnx.export(module, (example,), tmp, dynamo=False, opset_version=opset, input_names=['input'],
+            torch.onnx.export(module, (example,), tmp, opset_version=opset, input_names=['input'],
                               output_names=['output'], dynamic_axes={'input': axes, 'output': axes},
-                              do_constant_folding=True)
+                              do_constant_folding=True, **_TORCHSCRIPT_EXPORTER)
         try:
             onnx.checker.check_model(tmp, full_check=True)
         except onnx.checker.ValidationError as err:
