@@ -11,8 +11,15 @@ import torch
 from torch import nn
 
 from restormer_arch.archs.restormer_arch import GDFN, MDTA, Restormer
-from restormer_arch.perf import (PRECISIONS, apply_performance_options, autocast_context, check_options,
-                                 configure_allocator, prepare_inference, resolve_precision)
+from restormer_arch.perf import (
+    PRECISIONS,
+    apply_performance_options,
+    autocast_context,
+    check_options,
+    configure_allocator,
+    prepare_inference,
+    resolve_precision,
+)
 from restormer_arch.tiling import blend_window, check_tile_options, tile_grid, tile_starts, tiled_forward
 from tests.conftest import REPO_ROOT
 from tests.reference_restormer import PlainRestormer
