@@ -401,3 +401,27 @@ def test_configure_allocator_in_process_takes_effect_and_is_idempotent(monkeypat
     big = torch.empty(16 * 1024 * 1024)
     assert _mmapped_blocks() == before
     del big
+
+
+# ------------------------------------------------------------------------------------------ training step
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_training_step_uses_fused_adamw_and_bf16_autocast(tmp_path, precision):
+    """ImageCleanModel: AdamW is fused unless the option file says otherwise; bf16 steps train the fp32 weights."""
+    from basicsr.models import build_model
+
+    from tests.test_models import batch, make_opt
+
+    model = build_model(make_opt(tmp_path / precision, performance={'precision': precision, 'channels_last': True}))
+    assert model.optimizer_g.param_groups[0]['fused'] is True
+    before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    assert all(p.dtype == torch.float32 for p in model.net_g.parameters())  # master weights stay fp32
+    assert model.net_g.patch_embed.proj.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(torch.as_tensor(model.log_dict['l_pix'])).all()
+    assert any(not torch.equal(v, before[k]) for k, v in model.net_g.state_dict().items())
+    explicit = build_model(make_opt(tmp_path / 'explicit', train={'optim_g': {'type': 'AdamW', 'lr': 1e-3,
+                                                                             'foreach': False}}))
+    assert not explicit.optimizer_g.param_groups[0].get('fused')  # the user's choice is kept
