@@ -10,7 +10,6 @@ This is the one place that reads and writes ``.pth``/``.state`` files. Training 
 Every load uses ``torch.load(weights_only=True)``: a file holding arbitrary pickled objects is refused, because
 unpickling it could run code.
 """
-import os
 import pickle
 from dataclasses import dataclass, field
 from os import path as osp
@@ -18,6 +17,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
+
+from restormer_arch.atomic import atomic_write
 
 __all__ = ['CheckpointError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'atomic_save', 'load_file', 'find_state_dict',
            'load_state_dict', 'StateDictMismatch', 'compare_state_dicts']
@@ -33,32 +34,17 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` that never leaves a torn file: write a temporary file, flush and fsync it, then rename.
+    """``torch.save`` that never leaves a torn file (:func:`restormer_arch.atomic.atomic_write`).
 
     A kill at any moment leaves either the previous file or the complete new one. The temporary name starts with a dot
-    and does not end in ``.state``/``.pth``, so resume logic never mistakes it for a checkpoint.
+    and ends in ``.tmp``, so resume logic never mistakes it for a checkpoint.
 
     Args:
         obj: What to save.
         path: Destination file.
     """
-    directory, name = osp.split(osp.abspath(path))
-    tmp_path = osp.join(directory, f'.{name}.tmp{os.getpid()}')
-    try:
-        with open(tmp_path, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:  # make the rename itself durable
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path, 'wb') as f:
+        torch.save(obj, f)
 
 
 def load_file(path: str, what: str = 'checkpoint') -> Any:
