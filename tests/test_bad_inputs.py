@@ -567,6 +567,14 @@ def phone_jpeg_with_exif_orientation_works(tmp):
     assert dataset.reader.read(dataset.paths[0]['gt_path'], 'gt').shape == (32, 24, 3)
 
 
+@case(ValueError, 'result name(s) would be shared by several images', '"v"', 'rename the images')
+def eval_images_sharing_a_result_name(tmp):
+    opt = base_options(tmp)
+    for sub in ('lq', 'gt'):
+        image(tmp / 'val' / sub / 'v.jpg', size=(20, 28))
+    start(tmp, opt)
+
+
 # ------------------------------------------------------------------------------------------- checkpoints and resuming
 @case(ValueError, 'does not match network Restormer', 'missing keys', 'LayerNorm_type BiasFree for denoising')
 def pretrain_bias_free_into_with_bias(tmp):

@@ -253,6 +253,16 @@ def test_pairs_that_are_one_file_are_refused(tmp_path):
         _paired(lq, gt)
 
 
+def test_evaluation_images_sharing_a_result_name_are_refused(tmp_path):
+    lq, gt = _pairs(tmp_path)
+    for folder in (lq, gt):
+        (folder / 'a.jpg').write_bytes((folder / 'b.png').read_bytes())  # a.png and a.jpg -> both "a_<iter>.png"
+        (folder / 'b.png').unlink()
+    with pytest.raises(ValueError, match='result name'):
+        _paired(lq, gt)
+    assert len(_paired(lq, gt, phase='train', gt_size=16)) == 2  # training saves nothing under those names
+
+
 def test_byte_identical_pairs_warn(tmp_path):
     lq, gt = _pairs(tmp_path)
     for name in ('a.png', 'b.png'):
