@@ -149,6 +149,7 @@ def test_size_mismatch_suggests_arch_options(tmp_path, capsys):
     assert main(args + ['--arch-options', '{"dim": 16}']) == 2
     err = capsys.readouterr().err
     assert '"dim": 8, "num_blocks": [1, 1, 1, 1]' in err
+    assert 'try --task' not in err  # the task is right (motion_deblurring etc. share its configuration)
     suggested = err.split("--arch-options '")[-1].split("'")[0]
     assert main(args + ['--arch-options', suggested]) == 0
     assert cv2.imread(str(tmp_path / 'o' / 'x.png')).shape == (16, 16, 3)
