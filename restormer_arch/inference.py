@@ -224,8 +224,12 @@ def _check_arguments(args: argparse.Namespace) -> dict:
         raise RestoreError('--weights is required: a Restormer with random weights only scrambles images. Download '
                            'the released checkpoint of your task (see docs/restore.md) or pass --allow-random-weights '
                            'for tests and demos.')
-    if not Path(args.input).exists():
+    inp = Path(args.input)
+    if not inp.exists():
         raise RestoreError(f'-i {args.input}: no such file or folder.')
+    folders = [inp] + [inp / sub for sub in ('inputL', 'L') if (inp / sub).is_dir()] if inp.is_dir() else []
+    if folders and not any(_list_images(folder) for folder in folders):
+        raise RestoreError(f'-i {inp}: no images found (extensions: {", ".join(IMAGE_EXTENSIONS)}).')
     _check_output_folder(args)
     return arch_options
 

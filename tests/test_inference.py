@@ -330,6 +330,10 @@ def test_options_are_checked_before_the_weights_are_loaded(tmp_path, capsys):
         assert main(['-i', str(photos), '-o', str(tmp_path / 'out'), '--weights', str(tmp_path / 'broken.pth'),
                      '--no-progress', *extra]) == 2
         assert 'broken.pth' not in capsys.readouterr().err
+    (tmp_path / 'empty').mkdir()
+    assert main(['-i', str(tmp_path / 'empty'), '-o', str(tmp_path / 'out'), '--weights',
+                 str(tmp_path / 'broken.pth')]) == 2
+    assert 'broken.pth' not in capsys.readouterr().err
     assert main(['-i', str(photos), '-o', str(tmp_path / 'out'), '--weights', str(tmp_path / 'broken.pth')]) == 2
     assert 'broken.pth' in capsys.readouterr().err
 
