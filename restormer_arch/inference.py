@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from restormer_arch import perf
@@ -36,7 +37,9 @@ from restormer_arch.restorer import (
 
 __all__ = ['RestoreError', 'IMAGE_EXTENSIONS', 'collect_inputs', 'output_paths', 'run', 'main']
 
+# What the formats hold (restormer_arch.data.image_io.write_image): 16-bit samples, alpha.
 EXTENSIONS_16BIT = ('.png', '.tif', '.tiff')
+EXTENSIONS_WITHOUT_ALPHA = ('.jpg', '.jpeg', '.bmp', '.ppm', '.pgm')
 SIDE_BY_SIDE = '_side_by_side'
 
 
@@ -260,7 +263,10 @@ def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argpars
     first, restored = _fit_format(targets[0], first, restored)
     write_output(targets[0], restored, first)
     if args.side_by_side:
-        shown = np.concatenate([first.pixels, restored], axis=1)
+        before = first.pixels
+        if before.shape[2] != restored.shape[2]:  # a colour photo through the gray model: show it gray
+            before = cv2.cvtColor(before, cv2.COLOR_BGR2GRAY)[..., None]
+        shown = np.concatenate([before, restored], axis=1)
         alpha = None if first.alpha is None else np.concatenate([first.alpha, first.alpha], axis=1)
         write_output(targets[1], shown, DecodedImage(shown, alpha, first.bit_depth, first.icc_profile, first.exif))
     return targets
@@ -268,6 +274,9 @@ def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argpars
 
 def _fit_format(path: Path, image: DecodedImage, restored: np.ndarray) -> Tuple[DecodedImage, np.ndarray]:
     """16-bit results for an 8-bit-only format (``--ext jpg``) become 8-bit, with a warning rather than a failure."""
+    if image.alpha is not None and path.suffix.lower() in EXTENSIONS_WITHOUT_ALPHA:
+        print(f'basicsr restore: warning: {path.name}: {path.suffix} has no alpha channel; the transparency is '
+              'dropped (use --ext png to keep it).', file=sys.stderr)
     if image.bit_depth == 8 or path.suffix.lower() in EXTENSIONS_16BIT:
         return image, restored
     print(f'basicsr restore: warning: {path.name}: {path.suffix} holds 8-bit samples only; writing the 16-bit '

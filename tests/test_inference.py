@@ -86,6 +86,15 @@ def test_16bit_in_16bit_out_with_odd_size(tmp_path):
         assert np.any(out % 257 != 0)
 
 
+def test_colour_image_through_gray_model_with_side_by_side(tmp_path):
+    net = _tiny_net('gaussian_gray_denoising')
+    weights = _save(net, tmp_path / 'gray.pth', 'official')
+    cv2.imwrite(str(tmp_path / 'c.png'), _random_image((18, 22, 3)))
+    assert _restore(tmp_path, tmp_path / 'c.png', 'gaussian_gray_denoising', '--side-by-side', weights=weights) == 0
+    assert cv2.imread(str(tmp_path / 'out' / 'c.png'), cv2.IMREAD_UNCHANGED).shape == (18, 22)
+    assert cv2.imread(str(tmp_path / 'out' / 'c_side_by_side.png'), cv2.IMREAD_UNCHANGED).shape == (18, 44)
+
+
 def test_gray_model_on_gray_image(tmp_path):
     net = _tiny_net('gaussian_gray_denoising')
     weights = _save(net, tmp_path / 'gray.pth', 'official')
