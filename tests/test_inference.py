@@ -164,7 +164,7 @@ def test_size_mismatch_suggests_arch_options(tmp_path, capsys):
     assert cv2.imread(str(tmp_path / 'o' / 'x.png')).shape == (16, 16, 3)
 
 
-def test_checkpoint_configuration_needs_no_task_or_arch_options(tmp_path):
+def test_checkpoint_configuration_needs_no_task_or_arch_options(tmp_path, capsys):
     """restore-arch-hint-missing-ffn: width 16, heads [1, 2, 2, 4], FFN factor 2.0 load from the weights alone."""
     torch.manual_seed(3)
     net = build_network({'dim': 16, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 2, 2, 4],
@@ -178,6 +178,12 @@ def test_checkpoint_configuration_needs_no_task_or_arch_options(tmp_path):
                      *extra]) == 0
         out = cv2.imread(str(out_dir / 'x.png'), cv2.IMREAD_UNCHANGED)
         assert np.abs(out.astype(float) - _expected(net, img, 255)).max() <= 1
+    # Options that contradict it: the printed suggestion (FFN factor included) loads it, no loop.
+    args = ['-i', str(tmp_path / 'x.png'), '--weights', str(weights), '--no-progress', '--task', 'deraining']
+    assert main(args + ['-o', str(tmp_path / 'o1'), '--arch-options', '{"dim": 16, "heads": [1, 1, 1, 1]}']) == 2
+    suggested = capsys.readouterr().err.split("--arch-options '")[-1].split("'")[0]
+    assert json.loads(suggested)['ffn_expansion_factor'] == 2.0
+    assert main(args + ['-o', str(tmp_path / 'o2'), '--arch-options', suggested]) == 0
 
 
 def test_weights_required_unless_random_allowed(tmp_path, capsys):
