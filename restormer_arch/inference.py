@@ -22,7 +22,16 @@ import numpy as np
 
 from restormer_arch import perf
 from restormer_arch.archs.presets import TASK_PRESETS
-from restormer_arch.data.image_io import IMAGE_EXTENSIONS, DecodedImage, ImageReadError, read_image, write_image
+from restormer_arch.data.image_io import (
+    HEAD_BYTES,
+    IMAGE_EXTENSIONS,
+    TAIL_BYTES,
+    DecodedImage,
+    ImageReadError,
+    check_complete,
+    read_image,
+    write_image,
+)
 from restormer_arch.restorer import (
     RestoreError,
     Restorer,
@@ -152,21 +161,42 @@ def _check_output_folder(args: argparse.Namespace) -> None:
 
 
 def _check_existing_outputs(jobs: List[Tuple[str, List[Path]]], args: argparse.Namespace) -> None:
-    """Refuse outputs that would replace an input or an existing file (before anything is read or written)."""
+    """Refuse outputs that would replace an input or an existing file (before anything is read or written), and two
+    inputs that would give the same output name (``a.jpg`` and ``a.png`` with ``--ext png``) in any case."""
+    planned = {}
+    for name, paths in jobs:
+        for path in output_paths(name, Path(args.output), args.suffix, args.ext, args.side_by_side):
+            if path in planned:
+                raise RestoreError(f'{planned[path]} and {paths[0]} would both be written as {path}; restore them '
+                                   'into different folders, or use --ext auto.')
+            planned[path] = paths[0]
     if args.overwrite:
         return
     inputs = {p.resolve() for _, paths in jobs for p in paths}
-    for name, _ in jobs:
-        for path in output_paths(name, Path(args.output), args.suffix, args.ext, args.side_by_side):
-            if path.resolve() in inputs:
-                raise RestoreError(f'{path} is also an input: restoring would replace it. Choose another -o or a '
-                                   '--suffix, or pass --overwrite.')
-            if path.exists():
-                raise RestoreError(f'{path} exists already (from an earlier run?). Choose another -o, or pass '
-                                   '--overwrite to replace existing results.')
+    for path in planned:
+        if path.resolve() in inputs:
+            raise RestoreError(f'{path} is also an input: restoring would replace it. Choose another -o or a '
+                               '--suffix, or pass --overwrite.')
+        if path.exists():
+            raise RestoreError(f'{path} exists already (from an earlier run?). Choose another -o, or pass '
+                               '--overwrite to replace existing results.')
 
 
 # ---------------------------------------------------------------------------------------------------------- options
+def _check_inputs_complete(jobs: List[Tuple[str, List[Path]]]) -> None:
+    """Refuse empty or truncated inputs before any work, from their first and last bytes (no decoding)."""
+    for _, paths in jobs:
+        for path in paths:
+            with open(path, 'rb') as f:
+                head = f.read(HEAD_BYTES)
+                size = os.fstat(f.fileno()).st_size
+                f.seek(max(0, size - TAIL_BYTES))
+                tail = f.read()
+            problem = check_complete(head, tail, size, path.read_bytes)
+            if problem:
+                raise RestoreError(f'image "{path}" {problem}')
+
+
 def _resolve_weights(value: str) -> str:
     """The checkpoint file a ``--weights`` value names (the release engineer connects released names here)."""
     return value
@@ -246,6 +276,7 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
         load_weights(net, state_dict, weights, args.task, arch_options)
     jobs = collect_inputs(Path(args.input), net.dual_pixel_task)
     _check_existing_outputs(jobs, args)
+    _check_inputs_complete(jobs)
     budget = int(args.max_memory * 2**30) if args.max_memory else None
     restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,
                         progress=not args.no_progress)

@@ -374,12 +374,22 @@ def test_exif_orientation_icc_and_exif_survive(tmp_path):
             assert out.info.get('icc_profile') == icc
 
 
-def test_truncated_input_is_reported_not_restored(tmp_path):
-    photos = _photos(tmp_path, 1)
-    data = (photos / 'p0.png').read_bytes()
-    (photos / 'p0.png').write_bytes(data[:len(data) // 2])
+def test_truncated_input_is_reported_before_any_image_is_restored(tmp_path):
+    photos = _photos(tmp_path, 2)
+    data = (photos / 'p1.png').read_bytes()
+    (photos / 'p1.png').write_bytes(data[:len(data) // 2])
     assert _run(photos, tmp_path / 'out') == 2
-    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())  # p0 was not written either
+    assert _run(photos / 'p1.png', tmp_path / 'out') == 2
+
+
+def test_two_inputs_for_one_output_name_are_refused(tmp_path):
+    photos = _photos(tmp_path, 1)
+    cv2.imwrite(str(photos / 'p0.jpg'), _random_image((16, 20, 3)))
+    for extra in ([], ['--overwrite']):
+        assert _run(photos, tmp_path / 'out', '--ext', 'png', *extra) == 2
+        assert not (tmp_path / 'out').exists()
+    assert _run(photos, tmp_path / 'out') == 0  # auto: p0.png and p0.jpg
 
 
 def test_killed_restore_leaves_only_complete_images(tmp_path):
