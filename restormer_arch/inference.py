@@ -198,8 +198,13 @@ def _check_inputs_complete(jobs: List[Tuple[str, List[Path]]]) -> None:
 
 
 def _resolve_weights(value: str) -> str:
-    """The checkpoint file a ``--weights`` value names (the release engineer connects released names here)."""
-    return value
+    """The checkpoint file a ``--weights`` value names: a file, or a released name fetched into the cache."""
+    from restormer_arch.weights import WeightsError, resolve
+
+    try:
+        return resolve(value)
+    except WeightsError as err:
+        raise RestoreError(str(err)) from None
 
 
 def _build_parser() -> argparse.ArgumentParser:

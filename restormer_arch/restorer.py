@@ -62,10 +62,8 @@ def check_tile_options(tile: Optional[int], overlap: int, blend: str = 'cosine')
     """
     if tile is None:
         return
-    # SEAM(perf): tiling's rule lives inside tiled_forward for now; running it on a 1x1 image with an identity
-    # network applies exactly that rule in microseconds. Replace with the tile-option checker tiling.py is getting.
     try:
-        tiling.tiled_forward(lambda t: t, torch.zeros(1, 1, 1, 1), tile=tile, overlap=overlap, blend=blend)
+        tiling.check_tile_options(tile, overlap, blend)
     except ValueError as err:
         raise RestoreError(f'--tile {tile} --tile-overlap {overlap}: {err}') from None
 

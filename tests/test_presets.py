@@ -127,3 +127,15 @@ def test_every_task_preset_builds_and_tasks_sharing_a_configuration_match_each_o
     assert matching_tasks(task_options('deraining')) == ['deraining', 'motion_deblurring', 'defocus_deblurring']
     with pytest.raises(ArchOptionsError):
         task_options('super_resolution')
+
+
+_EXPORT_TINY = dict(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8])
+
+
+@pytest.mark.parametrize('factor', [2.66, 2.0, 1.5, 3.0, 2.2, 4.0])
+def test_ffn_factor_reproduces_every_hidden_width(factor):
+    for dim in (8, 12, 48):
+        state_dict = Restormer(**{**_EXPORT_TINY, 'dim': dim, 'ffn_expansion_factor': factor}).state_dict()
+        found = arch_options_from_state_dict(state_dict)['ffn_expansion_factor']
+        rebuilt = Restormer(**{**_EXPORT_TINY, 'dim': dim, 'ffn_expansion_factor': found}).state_dict()
+        assert {k: v.shape for k, v in rebuilt.items()} == {k: v.shape for k, v in state_dict.items()}

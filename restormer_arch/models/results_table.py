@@ -26,6 +26,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from restormer_arch.atomic import atomic_write
 
 COMBINED_WEIGHTS = ('image', 'dataset')
+# metrics.md files written in this process, oldest first: ``basicsr test`` prints them when the run is over.
+WRITTEN_TABLES: List[str] = []
 
 
 def check_combined_rows(rows: Any, where: str = 'val.combined_rows') -> List[str]:
@@ -157,6 +159,8 @@ class ResultsTable:
                                                               self.metric_names)])
         with atomic_write(self.md_path, 'w', encoding='utf-8') as f:
             f.write(self.markdown())
+        if self.md_path not in WRITTEN_TABLES:
+            WRITTEN_TABLES.append(self.md_path)
 
 
 def read_metrics_csv(path: str) -> List[Dict[str, Any]]:
