@@ -204,11 +204,10 @@ def _mismatch_message(mismatch: checkpoint.StateDictMismatch, state_dict: Mappin
         own = arch_options_from_state_dict(state_dict)
     except ArchOptionsError as err:
         return f'{message}\n  {err}'
-    tasks = [t for t in matching_tasks(own) if t != task]
-    if task and tasks:
-        message += f'\n  The checkpoint is a {" / ".join(tasks)} model: try --task {tasks[0]} (or leave out --task).'
-    elif task:
-        message += '\n  The checkpoint fits none of the released tasks: leave out --task.'
+    tasks = matching_tasks(own)
+    if task and task not in tasks:  # tasks sharing the given task's configuration would be no help
+        message += (f'\n  The checkpoint is a {" / ".join(tasks)} model: try --task {tasks[0]} (or leave out --task).'
+                    if tasks else '\n  The checkpoint fits none of the released tasks: leave out --task.')
     message += ('\n  Leave out --task and --arch-options to use the configuration read from the checkpoint: '
                 f'--arch-options \'{json.dumps(own)}\'')
     return message
