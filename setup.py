@@ -29,6 +29,7 @@ setup(
         'test': ['pytest>=7', 'scikit-image'],
         'dev': ['pytest>=7', 'scikit-image', 'ruff>=0.5'],
         'lpips': ['lpips>=0.1.4'],
+        'bench': ['onnx', 'onnxruntime', 'openvino'],  # peer rows of benchmarks/benchmark.py
     },
     entry_points={'console_scripts': ['basicsr = restormer_arch.cli:main']},
     classifiers=[
