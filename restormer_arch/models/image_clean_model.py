@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .. import compat
 from ..archs.restormer_arch import pad_to_multiple
-from ..perf import apply_performance_options, autocast_context, resolve_precision
+from ..perf import apply_performance_options, autocast_context, optimizer_defaults, resolve_precision
 from . import guards
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
@@ -133,9 +133,7 @@ class ImageCleanModel(BaseModel):
         optim_opt = deepcopy(self.opt['train']['optim_g'])
         optim_type = optim_opt.pop('type')
         params = [p for p in self.net_g.parameters() if p.requires_grad]
-        if optim_type in ('Adam', 'AdamW') and 'fused' not in optim_opt and 'foreach' not in optim_opt:
-            # One fused kernel over all parameters instead of a Python loop of small ops (same update, CPU and CUDA).
-            optim_opt['fused'] = True
+        optim_opt = optimizer_defaults(optim_type, optim_opt, self.device)  # fused Adam/AdamW where available
         self.optimizer_g = self.get_optimizer(optim_type, params, **optim_opt)
         self.optimizers.append(self.optimizer_g)
 
