@@ -1,9 +1,12 @@
 """``ImageCleanModel``: Restormer's training model for image restoration (any registered network)."""
+import random
 from collections import OrderedDict
+from contextlib import contextmanager
 from copy import deepcopy
 from os import path as osp
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
+import numpy as np
 import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
@@ -14,14 +17,13 @@ from basicsr.utils import get_root_logger, imwrite
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
-from .. import compat
 from ..archs.restormer_arch import pad_to_multiple
 from ..perf import apply_performance_options, autocast_context, resolve_precision
-from . import guards
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
 from .progressive import Mixup, ProgressiveSchedule, stage_table
 from .results_table import ResultsTable
+from .training_hooks import CheckpointHooks, RunError, TrainingRun
 from .val_utils import network_forward, to_metric_image, to_saved_image
 
 SCHEDULERS = {
@@ -40,7 +42,7 @@ pad_to_window = pad_to_multiple
 
 
 @MODEL_REGISTRY.register()
-class ImageCleanModel(BaseModel):
+class ImageCleanModel(CheckpointHooks, BaseModel):
     """Restoration model of Restormer: L1 (or any loss), AdamW, cyclic cosine LR, progressive patches, mixup.
 
     Works with any network in BasicSR's ``ARCH_REGISTRY`` (``network_g``). Options beyond BasicSR's ``SRModel``:
@@ -55,6 +57,9 @@ class ImageCleanModel(BaseModel):
     - ``val.image_dtype``: ``uint8`` (default), ``uint16`` or ``float32`` images for the metrics (:mod:`val_utils`).
     - ``val.metrics_table`` (default: on in ``basicsr test``, off in training), ``val.combined_rows``: per-image
       ``metrics.csv`` and per-dataset ``metrics.md`` (:mod:`results_table`).
+    - ``train.save_on_signal`` (default true, ``basicsr train`` only): SIGTERM/SIGINT save a state and exit.
+
+    Checkpoints (saving, ``path.pretrain_network_g`` of any layout, resume) come from :class:`CheckpointHooks`.
 
     Args:
         opt: The parsed BasicSR options.
@@ -84,6 +89,8 @@ class ImageCleanModel(BaseModel):
         self.mixup: Optional[Mixup] = None
         self._stage_index: Optional[int] = None
         self._results_tables: Dict[str, ResultsTable] = {}
+        self.run: Optional[TrainingRun] = None
+        self.stop_handler: Optional[StopSignalHandler] = None
         if self.is_train:
             self.init_training_settings()
 
@@ -111,10 +118,6 @@ class ImageCleanModel(BaseModel):
         self.use_grad_clip = bool(train_opt.get('use_grad_clip', False))
         max_nonfinite = int(train_opt.get('max_nonfinite_steps', DEFAULT_MAX_NONFINITE_STEPS))
         self.nonfinite_guard = NonFiniteLossGuard(max_nonfinite)
-        # SIGTERM/SIGINT save a state at the next iteration instead of losing the work since the last checkpoint.
-        # Only in a training process (`basicsr train`), never in a library user's or a test runner's process.
-        save_on_signal = train_opt.get('save_on_signal', True) and guards.TRAINING_PROCESS
-        self.stop_handler = StopSignalHandler() if save_on_signal else None
         self.grad_clip_norm = float(train_opt.get('grad_clip_norm', DEFAULT_GRAD_CLIP_NORM))
 
         self.progressive = ProgressiveSchedule.from_options(self.opt.get('datasets', {}).get('train'))
@@ -127,6 +130,63 @@ class ImageCleanModel(BaseModel):
 
         self.setup_optimizers()
         self.setup_schedulers()
+
+    def attach_run(self, run: TrainingRun) -> None:
+        """Join a ``basicsr train`` run (called by the pipeline right after the model is built).
+
+        Installs the stop-signal handler (``train.save_on_signal``, default on): SIGTERM/SIGINT save a state at the
+        next iteration instead of losing the work since the last checkpoint. Only a ``basicsr train`` process does
+        this, never a library user's or a test runner's. Then checks the network's output shape on one real crop.
+
+        Args:
+            run: The run's state (epoch, train loader).
+
+        Raises:
+            RunError: The network's output does not have the target's shape (see :meth:`check_output_shape`).
+        """
+        self.run = run
+        if not self.is_train:
+            return
+        if self.opt['train'].get('save_on_signal', True) and self.stop_handler is None:
+            self.stop_handler = StopSignalHandler()
+        loader = run.train_loader
+        if loader is not None and len(loader.dataset) > 0:
+            self.check_output_shape(loader.dataset)
+
+    def check_output_shape(self, dataset: Any, crop: int = 16) -> None:
+        """Dry forward of one small crop of the first training sample: the output must have the target's shape.
+
+        A network swapped into an option file for another task (a x4 super-resolution network under ``scale: 1``,
+        1 output channel for colour targets) would otherwise fail inside the loss with a bare tensor-size error. The
+        random number generators are restored afterwards, so the run is the same as without the check.
+
+        Args:
+            dataset: The training dataset (its item 0 gives ``lq`` ``(C, h, w)`` and ``gt`` ``(C', h*s, w*s)``).
+            crop: Side of the low-quality crop in pixels.
+
+        Raises:
+            RunError: Output and target differ in channels or size; the message names scale and channels.
+        """
+        with _preserved_rng():
+            sample = dataset[0]
+        if not (isinstance(sample, dict) and torch.is_tensor(sample.get('lq')) and torch.is_tensor(sample.get('gt'))):
+            return
+        lq, gt = sample['lq'], sample['gt']
+        ratio = max(gt.shape[-1] // max(lq.shape[-1], 1), 1)
+        side = min(crop, *lq.shape[-2:])
+        lq = lq[None, :, :side, :side].to(self.device)
+        gt = gt[None, :, :side * ratio, :side * ratio]
+        net = self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        with torch.no_grad(), _preserved_rng():
+            out = net(lq)
+        net.train(was_training)
+        out = out[-1] if isinstance(out, (list, tuple)) else out
+        if tuple(out.shape[1:]) == tuple(gt.shape[1:]):
+            return
+        raise RunError(_shape_mismatch_message(self.opt, net, tuple(lq.shape[1:]), tuple(out.shape[1:]),
+                                               tuple(gt.shape[1:])))
 
     def setup_optimizers(self) -> None:
         """Create ``optimizer_g`` from ``train.optim_g`` (any ``torch.optim`` class, e.g. ``AdamW``)."""
@@ -208,16 +268,20 @@ class ImageCleanModel(BaseModel):
         try:
             skip = self.nonfinite_guard.should_skip(nonfinite, current_iter)
         except RuntimeError:
-            self.save(compat.current_epoch(), current_iter - 1)  # the weights are still the last finite ones
+            self.save(self._epoch(), current_iter - 1)  # the weights are still the last finite ones
             raise
         if skip:
             self.optimizer_g.zero_grad()
             self.log_dict = OrderedDict(l_pix=float('nan'))
         return skip
 
+    def _epoch(self) -> int:
+        # Saves outside BasicSR's own `model.save(epoch, iter)` need the epoch, which only the run knows.
+        return self.run.epoch if self.run is not None else 0
+
     def _save_and_stop(self, last_complete_iter: int) -> None:
         signum = self.stop_handler.signum
-        self.save(compat.current_epoch(), last_complete_iter)
+        self.save(self._epoch(), last_complete_iter)
         get_root_logger().warning(f'Stopped by signal {signum}: state of iteration {last_complete_iter} saved; '
                                   'continue with --auto_resume.')
         raise StopRequested(128 + signum)
@@ -381,3 +445,30 @@ class ImageCleanModel(BaseModel):
         else:
             self.save_network(self.net_g, 'net_g', current_iter)
         self.save_training_state(epoch, current_iter)
+
+
+@contextmanager
+def _preserved_rng() -> Iterator[None]:
+    # The check must not change the run: the data order and augmentations come from these generators.
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def _shape_mismatch_message(opt: Dict[str, Any], net: torch.nn.Module, lq: tuple, out: tuple, gt: tuple) -> str:
+    name = f'network_g ({net.__class__.__name__})'
+    problems = []
+    if out[0] != gt[0]:
+        problems.append(f'it outputs {out[0]} channel(s) but the targets have {gt[0]} (check the network\'s output '
+                        'channels, e.g. out_channels / num_out_ch, against the dataset)')
+    if out[1:] != gt[1:]:
+        net_scale = out[-1] / lq[-1]
+        data_scale = gt[-1] / lq[-1]
+        problems.append(f'it scales images by x{net_scale:g} but the data needs x{data_scale:g} (scale: '
+                        f'{opt.get("scale", 1)}; check network_g\'s scale/upscale argument and the top-level scale)')
+    return (f'{name} turns a {"x".join(map(str, lq))} crop into {"x".join(map(str, out))}, but the target is '
+            f'{"x".join(map(str, gt))}: {"; ".join(problems)}. Training would fail in the loss.')
