@@ -1,12 +1,9 @@
 """``ImageCleanModel``: Restormer's training model for image restoration (any registered network)."""
-import random
 from collections import OrderedDict
-from contextlib import contextmanager
 from copy import deepcopy
 from os import path as osp
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
@@ -23,7 +20,7 @@ from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
 from .progressive import Mixup, ProgressiveSchedule, stage_table
 from .results_table import ResultsTable
-from .training_hooks import CheckpointHooks, RunError, TrainingRun
+from .training_hooks import CheckpointHooks, RunError, TrainingRun, first_pair, preserved_rng, shape_mismatch_message
 from .val_utils import network_forward, to_metric_image, to_saved_image
 
 SCHEDULERS = {
@@ -149,44 +146,41 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
             return
         if self.opt['train'].get('save_on_signal', True) and self.stop_handler is None:
             self.stop_handler = StopSignalHandler()
-        loader = run.train_loader
-        if loader is not None and len(loader.dataset) > 0:
-            self.check_output_shape(loader.dataset)
+        if run.train_loader is not None:
+            self.check_output_shape(run.train_loader.dataset)
 
-    def check_output_shape(self, dataset: Any, crop: int = 16) -> None:
-        """Dry forward of one small crop of the first training sample: the output must have the target's shape.
+    def check_output_shape(self, dataset: Any) -> None:
+        """Dry forward of the first training patch: the network's output must have the target's shape.
 
         A network swapped into an option file for another task (a x4 super-resolution network under ``scale: 1``,
         1 output channel for colour targets) would otherwise fail inside the loss with a bare tensor-size error. The
         random number generators are restored afterwards, so the run is the same as without the check.
 
         Args:
-            dataset: The training dataset (its item 0 gives ``lq`` ``(C, h, w)`` and ``gt`` ``(C', h*s, w*s)``).
-            crop: Side of the low-quality crop in pixels.
+            dataset: The training dataset (item 0 gives ``lq`` ``(C, h, w)`` and ``gt`` ``(C', h*s, w*s)``).
 
         Raises:
             RunError: Output and target differ in channels or size; the message names scale and channels.
         """
-        with _preserved_rng():
-            sample = dataset[0]
-        if not (isinstance(sample, dict) and torch.is_tensor(sample.get('lq')) and torch.is_tensor(sample.get('gt'))):
+        pair = first_pair(dataset)
+        if pair is None:
             return
-        lq, gt = sample['lq'], sample['gt']
-        ratio = max(gt.shape[-1] // max(lq.shape[-1], 1), 1)
-        side = min(crop, *lq.shape[-2:])
-        lq = lq[None, :, :side, :side].to(self.device)
-        gt = gt[None, :, :side * ratio, :side * ratio]
+        lq, gt = pair
         net = self.get_bare_model(self.net_g)
         was_training = net.training
         net.eval()
-        with torch.no_grad(), _preserved_rng():
-            out = net(lq)
-        net.train(was_training)
+        try:
+            with torch.no_grad(), preserved_rng(), autocast_context(self.precision, self.device.type):
+                out = net(lq.to(self.device))
+        except (RuntimeError, ValueError) as err:  # e.g. a 1-channel network fed colour images
+            raise RunError(f'network_g ({net.__class__.__name__}) fails on the first training patch, '
+                           f'{"x".join(map(str, lq.shape[1:]))} (channels x height x width): {err}') from None
+        finally:
+            net.train(was_training)
         out = out[-1] if isinstance(out, (list, tuple)) else out
-        if tuple(out.shape[1:]) == tuple(gt.shape[1:]):
-            return
-        raise RunError(_shape_mismatch_message(self.opt, net, tuple(lq.shape[1:]), tuple(out.shape[1:]),
-                                               tuple(gt.shape[1:])))
+        if tuple(out.shape[1:]) != tuple(gt.shape[1:]):
+            raise RunError(shape_mismatch_message(self.opt, net.__class__.__name__, tuple(lq.shape[1:]),
+                                                  tuple(out.shape[1:]), tuple(gt.shape[1:])))
 
     def setup_optimizers(self) -> None:
         """Create ``optimizer_g`` from ``train.optim_g`` (any ``torch.optim`` class, e.g. ``AdamW``)."""
@@ -446,29 +440,3 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
             self.save_network(self.net_g, 'net_g', current_iter)
         self.save_training_state(epoch, current_iter)
 
-
-@contextmanager
-def _preserved_rng() -> Iterator[None]:
-    # The check must not change the run: the data order and augmentations come from these generators.
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-
-
-def _shape_mismatch_message(opt: Dict[str, Any], net: torch.nn.Module, lq: tuple, out: tuple, gt: tuple) -> str:
-    name = f'network_g ({net.__class__.__name__})'
-    problems = []
-    if out[0] != gt[0]:
-        problems.append(f'it outputs {out[0]} channel(s) but the targets have {gt[0]} (check the network\'s output '
-                        'channels, e.g. out_channels / num_out_ch, against the dataset)')
-    if out[1:] != gt[1:]:
-        net_scale = out[-1] / lq[-1]
-        data_scale = gt[-1] / lq[-1]
-        problems.append(f'it scales images by x{net_scale:g} but the data needs x{data_scale:g} (scale: '
-                        f'{opt.get("scale", 1)}; check network_g\'s scale/upscale argument and the top-level scale)')
-    return (f'{name} turns a {"x".join(map(str, lq))} crop into {"x".join(map(str, out))}, but the target is '
-            f'{"x".join(map(str, gt))}: {"; ".join(problems)}. Training would fail in the loss.')

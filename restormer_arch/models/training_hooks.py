@@ -18,12 +18,15 @@ See ``docs/fault_tolerance.md``.
 import json
 import math
 import os
+import random
 import signal
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from os import path as osp
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
 import torch
 from basicsr.utils import get_root_logger
 
@@ -75,11 +78,90 @@ class TrainingRun:
         return int(getattr(self.train_sampler, 'epoch', 0))
 
     def attach(self, model: Any) -> Any:
-        """Hand the run to a freshly built model (models that do not know runs are returned untouched)."""
+        """Hand the run to a freshly built model; a model that does not know runs gets :func:`dry_test`.
+
+        Raises:
+            RunError: The model cannot run its network on this data (see :func:`dry_test`).
+        """
         self.model = model
         if hasattr(model, 'attach_run'):
             model.attach_run(self)
+        elif model.is_train and self.train_loader is not None:
+            dry_test(model, self.train_loader.dataset)
         return model
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's random generators on exit: a check must not change the run's data."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def first_pair(dataset: Any) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(lq, gt)`` of the dataset's first sample, each ``(1, C, H, W)``; None when it has no such pair."""
+    if len(dataset) == 0:
+        return None
+    with preserved_rng():
+        sample = dataset[0]
+    if not (isinstance(sample, dict) and torch.is_tensor(sample.get('lq')) and torch.is_tensor(sample.get('gt'))):
+        return None  # e.g. Real-ESRGAN data, whose lq is synthesised inside the model
+    return sample['lq'][None], sample['gt'][None]
+
+
+def dry_test(model: Any, dataset: Any) -> None:
+    """Run a BasicSR model's ``test()`` on its first training patch; the output must have the target's shape.
+
+    BasicSR's models assume things of their network (SwinIRModel reads ``network_g.window_size``, every model an
+    output the size of ``gt``). Swapping in another network breaks them at the first iteration or validation with an
+    error about tensors; this says which model, which network and what failed, before training.
+
+    Args:
+        model: A freshly built BasicSR model.
+        dataset: Its training dataset.
+
+    Raises:
+        RunError: ``test()`` fails, or its output differs from the target in channels or size.
+    """
+    pair = first_pair(dataset)
+    if pair is None:
+        return
+    lq, gt = pair
+    net_name = model.opt['network_g'].get('type')
+    model.lq = lq.to(model.device)
+    try:
+        with preserved_rng():
+            model.test()
+        out = model.output
+    except Exception as err:
+        raise RunError(f'model_type {model.opt["model_type"]} cannot run network_g {net_name}: its test() fails on '
+                       f'one training patch ({type(err).__name__}: {err}). Use a model type made for this network '
+                       '(e.g. ImageCleanModel for Restormer).') from None
+    finally:
+        for attr in ('lq', 'output'):
+            if hasattr(model, attr):
+                delattr(model, attr)
+    if tuple(out.shape[1:]) != tuple(gt.shape[1:]):
+        raise RunError(shape_mismatch_message(model.opt, net_name, tuple(lq.shape[1:]), tuple(out.shape[1:]),
+                                              tuple(gt.shape[1:])))
+
+
+def shape_mismatch_message(opt: Dict[str, Any], net_name: str, lq: tuple, out: tuple, gt: tuple) -> str:
+    """What differs between a network's output and the target (channels, scale), and which options to check."""
+    problems = []
+    if out[0] != gt[0]:
+        problems.append(f'it outputs {out[0]} channel(s) but the targets have {gt[0]} (check the network\'s output '
+                        'channels, e.g. out_channels / num_out_ch, against the dataset)')
+    if out[1:] != gt[1:]:
+        problems.append(f'it scales images by x{out[-1] / lq[-1]:g} but the data needs x{gt[-1] / lq[-1]:g} (scale: '
+                        f'{opt.get("scale", 1)}; check network_g\'s scale/upscale argument and the top-level scale)')
+    return (f'network_g ({net_name}) turns a {"x".join(map(str, lq))} input into {"x".join(map(str, out))}, but the '
+            f'target is {"x".join(map(str, gt))}: {"; ".join(problems)}. Training would fail in the loss.')
 
 
 # ---------------------------------------------------------------------------------------------------- resume states
