@@ -24,11 +24,15 @@ setup(
         'lmdb',
         'opencv-python',
         'Pillow',  # image headers for the dataset checks (already required by basicsr)
+        'requests',  # released weights: resumable downloads (already required by basicsr)
+        'tqdm',  # progress bars (already required by basicsr)
     ],
     extras_require={
         'test': ['pytest>=7', 'scikit-image'],
-        'dev': ['pytest>=7', 'scikit-image', 'ruff>=0.5'],
+        # onnx + onnxruntime (CPU wheel, ~15 MB) so that CI runs the ONNX export tests.
+        'dev': ['pytest>=7', 'scikit-image', 'ruff>=0.5', 'onnx>=1.14', 'onnxruntime>=1.16'],
         'lpips': ['lpips>=0.1.4'],
+        'onnx': ['onnx>=1.14', 'onnxruntime>=1.16'],  # basicsr export; onnxruntime only to run/check the files
     },
     entry_points={'console_scripts': ['basicsr = restormer_arch.cli:main']},
     classifiers=[

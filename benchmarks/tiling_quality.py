@@ -28,7 +28,7 @@ import yaml
 import restormer_arch  # noqa: F401  (compat fixes before basicsr)
 from restormer_arch.archs import Restormer
 from restormer_arch.checkpoint import load_file
-from restormer_arch.tiling import tile_starts, tiled_forward
+from restormer_arch.tiling import tile_grid, tiled_forward
 
 DEMO_WEIGHTS = 'experiments/Demo_Restormer_GaussianDenoising/models/net_g_latest.pth'
 
@@ -47,8 +47,10 @@ def seam_ratio(diff: torch.Tensor, height: int, width: int, tile: int, overlap: 
     def boundaries(length: int) -> List[int]:
         # Where one tile's blending window starts or ends: the places a seam could appear.
         edges = set()
-        for start in tile_starts(length, tile, overlap)[1:]:
-            edges.update({start + overlap // 4, start + overlap - overlap // 4, start})
+        size, starts = tile_grid(length, tile, overlap)  # the grid tiled_forward uses (fitted tiles)
+        actual = size - max((b - a for a, b in zip(starts, starts[1:])), default=size)
+        for start in starts[1:]:
+            edges.update({start + actual // 4, start + actual - actual // 4, start})
         return sorted(e - 1 for e in edges if 0 < e < length)
 
     rows, cols = boundaries(height), boundaries(width)

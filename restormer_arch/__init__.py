@@ -12,6 +12,7 @@ from . import metrics  # noqa: F401
 from . import models  # noqa: F401
 # isort: on
 from .archs import Restormer
+from .restorer import load_restormer
 from .version import __version__
 
-__all__ = ['Restormer', '__version__']
+__all__ = ['Restormer', 'load_restormer', '__version__']

@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor
 
+from restormer_arch.atomic import atomic_write
+
 __all__ = ['CheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'atomic_save', 'load_file',
            'find_state_dict',
            'load_state_dict', 'StateDictMismatch', 'compare_state_dicts']
@@ -72,10 +74,10 @@ def _save_error(err: BaseException, path: str, directory: str) -> Optional[Check
 
 
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` that never leaves a torn file: write a temporary file, flush and fsync it, then rename.
+    """``torch.save`` that never leaves a torn file (:func:`restormer_arch.atomic.atomic_write`).
 
     A kill at any moment leaves either the previous file or the complete new one. The temporary name starts with a dot
-    and does not end in ``.state``/``.pth``, so resume logic never mistakes it for a checkpoint.
+    and ends in ``.tmp``, so resume logic never mistakes it for a checkpoint.
 
     Args:
         obj: What to save.
@@ -85,26 +87,14 @@ def atomic_save(obj: Any, path: str) -> None:
         CheckpointSaveError: The operating system refused the write (disk full, no such folder, permission): one
             message naming ``path`` and the reason. Other errors (e.g. an unpicklable object) propagate unchanged.
     """
-    directory, name = osp.split(osp.abspath(path))
-    tmp_path = osp.join(directory, f'.{name}.tmp{os.getpid()}')
     try:
-        with open(tmp_path, 'wb') as f:
+        with atomic_write(path, 'wb') as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException as err:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        save_error = _save_error(err, path, directory) if isinstance(err, Exception) else None
+    except Exception as err:
+        save_error = _save_error(err, path, osp.dirname(osp.abspath(path)))
         if save_error is not None:
             raise save_error from None
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:  # make the rename itself durable
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def load_file(path: str, what: str = 'checkpoint') -> Any:

@@ -24,7 +24,9 @@ EPILOG = """examples:
   basicsr train -opt options/Deraining.yml --auto_resume
   torchrun --nproc_per_node=4 -m restormer_arch train -opt options/Deraining.yml --launcher pytorch
   basicsr test -opt options/test/Deraining.yml
-  basicsr restore -i rainy/ -o derained/ --task deraining --weights deraining.pth
+  basicsr restore -i rainy/ -o derained/ --weights deraining     (a released name, or a checkpoint file)
+  basicsr weights deraining            (fetch a released checkpoint into pretrained_models/)
+  basicsr export --weights deraining.pth -o deraining.onnx
 
 Run 'basicsr train --help' for BasicSR's own flags."""
 
@@ -91,7 +93,18 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
         return 1
     finally:
         _teardown_distributed()
+    if command == 'test':
+        _print_results_tables()
     return 0
+
+
+def _print_results_tables() -> None:
+    # The tables are logged after every dataset, between progress bars; the complete ones again at the very end.
+    from restormer_arch.models.results_table import WRITTEN_TABLES
+
+    for path in WRITTEN_TABLES:
+        with open(path, encoding='utf-8') as f:
+            print(f'\nResults ({path}):\n{f.read()}', end='')
 
 
 def _teardown_distributed() -> None:
@@ -113,6 +126,9 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, help_text in PIPELINE_HELP.items():
         subparsers.add_parser(name, help=help_text, add_help=False)
     subparsers.add_parser('restore', help='restore images with a checkpoint (basicsr restore --help)', add_help=False)
+    subparsers.add_parser('weights', help='list / fetch the released checkpoints (basicsr weights --help)',
+                          add_help=False)
+    subparsers.add_parser('export', help='export a checkpoint to ONNX (basicsr export --help)', add_help=False)
     return parser
 
 
@@ -128,6 +144,23 @@ def _run_restore(argv: List[str]) -> int:
 
 
 COMMANDS['restore'] = _run_restore
+
+
+def _run_weights(argv: List[str]) -> int:
+    from restormer_arch.weights import main as weights_main
+
+    return weights_main(argv)
+
+
+def _run_export(argv: List[str]) -> int:
+    import restormer_arch  # noqa: F401  (compat fixes before torch/basicsr are used)
+    from restormer_arch.export import main as export_main
+
+    return export_main(argv)
+
+
+COMMANDS['weights'] = _run_weights
+COMMANDS['export'] = _run_export
 
 
 def main(argv: Optional[List[str]] = None) -> int:

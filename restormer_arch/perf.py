@@ -1,33 +1,41 @@
-"""Performance options: CPU allocator, channels_last, mixed precision and ``torch.compile``.
+"""Performance options: CPU allocator, channels_last, precision (bf16/fp16) and ``torch.compile``.
 
-Everything here is opt-in and leaves the weights untouched. The YAML section (read by :func:`apply_performance_options`
-and :func:`autocast_context`) is::
+Everything here is opt-in and leaves the weights' values untouched. The YAML section (checked by :func:`check_options`,
+applied by :func:`apply_performance_options` and :func:`autocast_context`) is::
 
     performance:
-      channels_last: true     # convert the network's 4-D weights to channels_last (activations already are)
-      precision: fp32         # fp32 | bf16 | fp16: autocast for inference and training
-      compile: false          # true, or {mode: max-autotune-no-cudagraphs, dynamic: false, fullgraph: false}
+      channels_last: true     # store the network's 4-D weights channels_last (activations already are)
+      precision: fp32         # fp32 | bf16 | fp16 (names in PRECISIONS): autocast for training and validation
+      compile: false          # true, or {mode: ..., dynamic: false, fullgraph: false, freezing: false}
 
-On the command line, BasicSR's ``--force_yml performance:precision=bf16`` overrides a key. Activation checkpointing is
-a network argument (``network_g: {use_checkpoint: true}``), and the allocator is set up by :func:`configure_allocator`
-(the ``basicsr`` command calls it; ``RESTORMER_ALLOCATOR=system`` turns it off).
+For inference outside a training run, :func:`prepare_inference` casts the network itself to bf16/fp16 (weights and
+activations in low precision end to end; Restormer keeps its attention norms, softmax and residual in fp32) and
+:func:`compile_for_inference` compiles it with freezing (weights folded into the graph as constants). On the command
+line, BasicSR's ``--force_yml performance:precision=bf16`` overrides a key. Activation checkpointing is a network
+argument (``network_g: {use_checkpoint: true}``), and the allocator is set up by :func:`configure_allocator` (the
+``basicsr`` command calls it; ``RESTORMER_ALLOCATOR=system`` turns it off).
 """
 import contextlib
 import ctypes
 import ctypes.util
+import difflib
 import os
 import sys
-from typing import Any, ContextManager, Dict, Optional
+from typing import Any, ContextManager, Dict, List, Optional
 
 import torch
 from torch import nn
 
-__all__ = ['configure_allocator', 'apply_performance_options', 'autocast_context', 'resolve_precision',
-           'compile_network', 'to_channels_last', 'PRECISIONS', 'ALLOCATOR_ENV']
+__all__ = ['configure_allocator', 'check_options', 'apply_performance_options', 'autocast_context', 'resolve_precision',
+           'prepare_inference', 'compile_for_inference', 'PRECISIONS', 'OPTION_KEYS', 'COMPILE_KEYS', 'ALLOCATOR_ENV']
 
 ALLOCATOR_ENV = 'RESTORMER_ALLOCATOR'
 PRECISIONS = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 _PRECISION_ALIASES = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16', 'half': 'fp16', 'none': 'fp32'}
+# Keys of the `performance:` section and of its `compile:` mapping (torch.compile arguments, plus inductor freezing).
+OPTION_KEYS = ('channels_last', 'precision', 'compile')
+COMPILE_KEYS = ('mode', 'dynamic', 'fullgraph', 'freezing')
+COMPILE_MODES = (None, 'default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -124,34 +132,54 @@ def autocast_context(precision: Optional[str], device_type: str = 'cpu') -> Cont
     return torch.autocast(device_type=device_type, dtype=dtype)
 
 
-def to_channels_last(network: nn.Module) -> nn.Module:
-    """Store the network's 4-D weights channels_last (in place; the state_dict keys and shapes do not change).
+def check_options(section: Any, where: str = 'performance') -> List[str]:
+    """Check an option file's ``performance:`` section without raising.
 
     Args:
-        network: The network.
+        section: The section's value (a dict, or None when absent).
+        where: The section's name in messages (e.g. ``'performance'``).
 
     Returns:
-        The same network.
+        One message per problem (unknown keys with a did-you-mean, wrong types, unknown precision or compile mode);
+        empty when the section is valid.
     """
-    return network.to(memory_format=torch.channels_last)
+    if section is None:
+        return []
+    if not isinstance(section, dict):
+        return [f'{where}: expected a mapping with keys {list(OPTION_KEYS)}, got {type(section).__name__} {section!r}.']
+    errors = [_unknown_key(where, key, OPTION_KEYS) for key in section if key not in OPTION_KEYS]
+    if 'channels_last' in section and not isinstance(section['channels_last'], bool):
+        errors.append(f'{where}.channels_last: expected true or false, got {section["channels_last"]!r}.')
+    if section.get('precision') is not None:
+        try:
+            resolve_precision(section['precision'])
+        except ValueError as exc:
+            errors.append(str(exc).replace('performance.precision', f'{where}.precision'))
+    errors.extend(_check_compile(section.get('compile', False), f'{where}.compile'))
+    return errors
 
 
-def compile_network(network: nn.Module, mode: Optional[str] = None, dynamic: Optional[bool] = None,
-                    fullgraph: bool = False) -> nn.Module:
-    """Wrap the network with ``torch.compile``; the first call of each new input shape compiles (about 1-2 min on CPU).
+def _check_compile(value: Any, where: str) -> List[str]:
+    if value is None or isinstance(value, bool):
+        return []
+    if not isinstance(value, dict):
+        return [f'{where}: expected true, false or a mapping with keys {list(COMPILE_KEYS)}, got {value!r}.']
+    errors = [_unknown_key(where, key, COMPILE_KEYS) for key in value if key not in COMPILE_KEYS]
+    if value.get('mode') not in COMPILE_MODES:
+        errors.append(f'{where}.mode: expected one of {[m for m in COMPILE_MODES if m]}, got {value["mode"]!r}.')
+    for key in ('dynamic', 'fullgraph', 'freezing'):
+        if value.get(key) is not None and not isinstance(value[key], bool):
+            errors.append(f'{where}.{key}: expected true or false, got {value[key]!r}.')
+    if value.get('freezing') and value.get('mode') not in (None, 'default'):
+        # torch.compile takes either a mode or inductor options (freezing is one), not both.
+        errors.append(f'{where}: freezing cannot be combined with mode {value["mode"]!r}; drop one of them.')
+    return errors
 
-    The compiled module shares the parameters (``_orig_mod``), so saving/loading uses the original network.
 
-    Args:
-        network: The network.
-        mode: ``torch.compile`` mode (None, ``'reduce-overhead'``, ``'max-autotune-no-cudagraphs'``, ...).
-        dynamic: Compile for dynamic shapes (useful when image sizes vary).
-        fullgraph: Require a single graph.
-
-    Returns:
-        The compiled module.
-    """
-    return torch.compile(network, mode=mode, dynamic=dynamic, fullgraph=fullgraph)
+def _unknown_key(where: str, key: Any, valid: tuple) -> str:
+    close = difflib.get_close_matches(str(key), valid, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ''
+    return f'{where}: unknown key {key!r}; valid keys are {list(valid)}.{hint}'
 
 
 def apply_performance_options(network: nn.Module, options: Optional[Dict[str, Any]]) -> nn.Module:
@@ -167,21 +195,59 @@ def apply_performance_options(network: nn.Module, options: Optional[Dict[str, An
         The network to call (compiled if requested; its parameters are those of ``network``).
 
     Raises:
-        ValueError: For unknown keys or bad values.
+        ValueError: With every message of :func:`check_options` when the section is invalid.
     """
-    options = dict(options or {})
-    unknown = set(options) - {'channels_last', 'compile', 'precision'}
-    if unknown:
-        raise ValueError(f'performance: unknown key(s) {sorted(unknown)}; valid keys are channels_last, compile, '
-                         'precision.')
-    resolve_precision(options.get('precision'))  # validate early, before a long run starts
+    errors = check_options(options)
+    if errors:
+        raise ValueError(' '.join(errors))
+    options = options or {}
     if options.get('channels_last', False):
-        to_channels_last(network)
+        network.to(memory_format=torch.channels_last)  # weights only: keys, shapes and values are unchanged
     compile_opt = options.get('compile', False)
     if compile_opt:
-        kwargs = compile_opt if isinstance(compile_opt, dict) else {}
-        bad = set(kwargs) - {'mode', 'dynamic', 'fullgraph'}
-        if bad:
-            raise ValueError(f'performance.compile: unknown key(s) {sorted(bad)}; use mode, dynamic, fullgraph.')
-        network = compile_network(network, **kwargs)
+        kwargs = dict(compile_opt) if isinstance(compile_opt, dict) else {}
+        if kwargs.pop('freezing', False):
+            kwargs['options'] = {'freezing': True}
+            kwargs.pop('mode', None)  # None or 'default' here (check_options)
+        network = torch.compile(network, **kwargs)
     return network
+
+
+def prepare_inference(network: nn.Module, precision: Optional[str] = 'fp32') -> nn.Module:
+    """Put a network in eval mode and cast it (in place) to the inference precision, weights and activations.
+
+    With ``'bf16'`` (fast on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs) or ``'fp16'`` (GPUs), the convolutions,
+    matmuls and elementwise work run in that dtype end to end, with no per-op autocast casts; Restormer keeps its
+    attention norms, softmax and global residual in fp32 and returns the input's dtype. Measured accuracy of bf16
+    against fp32 on CPU: about 53-55 dB PSNR (docs/performance.md).
+
+    Args:
+        network: The network; modified in place (do not keep training it afterwards).
+        precision: A name accepted by :func:`resolve_precision`.
+
+    Returns:
+        The same network, in eval mode, channels_last, with parameters in the precision's dtype.
+
+    Raises:
+        ValueError: For an unknown precision.
+    """
+    dtype = resolve_precision(precision)
+    return network.eval().to(dtype=dtype, memory_format=torch.channels_last)
+
+
+def compile_for_inference(network: nn.Module, dynamic: bool = False) -> nn.Module:
+    """``torch.compile`` with freezing for inference: weights become graph constants, elementwise work is fused.
+
+    Each new input shape compiles again (about 1-2 min for the full Restormer on a CPU; seconds on a GPU), so feed
+    fixed shapes: tiles of one size (:func:`restormer_arch.tiling.tiled_forward` with ``fit_tile=False``) or images
+    padded to one size. Call the result under ``torch.no_grad()``/``torch.inference_mode()``; the weights must not
+    change afterwards (they are folded in at the first call).
+
+    Args:
+        network: The network, already prepared (:func:`prepare_inference`).
+        dynamic: Compile for dynamic shapes (fewer recompiles, slower code).
+
+    Returns:
+        The compiled module (shares ``network``'s parameters).
+    """
+    return torch.compile(network.eval(), dynamic=dynamic, options={'freezing': True})

@@ -1,9 +1,15 @@
 """Tiled inference: restore an image of any size with peak memory bounded by the tile size.
 
-The image is cut into overlapping tiles (the last tile of a row/column sits flush with the border). Every tile's output
-is weighted by a separable window that is 1 in the tile's interior and, on each side that overlaps a neighbour, is 0
-for the first ``overlap // 4`` pixels and then rises smoothly (raised cosine or linear ramp) over the middle half of the
-overlap. The weighted outputs are summed and divided by the summed windows, so seams are feathered.
+The grid (:func:`tile_grid`) uses the fewest tiles of at most ``tile`` pixels per axis that overlap by at least
+``overlap`` and spreads them evenly, so every overlap is the same width (no last tile made mostly of overlap). By
+default (``fit_tile=True``) the tiles also shrink to the smallest multiple of 8 that still covers the image with that
+many tiles, which removes most of the recomputed pixels (at 1024 px, tile 256, overlap 32: 5 tiles of 232 px instead of
+5 of 256). With ``fit_tile=False`` every tile has exactly ``tile`` pixels (one input shape for a compiled network).
+
+Every tile's output is weighted by a separable window that is 1 in the tile's interior and, on each side that overlaps
+a neighbour, is 0 for the first ``overlap // 4`` pixels and then rises smoothly (raised cosine or linear ramp) over the
+middle half of the overlap (``overlap`` here is the actual overlap of the grid). The weighted outputs are summed and
+divided by the summed windows, so seams are feathered.
 
 Exactness: the zero margin means that for a network whose receptive-field radius is at most ``overlap // 4`` (a local
 convolutional network), the tiled result equals the whole-image result. Restormer's channel attention uses statistics
@@ -11,32 +17,70 @@ of the whole tile, so for it tiling is an approximation that gets closer as tile
 """
 import itertools
 import math
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-__all__ = ['tile_starts', 'blend_window', 'tiled_forward', 'BLEND_MODES']
+__all__ = ['check_tile_options', 'tile_grid', 'tile_starts', 'blend_window', 'tiled_forward', 'BLEND_MODES']
 
 BLEND_MODES = ('cosine', 'linear', 'box')
+# Fitted tiles are rounded up to this multiple (Restormer pads inputs to multiples of 8 otherwise).
+TILE_MULTIPLE = 8
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> List[int]:
-    """Start offsets of the tiles along one axis: every ``tile - overlap`` pixels, the last one flush with the end.
+def check_tile_options(tile: object, overlap: object, blend: str = 'cosine') -> None:
+    """Check a tile size and overlap (the one rule for every caller: ``basicsr restore``, ``val.tile``, the library).
 
     Args:
-        length: Image size along the axis.
-        tile: Tile size (clipped to ``length``).
-        overlap: Overlap of neighbouring tiles.
+        tile: Tile size in pixels: a positive int (a multiple of 8 avoids padding inside Restormer).
+        overlap: Overlap of neighbouring tiles in pixels: an int with ``0 <= overlap < tile / 2``.
+        blend: Window of the overlaps, one of :data:`BLEND_MODES`.
+
+    Raises:
+        ValueError: Naming the bad value and the rule.
+    """
+    if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
+        raise ValueError(f'tile={tile!r}: the tile size must be a positive whole number of pixels (e.g. 256).')
+    if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0:
+        raise ValueError(f'overlap={overlap!r}: the tile overlap must be a whole number of pixels >= 0 (e.g. 32).')
+    if 2 * overlap >= tile:
+        raise ValueError(f'overlap={overlap} with tile={tile}: the overlap must be below half the tile size '
+                         f'(at most {(tile - 1) // 2}). Try tile 256 with overlap 32.')
+    if blend not in BLEND_MODES:
+        raise ValueError(f'blend={blend!r}: the overlap window must be one of {", ".join(BLEND_MODES)}.')
+
+
+def tile_grid(length: int, tile: int, overlap: int, fit_tile: bool = True) -> Tuple[int, List[int]]:
+    """Tile size and evenly spread start offsets along one axis.
+
+    Uses the fewest tiles of at most ``tile`` pixels whose neighbours overlap by at least ``overlap``; the first tile
+    starts at 0, the last ends at ``length``, the spacing differs by at most one pixel.
+
+    Args:
+        length: Image size along the axis (pixels).
+        tile: Largest tile size (clipped to ``length``).
+        overlap: Smallest overlap of neighbouring tiles (``0 <= overlap < tile / 2``).
+        fit_tile: Shrink the tiles to the smallest multiple of 8 (at most ``tile``) that covers ``length`` with that
+            many tiles; False keeps exactly ``tile`` pixels.
 
     Returns:
-        Sorted start offsets.
+        ``(size, starts)``: the tile size and the sorted start offsets.
     """
-    tile = min(tile, length)
-    if tile == length:
-        return [0]
-    return list(range(0, length - tile, tile - overlap)) + [length - tile]
+    if length <= tile:
+        return length, [0]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    size = tile
+    if fit_tile:
+        needed = math.ceil((length + (count - 1) * overlap) / count)
+        size = min(tile, -(-needed // TILE_MULTIPLE) * TILE_MULTIPLE)
+    return size, [i * (length - size) // (count - 1) for i in range(count)]
+
+
+def tile_starts(length: int, tile: int, overlap: int, fit_tile: bool = False) -> List[int]:
+    """Start offsets of :func:`tile_grid` (tiles of exactly ``tile`` pixels unless ``fit_tile``)."""
+    return tile_grid(length, tile, overlap, fit_tile)[1]
 
 
 def blend_window(size: int, overlap: int, lead: bool, trail: bool, mode: str = 'cosine') -> Tensor:
@@ -70,70 +114,79 @@ def blend_window(size: int, overlap: int, lead: bool, trail: bool, mode: str = '
     return window.float()
 
 
-def _axis_windows(length: int, tile: int, overlap: int, mode: str) -> List[Tensor]:
-    starts = tile_starts(length, tile, overlap)
-    size = min(tile, length)
-    return [blend_window(size, overlap, i > 0, i < len(starts) - 1, mode) for i in range(len(starts))]
+def _axis_plan(length: int, tile: int, overlap: int, mode: str, fit_tile: bool) -> Tuple[int, List[Tuple[int, Tensor]]]:
+    """Tile size, and (start, window) per tile along one axis; the windows use the grid's actual overlap."""
+    size, starts = tile_grid(length, tile, overlap, fit_tile)
+    actual = size - max((b - a for a, b in zip(starts, starts[1:])), default=size)
+    windows = [blend_window(size, actual, i > 0, i < len(starts) - 1, mode) for i in range(len(starts))]
+    return size, list(zip(starts, windows))
 
 
-def _axis_norm(length: int, tile: int, overlap: int, mode: str) -> Tensor:
+def _axis_norm(length: int, size: int, plan: List[Tuple[int, Tensor]]) -> Tensor:
     total = torch.zeros(length)
-    size = min(tile, length)
-    for start, window in zip(tile_starts(length, tile, overlap), _axis_windows(length, tile, overlap, mode)):
+    for start, window in plan:
         total[start:start + size] += window
     if bool((total <= 0).any()):  # cannot happen with overlap < tile / 2; guards future changes
-        raise RuntimeError(f'tiling leaves pixels without weight (length={length}, tile={tile}, overlap={overlap})')
+        raise RuntimeError(f'tiling leaves pixels without weight (length={length}, tile={size})')
     return total
 
 
 def tiled_forward(network: Callable[[Tensor], Tensor], image: Tensor, tile: int = 256, overlap: int = 32,
-                  blend: str = 'cosine', device: Optional[torch.device] = None, progress: bool = False) -> Tensor:
+                  blend: str = 'cosine', device: Optional[torch.device] = None, progress: bool = False,
+                  fit_tile: bool = True, batch_size: int = 1) -> Tensor:
     """Run an image-to-image network tile by tile and blend the overlaps.
 
-    Peak memory is that of one tile through the network plus the input and the float32 output accumulator.
+    Peak memory is that of ``batch_size`` tiles through the network plus the input and the float32 output accumulator;
+    it does not grow with the image.
 
     Args:
         network: Maps ``(N, C, h, w)`` to ``(N, C_out, h, w)`` (same spatial size), e.g. a Restormer in eval mode.
         image: ``(N, C, H, W)`` input of any size (odd sizes and images smaller than a tile included).
-        tile: Tile size in pixels (a multiple of 8 avoids padding inside Restormer).
-        overlap: Overlap between neighbouring tiles; must be below ``tile / 2``.
+        tile: Largest tile size in pixels (see :func:`check_tile_options`).
+        overlap: Smallest overlap between neighbouring tiles; must be below ``tile / 2``.
         blend: Window of the overlaps: ``'cosine'``, ``'linear'`` or ``'box'``.
         device: Where to run the network (default: the image's device); only tiles are moved there.
         progress: Show a progress bar over the tiles.
+        fit_tile: Shrink tiles to fit the image evenly (fewer recomputed pixels, :func:`tile_grid`); False keeps
+            every tile at exactly ``tile`` pixels (images smaller than a tile aside), e.g. for a compiled network.
+        batch_size: Tiles per network call (all tiles have the same size); more uses more memory. Results do not
+            depend on it for networks that treat batch items independently, as Restormer does.
 
     Returns:
         ``(N, C_out, H, W)`` float32 output on the image's device.
 
     Raises:
-        ValueError: For bad tile/overlap/blend values or a network that changes the spatial size.
+        ValueError: For bad tile/overlap/blend/batch_size values or a network that changes the spatial size.
     """
     if image.dim() != 4:
         raise ValueError(f'tiled_forward expects an (N, C, H, W) image, got shape {tuple(image.shape)}.')
-    if blend not in BLEND_MODES:
-        raise ValueError(f'tiled_forward: blend must be one of {BLEND_MODES}, got {blend!r}.')
-    if tile < 1 or overlap < 0 or 2 * overlap >= tile:
-        raise ValueError(f'tiled_forward: need tile >= 1 and 0 <= overlap < tile / 2, got tile={tile}, '
-                         f'overlap={overlap}. Try tile: 256, overlap: 32.')
+    check_tile_options(tile, overlap, blend)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f'tiled_forward: batch_size={batch_size!r} must be a positive int.')
     n, _, height, width = image.shape
     device = image.device if device is None else torch.device(device)
-    tile_h, tile_w = min(tile, height), min(tile, width)
-    rows = list(zip(tile_starts(height, tile, overlap), _axis_windows(height, tile, overlap, blend)))
-    cols = list(zip(tile_starts(width, tile, overlap), _axis_windows(width, tile, overlap, blend)))
+    tile_h, rows = _axis_plan(height, tile, overlap, blend, fit_tile)
+    tile_w, cols = _axis_plan(width, tile, overlap, blend, fit_tile)
+    grid = list(itertools.product(rows, cols))
     output: Optional[Tensor] = None
-    bar = tqdm(total=len(rows) * len(cols), desc='tiles', leave=False, disable=not progress)
-    for (top, win_h), (left, win_w) in itertools.product(rows, cols):
-        patch = image[:, :, top:top + tile_h, left:left + tile_w].to(device)
-        result = network(patch)
-        if result.shape[0] != n or result.shape[-2:] != patch.shape[-2:]:
-            raise ValueError(f'tiled_forward: the network mapped a tile of shape {tuple(patch.shape)} to '
-                             f'{tuple(result.shape)}; tiling needs outputs of the same spatial size.')
+    bar = tqdm(total=len(grid), desc='tiles', leave=False, disable=not progress)
+    for first in range(0, len(grid), batch_size):
+        group = grid[first:first + batch_size]
+        patches = torch.cat([image[:, :, top:top + tile_h, left:left + tile_w] for (top, _), (left, _) in group])
+        patches = patches.to(device)
+        results = network(patches)
+        if results.shape[0] != patches.shape[0] or results.shape[-2:] != patches.shape[-2:]:
+            raise ValueError(f'tiled_forward: the network mapped tiles of shape {tuple(patches.shape)} to '
+                             f'{tuple(results.shape)}; tiling needs outputs of the same spatial size.')
         if output is None:
-            output = torch.zeros(n, result.shape[1], height, width, device=image.device)
-        weight = (win_h[:, None] * win_w[None, :]).to(image.device)
-        output[:, :, top:top + tile_h, left:left + tile_w] += result.float().to(image.device) * weight
-        del patch, result
-        bar.update()
+            output = torch.zeros(n, results.shape[1], height, width, device=image.device)
+        for index, ((top, win_h), (left, win_w)) in enumerate(group):
+            weight = (win_h[:, None] * win_w[None, :]).to(image.device)
+            result = results[index * n:(index + 1) * n].float().to(image.device)
+            output[:, :, top:top + tile_h, left:left + tile_w] += result * weight
+        del patches, results
+        bar.update(len(group))
     bar.close()
     # The windows are separable, so the normaliser is the outer product of the per-axis sums.
-    norm = _axis_norm(height, tile, overlap, blend)[:, None] * _axis_norm(width, tile, overlap, blend)[None, :]
+    norm = _axis_norm(height, tile_h, rows)[:, None] * _axis_norm(width, tile_w, cols)[None, :]
     return output.div_(norm.to(image.device))

@@ -13,8 +13,8 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
 from restormer_arch.data import Dataset_DefocusDeblur_DualPixel_16bit, Dataset_GaussianDenoising, Dataset_PairedImage
-from restormer_arch.data.data_utils import apply_dihedral
 from restormer_arch.data.gaussian_denoising_dataset import eval_noise
+from restormer_arch.data.transforms import apply_dihedral
 from tests.conftest import REPO_ROOT
 
 H, W = 24, 32
@@ -132,7 +132,7 @@ def test_paired_gray_images(tmp_path):
 def test_paired_color_read_as_gray_with_in_ch_1(pairs):
     lq_dir, gt_dir, _, gts = pairs
     gt = Dataset_PairedImage(paired_opt(lq_dir, gt_dir, in_ch=1))[0]['gt']
-    expected = cv2.imdecode(np.fromfile(osp.join(gt_dir, 'img0.png'), np.uint8), cv2.IMREAD_GRAYSCALE)
+    expected = cv2.cvtColor(gts[0], cv2.COLOR_BGR2GRAY)  # the documented conversion (docs/images.md)
     torch.testing.assert_close(gt, to_chw_rgb(expected, 255), rtol=0, atol=1e-6)
 
 
@@ -227,8 +227,8 @@ def test_paired_lmdb_with_meta_info_file(pairs, tmp_path):
 def test_paired_lmdb_keeps_16bit(tmp_path):
     img = np.full((H, W, 3), 1000, np.uint16)
     folder = make_folder(tmp_path / 'imgs', [img])
-    db = make_lmdb(folder, tmp_path / 'x.lmdb')
-    gt = Dataset_PairedImage(paired_opt(db, db, io_backend={'type': 'lmdb'}))[0]['gt']
+    db, lq_db = make_lmdb(folder, tmp_path / 'x.lmdb'), make_lmdb(folder, tmp_path / 'lq.lmdb')
+    gt = Dataset_PairedImage(paired_opt(lq_db, db, io_backend={'type': 'lmdb'}))[0]['gt']
     assert gt.max().item() == pytest.approx(1000 / 65535, abs=1e-7)
 
 
@@ -410,7 +410,7 @@ def test_gaussian_gray_reads_one_channel(pairs):
     _, gt_dir, _, gts = pairs
     item = Dataset_GaussianDenoising(gauss_opt(gt_dir, phase='val', in_ch=1))[0]
     assert item['gt'].shape == item['lq'].shape == (1, H, W)
-    expected = cv2.imdecode(np.fromfile(osp.join(gt_dir, 'img0.png'), np.uint8), cv2.IMREAD_GRAYSCALE)
+    expected = cv2.cvtColor(gts[0], cv2.COLOR_BGR2GRAY)  # the documented conversion (docs/images.md)
     torch.testing.assert_close(item['gt'], to_chw_rgb(expected, 255), rtol=0, atol=1e-6)
     train = Dataset_GaussianDenoising(gauss_opt(gt_dir, in_ch=1, gt_size=16))[0]
     assert train['gt'].shape == train['lq'].shape == (1, 16, 16)
@@ -583,7 +583,7 @@ def test_make_lmdb_script(pairs, tmp_path):
     done = subprocess.run([sys.executable, script, gt_dir, out], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert open(osp.join(out, 'meta_info.txt')).read().split('\n')[0] == 'img0.png (24,32,3) 1'
-    ds = Dataset_PairedImage(paired_opt(out, out, io_backend={'type': 'lmdb'}))
+    ds = Dataset_PairedImage(paired_opt(make_lmdb(gt_dir, tmp_path / 'lq.lmdb'), out, io_backend={'type': 'lmdb'}))
     assert len(ds) == 3
     bad = subprocess.run([sys.executable, script, str(tmp_path / 'missing'), str(tmp_path / 'm.lmdb')], env=env,
                          capture_output=True, text=True)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from restormer_arch.inference import build_network, main
+from restormer_arch.archs.presets import task_options
+from restormer_arch.inference import main
+from restormer_arch.restorer import build_network
 from tests.conftest import REPO_ROOT
 
 TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
@@ -18,7 +20,7 @@ TINY_JSON = json.dumps(TINY)
 
 def _tiny_net(task):
     torch.manual_seed(1)
-    return build_network(task, TINY)
+    return build_network({**task_options(task), **TINY})
 
 
 def _save(net, path, fmt):
@@ -139,11 +141,33 @@ def test_wrong_task_checkpoint_names_keys_and_suggests_task(tmp_path, capsys):
 
 
 def test_size_mismatch_suggests_arch_options(tmp_path, capsys):
+    """--arch-options that contradict the weights: the error prints options that do load them (no loop)."""
     weights = _save(_tiny_net('deraining'), tmp_path / 'w.pth', 'official')
     cv2.imwrite(str(tmp_path / 'x.png'), _random_image((16, 16, 3)))
-    assert main(['-i', str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--task', 'deraining', '--weights',
-                 str(weights), '--no-progress']) == 2
-    assert '"dim": 8, "num_blocks": [1, 1, 1, 1]' in capsys.readouterr().err
+    args = ['-i', str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--task', 'deraining', '--weights', str(weights),
+            '--no-progress']
+    assert main(args + ['--arch-options', '{"dim": 16}']) == 2
+    err = capsys.readouterr().err
+    assert '"dim": 8, "num_blocks": [1, 1, 1, 1]' in err
+    suggested = err.split("--arch-options '")[-1].split("'")[0]
+    assert main(args + ['--arch-options', suggested]) == 0
+    assert cv2.imread(str(tmp_path / 'o' / 'x.png')).shape == (16, 16, 3)
+
+
+def test_checkpoint_configuration_needs_no_task_or_arch_options(tmp_path):
+    """restore-arch-hint-missing-ffn: width 16, heads [1, 2, 2, 4], FFN factor 2.0 load from the weights alone."""
+    torch.manual_seed(3)
+    net = build_network({'dim': 16, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 2, 2, 4],
+                         'ffn_expansion_factor': 2.0})
+    weights = _save(net, tmp_path / 'custom.pth', 'official')
+    img = _random_image((20, 28, 3))
+    cv2.imwrite(str(tmp_path / 'x.png'), img)
+    for extra in ([], ['--task', 'deraining'], ['--task', 'motion_deblurring']):
+        out_dir = tmp_path / f'out{len(extra)}{extra[-1] if extra else ""}'
+        assert main(['-i', str(tmp_path / 'x.png'), '-o', str(out_dir), '--weights', str(weights), '--no-progress',
+                     *extra]) == 0
+        out = cv2.imread(str(out_dir / 'x.png'), cv2.IMREAD_UNCHANGED)
+        assert np.abs(out.astype(float) - _expected(net, img, 255)).max() <= 1
 
 
 def test_weights_required_unless_random_allowed(tmp_path, capsys):
@@ -216,3 +240,148 @@ def test_alpha_channel_passes_through(tmp_path):
     out = cv2.imread(str(tmp_path / 'out' / 'a.png'), cv2.IMREAD_UNCHANGED)
     assert out.shape == (20, 24, 4)
     np.testing.assert_array_equal(out[..., 3], img[..., 3])
+
+
+# ------------------------------------------------------------------------------------------------ output safety
+def _md5s(folder):
+    import hashlib
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _photos(tmp_path, n=2):
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    for i in range(n):
+        cv2.imwrite(str(photos / f'p{i}.png'), _random_image((16, 20, 3), seed=i))
+    return photos
+
+
+def _run(inp, out, *extra):
+    return main(['-i', str(inp), '-o', str(out), '--allow-random-weights', '--arch-options', TINY_JSON,
+                 '--no-progress', *extra])
+
+
+def test_output_folder_equal_to_input_is_refused_unless_suffix_or_overwrite(tmp_path):
+    """restore-output-dir-equals-input-overwrites-originals."""
+    photos = _photos(tmp_path)
+    before = _md5s(photos)
+    assert _run(photos, photos, '--side-by-side') == 2
+    assert _md5s(photos) == before  # nothing replaced, nothing added
+    assert _run(photos / 'p0.png', photos) == 2  # a single file into its own folder too
+    assert _md5s(photos) == before
+    assert _run(photos, photos, '--suffix', 'restored') == 0
+    after = _md5s(photos)
+    assert {k: after[k] for k in before} == before
+    assert sorted(after) == ['p0.png', 'p0_restored.png', 'p1.png', 'p1_restored.png']
+    assert _run(photos, tmp_path / 'elsewhere', '--overwrite') == 0
+    assert _run(photos, photos, '--overwrite') == 0  # asked for: the originals are replaced
+    assert _md5s(photos)['p0.png'] != before['p0.png']
+
+
+def test_existing_results_are_refused_before_any_work_unless_overwrite(tmp_path):
+    photos = _photos(tmp_path)
+    out = tmp_path / 'out'
+    assert _run(photos, out) == 0
+    first = _md5s(out)
+    (photos / 'p2.png').write_bytes((photos / 'p0.png').read_bytes())
+    assert _run(photos, out, '--arch-options', json.dumps({**TINY, 'dim': 16})) == 2  # p0/p1 exist
+    assert _md5s(out) == first  # p2 was not written either: refused before any work
+    assert _run(photos, out, '--overwrite', '--arch-options', json.dumps({**TINY, 'dim': 16})) == 0
+    assert _md5s(out)['p0.png'] != first['p0.png'] and 'p2.png' in _md5s(out)
+    (tmp_path / 'file.png').write_bytes(b'x')
+    assert _run(photos, tmp_path / 'file.png') == 2  # -o must be a folder
+    assert (tmp_path / 'file.png').read_bytes() == b'x'
+
+
+def test_suffix_and_ext_name_the_outputs(tmp_path, capsys):
+    inp = tmp_path / 'in'
+    inp.mkdir()
+    cv2.imwrite(str(inp / 'a.jpg'), _random_image((16, 24, 3)))
+    cv2.imwrite(str(inp / 'b.png'), _random_image((16, 24, 3), np.uint16))
+    assert _run(inp, tmp_path / 'out', '--suffix', 'x4', '--ext', 'png', '--side-by-side') == 0
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [
+        'a_x4.png', 'a_x4_side_by_side.png', 'b_x4.png', 'b_x4_side_by_side.png']
+    assert cv2.imread(str(tmp_path / 'out' / 'b_x4.png'), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    # 16-bit into JPEG: written as 8-bit with a warning rather than failing.
+    assert _run(inp / 'b.png', tmp_path / 'jpg', '--ext', 'jpg') == 0
+    assert cv2.imread(str(tmp_path / 'jpg' / 'b.jpg'), cv2.IMREAD_UNCHANGED).dtype == np.uint8
+    assert 'warning' in capsys.readouterr().err
+    assert _run(inp, tmp_path / 'bad', '--suffix', 'a/b') == 2
+    assert not (tmp_path / 'bad').exists()
+
+
+@pytest.mark.parametrize('options', ['{"dim": "8"}', '{"num_blocks": 4}', '{"heads": [1, 2]}', '{"bias": "no"}',
+                                     '{"ffn_expansion_factor": "2.66"}', '[8]', '{"dim": 8'])
+def test_arch_options_wrong_types_are_option_errors(tmp_path, options):
+    """restore-arch-options-wrong-type-traceback: exit 2 (a message), not a TypeError from the constructor."""
+    photos = _photos(tmp_path, 1)
+    assert main(['-i', str(photos), '-o', str(tmp_path / 'out'), '--task', 'deraining', '--allow-random-weights',
+                 '--arch-options', options, '--no-progress']) == 2
+    assert not (tmp_path / 'out').exists()
+
+
+def test_options_are_checked_before_the_weights_are_loaded(tmp_path, capsys):
+    """A bad --tile-overlap (half the tile) is reported even when the weights could not be loaded at all."""
+    photos = _photos(tmp_path, 1)
+    (tmp_path / 'broken.pth').write_bytes(b'not a checkpoint')
+    for extra in (['--tile', '16', '--tile-overlap', '8'], ['--arch-options', '{"dim": "8"}'],
+                  ['--precision', 'fp16', '--device', 'cpu']):
+        assert main(['-i', str(photos), '-o', str(tmp_path / 'out'), '--weights', str(tmp_path / 'broken.pth'),
+                     '--no-progress', *extra]) == 2
+        assert 'broken.pth' not in capsys.readouterr().err
+    assert main(['-i', str(photos), '-o', str(tmp_path / 'out'), '--weights', str(tmp_path / 'broken.pth')]) == 2
+    assert 'broken.pth' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- image files in and out
+def test_exif_orientation_icc_and_exif_survive(tmp_path):
+    """restore-exif-orientation: a portrait phone photo comes out upright, with its ICC profile and EXIF."""
+    from PIL import Image, ImageCms, ImageOps
+
+    stored = (np.linspace(0, 255, 40)[:, None, None] * np.ones((40, 24, 3))).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = 'PhoneMaker'
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+    Image.fromarray(stored).save(tmp_path / 'phone.jpg', exif=exif.tobytes(), icc_profile=icc, quality=95)
+    for ext in ('auto', 'png'):
+        out_dir = tmp_path / f'out_{ext}'
+        assert _run(tmp_path / 'phone.jpg', out_dir, '--ext', ext) == 0
+        with Image.open(next(out_dir.iterdir())) as out:
+            assert out.size == (40, 24)  # upright pixels: width 40, height 24
+            assert ImageOps.exif_transpose(out).size == (40, 24)
+            assert out.getexif().get(0x0112, 1) == 1 and out.getexif().get(0x010F) == 'PhoneMaker'
+            assert out.info.get('icc_profile') == icc
+
+
+def test_truncated_input_is_reported_not_restored(tmp_path):
+    photos = _photos(tmp_path, 1)
+    data = (photos / 'p0.png').read_bytes()
+    (photos / 'p0.png').write_bytes(data[:len(data) // 2])
+    assert _run(photos, tmp_path / 'out') == 2
+    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+
+
+def test_killed_restore_leaves_only_complete_images(tmp_path):
+    """torn-output-images-on-kill: SIGKILL while an output is written leaves no torn file under a final name."""
+    import signal
+    import time
+
+    inp = tmp_path / 'in'
+    inp.mkdir()
+    for i in range(2):  # large 16-bit PNGs encode slowly, so the kill likely lands during a write
+        cv2.imwrite(str(inp / f'img{i}.png'), cv2.resize(_random_image((64, 64, 3), np.uint16, i), (1000, 1000)))
+    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'OMP_NUM_THREADS': '1'}
+    cmd = [sys.executable, '-m', 'restormer_arch', 'restore', '-i', str(inp), '-o', str(tmp_path / 'out'),
+           '--allow-random-weights', '--arch-options', TINY_JSON, '--tile', '256', '--no-progress']
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not (tmp_path / 'out' / 'img1.png').exists() \
+            and not any((tmp_path / 'out').glob('.img1*')):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for path in (tmp_path / 'out').glob('*.png') if (tmp_path / 'out').exists() else []:
+        data = path.read_bytes()
+        assert data.endswith(b'IEND\xaeB`\x82'), path
+        assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape == (1000, 1000, 3)

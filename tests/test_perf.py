@@ -1,4 +1,5 @@
 """Fast path vs the plain reference math, checkpointing, mixed precision, compile, tiling and the CPU allocator."""
+import ctypes
 import os
 import subprocess
 import sys
@@ -9,9 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from restormer_arch.archs.restormer_arch import MDTA, Restormer
-from restormer_arch.perf import apply_performance_options, autocast_context, configure_allocator, resolve_precision
-from restormer_arch.tiling import blend_window, tile_starts, tiled_forward
+from restormer_arch.archs.restormer_arch import GDFN, MDTA, Restormer
+from restormer_arch.perf import (
+    PRECISIONS,
+    apply_performance_options,
+    autocast_context,
+    check_options,
+    configure_allocator,
+    prepare_inference,
+    resolve_precision,
+)
+from restormer_arch.tiling import blend_window, check_tile_options, tile_grid, tile_starts, tiled_forward
 from tests.conftest import REPO_ROOT
 from tests.reference_restormer import PlainRestormer
 
@@ -89,6 +98,25 @@ def test_folded_attention_accepts_nchw_input():
     assert (attn(x) - ref).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize('bias', [False, True])
+@pytest.mark.parametrize('module', ['mdta', 'gdfn'])
+def test_fast_forward_equals_the_reference_formula(module, bias):
+    """MDTA/GDFN.forward (fused) against forward_reference (the paper's formula), outputs and input gradients."""
+    torch.manual_seed(2)
+    block = MDTA(16, 4, bias=bias) if module == 'mdta' else GDFN(16, 2.66, bias=bias)
+    if module == 'mdta':
+        nn.init.uniform_(block.temperature, 0.5, 2.0)
+    x = torch.randn(2, 16, 8, 12)
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        inp = inp.clone().requires_grad_()
+        ref_inp = inp.detach().clone().requires_grad_()
+        out, ref = block(inp), block.forward_reference(ref_inp)
+        assert (out - ref).abs().max().item() < 1e-5
+        out.square().sum().backward()
+        ref.square().sum().backward()
+        assert (inp.grad - ref_inp.grad).abs().max().item() < 1e-4 * ref_inp.grad.abs().max().item()
+
+
 def test_checkpointing_matches_plain_forward_and_gradients():
     config = CONFIGS['withbias']
     fast, _ = _pair(config)
@@ -132,6 +160,56 @@ def test_autocast_stays_close_to_fp32_for_inference_and_training(precision):
         loss = nn.functional.l1_loss(fast(x).float(), x)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fast.parameters())
+
+
+@pytest.mark.parametrize('name', ['withbias', 'biasfree', 'dual_pixel', 'conv_bias'])
+def test_bf16_network_end_to_end_stays_close_to_fp32(name):
+    """prepare_inference('bf16'): weights and activations in bf16, fp32 in and out, >= 50 dB against fp32."""
+    torch.manual_seed(0)
+    config = CONFIGS[name]
+    net = Restormer(**config).eval()
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0, 1, 32), indexing='ij')
+    x = torch.stack([yy, xx, (yy + xx) / 2] * 2)[None, :config.get('inp_channels', 3)]
+    with torch.no_grad():
+        ref = net(x)
+        low_net = prepare_inference(net, 'bf16')
+        assert all(p.dtype == torch.bfloat16 for p in low_net.parameters())
+        low = low_net(x)
+    assert low.dtype == torch.float32 and low.shape == ref.shape
+    assert not torch.equal(low, ref)
+    assert _psnr(low, ref) > MIN_PSNR_DB['bf16']
+
+
+def test_prepare_inference_fp32_is_exact_and_keeps_weights():
+    fast, plain = _pair(CONFIGS['withbias'])
+    state = {k: v.clone() for k, v in fast.state_dict().items()}
+    x = torch.rand(1, 3, 24, 16)
+    with torch.no_grad():
+        out = prepare_inference(fast, 'fp32')(x)
+        assert (out - plain(x)).abs().max().item() < 1e-4
+    assert not fast.training
+    assert all(torch.equal(v, state[k]) for k, v in fast.state_dict().items())
+    with pytest.raises(ValueError, match='precision'):
+        prepare_inference(fast, 'int8')
+
+
+def test_check_options_reports_without_raising():
+    assert check_options(None) == [] and check_options({}) == []
+    assert check_options({'channels_last': True, 'precision': 'bf16', 'compile': {'mode': 'default'}}) == []
+    assert check_options({'compile': {'freezing': True, 'dynamic': False}}) == []
+    assert set(PRECISIONS) == {'fp32', 'bf16', 'fp16'}
+    bad = {'chanels_last': True, 'precision': 'int8', 'compile': {'moed': 'default', 'fullgraph': 'yes'}}
+    errors = check_options(bad, where='perf')
+    assert len(errors) == 4
+    assert any('chanels_last' in e and "'channels_last'" in e for e in errors)  # did-you-mean names the right key
+    assert any('moed' in e and "'mode'" in e for e in errors)
+    assert all(e.startswith('perf') for e in errors)
+    assert len(check_options({'channels_last': 'yes'})) == 1
+    assert len(check_options({'compile': {'mode': 'fastest'}})) == 1
+    assert len(check_options({'compile': {'mode': 'max-autotune', 'freezing': True}})) == 1
+    assert len(check_options(['precision'])) == 1
+    with pytest.raises(ValueError, match='chanels_last'):
+        apply_performance_options(nn.Conv2d(1, 1, 1), bad)
 
 
 def test_precision_names_and_errors():
@@ -197,8 +275,53 @@ def test_tiling_equals_whole_image_for_a_local_network(size, blend):
     assert (tiled - whole).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize('batch_size', [1, 3])
+@pytest.mark.parametrize('fit_tile', [True, False])
+def test_tiling_grids_and_batches_equal_whole_image_for_a_local_network(fit_tile, batch_size):
+    net = LocalNet().eval()
+    x = torch.rand(2, 3, 83, 61)
+    with torch.no_grad():
+        tiled = tiled_forward(net, x, tile=32, overlap=12, fit_tile=fit_tile, batch_size=batch_size)
+        assert (tiled - net(x)).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize('length', [33, 100, 257, 512, 1000, 1024, 2160, 3840])
+@pytest.mark.parametrize('tile, overlap', [(32, 8), (256, 32), (96, 0)])
+def test_tile_grid_is_even_minimal_and_covers(length, tile, overlap):
+    for fit in (True, False):
+        size, starts = tile_grid(length, tile, overlap, fit)
+        assert size <= tile and starts[0] == 0 and starts[-1] + size == length
+        steps = [b - a for a, b in zip(starts, starts[1:])]
+        assert all(size - step >= overlap for step in steps)  # every overlap at least the requested one
+        assert max(steps, default=0) - min(steps, default=0) <= 1  # evenly spread
+        if length > tile:
+            # The fewest tiles of size `tile` that overlap by `overlap`.
+            assert (len(starts) - 1) * (tile - overlap) + tile >= length > (len(starts) - 2) * (tile - overlap) + tile
+            if not fit:
+                assert size == tile
+            elif tile % 8 == 0:
+                assert size % 8 == 0
+
+
+def test_fitted_tiles_recompute_fewer_pixels():
+    size, starts = tile_grid(1024, 256, 32)
+    assert (size, len(starts)) == (232, 5)  # 5 x 232 = 1160 px processed per axis instead of 5 x 256 = 1280
+    assert tile_grid(512, 256, 32) == (192, [0, 160, 320])
+
+
+def test_check_tile_options_names_the_bad_value():
+    check_tile_options(256, 32)
+    check_tile_options(8, 0)
+    for tile, overlap, bad in [(0, 0, 'tile'), (256, 128, 'overlap'), (256, -1, 'overlap'), (2.5, 0, 'tile'),
+                               (True, 0, 'tile'), (64, '8', 'overlap')]:
+        with pytest.raises(ValueError, match=bad):
+            check_tile_options(tile, overlap)
+    with pytest.raises(ValueError, match='batch_size'):
+        tiled_forward(LocalNet(), torch.rand(1, 3, 8, 8), tile=8, overlap=0, batch_size=0)
+
+
 def test_tiling_windows_and_positions():
-    assert tile_starts(100, 32, 8) == [0, 24, 48, 68]
+    assert tile_starts(100, 32, 8) == [0, 22, 45, 68]  # evenly spread, tiles of exactly 32
     assert tile_starts(20, 32, 8) == [0]
     window = blend_window(32, 16, lead=True, trail=True)
     assert window[:4].eq(0).all() and window[-4:].eq(0).all() and window[12:20].eq(1).all()
@@ -252,11 +375,53 @@ def test_allocator_switch_controls_page_faults(setting, expected):
     assert (int(faults) < 1000) == (expected == 'tuned'), result.stdout
 
 
-def test_configure_allocator_in_process_is_idempotent(monkeypatch):
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks',
+                                                     'fsmblks', 'uordblks', 'fordblks', 'keepcost')]
+
+
+def _mmapped_blocks() -> int:
+    libc = ctypes.CDLL('libc.so.6')
+    libc.mallinfo2.restype = _MallInfo2
+    return libc.mallinfo2().hblks
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux') or not hasattr(os, 'confstr')
+                    or 'glibc' not in (os.confstr('CS_GNU_LIBC_VERSION') or ''), reason='glibc only')
+def test_configure_allocator_in_process_takes_effect_and_is_idempotent(monkeypatch):
     monkeypatch.setenv('RESTORMER_ALLOCATOR', 'system')
     assert configure_allocator() == 'system'
     monkeypatch.delenv('RESTORMER_ALLOCATOR')
     start = time.perf_counter()
-    assert configure_allocator() in ('tuned', 'unsupported')
-    assert configure_allocator() in ('tuned', 'unsupported')
+    assert configure_allocator() == 'tuned'
+    assert configure_allocator() == 'tuned'
     assert time.perf_counter() - start < 5
+    # The setting really applies: a 64 MiB tensor (above glibc's default mmap threshold) comes from the heap.
+    before = _mmapped_blocks()
+    big = torch.empty(16 * 1024 * 1024)
+    assert _mmapped_blocks() == before
+    del big
+
+
+# ------------------------------------------------------------------------------------------ training step
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_training_step_uses_fused_adamw_and_bf16_autocast(tmp_path, precision):
+    """ImageCleanModel: AdamW is fused unless the option file says otherwise; bf16 steps train the fp32 weights."""
+    from basicsr.models import build_model
+
+    from tests.test_models import batch, make_opt
+
+    model = build_model(make_opt(tmp_path / precision, performance={'precision': precision, 'channels_last': True}))
+    assert model.optimizer_g.param_groups[0]['fused'] is True
+    before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    assert all(p.dtype == torch.float32 for p in model.net_g.parameters())  # master weights stay fp32
+    assert model.net_g.patch_embed.proj.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(torch.as_tensor(model.log_dict['l_pix'])).all()
+    assert any(not torch.equal(v, before[k]) for k, v in model.net_g.state_dict().items())
+    explicit = build_model(make_opt(tmp_path / 'explicit', train={'optim_g': {'type': 'AdamW', 'lr': 1e-3,
+                                                                             'foreach': False}}))
+    assert not explicit.optimizer_g.param_groups[0].get('fused')  # the user's choice is kept

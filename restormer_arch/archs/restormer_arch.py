@@ -1,6 +1,6 @@
 """Restormer: Efficient Transformer for High-Resolution Image Restoration (Zamir et al., CVPR 2022).
 
-The network is written top-down, in the order of the paper:
+The classes are defined top-down, in the order of the paper:
 
 * :class:`Restormer` - a 4-level U-Net of transformer blocks with pixel-unshuffle downsampling, pixel-shuffle
   upsampling, skip concatenation and a refinement stage at full resolution, plus a global residual.
@@ -10,23 +10,32 @@ The network is written top-down, in the order of the paper:
 * :class:`GDFN` - gated-Dconv feed-forward network: ``GELU(x1) * x2`` after a depthwise 3x3 convolution.
 * :class:`ChannelLayerNorm` - LayerNorm over the channels of every pixel, ``WithBias`` or ``BiasFree``.
 
-Performance (same math, same ``state_dict``): activations stay channels_last (NHWC in memory) from the input to the
-output, so the channel LayerNorm is a plain ``F.layer_norm`` over the contiguous last dimension of an NHWC view (no
-layout round trips), the 1x1/depthwise convolutions run on oneDNN's NHWC kernels, and MDTA never materialises the
-normalised q/k nor the attention output: the Gram matrix is divided by the outer product of the norms and the per-head
-softmax matrix is folded into the ``project_out`` weight, so ``softmax(...) @ v`` and ``project_out`` are one GEMM that
-writes NHWC directly. ``use_checkpoint`` recomputes every transformer block in the backward pass (activation
-checkpointing) to train large patches in less memory. ``tests/reference_restormer.py`` holds the plain math that the
-tests compare against (outputs and gradients).
+Two equivalent implementations. :meth:`MDTA.forward_reference` and :meth:`GDFN.forward_reference` are the paper's
+formulas written plainly; ``forward`` computes the same function faster (the tests compare the two, outputs and
+gradients, to 1e-4):
+
+* Activations stay channels_last (NHWC in memory) from the input to the output, so the channel LayerNorm is a plain
+  ``F.layer_norm`` over the contiguous last dimension of an NHWC view and the convolutions run on oneDNN's NHWC kernels.
+* MDTA never materialises the normalised q/k nor the attention output: the Gram matrix ``q k^T`` is divided by the
+  outer product of the norms, and the per-head softmax matrix is folded into the ``project_out`` weight, so
+  ``softmax(...) @ v`` and ``project_out`` are one GEMM that writes NHWC directly.
+* GDFN computes the gate and value halves with the two halves of its weights, so GELU and the product run on
+  contiguous tensors (GELU over a strided channel half is ~10x slower on CPU).
+
+Precision: a network cast to bfloat16 (``net.to(torch.bfloat16)``, see :func:`restormer_arch.perf.prepare_inference`)
+runs its convolutions, matmuls and elementwise work in bf16, while the attention norms and softmax and the global
+residual stay in fp32; inputs and outputs keep the caller's dtype. ``use_checkpoint`` recomputes every transformer block
+in the backward pass (activation checkpointing) to train large patches in less memory.
 
 Attribute names (``patch_embed.proj``, ``down1_2.body.0``, ``norm1.body``, ``attn.qkv_dwconv`` ...) are those of the
 official implementation so that its released checkpoints load with ``strict=True``.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
+from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -36,233 +45,6 @@ LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 # Three pixel-unshuffle(2) steps: the spatial size must be divisible by 2**3.
 SIZE_MULTIPLE = 8
 
-
-class _BiasFreeNorm(nn.Module):
-    """Scale-only normalisation over the last dimension: ``x / sqrt(var(x) + eps) * weight``.
-
-    Unlike a standard LayerNorm, the numerator is *not* mean-centred (the variance is). This is the official
-    definition and the released denoising checkpoints depend on it.
-    """
-
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        variance = x.var(dim=-1, keepdim=True, unbiased=False)
-        return x * torch.rsqrt(variance + self.eps) * self.weight
-
-
-class _WithBiasNorm(nn.Module):
-    """Standard LayerNorm over the last dimension: ``(x - mean) / sqrt(var + eps) * weight + bias``."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-
-
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel dimension of every pixel of an ``(N, C, H, W)`` tensor.
-
-    Args:
-        num_channels: Number of channels ``C``.
-        layer_norm_type: ``'WithBias'`` (mean-centred, with bias) or ``'BiasFree'`` (scale only, no mean subtraction).
-    """
-
-    def __init__(self, num_channels: int, layer_norm_type: str = 'WithBias') -> None:
-        super().__init__()
-        if layer_norm_type not in LAYER_NORM_TYPES:
-            raise ValueError(f'LayerNorm_type must be one of {LAYER_NORM_TYPES}, got {layer_norm_type!r}. '
-                             "Use 'BiasFree' for the denoising checkpoints and 'WithBias' for the others.")
-        self.body = _BiasFreeNorm(num_channels) if layer_norm_type == 'BiasFree' else _WithBiasNorm(num_channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        # For a channels_last x the NHWC view is contiguous: the norm reduces over contiguous memory and its output,
-        # viewed back as NCHW, is channels_last again. No copy either way.
-        return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class MDTA(nn.Module):
-    """Multi-Dconv head Transposed Attention.
-
-    Queries, keys and values come from a 1x1 convolution followed by a 3x3 depthwise convolution. Per head, q and k are
-    L2-normalised along the pixel axis and the ``(C/heads) x (C/heads)`` map ``softmax(q k^T * temperature)`` mixes the
-    channels of v. The learnable temperature is one scalar per head.
-
-    Args:
-        dim: Number of channels.
-        num_heads: Number of attention heads; must divide ``dim``.
-        bias: Whether the convolutions have a bias.
-    """
-
-    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'MDTA: dim={dim} is not divisible by num_heads={num_heads}.')
-        self.num_heads = num_heads
-        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
-        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
-        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        n, c, h, w = x.shape
-        heads, d = self.num_heads, c // self.num_heads
-        # (N, H*W, 3C) view of the channels_last qkv tensor: free when x is channels_last (a copy otherwise).
-        qkv = self.qkv_dwconv(self.qkv(x)).permute(0, 2, 3, 1).reshape(n, h * w, 3 * c)
-        q, k, v = qkv.split(c, dim=-1)
-        # L2 norms of q and k along the pixels; F.normalize divides by max(norm, 1e-12).
-        q_norm = q.square().sum(dim=1).sqrt().clamp_min(1e-12).reshape(n, heads, d, 1)
-        k_norm = k.square().sum(dim=1).sqrt().clamp_min(1e-12).reshape(n, heads, 1, d)
-        gram = self._gram(q, k, heads)
-        attn = (gram / (q_norm * k_norm) * self.temperature).softmax(dim=-1)
-        # project_out(attn @ v) == v @ (W_out . blockdiag(attn))^T: one GEMM that writes NHWC directly.
-        weight = self.project_out.weight.reshape(c, heads, d)
-        fused = torch.einsum('ohi,nhij->nohj', weight.to(attn.dtype), attn).reshape(n, c, c).transpose(1, 2)
-        if self.project_out.bias is None:
-            out = torch.bmm(v, fused.to(v.dtype))
-        else:
-            out = torch.baddbmm(self.project_out.bias.to(v.dtype), v, fused.to(v.dtype))
-        return out.view(n, h, w, c).permute(0, 3, 1, 2)
-
-    @staticmethod
-    def _gram(q: Tensor, k: Tensor, heads: int) -> Tensor:
-        """Per-head ``q^T k`` of ``(N, P, C)`` views, shape ``(N, heads, C/heads, C/heads)``."""
-        n, _, c = q.shape
-        q, k = q.unflatten(-1, (heads, c // heads)), k.unflatten(-1, (heads, c // heads))  # (N, P, heads, d)
-        if heads == 1:
-            # BLAS reads the strided (row stride 3C) views directly.
-            return torch.bmm(q[:, :, 0].transpose(1, 2), k[:, :, 0]).unsqueeze(1)
-        if not torch.is_grad_enabled():
-            # Per image, the heads form a strided batch that bmm also reads without copies.
-            return torch.stack([
-                torch.bmm(q[b].permute(1, 2, 0), k[b].transpose(0, 1)) for b in range(n)
-            ])
-        # Training: one batched matmul (per-image indexing would zero-fill a full-size gradient per image).
-        return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2))
-
-
-class GDFN(nn.Module):
-    """Gated-Dconv Feed-forward Network: ``project_out(GELU(x1) * x2)`` with ``x1, x2`` from a 1x1 + depthwise 3x3.
-
-    Args:
-        dim: Number of input/output channels.
-        ffn_expansion_factor: Hidden width is ``int(dim * ffn_expansion_factor)``.
-        bias: Whether the convolutions have a bias.
-    """
-
-    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool = False) -> None:
-        super().__init__()
-        hidden = int(dim * ffn_expansion_factor)
-        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
-        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias)
-        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(gate) * value)
-
-
-class TransformerBlock(nn.Module):
-    """Restormer transformer block: ``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``.
-
-    Args:
-        dim: Number of channels.
-        num_heads: Attention heads of the MDTA.
-        ffn_expansion_factor: GDFN expansion factor.
-        bias: Whether the convolutions have a bias.
-        LayerNorm_type: ``'WithBias'`` or ``'BiasFree'`` (official argument name, kept for YAML compatibility).
-        use_checkpoint: Recompute the block in the backward pass instead of storing its activations (training only).
-    """
-
-    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-                 LayerNorm_type: str, use_checkpoint: bool = False) -> None:  # noqa: N803 (official argument name)
-        super().__init__()
-        self.norm1 = ChannelLayerNorm(dim, LayerNorm_type)
-        self.attn = MDTA(dim, num_heads, bias)
-        self.norm2 = ChannelLayerNorm(dim, LayerNorm_type)
-        self.ffn = GDFN(dim, ffn_expansion_factor, bias)
-        self.use_checkpoint = use_checkpoint
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.use_checkpoint and torch.is_grad_enabled():
-            # Non-reentrant checkpointing: exact gradients, works with inputs that do not require grad, and keeps the
-            # RNG state (the block has no randomness anyway).
-            return checkpoint(self._forward, x, use_reentrant=False)
-        return self._forward(x)
-
-    def _forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
-
-
-class OverlapPatchEmbed(nn.Module):
-    """3x3 convolution from image channels to features (never has a bias, as in the official model)."""
-
-    def __init__(self, in_channels: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=3, padding=1, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x)
-
-
-class Downsample(nn.Module):
-    """Halve the resolution, double the channels: 3x3 conv to C/2, then pixel-unshuffle(2)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, channels // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-
-class Upsample(nn.Module):
-    """Double the resolution, halve the channels: 3x3 conv to 2C, then pixel-shuffle(2)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, channels * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-
-def _stage(num_blocks: int, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-           layer_norm_type: str, use_checkpoint: bool) -> nn.Sequential:
-    return nn.Sequential(*[
-        TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layer_norm_type, use_checkpoint)
-        for _ in range(num_blocks)
-    ])
-
-
-def pad_to_multiple(x: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
-    """Pad the bottom/right of an ``(N, C, H, W)`` tensor so that H and W are multiples of ``multiple``.
-
-    Reflect padding is used (as the official test scripts do); images too small to reflect fall back to replicate.
-
-    Args:
-        x: Input tensor.
-        multiple: Target multiple of the spatial size.
-
-    Returns:
-        The padded tensor (``x`` itself when no padding is needed).
-    """
-    h, w = x.shape[-2:]
-    pad_h, pad_w = -h % multiple, -w % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
 @ARCH_REGISTRY.register()
@@ -369,9 +151,10 @@ class Restormer(nn.Module):
 
     def forward_features(self, inp_img: Tensor) -> Tensor:
         """Run the U-Net on an input whose height and width are already multiples of 8."""
-        # channels_last from the first layer on: every later op keeps NHWC memory (see the module docstring).
+        # channels_last from the first layer on: every later op keeps NHWC memory (see the module docstring). The body
+        # runs in the weights' dtype; the global residual is added in the input's dtype (fp32 for a bf16 network).
         inp_img = inp_img.contiguous(memory_format=torch.channels_last)
-        inp_enc_level1 = self.patch_embed(inp_img)
+        inp_enc_level1 = self.patch_embed(inp_img.to(self.patch_embed.proj.weight.dtype))
         out_enc_level1 = self.encoder_level1(inp_enc_level1)
         out_enc_level2 = self.encoder_level2(self.down1_2(out_enc_level1))
         out_enc_level3 = self.encoder_level3(self.down2_3(out_enc_level2))
@@ -385,5 +168,319 @@ class Restormer(nn.Module):
         features = self.refinement(dec_level1)
 
         if self.dual_pixel_task:
-            return self.output(features + self.skip_conv(inp_enc_level1))
-        return self.output(features) + inp_img
+            return self.output(features + self.skip_conv(inp_enc_level1)).to(inp_img.dtype)
+        return self.output(features).to(inp_img.dtype) + inp_img
+
+
+def pad_to_multiple(x: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
+    """Pad the bottom/right of an ``(N, C, H, W)`` tensor so that H and W are multiples of ``multiple``.
+
+    Reflect padding is used (as the official test scripts do); images too small to reflect fall back to replicate.
+
+    Args:
+        x: Input tensor.
+        multiple: Target multiple of the spatial size.
+
+    Returns:
+        The padded tensor (``x`` itself when no padding is needed).
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def _stage(num_blocks: int, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
+           layer_norm_type: str, use_checkpoint: bool) -> nn.Sequential:
+    return nn.Sequential(*[
+        TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layer_norm_type, use_checkpoint)
+        for _ in range(num_blocks)
+    ])
+
+
+class TransformerBlock(nn.Module):
+    """Restormer transformer block: ``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``.
+
+    Args:
+        dim: Number of channels.
+        num_heads: Attention heads of the MDTA.
+        ffn_expansion_factor: GDFN expansion factor.
+        bias: Whether the convolutions have a bias.
+        LayerNorm_type: ``'WithBias'`` or ``'BiasFree'`` (official argument name, kept for YAML compatibility).
+        use_checkpoint: Recompute the block in the backward pass instead of storing its activations (training only).
+    """
+
+    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
+                 LayerNorm_type: str, use_checkpoint: bool = False) -> None:  # noqa: N803 (official argument name)
+        super().__init__()
+        self.norm1 = ChannelLayerNorm(dim, LayerNorm_type)
+        self.attn = MDTA(dim, num_heads, bias)
+        self.norm2 = ChannelLayerNorm(dim, LayerNorm_type)
+        self.ffn = GDFN(dim, ffn_expansion_factor, bias)
+        self.use_checkpoint = use_checkpoint
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.use_checkpoint and torch.is_grad_enabled():
+            # Non-reentrant checkpointing: exact gradients, works with inputs that do not require grad, and keeps the
+            # RNG state (the block has no randomness anyway).
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class MDTA(nn.Module):
+    r"""Multi-Dconv head Transposed Attention (paper, Sec. 3.1).
+
+    With ``Q, K, V = W_d W_p LN(X)`` (1x1 convolution ``W_p`` then 3x3 depthwise ``W_d``) reshaped per head to
+    ``(C/heads) x HW`` matrices and L2-normalised along the pixels (Q and K only), the block computes::
+
+        Attention(Q, K, V) = softmax(Q K^T * temperature) V        # a (C/heads) x (C/heads) map per head
+        MDTA(X) = W_out Attention(Q, K, V)                         # 1x1 convolution project_out
+
+    The learnable temperature is one scalar per head. :meth:`forward_reference` is this formula step by step;
+    :meth:`forward` is an equivalent implementation (same parameters, same result to float rounding) that divides the
+    Gram matrix by the norms instead of normalising Q and K, folds the softmax map into ``W_out`` and keeps the
+    norms and softmax in fp32 when the network runs in bf16.
+
+    Args:
+        dim: Number of channels.
+        num_heads: Number of attention heads; must divide ``dim``.
+        bias: Whether the convolutions have a bias.
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'MDTA: dim={dim} is not divisible by num_heads={num_heads}.')
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        """The paper's formula, written plainly (the definition that :meth:`forward` is tested against).
+
+        Args:
+            x: ``(N, C, H, W)`` normalised features.
+
+        Returns:
+            ``(N, C, H, W)`` attention output.
+        """
+        _, _, h, w = x.shape
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        q, k, v = (rearrange(t, 'n (head c) h w -> n head c (h w)', head=self.num_heads) for t in (q, k, v))
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
+        out = rearrange(attn @ v, 'n head c (h w) -> n (head c) h w', h=h, w=w)
+        return self.project_out(out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Same result as :meth:`forward_reference`, faster (see the class docstring).
+
+        Args:
+            x: ``(N, C, H, W)`` normalised features, preferably channels_last (otherwise one copy is made).
+
+        Returns:
+            ``(N, C, H, W)`` attention output, channels_last, in the dtype of ``x`` (or of autocast).
+        """
+        n, c, h, w = x.shape
+        heads, d = self.num_heads, c // self.num_heads
+        # q, k and v each from its third of the weights: contiguous (N, H*W, C) views of channels_last tensors, which
+        # bf16 matmuls read without copies (a strided third of one qkv tensor would be copied).
+        q, k, v = (_depthwise_branch(x, self.qkv, self.qkv_dwconv, part, 3).permute(0, 2, 3, 1).reshape(n, h * w, c)
+                   for part in range(3))
+        # L2 norms along the pixels (reductions accumulate in fp32 for bf16 inputs); F.normalize divides by
+        # max(norm, 1e-12).
+        q_norm = _pixel_norm(q).clamp_min(1e-12).reshape(n, heads, d, 1)
+        k_norm = _pixel_norm(k).clamp_min(1e-12).reshape(n, heads, 1, d)
+        gram = self._gram(q, k, heads).float()
+        attn = (gram / (q_norm * k_norm) * self.temperature.float()).softmax(dim=-1)
+        # project_out(attn @ v) == v @ (W_out . blockdiag(attn))^T: one GEMM that writes NHWC directly.
+        weight = self.project_out.weight.reshape(c, heads, d).float()
+        fused = torch.einsum('ohi,nhij->nohj', weight, attn).reshape(n, c, c).transpose(1, 2).to(v.dtype)
+        if self.project_out.bias is None:
+            out = torch.bmm(v, fused)
+        else:
+            out = torch.baddbmm(self.project_out.bias.to(v.dtype), v, fused)
+        return out.view(n, h, w, c).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _gram(q: Tensor, k: Tensor, heads: int) -> Tensor:
+        """Per-head ``q^T k`` of ``(N, P, C)`` views, shape ``(N, heads, C/heads, C/heads)``."""
+        n, _, c = q.shape
+        q, k = q.unflatten(-1, (heads, c // heads)), k.unflatten(-1, (heads, c // heads))  # (N, P, heads, d)
+        if heads == 1:
+            # BLAS reads the transposed view directly.
+            return torch.bmm(q[:, :, 0].transpose(1, 2), k[:, :, 0]).unsqueeze(1)
+        if not torch.is_grad_enabled():
+            # Per image, the heads form a strided batch that bmm also reads without copies.
+            return torch.stack([
+                torch.bmm(q[b].permute(1, 2, 0), k[b].transpose(0, 1)) for b in range(n)
+            ])
+        # Training: one batched matmul (per-image indexing would zero-fill a full-size gradient per image).
+        return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2))
+
+
+class GDFN(nn.Module):
+    """Gated-Dconv Feed-forward Network (paper, Sec. 3.2).
+
+    With ``X1, X2`` the two channel halves of ``W_d W_p LN(X)`` (1x1 convolution to ``2 * hidden`` channels, then 3x3
+    depthwise)::
+
+        GDFN(X) = W_out (GELU(X1) * X2)
+
+    :meth:`forward_reference` is this formula; :meth:`forward` computes each half with its half of the weights, so
+    GELU and the product run on contiguous tensors instead of strided channel halves.
+
+    Args:
+        dim: Number of input/output channels.
+        ffn_expansion_factor: Hidden width is ``int(dim * ffn_expansion_factor)``.
+        bias: Whether the convolutions have a bias.
+    """
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool = False) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        """The paper's formula, written plainly (the definition that :meth:`forward` is tested against).
+
+        Args:
+            x: ``(N, dim, H, W)`` normalised features.
+
+        Returns:
+            ``(N, dim, H, W)``.
+        """
+        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(gate) * value)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Same result as :meth:`forward_reference`, faster (see the class docstring).
+
+        Args:
+            x: ``(N, dim, H, W)`` normalised features.
+
+        Returns:
+            ``(N, dim, H, W)``.
+        """
+        gate, value = (_depthwise_branch(x, self.project_in, self.dwconv, part, 2) for part in range(2))
+        gated = F.gelu(gate)
+        # In place when no autograd graph is recorded (saves one full-size buffer per block).
+        gated = gated * value if torch.is_grad_enabled() else gated.mul_(value)
+        return self.project_out(gated)
+
+
+def _pixel_norm(x: Tensor) -> Tensor:
+    """L2 norm over dim 1 of an ``(N, P, C)`` tensor, as fp32 ``(N, C)``."""
+    return torch.linalg.vector_norm(x, dim=1).float()
+
+
+def _depthwise_branch(x: Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, part: int, parts: int) -> Tensor:
+    """Channel block ``part`` of ``parts`` of ``depthwise(pointwise(x))``, computed with that block of the weights.
+
+    Equal to slicing the full output (the depthwise convolution mixes no channels), but the result is a contiguous
+    tensor rather than a strided view, which elementwise kernels and bf16 matmuls process much faster.
+    """
+    size = pointwise.out_channels // parts
+    block = slice(part * size, (part + 1) * size)
+
+    def bias(conv: nn.Conv2d) -> Optional[Tensor]:
+        return None if conv.bias is None else conv.bias[block]
+
+    y = F.conv2d(x, pointwise.weight[block], bias(pointwise))
+    return F.conv2d(y, depthwise.weight[block], bias(depthwise), padding=1, groups=size)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel dimension of every pixel of an ``(N, C, H, W)`` tensor.
+
+    Args:
+        num_channels: Number of channels ``C``.
+        layer_norm_type: ``'WithBias'`` (mean-centred, with bias) or ``'BiasFree'`` (scale only, no mean subtraction).
+    """
+
+    def __init__(self, num_channels: int, layer_norm_type: str = 'WithBias') -> None:
+        super().__init__()
+        if layer_norm_type not in LAYER_NORM_TYPES:
+            raise ValueError(f'LayerNorm_type must be one of {LAYER_NORM_TYPES}, got {layer_norm_type!r}. '
+                             "Use 'BiasFree' for the denoising checkpoints and 'WithBias' for the others.")
+        self.body = _BiasFreeNorm(num_channels) if layer_norm_type == 'BiasFree' else _WithBiasNorm(num_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # For a channels_last x the NHWC view is contiguous: the norm reduces over contiguous memory and its output,
+        # viewed back as NCHW, is channels_last again. No copy either way.
+        return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _BiasFreeNorm(nn.Module):
+    """Scale-only normalisation over the last dimension: ``x / sqrt(var(x) + eps) * weight``.
+
+    Unlike a standard LayerNorm, the numerator is *not* mean-centred (the variance is). This is the official
+    definition and the released denoising checkpoints depend on it.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        variance = x.var(dim=-1, keepdim=True, unbiased=False)
+        return x * torch.rsqrt(variance + self.eps) * self.weight
+
+
+class _WithBiasNorm(nn.Module):
+    """Standard LayerNorm over the last dimension: ``(x - mean) / sqrt(var + eps) * weight + bias``."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class OverlapPatchEmbed(nn.Module):
+    """3x3 convolution from image channels to features (never has a bias, as in the official model)."""
+
+    def __init__(self, in_channels: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=3, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class Downsample(nn.Module):
+    """Halve the resolution, double the channels: 3x3 conv to C/2, then pixel-unshuffle(2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution, halve the channels: 3x3 conv to 2C, then pixel-shuffle(2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)

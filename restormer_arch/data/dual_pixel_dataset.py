@@ -2,26 +2,14 @@
 from typing import Any, Dict
 
 import torch
-import torch.utils.data as data
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from .data_utils import (
-    ImageReader,
-    check_images,
-    check_same_size,
-    check_train_options,
-    collect_paths,
-    get_backend,
-    get_folder,
-    get_mean_std,
-    get_phase,
-    make_train_patches,
-    to_tensor,
-)
+from .base_dataset import FolderDataset
+from .transforms import to_tensor
 
 
 @DATASET_REGISTRY.register()
-class Dataset_DefocusDeblur_DualPixel_16bit(data.Dataset):  # noqa: N801  (official Restormer name)
+class Dataset_DefocusDeblur_DualPixel_16bit(FolderDataset):  # noqa: N801  (official Restormer name)
     """Dual-pixel defocus deblurring: 16-bit PNG views ``dataroot_lqL``/``dataroot_lqR`` and target ``dataroot_gt``.
 
     Files are paired by name across the three folders (or LMDBs, or ``meta_info_file``), read at 16 bits (an 8-bit
@@ -38,34 +26,11 @@ class Dataset_DefocusDeblur_DualPixel_16bit(data.Dataset):  # noqa: N801  (offic
         dict with ``lq`` (6xHxW), ``gt`` (3xHxW) float32 tensors in [0, 1], ``lq_path`` (the L view), ``gt_path``.
     """
 
-    def __init__(self, opt: Dict[str, Any]) -> None:
-        super().__init__()
-        name = type(self).__name__
-        self.opt = opt
-        self.phase = get_phase(opt, name)
-        self.backend = get_backend(opt, name)
-        folders = {key: get_folder(opt, f'dataroot_{key}', name) for key in ('lqL', 'lqR', 'gt')}
-        self.mean, self.std = get_mean_std(opt, name)
-        if self.phase == 'train':
-            self.gt_size = check_train_options(opt, name)
-        self.paths = collect_paths(folders, self.backend['type'], opt.get('meta_info_file'),
-                                   opt.get('filename_tmpl', '{}'))
-        self.reader = ImageReader(self.backend, folders)
-        check_images(self.reader, self.paths, ('lqL', 'lqR', 'gt'), name, opt, require_16bit=True,
-                     min_size=self.gt_size if self.phase == 'train' and not opt.get('use_padding', True) else None)
+    folder_keys = ('lqL', 'lqR', 'gt')
+    require_16bit = True
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        paths = self.paths[index % len(self.paths)]
-        keys = ('lqL', 'lqR', 'gt')
-        names = [paths[f'{k}_path'] for k in keys]
-        imgs = [self.reader.read(p, k, 'color', require_16bit=True) for p, k in zip(names, keys)]
-        check_same_size(imgs, names)
-        if self.phase == 'train':
-            imgs = make_train_patches(imgs, names, self.gt_size, self.opt.get('use_padding', True),
-                                      self.opt.get('geometric_augs', False))
+        paths, imgs = self.read_sample(index)
         left, right, gt = (to_tensor(img, self.mean, self.std) for img in imgs)
         return {'lq': torch.cat([left, right], dim=0), 'gt': gt, 'lq_path': paths['lqL_path'],
                 'gt_path': paths['gt_path']}
-
-    def __len__(self) -> int:
-        return len(self.paths)

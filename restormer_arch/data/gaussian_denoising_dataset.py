@@ -17,22 +17,11 @@ from typing import Any, Dict
 
 import numpy as np
 import torch
-import torch.utils.data as data
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from .data_utils import (
-    ImageReader,
-    check_images,
-    check_train_options,
-    collect_paths,
-    get_backend,
-    get_folder,
-    get_mean_std,
-    get_phase,
-    make_train_patches,
-    require_option,
-    to_tensor,
-)
+from .base_dataset import FolderDataset
+from .data_utils import require_option
+from .transforms import to_tensor
 
 SIGMA_TYPES = ('constant', 'random', 'choice')
 NOISE_PROTOCOLS = ('per_image', 'official')
@@ -102,7 +91,7 @@ def official_eval_noise(shape: tuple, sigma: float) -> np.ndarray:
 
 
 @DATASET_REGISTRY.register()
-class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restormer name, used by its option files)
+class Dataset_GaussianDenoising(FolderDataset):  # noqa: N801  (official Restormer name, used by its option files)
     """Clean images (``dataroot_gt``); the input is the clean image plus white Gaussian noise, never clipped.
 
     ``dataroot_lq`` is ignored (the official files set it to ``none``). Folder, ``meta_info_file`` and LMDB modes as
@@ -122,27 +111,20 @@ class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restorme
         dict with ``lq`` (noisy), ``gt`` (CHW float32 tensors) and ``lq_path`` = ``gt_path``.
     """
 
-    def __init__(self, opt: Dict[str, Any]) -> None:
-        super().__init__()
-        name = type(self).__name__
-        self.opt = opt
-        self.phase = get_phase(opt, name)
-        self.backend = get_backend(opt, name)
-        self.root = get_folder(opt, 'dataroot_gt', name)
+    folder_keys = ('gt',)
+
+    def read_flag(self, opt: Dict[str, Any], name: str) -> str:
+        """``in_ch`` 3 reads colour, 1 gray (``dataroot_lq`` is ignored: the input is synthesised)."""
         self.in_ch = opt.get('in_ch', 3)
         if self.in_ch not in (1, 3):
             raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {self.in_ch!r}.')
-        self.flag = 'color' if self.in_ch == 3 else 'grayscale'
-        self.mean, self.std = get_mean_std(opt, name)
+        return 'color' if self.in_ch == 3 else 'grayscale'
+
+    def configure(self, opt: Dict[str, Any], name: str) -> None:
+        """Check the noise options; store ``noise_seed``."""
         check_sigma_options(opt, self.phase, name)
-        if self.phase == 'train':
-            self.gt_size = check_train_options(opt, name)
+        self.root = self.folders['gt']
         self.noise_seed = int(opt.get('noise_seed', 0))
-        self.paths = [p['gt_path'] for p in collect_paths({'gt': self.root}, self.backend['type'],
-                                                          opt.get('meta_info_file'))]
-        self.reader = ImageReader(self.backend, {'gt': self.root})
-        check_images(self.reader, [{'gt_path': p} for p in self.paths], ('gt',), name, opt, self.flag,
-                     min_size=self.gt_size if self.phase == 'train' and not opt.get('use_padding', True) else None)
 
     def image_name(self, path: str) -> str:
         """Order-independent image name that seeds its eval noise: LMDB key, or relative path without extension."""
@@ -151,11 +133,9 @@ class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restorme
         return osp.splitext(osp.relpath(path, self.root))[0].replace(osp.sep, '/')
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        path = self.paths[index % len(self.paths)]
-        gt = self.reader.read(path, 'gt', self.flag)
+        paths, (gt,) = self.read_sample(index)
+        path = paths['gt_path']
         if self.phase == 'train':
-            gt = make_train_patches([gt], [path], self.gt_size, self.opt.get('use_padding', True),
-                                    self.opt.get('geometric_augs', False))[0]
             sigma = sample_sigma(self.opt['sigma_type'], self.opt['sigma_range'])
             gt_t = to_tensor(gt)
             lq_t = gt_t + torch.randn_like(gt_t) * (sigma / 255.0)
@@ -172,6 +152,3 @@ class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restorme
             std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
             gt_t, lq_t = (gt_t - mean) / std, (lq_t - mean) / std
         return {'lq': lq_t, 'gt': gt_t, 'lq_path': path, 'gt_path': path}
-
-    def __len__(self) -> int:
-        return len(self.paths)

@@ -1,27 +1,15 @@
 """``Dataset_PairedImage``: aligned input/target pairs (deraining, motion/defocus deblurring, real denoising)."""
 from typing import Any, Dict
 
-import torch.utils.data as data
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from .data_utils import (
-    ImageReader,
-    check_images,
-    check_same_size,
-    check_train_options,
-    collect_paths,
-    get_backend,
-    get_folder,
-    get_mean_std,
-    get_phase,
-    make_train_patches,
-    read_flag,
-    to_tensor,
-)
+from .base_dataset import FolderDataset
+from .data_utils import read_flag
+from .transforms import to_tensor
 
 
 @DATASET_REGISTRY.register()
-class Dataset_PairedImage(data.Dataset):  # noqa: N801  (official Restormer name, used by its option files)
+class Dataset_PairedImage(FolderDataset):  # noqa: N801  (official Restormer name, used by its option files)
     """Paired LQ/GT images read from folders, a meta-info list or BasicSR LMDBs.
 
     Modes (chosen from the options): ``io_backend: {type: lmdb}`` with ``.lmdb`` dataroots (keys from their
@@ -45,37 +33,16 @@ class Dataset_PairedImage(data.Dataset):  # noqa: N801  (official Restormer name
         dict with ``lq``, ``gt`` (CHW float32 RGB tensors in [0, 1]) and ``lq_path``, ``gt_path``.
     """
 
-    def __init__(self, opt: Dict[str, Any]) -> None:
-        super().__init__()
-        name = type(self).__name__
-        self.opt = opt
-        self.phase = get_phase(opt, name)
-        self.backend = get_backend(opt, name)
-        folders = {'lq': get_folder(opt, 'dataroot_lq', name), 'gt': get_folder(opt, 'dataroot_gt', name)}
+    folder_keys = ('lq', 'gt')
+
+    def read_flag(self, opt: Dict[str, Any], name: str) -> str:
+        """``in_ch`` 3 reads colour, 1 gray; ``bit_depth: 8`` reads 16-bit files as 8-bit."""
         self.in_ch = opt.get('in_ch', 3)
         if self.in_ch not in (1, 3):
             raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {self.in_ch!r}.')
-        self.flag = read_flag(opt, 'color' if self.in_ch == 3 else 'grayscale', name)
-        self.mean, self.std = get_mean_std(opt, name)
-        if self.phase == 'train':
-            self.gt_size = check_train_options(opt, name)
-        self.paths = collect_paths(folders, self.backend['type'], opt.get('meta_info_file'),
-                                   opt.get('filename_tmpl', '{}'))
-        self.reader = ImageReader(self.backend, folders)
-        check_images(self.reader, self.paths, ('lq', 'gt'), name, opt, self.flag,
-                     min_size=self.gt_size if self.phase == 'train' and not opt.get('use_padding', True) else None)
+        return read_flag(opt, 'color' if self.in_ch == 3 else 'grayscale', name)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        paths = self.paths[index % len(self.paths)]
-        gt = self.reader.read(paths['gt_path'], 'gt', self.flag)
-        lq = self.reader.read(paths['lq_path'], 'lq', self.flag)
-        names = [paths['lq_path'], paths['gt_path']]
-        check_same_size([lq, gt], names)
-        if self.phase == 'train':
-            lq, gt = make_train_patches([lq, gt], names, self.gt_size, self.opt.get('use_padding', True),
-                                        self.opt.get('geometric_augs', False))
+        paths, (lq, gt) = self.read_sample(index)
         return {'lq': to_tensor(lq, self.mean, self.std), 'gt': to_tensor(gt, self.mean, self.std),
                 'lq_path': paths['lq_path'], 'gt_path': paths['gt_path']}
-
-    def __len__(self) -> int:
-        return len(self.paths)

@@ -13,11 +13,10 @@ import torch.utils.data as data
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .data_utils import get_folder, get_phase
+from .sidd_mat import load_sidd_blocks
 
 
 def _load(path: str, key: Optional[str], option: str) -> np.ndarray:
-    from restormer_arch.evaluation.benchmark_io import load_sidd_blocks
-
     try:
         blocks = load_sidd_blocks(path, key)
     except (FileNotFoundError, KeyError, ValueError) as err:

@@ -13,11 +13,13 @@ denoised ``H x W x 3`` float32 boxes in [0, 1], in the box order of ``info.mat``
 ``eval_version`` (``'1.0'``). Reading DND's own input files needs ``h5py`` (MATLAB v7.3) and is left to the user.
 """
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import io as sio
 
+from restormer_arch.atomic import atomic_write
+from restormer_arch.data.sidd_mat import load_sidd_blocks
 from restormer_arch.metrics import calculate_psnr_rgb_matlab, calculate_ssim_rgb_matlab
 
 __all__ = ['DND_BOXES_PER_IMAGE', 'load_sidd_blocks', 'save_sidd_results', 'evaluate_sidd', 'write_dnd_submission',
@@ -25,37 +27,6 @@ __all__ = ['DND_BOXES_PER_IMAGE', 'load_sidd_blocks', 'save_sidd_results', 'eval
 
 DND_BOXES_PER_IMAGE = 20
 DND_EVAL_VERSION = '1.0'
-
-
-def load_sidd_blocks(path: Union[str, Path], key: Optional[str] = None) -> np.ndarray:
-    """Load a SIDD block file (``ValidationNoisyBlocksSrgb.mat``, ``ValidationGtBlocksSrgb.mat``, or a results file).
-
-    Args:
-        path: The ``.mat`` file.
-        key: Variable to read; default: the file's only variable.
-
-    Returns:
-        ``(images, blocks, H, W, 3)`` array (uint8 for the official files).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'{path}: not found. Download the SIDD validation blocks (sRGB) from the SIDD '
-                                'benchmark page and pass the path of the .mat file.')
-    try:
-        contents = sio.loadmat(str(path))
-    except NotImplementedError as err:  # MATLAB v7.3 (HDF5) files
-        raise ValueError(f'{path}: MATLAB v7.3 file; re-save it with save(..., "-v7") or read it with h5py.') from err
-    variables = [k for k in contents if not k.startswith('__')]
-    if key is None:
-        if len(variables) != 1:
-            raise ValueError(f'{path}: holds {variables}; pass key= to pick one.')
-        key = variables[0]
-    if key not in contents:
-        raise KeyError(f'{path}: no variable {key!r} (found {variables}).')
-    blocks = contents[key]
-    if blocks.ndim != 5 or blocks.shape[-1] != 3:
-        raise ValueError(f'{path}:{key} has shape {blocks.shape}; SIDD blocks are (images, blocks, H, W, 3).')
-    return blocks
 
 
 def save_sidd_results(path: Union[str, Path], blocks: np.ndarray) -> Path:
@@ -70,7 +41,8 @@ def save_sidd_results(path: Union[str, Path], blocks: np.ndarray) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sio.savemat(str(path), {'Idenoised': blocks})
+    with atomic_write(path) as f:
+        sio.savemat(f, {'Idenoised': blocks})
     return path
 
 
@@ -123,7 +95,8 @@ def write_dnd_submission(out_dir: Union[str, Path], image_index: int, boxes: Seq
         cells[i] = _unit_range(box).astype(np.float32)
     path = Path(out_dir) / f'{image_index:04d}.mat'
     path.parent.mkdir(parents=True, exist_ok=True)
-    sio.savemat(str(path), {'Idenoised': cells, 'israw': False, 'eval_version': DND_EVAL_VERSION})
+    with atomic_write(path) as f:
+        sio.savemat(f, {'Idenoised': cells, 'israw': False, 'eval_version': DND_EVAL_VERSION})
     return path
 
 

@@ -2,7 +2,8 @@
 
     python -m restormer_arch.evaluation --protocol deraining --restored results/Rain100H --gt test/Rain100H/target
 
-Images are paired by file stem (``rain-001.png`` with ``rain-001.jpg`` is fine) and read unchanged (16-bit stays
+Images are paired by file stem (``rain-001.png`` with ``rain-001.jpg`` is fine) and read with the project's one
+decoder (:func:`restormer_arch.data.image_io.read_image`: EXIF orientation applied, alpha dropped, 16-bit stays
 16-bit; both images of a pair must have the same bit depth). The mean of every metric is printed; ``--csv`` also
 writes the per-image values. Protocols (see ``options/test/README.md``):
 
@@ -18,9 +19,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 
+from restormer_arch.atomic import atomic_write
+from restormer_arch.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image
 from restormer_arch.metrics import (
     calculate_lpips,
     calculate_mae,
@@ -45,23 +47,21 @@ PROTOCOLS = {
     'dpdd': {'psnr': calculate_psnr_rgb_matlab, 'ssim': calculate_ssim_dpdd, 'mae': calculate_mae},
     'gaussian_denoising': {'psnr': calculate_psnr_rgb_matlab},
 }
-_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
 
 
 def _by_stem(folder: Path) -> Dict[str, Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f'{folder}: folder not found.')
-    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in _EXTENSIONS}
+    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
     if not files:
-        raise FileNotFoundError(f'{folder}: no images ({", ".join(_EXTENSIONS)}).')
+        raise FileNotFoundError(f'{folder}: no images ({", ".join(IMAGE_EXTENSIONS)}).')
     return files
 
 
 def _read(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f'{path}: cannot be read as an image.')
-    return img[..., :3] if img.ndim == 3 and img.shape[2] == 4 else img
+    # (H, W) for gray, (H, W, 3) BGR for colour, at the file's own bit depth; alpha is not scored.
+    pixels = read_image(path).pixels
+    return pixels[..., 0] if pixels.shape[2] == 1 else pixels
 
 
 def evaluate_folders(restored: Path, gt: Path, protocol: str, lpips: bool = False) -> List[dict]:
@@ -106,13 +106,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         rows = evaluate_folders(args.restored, args.gt, args.protocol, args.lpips)
-    except (FileNotFoundError, ValueError, ImportError) as err:
+    except (FileNotFoundError, ImageReadError, ValueError, ImportError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     names = [k for k in rows[0] if k != 'name']
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, 'w', newline='', encoding='utf-8') as f:
+        with atomic_write(args.csv, 'w', encoding='utf-8', newline='') as f:
             writer = csv.DictWriter(f, fieldnames=['name', *names])
             writer.writeheader()
             writer.writerows(rows)

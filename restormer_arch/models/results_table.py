@@ -23,7 +23,11 @@ import os
 from os import path as osp
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from restormer_arch.atomic import atomic_write
+
 COMBINED_WEIGHTS = ('image', 'dataset')
+# metrics.md files written in this process, oldest first: ``basicsr test`` prints them when the run is over.
+WRITTEN_TABLES: List[str] = []
 
 
 def check_combined_rows(rows: Any, where: str = 'val.combined_rows') -> List[str]:
@@ -146,15 +150,17 @@ class ResultsTable:
     def write(self) -> None:
         """Write ``metrics.csv`` (every image) and ``metrics.md`` (averages)."""
         os.makedirs(self.out_dir, exist_ok=True)
-        with open(self.csv_path, 'w', newline='', encoding='utf-8') as f:
+        with atomic_write(self.csv_path, 'w', encoding='utf-8', newline='') as f:
             writer = csv.writer(f)
             writer.writerow(['dataset', 'image', *self.metric_names])
             for dataset, rows in self.rows.items():
                 for row in rows:
                     writer.writerow([dataset, row['image'], *(repr(row[m]) if m in row else '' for m in
                                                               self.metric_names)])
-        with open(self.md_path, 'w', encoding='utf-8') as f:
+        with atomic_write(self.md_path, 'w', encoding='utf-8') as f:
             f.write(self.markdown())
+        if self.md_path not in WRITTEN_TABLES:
+            WRITTEN_TABLES.append(self.md_path)
 
 
 def read_metrics_csv(path: str) -> List[Dict[str, Any]]:

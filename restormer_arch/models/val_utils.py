@@ -23,6 +23,7 @@ import numpy as np
 from basicsr.utils import tensor2img
 from torch import Tensor, nn
 
+from restormer_arch.data.image_io import write_image
 from restormer_arch.tiling import BLEND_MODES, tiled_forward
 
 IMAGE_DTYPES = ('uint8', 'uint16', 'float32')
@@ -89,6 +90,17 @@ def to_saved_image(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.float32:
         return np.round(img * 255.0).astype(np.uint8)
     return img
+
+
+def save_val_image(img: np.ndarray, path: str) -> None:
+    """Write a validation/test image atomically (:func:`~restormer_arch.data.image_io.write_image`).
+
+    Args:
+        img: ``(H, W)`` or ``(H, W, C)`` BGR from :func:`to_metric_image`; saved as :func:`to_saved_image` gives it.
+        path: Output file (its folder is created).
+    """
+    pixels = to_saved_image(img)
+    write_image(path, pixels, 16 if pixels.dtype == np.uint16 else 8)
 
 
 def network_forward(net: nn.Module, x: Tensor, val_opt: Dict[str, Any]) -> Tensor:

@@ -1,0 +1,240 @@
+"""Restormer configurations: the released task presets, checking constructor arguments, reading them from weights.
+
+* :data:`TASK_PRESETS` - the constructor arguments of the released checkpoints, by task (the rest are defaults).
+* :func:`check_arch_options` - type/value checks of user-given constructor arguments (JSON, YAML) with errors that
+  name the key, before the constructor fails deep inside with a ``TypeError``.
+* :func:`arch_options_from_state_dict` - every hyper-parameter that shapes the weights, read from a state dict's key
+  names and tensor shapes, so a checkpoint needs no ``--task`` / ``--arch-options`` to be loaded.
+
+What a state dict tells (see :class:`~restormer_arch.archs.restormer_arch.Restormer` for the layers):
+
+=========================  ===========================================================================================
+``inp_channels``, ``dim``  ``patch_embed.proj.weight`` is ``(dim, inp_channels, 3, 3)``
+``out_channels``           ``output.weight`` is ``(out_channels, 2 * dim, 3, 3)``
+``num_blocks``             the block indices of ``encoder_level1-3`` and ``latent``
+``num_refinement_blocks``  the block indices of ``refinement``
+``heads``                  ``attn.temperature`` is ``(heads, 1, 1)`` in the first block of each level
+``ffn_expansion_factor``   ``ffn.project_out.weight`` is ``(C, hidden, 1, 1)`` with ``hidden = int(C * factor)`` for
+                           the level widths ``C`` = dim, 2 dim, 4 dim, 8 dim; the factor is chosen so that this
+                           reproduces the hidden width of *every* level (2.66 gives 127/255/511/1021 for dim 48)
+``bias``                   ``output.bias`` / ``attn.qkv.bias`` exist
+``LayerNorm_type``         ``norm1.body.bias`` exists (``WithBias``) or not (``BiasFree``)
+``dual_pixel_task``        ``skip_conv.weight`` exists
+=========================  ===========================================================================================
+"""
+import inspect
+import math
+import re
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from torch import Tensor
+
+from .restormer_arch import LAYER_NORM_TYPES, Restormer
+
+__all__ = ['TASK_PRESETS', 'TASK_KEYS', 'ArchOptionsError', 'default_arch_options', 'check_arch_options',
+           'task_options', 'matching_tasks', 'arch_options_from_state_dict', 'hidden_width']
+
+# Constructor arguments of the released checkpoints; everything else is Restormer's default (dim 48, 4/6/6/8 blocks,
+# 4 refinement blocks, heads 1/2/4/8, ffn_expansion_factor 2.66, no bias).
+TASK_PRESETS: Dict[str, dict] = {
+    'deraining': {},
+    'motion_deblurring': {},
+    'defocus_deblurring': {},
+    'dual_pixel_defocus_deblurring': {'inp_channels': 6, 'dual_pixel_task': True},
+    'real_denoising': {'LayerNorm_type': 'BiasFree'},
+    'gaussian_color_denoising': {'LayerNorm_type': 'BiasFree'},
+    'gaussian_gray_denoising': {'inp_channels': 1, 'out_channels': 1, 'LayerNorm_type': 'BiasFree'},
+}
+# What tells the tasks apart (the network size does not: the same task can be trained at any size).
+TASK_KEYS = ('inp_channels', 'out_channels', 'LayerNorm_type', 'dual_pixel_task')
+LEVELS = ('encoder_level1', 'encoder_level2', 'encoder_level3', 'latent')
+
+_POSITIVE_INTS = ('inp_channels', 'out_channels', 'dim')
+_BOOLS = ('bias', 'dual_pixel_task', 'use_checkpoint')
+
+
+class ArchOptionsError(ValueError):
+    """Constructor arguments that cannot build a Restormer, or a state dict they cannot be read from."""
+
+
+def default_arch_options() -> dict:
+    """Restormer's constructor defaults (lists for the per-level sequences)."""
+    params = inspect.signature(Restormer.__init__).parameters
+    return {name: list(p.default) if isinstance(p.default, tuple) else p.default
+            for name, p in params.items() if name != 'self'}
+
+
+def task_options(task: str) -> dict:
+    """The full constructor arguments of a released task's network.
+
+    Args:
+        task: A key of :data:`TASK_PRESETS`.
+
+    Returns:
+        Defaults overridden by the task's preset.
+
+    Raises:
+        ArchOptionsError: Unknown task.
+    """
+    if task not in TASK_PRESETS:
+        raise ArchOptionsError(f'unknown task {task!r}; choose one of: {", ".join(TASK_PRESETS)}.')
+    return {**default_arch_options(), **TASK_PRESETS[task]}
+
+
+def matching_tasks(options: Mapping) -> List[str]:
+    """The tasks whose preset agrees with ``options`` on :data:`TASK_KEYS` (channels, norm type, dual-pixel)."""
+    full = {**default_arch_options(), **options}
+    return [task for task in TASK_PRESETS if all(task_options(task)[k] == full[k] for k in TASK_KEYS)]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_arch_options(options: Mapping, what: str = 'arch options') -> dict:
+    """Check the names, types and ranges of Restormer constructor arguments.
+
+    Args:
+        options: Some of Restormer's constructor arguments (from JSON or YAML).
+        what: How the user gave them, for messages (e.g. ``'--arch-options'``).
+
+    Returns:
+        A copy with per-level sequences as lists and ``ffn_expansion_factor`` as a float.
+
+    Raises:
+        ArchOptionsError: Naming the first wrong key and what it needs.
+    """
+    names = list(default_arch_options())
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ArchOptionsError(f'{what}: unknown Restormer argument(s) {unknown}; valid: {names}.')
+    checked = dict(options)
+    for key, value in options.items():
+        problem = _type_problem(key, value)
+        if problem:
+            raise ArchOptionsError(f'{what}: {key} must be {problem}, got {value!r} ({type(value).__name__}).')
+        if key in ('num_blocks', 'heads'):
+            checked[key] = list(value)
+        elif key == 'ffn_expansion_factor':
+            checked[key] = float(value)
+    return checked
+
+
+def _type_problem(key: str, value) -> Optional[str]:
+    """What ``value`` must be for ``key`` when it is not; None when it is fine."""
+    if key in _POSITIVE_INTS:
+        return None if _is_int(value) and value > 0 else 'a positive integer'
+    if key == 'num_refinement_blocks':
+        return None if _is_int(value) and value >= 0 else 'an integer >= 0'
+    if key == 'num_blocks':
+        ok = isinstance(value, (list, tuple)) and len(value) == 4 and all(_is_int(v) and v >= 0 for v in value)
+        return None if ok else 'a list of 4 integers >= 0 (levels 1-3 and the latent level), e.g. [4, 6, 6, 8]'
+    if key == 'heads':
+        ok = isinstance(value, (list, tuple)) and len(value) == 4 and all(_is_int(v) and v > 0 for v in value)
+        return None if ok else 'a list of 4 positive integers (levels 1-3 and the latent level), e.g. [1, 2, 4, 8]'
+    if key == 'ffn_expansion_factor':
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        return None if ok else 'a positive number, e.g. 2.66'
+    if key in _BOOLS:
+        return None if isinstance(value, bool) else 'true or false'
+    if key == 'LayerNorm_type':
+        return None if value in LAYER_NORM_TYPES else f'one of {list(LAYER_NORM_TYPES)}'
+    return None
+
+
+def hidden_width(channels: int, ffn_expansion_factor: float) -> int:
+    """The GDFN hidden width of a level with ``channels`` channels (the architecture's own rule)."""
+    return int(channels * ffn_expansion_factor)
+
+
+def _block_count(state_dict: Mapping[str, Tensor], stage: str) -> int:
+    indices = [int(m.group(1)) for k in state_dict for m in [re.match(rf'{stage}\.(\d+)\.', k)] if m]
+    return max(indices) + 1 if indices else 0
+
+
+def _first_block_key(state_dict: Mapping[str, Tensor], stages: Sequence[str], suffix: str) -> Optional[Tensor]:
+    for stage in stages:
+        value = state_dict.get(f'{stage}.0.{suffix}')
+        if value is not None:
+            return value
+    return None
+
+
+def _read_ffn_factor(state_dict: Mapping[str, Tensor]) -> Optional[float]:
+    """A factor that reproduces every level's hidden width, preferring the default 2.66, then the shortest decimal."""
+    widths: Dict[int, int] = {}
+    for key, weight in state_dict.items():
+        if key.endswith('.ffn.project_out.weight') and weight.dim() == 4:
+            channels, hidden = int(weight.shape[0]), int(weight.shape[1])
+            if widths.setdefault(channels, hidden) != hidden:
+                raise ArchOptionsError(f'{key}: hidden width {hidden}, but other {channels}-channel blocks have '
+                                       f'{widths[channels]}; one ffn_expansion_factor cannot build this network.')
+    if not widths:
+        return None  # no transformer blocks at all: the factor shapes no weight
+    low = max(h / c for c, h in widths.items())
+    high = min((h + 1) / c for c, h in widths.items())
+
+    def fits(factor: float) -> bool:
+        return all(hidden_width(c, factor) == h for c, h in widths.items())
+
+    default = default_arch_options()['ffn_expansion_factor']
+    if fits(default):
+        return float(default)
+    for decimals in range(0, 9):
+        step = 10.0 ** -decimals
+        start = math.floor(low / step)
+        for k in range(start, start + 3):
+            candidate = round(k * step, decimals)
+            if candidate > 0 and fits(candidate):
+                return float(candidate)
+    shown = ', '.join(f'{c} channels -> {h}' for c, h in sorted(widths.items()))
+    raise ArchOptionsError(f'the feed-forward hidden widths ({shown}) do not follow int(channels * factor) for any '
+                           f'single ffn_expansion_factor (range tried: {low:.6f} to {high:.6f}).')
+
+
+def arch_options_from_state_dict(state_dict: Mapping[str, Tensor]) -> dict:
+    """Read every Restormer constructor argument that shapes the weights from a state dict (see the module docstring).
+
+    Args:
+        state_dict: A Restormer state dict, wrapper prefixes already removed
+            (:func:`restormer_arch.checkpoint.load_state_dict` does that).
+
+    Returns:
+        Complete constructor arguments (``use_checkpoint`` excluded): building ``Restormer(**options)`` gives a network
+        whose ``state_dict`` has the same keys and shapes (the caller still loads strictly, which checks that).
+        Heads of a level without blocks and the factor of a network without blocks do not shape any weight; they
+        keep their defaults (a head count of 1 where the default does not divide the width).
+
+    Raises:
+        ArchOptionsError: Not a Restormer state dict, or feed-forward widths no single factor reproduces.
+    """
+    embed = state_dict.get('patch_embed.proj.weight')
+    if embed is None or embed.dim() != 4:
+        raise ArchOptionsError('this is not a Restormer state dict: it has no patch_embed.proj.weight (first keys: '
+                               f'{sorted(state_dict)[:5]}).')
+    dim = int(embed.shape[0])
+    defaults = default_arch_options()
+    options = {'inp_channels': int(embed.shape[1]), 'dim': dim}
+    output = state_dict.get('output.weight')
+    options['out_channels'] = int(output.shape[0]) if output is not None else options['inp_channels']
+    options['num_blocks'] = [_block_count(state_dict, stage) for stage in LEVELS]
+    options['num_refinement_blocks'] = _block_count(state_dict, 'refinement')
+    heads = []
+    level_stages = (('encoder_level1', 'decoder_level1', 'refinement'), ('encoder_level2', 'decoder_level2'),
+                    ('encoder_level3', 'decoder_level3'), ('latent',))
+    for level, stages in enumerate(level_stages):
+        temperature = _first_block_key(state_dict, stages, 'attn.temperature')
+        if temperature is not None:
+            heads.append(int(temperature.shape[0]))
+        else:
+            default = defaults['heads'][level]
+            heads.append(default if (dim * 2**level) % default == 0 else 1)
+    options['heads'] = heads
+    factor = _read_ffn_factor(state_dict)
+    options['ffn_expansion_factor'] = defaults['ffn_expansion_factor'] if factor is None else factor
+    options['bias'] = 'output.bias' in state_dict or any(k.endswith('attn.qkv.bias') for k in state_dict)
+    any_norm = any(k.endswith('norm1.body.weight') for k in state_dict)
+    with_bias = any(k.endswith('norm1.body.bias') for k in state_dict)
+    options['LayerNorm_type'] = 'WithBias' if with_bias or not any_norm else 'BiasFree'
+    options['dual_pixel_task'] = 'skip_conv.weight' in state_dict
+    return {key: options[key] for key in defaults if key in options}  # the constructor's order

@@ -1,0 +1,269 @@
+"""Listing and pairing the images of a dataset: folders, ``meta_info_file`` lists and BasicSR LMDBs.
+
+A sample is a ``{'<key>_path': path}`` dict over the dataset's folders (``lq``/``gt``, ``lqL``/``lqR``/``gt``), GT
+last. Pairing refuses the set-ups that would silently train or score the identity: an input folder (or LMDB) that is
+the target's, a list entry that points outside the folders (absolute paths elsewhere, ``..``), pairs that are one
+file.
+"""
+import os
+from os import path as osp
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .image_io import IMAGE_EXTENSIONS
+from .readers import open_lmdb
+
+# How many offending names an error message lists before it summarises the rest.
+_MAX_LISTED = 5
+
+
+def listing(names: Sequence[str]) -> str:
+    """The first few names, sorted, and how many more (for error messages)."""
+    shown = ', '.join(sorted(names)[:_MAX_LISTED])
+    more = len(names) - _MAX_LISTED
+    return shown + (f' ... and {more} more' if more > 0 else '')
+
+
+def check_folder(folder: Any, key: str) -> str:
+    """``folder`` as a string; raises FileNotFoundError naming ``key`` when it is not an existing folder."""
+    folder = str(folder)
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'{key}: folder "{folder}" does not exist (or is not a folder); fix "{key}" in the '
+                                'dataset options or prepare the data as described in datasets/README.md.')
+    return folder
+
+
+def list_images(folder: str) -> List[str]:
+    """Sorted image file names (relative, non-recursive, no hidden files) in ``folder``."""
+    names = [e.name for e in os.scandir(folder)
+             if e.is_file() and not e.name.startswith('.') and e.name.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(names)
+
+
+# ------------------------------------------------------------------------------------------------- meta_info_file
+def read_meta_info(meta_info_file: str, gt_root: Optional[str] = None) -> List[str]:
+    """GT names listed in a ``meta_info_file``, relative to ``dataroot_gt``.
+
+    One name per line; BasicSR's extra columns (``name.png (h,w,c) level``) are ignored, names may contain spaces.
+    An absolute path inside ``gt_root`` is made relative to it (``find $PWD/gt > meta.txt`` works); an absolute path
+    elsewhere or a name leaving the folder (``..``) is refused: joined with ``dataroot_lq`` it would name the target
+    itself, and the network would learn the identity.
+
+    Args:
+        meta_info_file: The list file.
+        gt_root: ``dataroot_gt`` (None in LMDB mode, where absolute paths are refused).
+
+    Returns:
+        The names, in file order.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: It lists nothing, or names outside the GT folder.
+    """
+    if not osp.isfile(meta_info_file):
+        raise FileNotFoundError(f'meta_info_file "{meta_info_file}" does not exist; fix "meta_info_file" or remove '
+                                'it to list the folder instead.')
+    with open(meta_info_file, encoding='utf-8') as f:
+        names = [_meta_name(line) for line in f if line.strip() and not line.lstrip().startswith('#')]
+    if not names:
+        raise ValueError(f'meta_info_file "{meta_info_file}" lists no images.')
+    real_root = osp.realpath(gt_root) if gt_root else None
+    relative, outside = [], []
+    for name in names:
+        if osp.isabs(name):
+            if real_root is None or not _inside(osp.realpath(name), real_root):
+                outside.append(name)
+                continue
+            name = osp.relpath(osp.realpath(name), real_root)
+        name = osp.normpath(name)
+        if name == '..' or name.startswith('..' + os.sep):
+            outside.append(name)
+            continue
+        relative.append(name)
+    if outside:
+        where = f'dataroot_gt "{gt_root}"' if gt_root else 'the LMDB'
+        raise ValueError(f'meta_info_file "{meta_info_file}": {len(outside)} line(s) name files outside {where}: '
+                         f'{listing(outside)}. List the images relative to dataroot_gt (e.g. "0001.png"): each name '
+                         'is looked up in dataroot_gt and in every input folder, so a path outside them would pair '
+                         'a target with itself.')
+    return relative
+
+
+def _meta_name(line: str) -> str:
+    # "name with spaces.png (h,w,c) level" -> the name; a line without the shape column is the name itself.
+    text = line.strip()
+    parts = text.rsplit(None, 2)
+    if len(parts) == 3 and parts[1].startswith('(') and parts[1].endswith(')'):
+        return parts[0]
+    if len(parts) >= 2 and parts[-1].startswith('(') and parts[-1].endswith(')'):
+        return text.rsplit(None, 1)[0]
+    return text
+
+
+def _inside(real_path: str, real_root: str) -> bool:
+    return real_path == real_root or real_path.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+# ------------------------------------------------------------------------------------------------------------- LMDB
+def read_lmdb_meta(folder: str, key: str) -> Dict[str, Optional[Tuple[int, ...]]]:
+    """Read an LMDB folder's ``meta_info.txt`` (``name.png (h,w,c) level``) and check the keys exist in the database.
+
+    Args:
+        folder: The ``.lmdb`` folder.
+        key: Option name of the folder, for messages.
+
+    Returns:
+        Mapping from LMDB key (name without extension) to image shape (None when the line has no shape).
+    """
+    folder = check_folder(folder, key)
+    meta_file = osp.join(folder, 'meta_info.txt')
+    if not osp.isfile(meta_file) or not osp.isfile(osp.join(folder, 'data.mdb')):
+        raise FileNotFoundError(f'{key}: "{folder}" is not a BasicSR LMDB (needs data.mdb and meta_info.txt); build '
+                                'it with "python datasets/make_lmdb.py <image folder> <name>.lmdb" or use '
+                                'io_backend: {type: disk}.')
+    shapes: Dict[str, Optional[Tuple[int, ...]]] = {}
+    with open(meta_file, encoding='utf-8') as f:
+        for line in f:
+            if not line.strip():
+                continue
+            name = _meta_name(line)
+            rest = line.strip()[len(name):].split()
+            shape = tuple(int(v) for v in rest[0].strip('()').split(',')) if rest else None
+            shapes[osp.splitext(name)[0]] = shape
+    with open_lmdb(folder).begin(write=False) as txn:
+        stored = {k.decode('utf-8', 'replace') for k in txn.cursor().iternext(keys=True, values=False)}
+    missing = [k for k in shapes if k not in stored]
+    if missing:
+        raise ValueError(f'{key}: {len(missing)} key(s) listed in {meta_file} are missing from the LMDB: '
+                         f'{listing(missing)}. The LMDB is incomplete; rebuild it with datasets/make_lmdb.py.')
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------------------- pairing
+def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optional[str] = None,
+                  filename_tmpl: str = '{}') -> List[Dict[str, str]]:
+    """List aligned samples over several folders (LMDBs) that hold the same images under the same names.
+
+    The last entry of ``folders`` is the reference (GT). Disk mode pairs by file name: the partner of GT
+    ``dir/name.ext`` in every other folder is ``dir/<filename_tmpl.format(name)>.ext``. With ``meta_info_file``
+    the GT names come from that file (first column, relative to the GT folder, see :func:`read_meta_info`) instead
+    of a folder listing. LMDB mode uses the keys of each database's ``meta_info.txt``; paths are then LMDB keys.
+
+    Args:
+        folders: ``{key: folder}``, e.g. ``{'lq': ..., 'gt': ...}``; the returned dicts use ``<key>_path``.
+        backend: ``'disk'`` or ``'lmdb'``.
+        meta_info_file: Optional list of GT names (in LMDB mode it selects keys: names without extension).
+        filename_tmpl: Template for the non-GT file names (without extension).
+
+    Returns:
+        One ``{'<key>_path': path}`` dict per sample: sorted by GT name, or in ``meta_info_file`` order on disk.
+
+    Raises:
+        FileNotFoundError: A folder or listed file is missing.
+        ValueError: The folders do not match by name, or an input folder/file is the target's own.
+    """
+    keys = list(folders)
+    gt_key = keys[-1]
+    if backend == 'lmdb':
+        return _collect_lmdb(folders, meta_info_file)
+    roots = {k: check_folder(v, f'dataroot_{k}') for k, v in folders.items()}
+    gt_names = read_meta_info(meta_info_file, roots[gt_key]) if meta_info_file else list_images(roots[gt_key])
+    if not gt_names:
+        raise ValueError(f'dataroot_{gt_key}: no images ({", ".join(IMAGE_EXTENSIONS)}) in "{roots[gt_key]}"; check '
+                         'the path, or prepare the data as described in datasets/README.md.')
+    partners = {}
+    for name in gt_names:
+        stem, ext = osp.splitext(name)
+        partners[name] = osp.join(osp.dirname(stem), filename_tmpl.format(osp.basename(stem)) + ext)
+    check_distinct_folders(roots, filename_tmpl)
+    for key in keys[:-1]:
+        _check_partners(roots, key, gt_key, partners, bool(meta_info_file), filename_tmpl)
+    if meta_info_file:
+        missing_gt = [n for n in gt_names if not osp.isfile(osp.join(roots[gt_key], n))]
+        if missing_gt:
+            raise FileNotFoundError(f'{len(missing_gt)} image(s) listed in meta_info_file "{meta_info_file}" are '
+                                    f'missing in dataroot_{gt_key} "{roots[gt_key]}": {listing(missing_gt)}.')
+    samples = []
+    for name in gt_names:
+        sample = {f'{k}_path': osp.join(roots[k], partners[name]) for k in keys[:-1]}
+        sample[f'{gt_key}_path'] = osp.join(roots[gt_key], name)
+        samples.append(sample)
+    _check_not_one_file(samples, keys)
+    return samples
+
+
+def _check_partners(roots: Dict[str, str], key: str, gt_key: str, partners: Dict[str, str], listed: bool,
+                    filename_tmpl: str) -> None:
+    if listed:
+        missing = [p for p in partners.values() if not osp.isfile(osp.join(roots[key], p))]
+        extra: List[str] = []
+    else:
+        present = set(list_images(roots[key]))
+        missing = [p for p in partners.values() if p not in present]
+        extra = sorted(present - set(partners.values()))
+    if missing or extra:
+        msg = f'dataroot_{key} "{roots[key]}" does not match dataroot_{gt_key} "{roots[gt_key]}" by file name'
+        if missing:
+            msg += f'; {len(missing)} file(s) missing in dataroot_{key}: {listing(missing)}'
+        if extra:
+            msg += f'; {len(extra)} file(s) without a {gt_key} partner: {listing(extra)}'
+        raise ValueError(msg + f'. Each {gt_key} image needs a partner with the same name (filename_tmpl '
+                         f'{filename_tmpl!r}).')
+
+
+def check_distinct_folders(roots: Dict[str, str], filename_tmpl: str = '{}') -> None:
+    """Refuse an input folder (or LMDB) that is the target folder: every pair would be an image and itself.
+
+    Args:
+        roots: ``{key: folder}``, GT last.
+        filename_tmpl: With a template other than ``'{}'`` one folder may hold inputs and targets side by side.
+
+    Raises:
+        ValueError: Naming the two options.
+    """
+    keys = list(roots)
+    real = {k: osp.realpath(v) for k, v in roots.items()}
+    for i, key in enumerate(keys):
+        for other in keys[i + 1:]:
+            if real[key] == real[other] and filename_tmpl == '{}':
+                raise ValueError(f'dataroot_{key} and dataroot_{other} are the same folder ("{roots[key]}"): every '
+                                 f'{key} image would be its own {other}, and the network would learn the identity. '
+                                 f'Point dataroot_{key} at the degraded inputs.')
+
+
+def _check_not_one_file(samples: Sequence[Dict[str, str]], keys: Sequence[str]) -> None:
+    # Symbolic links or a template mapping names onto themselves can still make a pair one file.
+    same = [s[f'{keys[-1]}_path'] for s in samples
+            if len({osp.realpath(s[f'{k}_path']) for k in keys}) < len(keys)]
+    if same:
+        raise ValueError(f'{len(same)} pair(s) read the same file as input and target (links?): {listing(same)}. '
+                         'Each input must be its own degraded image.')
+
+
+def _collect_lmdb(folders: Dict[str, Any], meta_info_file: Optional[str] = None) -> List[Dict[str, str]]:
+    keys = list(folders)
+    gt_key = keys[-1]
+    metas = {k: read_lmdb_meta(str(v), f'dataroot_{k}') for k, v in folders.items()}
+    check_distinct_folders({k: str(v) for k, v in folders.items()})
+    if meta_info_file:
+        wanted = [osp.splitext(n)[0].replace(os.sep, '/') for n in read_meta_info(meta_info_file)]
+        for key, meta in metas.items():
+            missing = [n for n in wanted if n not in meta]
+            if missing:
+                raise ValueError(f'{len(missing)} image(s) of meta_info_file "{meta_info_file}" are not in the LMDB '
+                                 f'dataroot_{key} "{folders[key]}": {listing(missing)}.')
+        metas = {k: {n: meta[n] for n in wanted} for k, meta in metas.items()}
+    gt_meta = metas[gt_key]
+    for key in keys[:-1]:
+        missing = sorted(set(gt_meta) - set(metas[key]))
+        extra = sorted(set(metas[key]) - set(gt_meta))
+        if missing or extra:
+            raise ValueError(f'LMDB dataroot_{key} and dataroot_{gt_key} hold different keys (missing in {key}: '
+                             f'{listing(missing) or "none"}; missing in {gt_key}: {listing(extra) or "none"}). '
+                             'Build both LMDBs from folders with identical file names.')
+        # The stored shapes let us catch LQ/GT size mismatches before training starts (channels may differ).
+        bad = [k for k in gt_meta if gt_meta[k] and metas[key][k] and gt_meta[k][:2] != metas[key][k][:2]]
+        if bad:
+            raise ValueError(f'LMDB dataroot_{key} and dataroot_{gt_key}: {len(bad)} image(s) differ in size, e.g. '
+                             f'{bad[0]}: {metas[key][bad[0]]} vs {gt_meta[bad[0]]}. Restoration pairs must have equal '
+                             'height and width.')
+    return [{f'{k}_path': name for k in keys} for name in sorted(gt_meta)]

@@ -1,0 +1,233 @@
+"""ONNX export of Restormer checkpoints (``basicsr export``; needs the ``[onnx]`` extra: ``onnx``, ``onnxruntime``).
+
+The exported graph takes ``input`` of shape ``(N, C, H, W)`` (float32, values in [0, 1]) with dynamic N, H and W and
+returns ``output`` of the same shape (``(N, 3, H, W)`` for the 6-channel dual-pixel model). The padding to a multiple
+of 8 and the crop back run inside the graph, with the same rule as :func:`restormer_arch.archs.restormer_arch.
+pad_to_multiple`: reflect at the bottom/right, replicate when the image is too small to reflect.
+
+The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``) is used: it keeps the size arithmetic of the
+padding symbolic in well under a second, where the ``torch.export`` based exporter took ~20 s and specialised the
+padding mode of the example size (wrong results at other sizes; torch 2.14).
+
+Library use (the perf benchmarks export plain networks this way)::
+
+    from restormer_arch.export import export_onnx
+    export_onnx(network, 'model.onnx')                       # any H, W; padding inside the graph
+    export_onnx(network, 'plain.onnx', pad_in_graph=False)   # forward_features only: H, W multiples of 8
+"""
+import argparse
+import inspect
+import math
+import os
+import sys
+import warnings
+from os import path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from restormer_arch.archs.restormer_arch import SIZE_MULTIPLE, Restormer
+
+__all__ = ['DEFAULT_OPSET', 'ExportError', 'PaddedRestormer', 'export_onnx', 'compare_onnx', 'main']
+
+# Opset 17 is the first with LayerNormalization (one fused op per channel norm in onnxruntime); onnxruntime runs it
+# since 1.12 (2022), so the files also work with older deployments than the onnxruntime pinned here.
+DEFAULT_OPSET = 17
+DEFAULT_CHECK_SIZES = ((37, 53), (31, 17), (5, 3))
+# --check fails above this max |onnxruntime - PyTorch| (float32; the full-size models measure ~1e-6).
+CHECK_TOLERANCE = 1e-4
+# torch >= 2.5 has both exporters (torch.export-based is the default from 2.9); older ones only TorchScript.
+_TORCHSCRIPT_EXPORTER = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
+
+
+class ExportError(ValueError):
+    """A user-facing export error (bad checkpoint, missing onnx packages); the message says how to fix it."""
+
+
+def _pad_indices(size, padded, reflect: Tensor, device: torch.device) -> Tensor:
+    """Source row (or column) of every padded position: reflect about the last one, or repeat it."""
+    index = torch.arange(padded, device=device)
+    reflected = torch.where(index < size, index, 2 * (size - 1) - index)
+    return torch.where(reflect, reflected, index.clamp(max=size - 1))
+
+
+class PaddedRestormer(nn.Module):
+    """A Restormer whose padding and crop are tensor operations, so that a traced graph keeps H and W dynamic.
+
+    Same values as ``network(x)``; ``Restormer.forward`` decides the padding with Python ``if``s on the sizes, which
+    tracing would freeze at the example size.
+
+    Args:
+        network: The Restormer (any configuration).
+    """
+
+    def __init__(self, network: Restormer) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Restore ``x`` of shape ``(N, C, H, W)``; returns ``(N, out_channels, H, W)``."""
+        # Plain ints when run eagerly; while tracing, shape entries are tensors and these lines become graph nodes.
+        h, w = x.shape[-2], x.shape[-1]
+        pad_h, pad_w = -h % SIZE_MULTIPLE, -w % SIZE_MULTIPLE
+        reflect = torch.as_tensor((pad_h < h) & (pad_w < w), device=x.device)  # pad_to_multiple's rule, both axes
+        x = x.index_select(2, _pad_indices(h, h + pad_h, reflect, x.device))
+        x = x.index_select(3, _pad_indices(w, w + pad_w, reflect, x.device))
+        return self.network.forward_features(x)[..., :h, :w]
+
+
+def _atomic_target(path: str) -> str:
+    directory, name = osp.split(osp.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    return osp.join(directory, f'.{name}.tmp{os.getpid()}')
+
+
+def export_onnx(network: nn.Module, path: str, opset: int = DEFAULT_OPSET,
+                example_size: Tuple[int, int] = (64, 64), pad_in_graph: bool = True) -> str:
+    """Write ``network`` as an ONNX model with dynamic batch, height and width (atomically).
+
+    Args:
+        network: A :class:`Restormer` (eval mode is set on it). Its device and dtype are used for the example input.
+        path: Destination ``.onnx`` file (its folder is created).
+        opset: ONNX opset version (default :data:`DEFAULT_OPSET`).
+        example_size: ``(H, W)`` of the example input used for tracing; the result does not depend on it.
+        pad_in_graph: Pad to a multiple of 8 and crop back inside the graph (any H, W). False exports
+            ``forward_features`` only: H and W must then be multiples of 8 (no pad/crop nodes, e.g. for benchmarks).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ExportError: ``onnx`` is not installed, or the exported graph fails ``onnx.checker``.
+    """
+    onnx = _require('onnx')
+    network.eval()
+    param = next(network.parameters())
+    h, w = example_size
+    example = torch.rand(2, network.inp_channels, h, w, device=param.device, dtype=param.dtype)
+    module = PaddedRestormer(network) if pad_in_graph else _FeaturesOnly(network)
+    axes = {0: 'batch', 2: 'height', 3: 'width'}
+    tmp = _atomic_target(path)
+    try:
+        # Grad mode selects MDTA's batched matmul; its no-grad path loops over the batch in Python, which tracing would
+        # freeze at the example batch size. Nothing is differentiated.
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # tracer warnings about size arithmetic, the legacy-exporter notice
+            torch.onnx.export(module, (example,), tmp, opset_version=opset, input_names=['input'],
+                              output_names=['output'], dynamic_axes={'input': axes, 'output': axes},
+                              do_constant_folding=True, **_TORCHSCRIPT_EXPORTER)
+        try:
+            onnx.checker.check_model(tmp, full_check=True)
+        except onnx.checker.ValidationError as err:
+            raise ExportError(f'the exported graph is not valid ONNX (opset {opset}): {err}') from None
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+class _FeaturesOnly(nn.Module):
+    def __init__(self, network: Restormer) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network.forward_features(x)
+
+
+def _require(package: str):
+    try:
+        return __import__(package)
+    except ImportError:
+        raise ExportError(f'{package} is not installed: pip install "restormer-basicsr[onnx]" '
+                          '(onnx and onnxruntime).') from None
+
+
+def compare_onnx(path: str, network: nn.Module, sizes: Sequence[Tuple[int, int]] = DEFAULT_CHECK_SIZES,
+                 batch: int = 1, seed: int = 0) -> Dict[Tuple[int, int], float]:
+    """Run the ONNX file with onnxruntime on the CPU and the network in PyTorch on the same random inputs.
+
+    Args:
+        path: An ``.onnx`` file from :func:`export_onnx` (with the padding in the graph).
+        network: The network it was exported from (float32).
+        sizes: ``(H, W)`` sizes to try (odd sizes exercise the padding).
+        batch: Batch size of the inputs.
+        seed: Seed of the random inputs (uniform in [0, 1)).
+
+    Returns:
+        ``{(H, W): max |onnxruntime - PyTorch|}``.
+    """
+    ort = _require('onnxruntime')
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    generator = torch.Generator().manual_seed(seed)
+    param = next(network.parameters())
+    diffs = {}
+    for h, w in sizes:
+        x = torch.rand(batch, network.inp_channels, h, w, generator=generator)
+        with torch.no_grad():
+            expected = network.eval()(x.to(device=param.device, dtype=param.dtype)).float().cpu().numpy()
+        (got,) = session.run(['output'], {'input': x.numpy()})
+        diffs[(h, w)] = float(np.abs(got - expected).max()) if got.shape == expected.shape else math.inf
+    return diffs
+
+
+def _load_network(path: str) -> Restormer:
+    """The Restormer a checkpoint was saved from, loaded strictly (:func:`restormer_arch.load_restormer`)."""
+    from restormer_arch.restorer import RestoreError, load_restormer
+
+    try:
+        return load_restormer(path)
+    except RestoreError as err:
+        raise ExportError(str(err)) from None
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='basicsr export',
+        description='Export a Restormer checkpoint to ONNX (dynamic batch/height/width, padding inside the graph). '
+                    'Run the file with onnxruntime: see docs/export.md.')
+    parser.add_argument('--weights', required=True,
+                        help='checkpoint file, or a released name (e.g. deraining; see basicsr weights)')
+    parser.add_argument('-o', '--output', help='the .onnx file (default: the checkpoint name with .onnx, here)')
+    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help='ONNX opset (default: %(default)s)')
+    parser.add_argument('--check', action='store_true',
+                        help='compare onnxruntime (CPU) with PyTorch on random odd-sized inputs; print max |diff|')
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``basicsr export --weights CKPT [-o FILE.onnx] [--opset N] [--check]``.
+
+    Args:
+        argv: Arguments after ``export``.
+
+    Returns:
+        Exit code: 0; 1 when ``--check`` finds a difference above :data:`CHECK_TOLERANCE`; 2 for a user error
+        (message on stderr).
+    """
+    from restormer_arch.weights import WeightsError, resolve
+
+    args = _build_parser().parse_args(argv)
+    output = args.output or f'{osp.splitext(osp.basename(args.weights))[0]}.onnx'
+    try:
+        _require('onnx')
+        if args.check:
+            _require('onnxruntime')
+        network = _load_network(resolve(args.weights))
+        export_onnx(network, output, opset=args.opset)
+    except (ExportError, WeightsError) as err:
+        print(f'basicsr export: {err}', file=sys.stderr)
+        return 2
+    print(output)
+    if args.check:
+        diffs = compare_onnx(output, network)
+        for (h, w), diff in diffs.items():
+            print(f'{h}x{w}: max |onnxruntime - pytorch| = {diff:.3g}')
+        if max(diffs.values()) > CHECK_TOLERANCE:
+            print(f'basicsr export: onnxruntime differs from PyTorch by more than {CHECK_TOLERANCE}.', file=sys.stderr)
+            return 1
+    return 0

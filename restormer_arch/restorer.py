@@ -1,0 +1,423 @@
+"""Restore images with a Restormer from Python: load a checkpoint, run it whole or in tiles, in any precision.
+
+The library behind ``basicsr restore`` (:mod:`restormer_arch.inference`), for users' scripts and for validation::
+
+    from restormer_arch import load_restormer
+    from restormer_arch.restorer import Restorer
+
+    net = load_restormer('deraining.pth')                  # the architecture is read from the weights
+    restorer = Restorer(net, device='cuda', precision='bf16', tile=512, tile_overlap=32)
+    clean = restorer.restore(rainy)                         # (H, W, 3) uint8/uint16/float RGB -> same dtype
+    out = restorer.restore_tensor(batch)                    # (N, C, H, W) float in [0, 1] -> (N, C_out, H, W)
+
+Precision names come from :mod:`restormer_arch.perf`, tile rules from :mod:`restormer_arch.tiling`, checkpoint
+layouts from :mod:`restormer_arch.checkpoint` and network configurations from :mod:`restormer_arch.archs.presets`.
+"""
+import json
+import math
+import os
+from typing import Any, Callable, Dict, Mapping, Optional, Union
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from restormer_arch import checkpoint, perf, tiling
+from restormer_arch.archs.presets import (
+    TASK_KEYS,
+    ArchOptionsError,
+    arch_options_from_state_dict,
+    check_arch_options,
+    default_arch_options,
+    matching_tasks,
+    task_options,
+)
+from restormer_arch.archs.restormer_arch import Restormer
+
+__all__ = ['RestoreError', 'Restorer', 'load_restormer', 'run_network', 'network_options', 'build_network',
+           'load_state_dict', 'load_weights', 'check_tile_options', 'check_precision', 'pick_device',
+           'estimate_memory', 'available_memory']
+
+# Peak working memory of a forward pass, measured on CPU for the default model (dim 48): about 2,300 float32 values
+# per pixel (shared/notes/perf.md). It scales with the width; half precision roughly halves the activations.
+BYTES_PER_PIXEL_DIM48 = 9.2e3
+
+
+class RestoreError(ValueError):
+    """A user-facing restore error (bad input, checkpoint or option); the message says how to fix it."""
+
+
+# ----------------------------------------------------------------------------------------------------------- options
+def check_tile_options(tile: Optional[int], overlap: int, blend: str = 'cosine') -> None:
+    """Refuse tile settings :func:`restormer_arch.tiling.tiled_forward` would refuse, before any work starts.
+
+    Args:
+        tile: Tile size in pixels, or None for whole images.
+        overlap: Overlap of neighbouring tiles in pixels.
+        blend: Window of the overlaps (:data:`restormer_arch.tiling.BLEND_MODES`).
+
+    Raises:
+        RestoreError: The settings break the tiling rule.
+    """
+    if tile is None:
+        return
+    try:
+        tiling.check_tile_options(tile, overlap, blend)
+    except ValueError as err:
+        raise RestoreError(f'--tile {tile} --tile-overlap {overlap}: {err}') from None
+
+
+def pick_device(name: Union[str, torch.device, None] = 'auto') -> torch.device:
+    """``'auto'``/None (CUDA when available, else CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a device.
+
+    Raises:
+        RestoreError: CUDA asked for but not available, or an unknown device name.
+    """
+    if name is None or name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise RestoreError(f'--device {name}: {err}; use auto, cpu, cuda or cuda:N.') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise RestoreError('--device cuda: CUDA is not available here; use --device cpu (or auto).')
+    return device
+
+
+def check_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of ``precision`` (names from :data:`restormer_arch.perf.PRECISIONS`) on ``device``.
+
+    Raises:
+        RestoreError: Unknown name, fp16 on CPU, or bf16 on a GPU without bfloat16.
+    """
+    try:
+        dtype = perf.resolve_precision(precision)
+    except ValueError as err:
+        raise RestoreError(f'--precision: {err}') from None
+    if device.type == 'cpu' and dtype == torch.float16:
+        raise RestoreError('--precision fp16 is not supported on CPU; use bf16 (or fp32).')
+    if device.type == 'cuda' and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise RestoreError('--precision bf16: this GPU has no bfloat16 support; use fp16 or fp32.')
+    return dtype
+
+
+# ----------------------------------------------------------------------------------------------------------- network
+def build_network(options: Mapping) -> Restormer:
+    """A Restormer in eval mode from (checked) constructor arguments; constructor refusals become RestoreError."""
+    try:
+        return Restormer(**check_arch_options(options)).eval()
+    except ValueError as err:  # ArchOptionsError included: the message names the key
+        raise RestoreError(str(err)) from None
+
+
+def network_options(state_dict: Optional[Mapping[str, Tensor]] = None, task: Optional[str] = None,
+                    arch_options: Optional[Mapping] = None) -> dict:
+    """The constructor arguments to build: read from the weights, then what the user said explicitly on top.
+
+    Args:
+        state_dict: Weights to read the architecture from (None: Restormer's defaults, for random networks).
+        task: A released task (:data:`~restormer_arch.archs.presets.TASK_PRESETS`); it fixes the channels, the norm
+            type and dual-pixel, and :func:`load_restormer` reports a checkpoint that disagrees.
+        arch_options: Constructor arguments the user set (checked; they win over the weights and the task).
+
+    Returns:
+        Complete constructor arguments.
+
+    Raises:
+        RestoreError: Unknown task, wrong arch options, or weights that are not a Restormer's.
+    """
+    try:
+        explicit = check_arch_options(arch_options or {}, '--arch-options')
+        preset = {k: v for k, v in task_options(task).items() if k in TASK_KEYS} if task else {}
+        base = arch_options_from_state_dict(state_dict) if state_dict is not None else default_arch_options()
+    except ArchOptionsError as err:
+        raise RestoreError(str(err)) from None
+    return {**base, **preset, **explicit}
+
+
+def load_restormer(path: str, task: Optional[str] = None, arch_options: Optional[Mapping] = None,
+                   param_key: Optional[str] = None, device: Union[str, torch.device, None] = 'cpu') -> Restormer:
+    """Load a Restormer checkpoint into the network it was saved from, ready to run.
+
+    Every hyper-parameter that shapes the weights is read from the state dict
+    (:func:`~restormer_arch.archs.presets.arch_options_from_state_dict`), so released, ablation and custom
+    checkpoints load without naming a configuration. The weights are loaded strictly.
+
+    Args:
+        path: Checkpoint file of any layout :mod:`restormer_arch.checkpoint` accepts (official, BasicSR, mmagic, bare).
+        task: Optional released task the checkpoint must be (an error names the task it is instead).
+        arch_options: Optional constructor arguments to force (e.g. ``{'use_checkpoint': True}``); ones that
+            contradict the weights are reported with the options that would load them.
+        param_key: Checkpoint entry (``params_ema``, ``params`` ...); default: the first present.
+        device: Where to put the network (``'auto'`` picks CUDA when available).
+
+    Returns:
+        The Restormer in eval mode on ``device``.
+
+    Raises:
+        RestoreError: Missing/unsafe/unreadable file, not a Restormer, or a mismatch with ``task``/``arch_options``.
+    """
+    state_dict = load_state_dict(path, param_key)
+    net = build_network(network_options(state_dict, task, arch_options))
+    load_weights(net, state_dict, path, task, arch_options)
+    return net.to(pick_device(device))
+
+
+def load_state_dict(path: str, param_key: Optional[str] = None) -> Dict[str, Tensor]:
+    """A checkpoint's state dict (:func:`restormer_arch.checkpoint.load_state_dict`), errors as RestoreError."""
+    try:
+        return checkpoint.load_state_dict(path, param_key, '--weights')
+    except (FileNotFoundError, checkpoint.CheckpointError) as err:
+        raise RestoreError(str(err)) from None
+
+
+def load_weights(net: nn.Module, state_dict: Mapping[str, Tensor], path: str, task: Optional[str] = None,
+                 arch_options: Optional[Mapping] = None) -> None:
+    """Load ``state_dict`` strictly; a mismatch names the keys, the task it fits and options that load it.
+
+    Args:
+        net: The network built by :func:`network_options` + :func:`build_network`.
+        state_dict: Weights from :func:`load_state_dict`.
+        path: The checkpoint path (for the message).
+        task: The ``--task`` the user gave, if any (for the message).
+        arch_options: The ``--arch-options`` the user gave, if any (for the message).
+
+    Raises:
+        RestoreError: The weights do not fit ``net``.
+    """
+    mismatch = checkpoint.compare_state_dicts(net.state_dict(), dict(state_dict))
+    if mismatch:
+        raise RestoreError(_mismatch_message(mismatch, state_dict, path, task, arch_options))
+    net.load_state_dict(state_dict, strict=True)
+
+
+def _mismatch_message(mismatch: checkpoint.StateDictMismatch, state_dict: Mapping[str, Tensor], path: str,
+                      task: Optional[str], arch_options: Optional[Mapping]) -> str:
+    if task:
+        given = f'the --task {task} configuration' + (' with the --arch-options given' if arch_options else '')
+    else:
+        given = 'the configuration of the --arch-options given' if arch_options else 'its own configuration'
+    message = f'{path} does not match {given}:\n  '
+    message += mismatch.describe(sep='\n  ')
+    try:
+        own = arch_options_from_state_dict(state_dict)
+    except ArchOptionsError as err:
+        return f'{message}\n  {err}'
+    tasks = [t for t in matching_tasks(own) if t != task]
+    if task and tasks:
+        message += f'\n  The checkpoint is a {" / ".join(tasks)} model: try --task {tasks[0]} (or leave out --task).'
+    elif task:
+        message += '\n  The checkpoint fits none of the released tasks: leave out --task.'
+    message += ('\n  Leave out --task and --arch-options to use the configuration read from the checkpoint: '
+                f'--arch-options \'{json.dumps(own)}\'')
+    return message
+
+
+# ---------------------------------------------------------------------------------------------------------- running
+def available_memory(device: torch.device) -> int:
+    """Bytes free for activations on ``device`` (CUDA: free device memory; CPU: MemAvailable)."""
+    if device.type == 'cuda':
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open('/proc/meminfo', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE'))
+
+
+def estimate_memory(pixels: int, dim: int, precision: str) -> float:
+    """Rough peak activation memory (bytes) of one Restormer forward on ``pixels`` pixels of width ``dim``."""
+    half = perf.resolve_precision(precision) != torch.float32
+    return pixels * BYTES_PER_PIXEL_DIM48 * dim / 48 * (0.6 if half else 1.0)
+
+
+def _size(num_bytes: float) -> str:
+    return f'{num_bytes / 2**30:.1f} GiB' if num_bytes >= 2**29 else f'{num_bytes / 2**20:.1f} MiB'
+
+
+class Restorer:
+    """Runs a Restormer on images: whole or in blended tiles, under autocast, with a memory check up front.
+
+    Args:
+        network: A Restormer (e.g. from :func:`load_restormer`); it is put in eval mode on ``device``.
+        device: ``'auto'`` (default), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a torch device.
+        precision: ``'fp32'`` (default), ``'bf16'`` (CPU/GPU) or ``'fp16'`` (GPU), see :mod:`restormer_arch.perf`.
+        tile: Tile size in pixels (None: whole images).
+        tile_overlap: Overlap of neighbouring tiles in pixels (below ``tile / 2``).
+        blend: Window of the tile overlaps: ``'cosine'`` (default), ``'linear'`` or ``'box'``.
+        max_memory: Memory budget in bytes for the size check (None: what is free on the device now).
+        progress: Show a progress bar over the tiles.
+
+    Raises:
+        RestoreError: Bad device, precision or tile settings.
+    """
+
+    def __init__(self, network: nn.Module, device: Union[str, torch.device, None] = 'auto', precision: str = 'fp32',
+                 tile: Optional[int] = None, tile_overlap: int = 32, max_memory: Optional[int] = None,
+                 progress: bool = False, blend: str = 'cosine') -> None:
+        self.device = pick_device(device)
+        self.dtype = check_precision(precision, self.device)
+        check_tile_options(tile, tile_overlap, blend)
+        self.precision, self.tile, self.tile_overlap, self.blend = precision, tile, tile_overlap, blend
+        self.max_memory, self.progress = max_memory, progress
+        self.network = network.eval().to(self.device)
+        self.inp_channels = int(getattr(network, 'inp_channels', 3))
+        self.dual_pixel = bool(getattr(network, 'dual_pixel_task', False))
+        embed = getattr(getattr(network, 'patch_embed', None), 'proj', None)
+        self.dim = int(embed.weight.shape[0]) if embed is not None else 48
+
+    @property
+    def view_channels(self) -> int:
+        """Channels of one input view (3 for the dual-pixel model's left and right views, else ``inp_channels``)."""
+        return self.inp_channels // 2 if self.dual_pixel else self.inp_channels
+
+    def check_memory(self, height: int, width: int, name: str = 'the image') -> None:
+        """Refuse an image whose forward pass would likely not fit, suggesting a tile size.
+
+        Raises:
+            RestoreError: The estimate exceeds ``max_memory`` (or the free memory).
+        """
+        window = (min(self.tile, height), min(self.tile, width)) if self.tile else (height, width)
+        need = estimate_memory(window[0] * window[1], self.dim, self.precision)
+        budget = self.max_memory if self.max_memory is not None else available_memory(self.device)
+        if need <= budget:
+            return
+        per_pixel = need / (window[0] * window[1])
+        suggestion = max(16, int(math.sqrt(0.7 * budget / per_pixel)) // 8 * 8)
+        what = f'a {window[1]}x{window[0]} tile' if self.tile else f'{name} ({width}x{height})'
+        raise RestoreError(f'{what} likely needs about {_size(need)} for the forward pass, but only {_size(budget)} '
+                           f'is available. Use --tile {suggestion} --tile-overlap {min(32, suggestion // 4)} (tiles '
+                           'are blended smoothly), or --max-memory GB to override the estimate.')
+
+    def restore_tensor(self, image: Tensor) -> Tensor:
+        """Restore a batch.
+
+        Args:
+            image: ``(N, inp_channels, H, W)`` float tensor in [0, 1], any size, on any device.
+
+        Returns:
+            ``(N, out_channels, H, W)`` float32 tensor in [0, 1] on the input's device.
+
+        Raises:
+            RestoreError: The network produced NaN/inf (e.g. fp16 overflow).
+        """
+        out = run_network(self.network, image, tile=self.tile, overlap=self.tile_overlap, blend=self.blend,
+                          device=self.device, precision=self.precision, progress=self.progress)
+        if not torch.isfinite(out).all():
+            raise RestoreError(f'The network produced NaN/inf values in --precision {self.precision}; use fp32 '
+                               '(or bf16).')
+        return out.clamp_(0, 1)
+
+    def restore(self, image: np.ndarray, *views: np.ndarray, bgr: bool = False) -> np.ndarray:
+        """Restore one image given as a numpy array (or the two views of a dual-pixel pair).
+
+        Gray images go through a colour network as three equal channels and come back gray; colour images given to
+        a gray network are converted to gray. An alpha channel (4th channel) is passed through unchanged.
+
+        Args:
+            image: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; uint8, uint16 or float in [0, 1]. RGB
+                channel order unless ``bgr``.
+            *views: The right view for the dual-pixel network (same shape as ``image``, the left view).
+            bgr: The arrays are in OpenCV's BGR order (the result is too).
+
+        Returns:
+            The restored image: same shape (channels of ``image``), same dtype.
+
+        Raises:
+            RestoreError: Wrong number of views, views of different sizes, or too large for memory (without tiles).
+        """
+        if len(views) != (1 if self.dual_pixel else 0):
+            raise RestoreError('the dual-pixel network needs the left and the right view; other networks one image.'
+                               if self.dual_pixel else 'only the dual-pixel network takes a second view.')
+        arrays = (image, *views)
+        if any(a.shape[:2] != image.shape[:2] for a in arrays):
+            raise RestoreError(f'the views differ in size: {[a.shape for a in arrays]}.')
+        height, width = image.shape[:2]
+        self.check_memory(height, width)
+        color, alpha = _split(image)
+        gray = color.shape[2] == 1
+        model_in = np.concatenate([_model_channels(_split(a)[0], self.view_channels, bgr) for a in arrays], axis=2)
+        x = torch.from_numpy(np.ascontiguousarray(model_in.transpose(2, 0, 1)))[None]
+        out = self.restore_tensor(x)[0].permute(1, 2, 0).cpu().numpy()
+        if bgr and out.shape[2] == 3:
+            out = out[..., ::-1]
+        if gray and out.shape[2] == 3:
+            out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)[..., None]
+        result = _from_float(out, image.dtype)
+        if alpha is not None:
+            result = np.concatenate([result, alpha], axis=2)
+        return result.reshape(image.shape) if image.ndim == 2 else result
+
+
+def run_network(network: Callable[[Tensor], Any], image: Tensor, tile: Optional[int] = None, overlap: int = 32,
+                blend: str = 'cosine', device: Union[str, torch.device, None] = None, precision: str = 'fp32',
+                progress: bool = False) -> Tensor:
+    """One forward pass, whole or tiled, under autocast and without gradients; the shared core of restore and
+    validation.
+
+    Args:
+        network: An image-to-image network (a multi-output network's last output is used).
+        image: ``(N, C, H, W)`` float input.
+        tile: Tile size (None: whole image), see :func:`restormer_arch.tiling.tiled_forward`.
+        overlap: Overlap of neighbouring tiles.
+        blend: Window of the overlaps (:data:`restormer_arch.tiling.BLEND_MODES`).
+        device: Where to run (default: the image's device); only tiles move there when tiling.
+        precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (:func:`restormer_arch.perf.resolve_precision`).
+        progress: Progress bar over the tiles.
+
+    Returns:
+        ``(N, C_out, H, W)`` float32 output on the image's device, not clamped.
+    """
+    device = image.device if device is None else torch.device(device)
+
+    def last_output(x: Tensor) -> Tensor:
+        out = network(x)
+        return out[-1] if isinstance(out, (list, tuple)) else out
+
+    # no_grad rather than inference_mode: callers get ordinary tensors they may modify in place.
+    with torch.no_grad(), perf.autocast_context(precision, device.type):
+        if tile:
+            out = tiling.tiled_forward(last_output, image, tile=tile, overlap=overlap, blend=blend, device=device,
+                                       progress=progress)
+        else:
+            out = last_output(image.to(device)).to(image.device)
+    return out.float()
+
+
+def _split(image: np.ndarray):
+    """``(H, W, C)`` colour/gray part and the ``(H, W, 1)`` alpha (or None)."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise RestoreError(f'images must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {image.shape}.')
+    return (image[..., :3], image[..., 3:]) if image.shape[2] == 4 else (image, None)
+
+
+def _to_float(image: np.ndarray) -> np.ndarray:
+    if image.dtype in (np.uint8, np.uint16):
+        return image.astype(np.float32) / np.iinfo(image.dtype).max
+    if np.issubdtype(image.dtype, np.floating):
+        return image.astype(np.float32)
+    raise RestoreError(f'images must be uint8, uint16 or float in [0, 1], got {image.dtype}.')
+
+
+def _from_float(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype in (np.uint8, np.uint16):
+        return np.round(np.clip(image, 0, 1) * np.iinfo(dtype).max).astype(dtype)
+    return image.astype(dtype)
+
+
+def _model_channels(color: np.ndarray, channels: int, bgr: bool) -> np.ndarray:
+    """float32 ``(H, W, channels)`` RGB for the network from gray or colour (RGB, or BGR when ``bgr``)."""
+    pixels = _to_float(color)
+    if pixels.shape[2] == 3 and bgr:
+        pixels = pixels[..., ::-1]
+    if pixels.shape[2] == channels:
+        return pixels
+    if channels == 1:
+        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)[..., None]
+    return np.repeat(pixels, channels, axis=2)

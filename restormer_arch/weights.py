@@ -1,0 +1,389 @@
+"""The released Restormer checkpoints by name: download once into a cache, resume, verify, mirrors.
+
+``resolve('deraining')`` returns the path of the official ``deraining.pth`` in the cache folder, downloading it the
+first time (with a progress bar); ``resolve('my_model.pth')`` returns an existing file unchanged. ``basicsr weights``
+lists the names and copies them into ``pretrained_models/``, where the test option files look.
+
+* Cache folder: ``$RESTORMER_WEIGHTS_DIR`` if set, else ``<torch hub dir>/checkpoints/restormer`` (torch hub's
+  checkpoint folder, ``~/.cache/torch/hub/checkpoints/restormer`` unless ``$TORCH_HOME`` moves it).
+* Base URL: ``$RESTORMER_WEIGHTS_URL`` if set (a mirror: ``<base>/<name>.pth`` must serve the same files; an
+  ``http(s)://`` URL, a ``file://`` URL or a plain folder for offline clusters), else the official release
+  :data:`RELEASE_URL`.
+* A transfer that breaks off leaves ``<name>.pth.partial``; the next call continues it with an HTTP ``Range`` request
+  (a server that ignores ranges sends the whole file again).
+* A downloaded file is only moved into place after it loaded (``weights_only=True``) and matched the released
+  architecture of its name key for key and shape for shape; anything else (an HTML error page, a truncated or
+  foreign file) is deleted and refused.
+
+Downloads use ``requests`` (streaming, ``Range``) and ``tqdm`` (progress); torch.hub's ``download_url_to_file`` cannot
+resume a partial file.
+"""
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from os import path as osp
+from typing import Callable, Dict, List, Optional
+from urllib.parse import unquote, urlparse
+
+__all__ = ['RELEASES', 'RELEASE_URL', 'CACHE_ENV', 'URL_ENV', 'Release', 'WeightsError', 'cache_dir', 'base_url',
+           'release_url', 'cached_path', 'resolve', 'fetch', 'download', 'verify_release', 'copy_into']
+
+RELEASE_URL = 'https://github.com/swz30/Restormer/releases/download/v1.0'
+CACHE_ENV = 'RESTORMER_WEIGHTS_DIR'
+URL_ENV = 'RESTORMER_WEIGHTS_URL'
+CHUNK_BYTES = 1 << 20
+TIMEOUT_S = 30  # connect / between-bytes timeout, not a limit on the whole transfer
+PARTIAL_SUFFIX = '.partial'
+
+_BIAS_FREE = {'LayerNorm_type': 'BiasFree'}
+_GRAY = {'inp_channels': 1, 'out_channels': 1, 'LayerNorm_type': 'BiasFree'}
+
+
+@dataclass(frozen=True)
+class Release:
+    """One released checkpoint.
+
+    Attributes:
+        task: What the model restores (for listings).
+        arch_options: ``Restormer`` constructor arguments of the release (everything else is the default).
+        test_options: The option file under ``options/test/`` that evaluates it.
+    """
+    task: str
+    arch_options: Dict[str, object] = field(default_factory=dict)
+    test_options: str = ''
+
+
+# The files of the official v1.0 release (the names are the file stems).
+RELEASES: Dict[str, Release] = {
+    'deraining': Release('deraining', {}, 'Deraining.yml'),
+    'motion_deblurring': Release('motion deblurring', {}, 'MotionDeblurring_GoPro_HIDE.yml'),
+    'single_image_defocus_deblurring': Release('defocus deblurring, single image', {},
+                                               'DefocusDeblurring_Single.yml'),
+    'dual_pixel_defocus_deblurring': Release('defocus deblurring, dual pixel (6 channels in)',
+                                             {'inp_channels': 6, 'dual_pixel_task': True},
+                                             'DefocusDeblurring_DualPixel.yml'),
+    'real_denoising': Release('real denoising (SIDD)', _BIAS_FREE, 'RealDenoising_SIDD.yml'),
+    'gaussian_color_denoising_blind': Release('colour Gaussian denoising, blind', _BIAS_FREE,
+                                              'GaussianDenoising_Color_Blind.yml'),
+    **{f'gaussian_color_denoising_sigma{s}': Release(f'colour Gaussian denoising, sigma {s}', _BIAS_FREE,
+                                                     f'GaussianDenoising_Color_Sigma{s}.yml') for s in (15, 25, 50)},
+    'gaussian_gray_denoising_blind': Release('gray Gaussian denoising, blind', _GRAY,
+                                             'GaussianDenoising_Gray_Blind.yml'),
+    **{f'gaussian_gray_denoising_sigma{s}': Release(f'gray Gaussian denoising, sigma {s}', _GRAY,
+                                                    f'GaussianDenoising_Gray_Sigma{s}.yml') for s in (15, 25, 50)},
+}
+
+
+class WeightsError(ValueError):
+    """A checkpoint name or file cannot be used (unknown name, failed or refused download); the message says why."""
+
+
+def _names() -> str:
+    return ', '.join(RELEASES)
+
+
+def cache_dir() -> str:
+    """The folder of downloaded releases: ``$RESTORMER_WEIGHTS_DIR``, else torch hub's ``checkpoints/restormer``."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return osp.abspath(osp.expanduser(override))
+    import torch.hub
+
+    return osp.join(torch.hub.get_dir(), 'checkpoints', 'restormer')
+
+
+def base_url() -> str:
+    """Where the release files are fetched from: ``$RESTORMER_WEIGHTS_URL``, else :data:`RELEASE_URL`."""
+    return (os.environ.get(URL_ENV) or RELEASE_URL).rstrip('/')
+
+
+def _check_name(name: str) -> Release:
+    if name not in RELEASES:
+        raise WeightsError(f'{name!r} is not a released Restormer checkpoint; the names are: {_names()}.')
+    return RELEASES[name]
+
+
+def release_url(name: str, base: Optional[str] = None) -> str:
+    """URL (or mirror path) of a released checkpoint.
+
+    Args:
+        name: A key of :data:`RELEASES`.
+        base: Base URL or folder; default :func:`base_url`.
+
+    Returns:
+        ``<base>/<name>.pth``.
+    """
+    _check_name(name)
+    return f'{(base or base_url()).rstrip("/")}/{name}.pth'
+
+
+def cached_path(name: str) -> str:
+    """Where :func:`fetch` keeps ``name`` (the file may not exist yet)."""
+    _check_name(name)
+    return osp.join(cache_dir(), f'{name}.pth')
+
+
+# ------------------------------------------------------------------------------------------------------ verification
+def verify_release(path: str, name: str) -> None:
+    """Check that ``path`` holds the parameters of the released ``name`` model: safe to load, loads strictly.
+
+    Args:
+        path: A downloaded file.
+        name: A key of :data:`RELEASES`.
+
+    Raises:
+        WeightsError: Not a readable checkpoint, unsafe pickle, or keys/shapes differ from the release's architecture.
+    """
+    from restormer_arch import checkpoint
+    from restormer_arch.archs.restormer_arch import Restormer
+
+    release = _check_name(name)
+    try:
+        state_dict = checkpoint.load_state_dict(path, what=f'released checkpoint {name}')
+    except (FileNotFoundError, checkpoint.CheckpointError) as err:
+        raise WeightsError(str(err)) from None
+    network = Restormer(**release.arch_options)
+    mismatch = checkpoint.compare_state_dicts(network.state_dict(), state_dict)
+    if mismatch:
+        raise WeightsError(f'{path} is not the released {name} model ({release.arch_options or "default"} '
+                           f'architecture): {mismatch.describe()}')
+    network.load_state_dict(state_dict, strict=True)
+
+
+# --------------------------------------------------------------------------------------------------------- transfer
+def _local_source(url: str) -> Optional[str]:
+    """The file behind a ``file://`` URL or a plain path, None for http(s)."""
+    parsed = urlparse(url)
+    if parsed.scheme == 'file':
+        return unquote(parsed.path)
+    if parsed.scheme in ('http', 'https'):
+        return None
+    return url
+
+
+def _progress(total: Optional[int], initial: int, label: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit='B', unit_scale=True, unit_divisor=1024, desc=label,
+                disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def _start_offset(response, have: int) -> int:
+    """Where the body of ``response`` starts in the file: ``have`` for a matching 206, 0 for a full 200."""
+    if response.status_code == 206:
+        content_range = response.headers.get('Content-Range', '')
+        start = content_range.split(' ')[-1].split('-')[0]
+        if start.isdigit() and int(start) == have:
+            return have
+        raise WeightsError(f'{response.url}: the server resumed at {content_range!r}, not at byte {have}; the partial '
+                           'file was deleted, run the same command again.')
+    return 0
+
+
+def _total_size(response, offset: int) -> Optional[int]:
+    length = response.headers.get('Content-Length')
+    return offset + int(length) if length and length.isdigit() else None
+
+
+def _http_download(url: str, partial: str, label: str, progress: bool) -> None:
+    """Append the rest of ``url`` to ``partial`` (Range request when part of it is there)."""
+    import requests
+    import urllib3
+
+    have = osp.getsize(partial) if osp.exists(partial) else 0
+    # identity: byte ranges must count the file's bytes, not those of a compressed stream.
+    headers = {'Accept-Encoding': 'identity', **({'Range': f'bytes={have}-'} if have else {})}
+    try:
+        response = requests.get(url, headers=headers, stream=True, timeout=TIMEOUT_S)
+    except requests.RequestException as err:
+        raise WeightsError(f'{url}: cannot connect ({err}). Set {URL_ENV} to a mirror, or copy the file into '
+                           f'{osp.dirname(partial)}.') from None
+    with response:
+        if response.status_code == 416 and have:
+            # The partial file is not a prefix the server can continue (complete already, or from another version).
+            os.remove(partial)
+            return _http_download(url, partial, label, progress)
+        if response.status_code not in (200, 206):
+            raise WeightsError(f'{url}: HTTP {response.status_code} {response.reason}. Check the name, or set '
+                               f'{URL_ENV} to a mirror that serves <name>.pth.')
+        try:
+            offset = _start_offset(response, have)
+        except WeightsError:
+            os.remove(partial)  # the next call starts from byte 0 instead of failing the same way again
+            raise
+        total = _total_size(response, offset)
+        bar = _progress(total, offset, label, progress)
+        try:
+            with open(partial, 'ab' if offset else 'wb') as f, bar:
+                # read1 hands over whatever has arrived, so a broken transfer keeps every byte received.
+                for chunk in iter(lambda: response.raw.read1(CHUNK_BYTES), b''):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
+            raise WeightsError(f'{url}: the transfer broke off after {osp.getsize(partial)} bytes ({err}); run the '
+                               'same command again to resume it.') from None
+    if total is not None and osp.getsize(partial) != total:
+        raise WeightsError(f'{url}: got {osp.getsize(partial)} of {total} bytes; run the same command again to '
+                           'resume.')
+
+
+def _copy_download(source: str, partial: str, url: str) -> None:
+    if not osp.isfile(source):
+        raise WeightsError(f'{url}: no such file in the mirror folder ({URL_ENV}).')
+    shutil.copyfile(source, partial)
+
+
+def download(url: str, path: str, verify: Optional[Callable[[str], None]] = None, progress: bool = True) -> str:
+    """Download ``url`` to ``path``: resumable, verified, atomic.
+
+    The bytes go to ``path + '.partial'``; an existing partial file is continued with a ``Range`` request. Once
+    complete, ``verify(partial)`` runs (a refused file is deleted) and the file is renamed to ``path``.
+
+    Args:
+        url: ``http(s)://`` URL, ``file://`` URL or a local file path.
+        path: Destination file (its folder is created).
+        verify: Raises :class:`WeightsError` for a file that must not be kept.
+        progress: Show a progress bar on stderr.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        WeightsError: HTTP error, broken transfer (the partial file is kept for the next call) or refused file.
+    """
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    partial = path + PARTIAL_SUFFIX
+    source = _local_source(url)
+    if source is None:
+        _http_download(url, partial, osp.basename(path), progress)
+    else:
+        _copy_download(source, partial, url)
+    if verify is not None:
+        try:
+            verify(partial)
+        except WeightsError as err:
+            os.remove(partial)  # a complete but wrong file: resuming it could never help
+            raise WeightsError(f'{url}: downloaded file refused: {err}') from None
+    os.replace(partial, path)
+    return path
+
+
+def fetch(name: str, progress: bool = True) -> str:
+    """The cached file of a released checkpoint, downloaded (and verified) on first use.
+
+    Args:
+        name: A key of :data:`RELEASES`.
+        progress: Show a progress bar while downloading.
+
+    Returns:
+        The local path, ``<cache_dir()>/<name>.pth``.
+
+    Raises:
+        WeightsError: Unknown name, failed download, or a file that is not the released model.
+    """
+    path = cached_path(name)
+    if osp.isfile(path):
+        return path  # verified before it was moved into place
+    return download(release_url(name), path, verify=lambda p: verify_release(p, name), progress=progress)
+
+
+def resolve(value: str, progress: bool = True) -> str:
+    """A ``--weights`` value as a local file: an existing file as is, a released name fetched into the cache.
+
+    Args:
+        value: A checkpoint path, or a key of :data:`RELEASES` (e.g. ``deraining``).
+        progress: Show a progress bar while downloading.
+
+    Returns:
+        Path of a checkpoint file.
+
+    Raises:
+        WeightsError: Neither an existing file nor a released name, or the download failed.
+    """
+    if osp.isfile(value):
+        return value
+    if value in RELEASES:
+        return fetch(value, progress)
+    raise WeightsError(f'--weights {value}: no such file, and not a released checkpoint name ({_names()}).')
+
+
+def copy_into(name: str, folder: str, progress: bool = True) -> str:
+    """Fetch a release and place it as ``<folder>/<name>.pth`` (hard link when possible, else an atomic copy).
+
+    Args:
+        name: A key of :data:`RELEASES`.
+        folder: Destination folder (created), e.g. ``pretrained_models``.
+        progress: Show a progress bar while downloading.
+
+    Returns:
+        The destination path.
+    """
+    source = fetch(name, progress)
+    os.makedirs(folder, exist_ok=True)
+    target = osp.join(folder, f'{name}.pth')
+    if osp.isfile(target) and osp.samefile(source, target):
+        return target
+    tmp = osp.join(folder, f'.{name}.pth.tmp{os.getpid()}')
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or no hard links
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return target
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+def _build_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog='basicsr weights',
+        description='List the released Restormer checkpoints, or fetch them into a folder (default pretrained_models/, '
+                    'where options/test/*.yml look). Downloads are cached (see docs/weights.md).')
+    parser.add_argument('names', nargs='*', metavar='NAME', help="released names to fetch, or 'all'")
+    parser.add_argument('-o', '--output', default='pretrained_models', help='destination folder (default: %(default)s)')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    return parser
+
+
+def _listing() -> List[str]:
+    width = max(map(len, RELEASES))
+    lines = [f'cache: {cache_dir()}', f'source: {base_url()}', '']
+    for name, release in RELEASES.items():
+        state = 'cached' if osp.isfile(cached_path(name)) else '-'
+        lines.append(f'{name:<{width}}  {state:<6}  {release.task}  (options/test/{release.test_options})')
+    return lines
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``basicsr weights [NAME ... | all] [-o FOLDER]``: list the releases, or fetch them.
+
+    Args:
+        argv: Arguments after ``weights``.
+
+    Returns:
+        Exit code: 0, 1 when a download failed, 2 for unknown names.
+    """
+    args = _build_parser().parse_args(argv)
+    if not args.names:
+        print('\n'.join(_listing()))
+        return 0
+    names = list(RELEASES) if args.names == ['all'] else args.names
+    unknown = [n for n in names if n not in RELEASES]
+    if unknown:
+        print(f'basicsr weights: unknown name(s) {", ".join(unknown)}; the names are: {_names()} (or all).',
+              file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        try:
+            print(copy_into(name, args.output, progress=not args.no_progress))
+        except WeightsError as err:
+            print(f'basicsr weights: {err}', file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
