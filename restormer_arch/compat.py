@@ -1,11 +1,28 @@
 """Make pip ``basicsr`` 1.4.2 (2022) work on today's torch / torchvision / scipy / OpenCV, on CPU and GPU.
 
-This is the single home of every fix we apply to BasicSR. It is imported by ``restormer_arch/__init__.py`` before
-anything else touches ``basicsr``; importing ``restormer_arch`` is therefore enough. BasicSR itself is never edited,
-forked or vendored: each fix either pre-seeds ``sys.modules`` (before ``import basicsr``) or replaces one function that
-BasicSR looks up at call time. Every fix says why it exists and is covered by ``tests/test_compat.py``.
+Only shims live here: each one makes something of BasicSR that fails on today's stack run as BasicSR meant it, and
+changes nothing else. It is imported by ``restormer_arch/__init__.py`` before anything else touches ``basicsr``, so
+importing ``restormer_arch`` is enough. BasicSR itself is never edited, forked or vendored: each fix either pre-seeds
+``sys.modules`` (before ``import basicsr``) or replaces one function that BasicSR looks up at call time.
 
-Call :func:`apply` again to re-apply the patches (it is idempotent); :data:`APPLIED` lists what was done.
+Shims (all applied on import; tests in ``tests/test_compat.py``; the list with reasons: ``docs/compat.md``):
+
+- ``torchvision.transforms.functional_tensor`` alias (removed in torchvision 0.17: ``import basicsr`` fails);
+- ``scipy.ndimage.filters`` alias (deprecated, to be removed in SciPy 2.0);
+- ``basicsr.train.load_resume_state`` loads on the CPU (BasicSR's maps storages to the current CUDA device);
+- ``dist_util._init_dist_pytorch``: gloo without CUDA, ``dist_params.backend`` (:func:`use_dist_backend`),
+  ``LOCAL_RANK``;
+- ``BaseModel.model_to_device``: no CUDA ``device_ids`` for CPU DDP;
+- ``BaseModel.get_optimizer``: AdamW (today's option files, Restormer's included) and any ``torch.optim`` class;
+- ``degradations.add_jpg_compression``: integer JPEG quality (OpenCV >= 4.5.5 rejects floats).
+
+Behaviour we *add* to BasicSR is not here: atomic saves that fail loudly, pretrained loading of every layout with a
+report, resume on the option file's schedule, root-based ``--auto_resume`` that skips torn states and never archives,
+saves on stop signals, exact epoch counts and the dry forward check live in
+:mod:`restormer_arch.models.training_hooks` (inherited by ``ImageCleanModel``; applied to BasicSR's models and
+pipeline by ``basicsr train`` only).
+
+Call :func:`apply` again to re-apply the shims (it is idempotent); :data:`APPLIED` lists what was done.
 """
 import functools
 import importlib
