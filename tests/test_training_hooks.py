@@ -318,3 +318,16 @@ def test_basicsr_models_get_a_dry_test_before_training(tmp_path):
     swinir_model = build_model(make_opt(tmp_path, model_type='SwinIRModel'))  # reads network_g.window_size
     with pytest.raises(RunError):
         training_hooks.dry_test(swinir_model, dataset)
+
+
+def test_basicsr_train_changes_basicsr_only_while_its_pipeline_runs():
+    import basicsr.train as train
+
+    before = {name: getattr(train, name) for name in ('build_model', 'load_resume_state', 'make_exp_dirs')}
+    with training_hooks.applied(training_hooks.TrainingRun()) as run:
+        assert BaseModel.save_network is CheckpointHooks.save_network
+        assert train.load_resume_state is training_hooks.load_resume_state
+        assert run.epoch == 0
+    assert BaseModel.save_network.__module__.startswith('basicsr.')
+    assert not hasattr(BaseModel, '_replay_schedule')
+    assert all(getattr(train, name) is value for name, value in before.items())

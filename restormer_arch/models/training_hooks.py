@@ -5,12 +5,13 @@ It reaches a run in two ways:
 - :class:`CheckpointHooks` is a base class of :class:`~restormer_arch.models.ImageCleanModel`: atomic saves that fail
   loudly, checkpoints of every layout ``basicsr restore`` accepts for ``path.pretrain_network_g`` (with a load report
   and a refusal when little or nothing matches), and a resume on which the option file's schedule wins.
-- ``basicsr train`` calls :func:`install` with a :class:`TrainingRun` (the explicit state of that one process). It
-  gives BasicSR's own models (``SRModel``, the GAN models ...) the same checkpoint methods, and changes the pipeline:
-  ``--auto_resume`` finds states under the run's root and skips torn ones, and without a usable state starts over in
-  the same folder instead of archiving it; data-loading workers leave SIGTERM/SIGINT to the main process (which saves
-  a state); the model built by the pipeline is handed the run (:meth:`TrainingRun.attach`), so ImageCleanModel can
-  save on stop signals with the right epoch and checks its output shape on one real crop before training.
+- ``basicsr train`` runs BasicSR's pipeline inside :func:`applied`, with a :class:`TrainingRun` (the explicit state
+  of that one process) and only while the pipeline runs. BasicSR's own models (``SRModel``, the GAN models ...) get
+  the same checkpoint methods, and the pipeline changes: ``--auto_resume`` finds states under the run's root and skips
+  torn ones, and without a usable state starts over in the same folder instead of archiving it; data-loading workers
+  leave SIGTERM/SIGINT to the main process (which saves a state); the epoch count comes from the real loader; the
+  model built by the pipeline is handed the run (:meth:`TrainingRun.attach`), so ImageCleanModel saves on stop
+  signals with the right epoch, and every model is tried on the first training patch before training.
 
 A library user who builds models directly gets only :class:`CheckpointHooks`; nothing here touches their process.
 See ``docs/fault_tolerance.md``.
@@ -33,7 +34,7 @@ from basicsr.utils import get_root_logger
 from ..checkpoint import CheckpointError, atomic_save, compare_state_dicts, find_state_dict, load_file
 from ..compat import map_location_for
 
-__all__ = ['RunError', 'CheckpointLoadError', 'TrainingRun', 'CheckpointHooks', 'install', 'load_resume_state',
+__all__ = ['RunError', 'CheckpointLoadError', 'TrainingRun', 'CheckpointHooks', 'applied', 'load_resume_state',
            'find_resume_states', 'MIN_LOADED_FRACTION']
 
 # A non-strict pretrained load must fill at least this share of the network's tensors; below it the run would be
@@ -514,23 +515,48 @@ def _folders_of(opt: Dict[str, Any]) -> List[str]:
     return [p for key, p in opt['path'].items() if isinstance(p, str) and not any(s in key for s in skip)]
 
 
-def install(run: TrainingRun) -> None:
-    """Apply our additions to BasicSR's training pipeline for this process (called by ``basicsr train``).
+@contextmanager
+def applied(run: TrainingRun) -> Iterator[TrainingRun]:
+    """Apply our additions to BasicSR's training pipeline while the block runs (``basicsr train`` wraps the pipeline).
+
+    BasicSR's ``BaseModel`` and ``basicsr.train`` are put back afterwards, so a process that runs the command as a
+    function (a test, a notebook) keeps plain BasicSR outside it.
 
     Args:
         run: The run's explicit state; the pipeline fills in the sampler, loader and model as it creates them.
+
+    Yields:
+        ``run``.
     """
     import basicsr.train as train
     from basicsr.models.base_model import BaseModel
+
+    saved = {name: BaseModel.__dict__.get(name) for name in _MODEL_HOOKS}
+    saved_train = {name: getattr(train, name) for name in _PIPELINE_HOOKS}
+    try:
+        _install(run, train, BaseModel, dict(saved_train))
+        yield run
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                delattr(BaseModel, name)
+            else:
+                setattr(BaseModel, name, value)
+        for name, value in saved_train.items():
+            setattr(train, name, value)
+
+
+_MODEL_HOOKS = ('save_network', 'save_training_state', 'load_network', 'resume_training', '_replay_schedule')
+_PIPELINE_HOOKS = ('load_resume_state', 'create_train_val_dataloader', 'build_model', 'build_dataloader',
+                   'make_exp_dirs', 'mkdir_and_rename')
+
+
+def _install(run: TrainingRun, train: Any, base_model: Any, originals: Dict[str, Any]) -> None:
     from basicsr.utils.dist_util import master_only
 
-    for name in ('save_network', 'save_training_state', 'load_network', 'resume_training', '_replay_schedule'):
-        setattr(BaseModel, name, getattr(CheckpointHooks, name))
+    for name in _MODEL_HOOKS:
+        setattr(base_model, name, getattr(CheckpointHooks, name))
     train.load_resume_state = load_resume_state
-    originals = getattr(train, '_restormer_originals', None) or {
-        name: getattr(train, name) for name in ('create_train_val_dataloader', 'build_model', 'build_dataloader',
-                                                'make_exp_dirs', 'mkdir_and_rename')}
-    train._restormer_originals = originals
 
     def create_loaders(opt: Dict[str, Any], logger: Any) -> Any:
         train_loader, sampler, val_loaders, total_epochs, total_iters = originals['create_train_val_dataloader'](
