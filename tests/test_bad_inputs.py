@@ -32,6 +32,7 @@ from basicsr.utils.options import parse_options
 from restormer_arch import inference
 from restormer_arch.archs.restormer_arch import Restormer
 from restormer_arch.inference import RestoreError
+from restormer_arch.models.training_hooks import RunError
 from restormer_arch.options import OptionsError, OptionsWarning, validate_options_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +130,9 @@ def start(tmp: Path, opt: Dict[str, Any], is_train: bool = True) -> Tuple[Dict[s
     Returns:
         The parsed options, the model and ``[train_loader, *val_loaders]``.
     """
-    import basicsr.train  # load_resume_state is compat's replacement, looked up at call time as the pipeline does
+    import basicsr.train
+
+    from restormer_arch.models.training_hooks import load_resume_state  # what `basicsr train` installs
 
     path = write_options(tmp, opt)
     validate_options_file(str(path), is_train)
@@ -139,7 +142,7 @@ def start(tmp: Path, opt: Dict[str, Any], is_train: bool = True) -> Tuple[Dict[s
     finally:
         sys.argv = argv
     parsed['root_path'] = str(tmp)
-    resume_state = basicsr.train.load_resume_state(parsed)
+    resume_state = load_resume_state(parsed)
     train_loader, _, val_loaders, _, _ = basicsr.train.create_train_val_dataloader(parsed, get_root_logger())
     model = build_model(parsed)
     if resume_state:
@@ -175,6 +178,8 @@ def cli(tmp: Path, *argv: str) -> subprocess.CompletedProcess:
         raise OptionsError(done.stderr)
     if done.returncode == 2 and done.stderr.startswith('basicsr restore: error:'):
         raise RestoreError(done.stderr)
+    if done.returncode == 1 and 'Traceback' not in log and re.search(r'^basicsr train: error: ', log, re.MULTILINE):
+        raise RunError(log)  # a problem found while setting the run up, reported in one line
     reported = re.findall(r'^(\w+): ', done.stderr, flags=re.MULTILINE)  # the traceback's last "Type: message" line
     raise getattr(builtins, reported[-1] if reported else 'RuntimeError', RuntimeError)(log)
 
@@ -671,6 +676,23 @@ def cli_train_typo_num_gpus(tmp):
 def cli_train_corrupt_image(tmp):
     opt = base_options(tmp)
     (tmp / 'train' / 'gt' / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 100)
+    write_options(tmp, opt)
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case(RunError, 'network_g (RRDBNet) turns a 3x16x16 input into 3x64x64', 'scales images by x4', 'scale: 1')
+def cli_train_network_scale_mismatch(tmp):
+    opt = base_options(tmp)
+    opt['network_g'] = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'scale': 4, 'num_feat': 8,
+                        'num_block': 1, 'num_grow_ch': 4}
+    write_options(tmp, opt)
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case(RunError, 'wide.pth [params] fills only 8 of the 98 tensors', 'mostly random weights')
+def cli_train_pretrain_matches_nothing(tmp):
+    opt = base_options(tmp)
+    opt['path'].update(pretrain_network_g=str(checkpoint(tmp / 'wide.pth', dim=16)), strict_load_g=False)
     write_options(tmp, opt)
     cli(tmp, 'train', '-opt', 'options.yml')
 
