@@ -437,9 +437,6 @@ def test_restormer_trains_under_basicsr_srmodel(tmp_path):
 
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason='Restormer.forward returns a channels_last tensor; BasicSR discriminators call .view on it '
-                          '(needs `.contiguous()` on the output in archs/restormer_arch.py)')
 @pytest.mark.parametrize('model_type', ['SRGANModel', 'ESRGANModel'])
 def test_restormer_is_the_generator_of_basicsr_gan_models(tmp_path, model_type):
     train = {'gan_opt': {'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 5e-3},
