@@ -564,7 +564,7 @@ def eval_sizes_not_multiple_of_8_work(tmp):
     assert model.output.shape == (1, 3, 19, 21)
 
 
-@case(RestoreError, '--tile 16 --tile-overlap 32:', 'overlap < tile / 2')
+@case(RestoreError, '--tile 16 --tile-overlap 32:', 'below half the tile size')
 def restore_tile_smaller_than_overlap(tmp):
     image(tmp / 'in.png', size=(40, 36))
     restore('-i', str(tmp / 'in.png'), '-o', str(tmp / 'out'), '--task', 'deraining', '--allow-random-weights',
