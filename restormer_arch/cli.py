@@ -6,6 +6,7 @@ to BasicSR's own ``train_pipeline`` / ``test_pipeline`` with the *current direct
 ``--launcher {none,pytorch,slurm}``, ``--auto_resume``, ``--debug``, ``--local_rank``, ``--force_yml``.
 """
 import argparse
+import contextlib
 import os
 import sys
 from typing import Callable, Dict, List, Optional
@@ -48,7 +49,7 @@ def _configure_from_options(argv: List[str]) -> None:
     with open(opt_path, encoding='utf-8') as f:
         opt = yaml.safe_load(f) or {}
     dist_params = opt.get('dist_params') or {}
-    compat.DIST_BACKEND = dist_params.get('backend')
+    compat.use_dist_backend(dist_params.get('backend'))
 
 
 def _check_options(command: str, argv: List[str]) -> Optional[str]:
@@ -73,17 +74,26 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    from restormer_arch.checkpoint import CheckpointError, CheckpointSaveError
+    from restormer_arch.models.training_hooks import RunError
+
+    hooks = contextlib.nullcontext()
     if command == 'train':
         from basicsr.train import train_pipeline as pipeline
 
-        from restormer_arch.models import guards
-        guards.TRAINING_PROCESS = True  # save a state on SIGTERM/SIGINT (train.save_on_signal)
+        from restormer_arch.models import training_hooks
+        # Our additions to training (resume, signal saves, dry forward check): docs/fault_tolerance.md.
+        hooks = training_hooks.applied(training_hooks.TrainingRun(auto_resume='--auto_resume' in argv))
     else:
         from basicsr.test import test_pipeline as pipeline
     # BasicSR's parse_options reads sys.argv itself.
     sys.argv = [f'basicsr {command}'] + argv
     try:
-        pipeline(os.getcwd())
+        with hooks:
+            pipeline(os.getcwd())
+    except (RunError, CheckpointError, CheckpointSaveError) as err:  # the user's run, not our code: no traceback
+        print(f'basicsr {command}: error: {err}', file=sys.stderr)
+        return 1
     finally:
         _teardown_distributed()
     if command == 'test':

@@ -32,6 +32,7 @@ from basicsr.utils.options import parse_options
 from restormer_arch import inference
 from restormer_arch.archs.restormer_arch import Restormer
 from restormer_arch.inference import RestoreError
+from restormer_arch.models.training_hooks import RunError
 from restormer_arch.options import OptionsError, OptionsWarning, validate_options_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +130,9 @@ def start(tmp: Path, opt: Dict[str, Any], is_train: bool = True) -> Tuple[Dict[s
     Returns:
         The parsed options, the model and ``[train_loader, *val_loaders]``.
     """
-    import basicsr.train  # load_resume_state is compat's replacement, looked up at call time as the pipeline does
+    import basicsr.train
+
+    from restormer_arch.models.training_hooks import load_resume_state  # what `basicsr train` installs
 
     path = write_options(tmp, opt)
     validate_options_file(str(path), is_train)
@@ -139,7 +142,7 @@ def start(tmp: Path, opt: Dict[str, Any], is_train: bool = True) -> Tuple[Dict[s
     finally:
         sys.argv = argv
     parsed['root_path'] = str(tmp)
-    resume_state = basicsr.train.load_resume_state(parsed)
+    resume_state = load_resume_state(parsed)
     train_loader, _, val_loaders, _, _ = basicsr.train.create_train_val_dataloader(parsed, get_root_logger())
     model = build_model(parsed)
     if resume_state:
@@ -175,6 +178,8 @@ def cli(tmp: Path, *argv: str) -> subprocess.CompletedProcess:
         raise OptionsError(done.stderr)
     if done.returncode == 2 and done.stderr.startswith('basicsr restore: error:'):
         raise RestoreError(done.stderr)
+    if done.returncode == 1 and 'Traceback' not in log and re.search(r'^basicsr train: error: ', log, re.MULTILINE):
+        raise RunError(log)  # a problem found while setting the run up, reported in one line
     reported = re.findall(r'^(\w+): ', done.stderr, flags=re.MULTILINE)  # the traceback's last "Type: message" line
     raise getattr(builtins, reported[-1] if reported else 'RuntimeError', RuntimeError)(log)
 
@@ -506,6 +511,75 @@ def images_smaller_than_patch_without_padding(tmp):
     start(tmp, opt)
 
 
+# ------------------------------------------------------------------------------ images as users have them (issue 11)
+def _jpeg_pair(tmp: Path, name: str = 'a', gt_exif: bytes = b'', cut: bool = False) -> None:
+    """Replace the training pair ``name`` by JPEGs (GT optionally with EXIF, or cut in half)."""
+    from PIL import Image
+
+    for sub in ('lq', 'gt'):
+        (tmp / 'train' / sub / f'{name}.png').unlink()
+        buf = tmp / 'train' / sub / f'{name}.jpg'
+        Image.fromarray(np.full((24, 32, 3), 90 if sub == 'lq' else 120, np.uint8)).save(
+            buf, quality=95, **({'exif': gt_exif} if sub == 'gt' and gt_exif else {}))
+        if sub == 'gt' and cut:
+            buf.write_bytes(buf.read_bytes()[:buf.stat().st_size // 2])
+
+
+@case(ValueError, 'gt/a.jpg" is truncated (the JPEG ends before its end-of-image marker FF D9',
+      'copy or regenerate it', 'found in the images before training')
+def truncated_jpeg(tmp):
+    opt = base_options(tmp)
+    _jpeg_pair(tmp, cut=True)
+    start(tmp, opt)
+
+
+@case(ValueError, 'meta_info_file', 'name files outside dataroot_gt', 'relative to dataroot_gt')
+def meta_info_absolute_paths_outside_gt(tmp):
+    opt = base_options(tmp)
+    (tmp / 'meta.txt').write_text(f'{tmp / "train" / "lq" / "a.png"}\n')  # would pair every target with itself
+    train_set(opt)['meta_info_file'] = str(tmp / 'meta.txt')
+    start(tmp, opt)
+
+
+@case()
+def meta_info_absolute_paths_inside_gt_work(tmp):
+    opt = base_options(tmp)
+    (tmp / 'meta.txt').write_text(''.join(f'{tmp / "train" / "gt" / n}\n' for n in ('a.png', 'b.png')))
+    train_set(opt)['meta_info_file'] = str(tmp / 'meta.txt')
+    _, _, loaders = start(tmp, opt)
+    assert [Path(p['lq_path']).parent.name for p in loaders[0].dataset.paths] == ['lq', 'lq']
+
+
+@case(ValueError, 'dataroot_lq and dataroot_gt are the same folder', 'learn the identity')
+def lq_folder_is_gt_folder(tmp):
+    opt = base_options(tmp)
+    train_set(opt)['dataroot_lq'] = train_set(opt)['dataroot_gt']
+    start(tmp, opt)
+
+
+@case()
+def phone_jpeg_with_exif_orientation_works(tmp):
+    from PIL import Image
+
+    opt = base_options(tmp)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 24 high x 32 wide, shown (and read) 32 high x 24 wide
+    _jpeg_pair(tmp, gt_exif=exif.tobytes())
+    (tmp / 'train' / 'lq' / 'a.jpg').unlink()
+    image(tmp / 'train' / 'lq' / 'a.jpg', size=(32, 24))
+    _, _, loaders = start(tmp, opt)  # the image check sees the upright size, like the reader
+    dataset = loaders[0].dataset
+    assert dataset.reader.read(dataset.paths[0]['gt_path'], 'gt').shape == (32, 24, 3)
+
+
+@case(ValueError, 'result name(s) would be shared by several images', '"v"', 'rename the images')
+def eval_images_sharing_a_result_name(tmp):
+    opt = base_options(tmp)
+    for sub in ('lq', 'gt'):
+        image(tmp / 'val' / sub / 'v.jpg', size=(20, 28))
+    start(tmp, opt)
+
+
 # ------------------------------------------------------------------------------------------- checkpoints and resuming
 @case(ValueError, 'does not match network Restormer', 'missing keys', 'LayerNorm_type BiasFree for denoising')
 def pretrain_bias_free_into_with_bias(tmp):
@@ -602,6 +676,23 @@ def cli_train_typo_num_gpus(tmp):
 def cli_train_corrupt_image(tmp):
     opt = base_options(tmp)
     (tmp / 'train' / 'gt' / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 100)
+    write_options(tmp, opt)
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case(RunError, 'network_g (RRDBNet) turns a 3x16x16 input into 3x64x64', 'scales images by x4', 'scale: 1')
+def cli_train_network_scale_mismatch(tmp):
+    opt = base_options(tmp)
+    opt['network_g'] = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'scale': 4, 'num_feat': 8,
+                        'num_block': 1, 'num_grow_ch': 4}
+    write_options(tmp, opt)
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case(RunError, 'wide.pth [params] fills only 8 of the 98 tensors', 'mostly random weights')
+def cli_train_pretrain_matches_nothing(tmp):
+    opt = base_options(tmp)
+    opt['path'].update(pretrain_network_g=str(checkpoint(tmp / 'wide.pth', dim=16)), strict_load_g=False)
     write_options(tmp, opt)
     cli(tmp, 'train', '-opt', 'options.yml')
 

@@ -6,7 +6,7 @@ import torch.utils.data as data
 
 from .data_utils import check_train_options, get_backend, get_folder, get_mean_std, get_phase
 from .image_checks import check_images
-from .paths import collect_paths
+from .paths import check_distinct_result_names, collect_paths
 from .readers import ImageReader
 from .transforms import check_same_size, make_train_patches
 
@@ -45,6 +45,8 @@ class FolderDataset(data.Dataset):
         self.gt_size: Optional[int] = check_train_options(opt, name) if self.phase == 'train' else None
         self.paths: List[Dict[str, str]] = collect_paths(self.folders, self.backend['type'],
                                                          opt.get('meta_info_file'), opt.get('filename_tmpl', '{}'))
+        if self.phase != 'train':
+            check_distinct_result_names(self.paths, self.folder_keys[0])
         self.reader = ImageReader(self.backend, self.folders)
         no_padding = self.phase == 'train' and not opt.get('use_padding', True)
         check_images(self.reader, self.paths, self.folder_keys, name, opt, self.flag, self.require_16bit,

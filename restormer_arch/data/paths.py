@@ -230,6 +230,32 @@ def check_distinct_folders(roots: Dict[str, str], filename_tmpl: str = '{}') -> 
                                  f'Point dataroot_{key} at the degraded inputs.')
 
 
+def check_distinct_result_names(samples: Sequence[Dict[str, str]], key: str = 'lq') -> None:
+    """Refuse evaluation samples whose results would share one file name.
+
+    Validation and ``basicsr test`` save each result as ``<dataset>/<stem of the input>_<tag>.png`` and score it under
+    that stem: ``a.png`` and ``a.jpg``, or ``x/a.png`` and ``y/a.png``, would overwrite each other's image and mix their
+    rows in ``metrics.csv``.
+
+    Args:
+        samples: From :func:`collect_paths`.
+        key: The folder key whose file names name the results (the input; its first folder key for dual-pixel).
+
+    Raises:
+        ValueError: Naming the colliding files.
+    """
+    by_stem: Dict[str, List[str]] = {}
+    for sample in samples:
+        path = sample[f'{key}_path']
+        by_stem.setdefault(osp.splitext(osp.basename(path))[0], []).append(path)
+    clashes = {stem: paths for stem, paths in by_stem.items() if len(paths) > 1}
+    if clashes:
+        stem, paths = next(iter(clashes.items()))
+        raise ValueError(f'{len(clashes)} result name(s) would be shared by several images, e.g. "{stem}": '
+                         f'{listing(paths)}. Results are saved and scored by file name without extension and folder; '
+                         'rename the images or split them into separate datasets.')
+
+
 def _check_not_one_file(samples: Sequence[Dict[str, str]], keys: Sequence[str]) -> None:
     # Symbolic links or a template mapping names onto themselves can still make a pair one file.
     same = [s[f'{keys[-1]}_path'] for s in samples
