@@ -213,7 +213,8 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog='Released tasks: ' + '; '.join(f'{t}: {o or "defaults"}' for t, o in TASK_PRESETS.items()))
     parser.add_argument('-i', '--input', required=True, help='image file or folder (dual-pixel: see the docs)')
     parser.add_argument('-o', '--output', required=True, help='output folder (created)')
-    parser.add_argument('--weights', help='checkpoint (.pth): official, BasicSR, mmagic or a bare state dict')
+    parser.add_argument('--weights', help='checkpoint file (official, BasicSR, mmagic, bare state dict) or the name '
+                        'of a released one (basicsr weights lists them)')
     parser.add_argument('--task', choices=sorted(TASK_PRESETS),
                         help='released task the checkpoint must be (optional: the configuration is read from it)')
     parser.add_argument('--param-key', help='checkpoint entry to load (default: params_ema, then params, ...)')
