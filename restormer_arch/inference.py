@@ -231,7 +231,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--tile-overlap', type=int, default=32, help='overlap between tiles (default 32)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default auto)')
     parser.add_argument('--precision', default='fp32', choices=sorted(perf.PRECISIONS),
-                        help='fp32 (default), bf16 (CPU/GPU autocast) or fp16 (GPU only)')
+                        help='fp32 (default), bf16 (CPU/GPU, the network in bf16 end to end) or fp16 (GPU only)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the network (freezing): faster per image, but the first image or tile '
+                             'of each size compiles for 1-3 minutes on a CPU; pays off for many same-size images/tiles')
     parser.add_argument('--side-by-side', action='store_true',
                         help='also write NAME_side_by_side.EXT: input | output')
     parser.add_argument('--max-memory', type=float, help='memory budget in GiB for the size check (default: free)')
@@ -285,7 +288,7 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
     _check_inputs_complete(jobs)
     budget = int(args.max_memory * 2**30) if args.max_memory else None
     restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, compile=args.compile)
     return restorer, jobs
 
 
