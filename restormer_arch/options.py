@@ -41,20 +41,6 @@ DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'dataroot_gt', 'dataroot_lq', 
                 'filename_tmpl', 'use_shuffle', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio',
                 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue', 'gt_size', 'geometric_augs',
                 'use_padding', 'mean', 'std', 'check_images') + PROGRESSIVE_KEYS
-# The plugin's datasets: their own keys and what they need. Other (BasicSR) dataset types are not checked key by key.
-DATASET_TYPES = {
-    'Dataset_PairedImage': {'keys': ('in_ch', 'bit_depth'), 'required': ('dataroot_gt', 'dataroot_lq'),
-                            'required_train': (), 'required_eval': ()},
-    'Dataset_GaussianDenoising': {'keys': ('in_ch', 'sigma_type', 'sigma_range', 'sigma_test', 'noise_seed',
-                                           'noise_protocol'),
-                                  'required': ('dataroot_gt',), 'required_train': ('sigma_type', 'sigma_range'),
-                                  'required_eval': ('sigma_test',)},
-    'Dataset_DefocusDeblur_DualPixel_16bit': {'keys': ('dataroot_lqL', 'dataroot_lqR'),
-                                              'required': ('dataroot_gt', 'dataroot_lqL', 'dataroot_lqR'),
-                                              'required_train': (), 'required_eval': ()},
-    'Dataset_SIDDBlocks': {'keys': ('key_lq', 'key_gt'), 'required': ('dataroot_lq',), 'required_train': (),
-                           'required_eval': ()},
-}
 DUAL_PIXEL_DATASETS = ('Dataset_DefocusDeblur_DualPixel_16bit',)
 # BasicSR's train/test pipelines (and MessageLogger) read these; ``wandb`` is {project, resume_id}.
 LOGGER_KEYS = ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb')
@@ -530,20 +516,44 @@ REQUIRED_HINTS = {
 }
 
 
-def _check_dataset_keys(phase: str, dataset_opt: Dict[str, Any], problems: List[str]) -> None:
-    spec = DATASET_TYPES.get(dataset_opt.get('type'))
-    if spec is None:  # a BasicSR or third-party dataset: its keys are its own business
-        return
+def check_dataset_options(dataset_opt: Dict[str, Any], phase: str, keys: Sequence[str] = (),
+                          required: Sequence[str] = (), required_train: Sequence[str] = (),
+                          required_eval: Sequence[str] = ()) -> List[str]:
+    """Problems with the keys of one of the plugin's datasets (each dataset's ``check_options`` calls this).
+
+    Args:
+        dataset_opt: The dataset's section.
+        phase: Its name under ``datasets`` (``train``, ``val``, ``test_1``, ...).
+        keys: The dataset's own keys, beyond those every plugin dataset shares (:data:`DATASET_KEYS`).
+        required: Keys it always needs; ``required_train`` / ``required_eval`` when training / evaluating.
+
+    Returns:
+        One message per problem: misspelled keys (with a "did you mean") and missing required ones.
+    """
+    problems: List[str] = []
     where = f'datasets.{phase}'
-    suggested = check_keys(dataset_opt, DATASET_KEYS + spec['keys'], where, problems, strict=True)
-    required = spec['required']
+    suggested = check_keys(dataset_opt, DATASET_KEYS + tuple(keys), where, problems, strict=True)
+    needed = tuple(required)
     if phase == 'train':
-        required += spec['required_train'] + ('gt_size', 'batch_size_per_gpu', 'num_worker_per_gpu')
+        needed += tuple(required_train) + ('gt_size', 'batch_size_per_gpu', 'num_worker_per_gpu')
     else:
-        required += spec['required_eval']
-    for key in required:
+        needed += tuple(required_eval)
+    for key in needed:
         if dataset_opt.get(key) is None and key not in suggested:
-            problems.append(f'{where}.{key}: missing; add {key}: ... ({REQUIRED_HINTS[key]}).')
+            problems.append(f'{where}.{key}: missing; add {key}: ... ({REQUIRED_HINTS.get(key, "see the docs")}).')
+    return problems
+
+
+def _plugin_dataset(dataset_opt: Any) -> Optional[type]:
+    """The plugin's dataset class a section names (it has ``check_options``), else ``None``."""
+    cls = _lookup('dataset', dataset_opt.get('type')) if isinstance(dataset_opt, dict) else None
+    return cls if isinstance(cls, type) and hasattr(cls, 'check_options') else None
+
+
+def _check_dataset_keys(phase: str, dataset_opt: Dict[str, Any], problems: List[str]) -> None:
+    cls = _plugin_dataset(dataset_opt)
+    if cls is not None:  # a BasicSR or third-party dataset's keys are its own business
+        problems.extend(cls.check_options(dataset_opt, phase))
 
 
 def _network_arg(opt: Dict[str, Any], name: str) -> Any:
@@ -561,7 +571,7 @@ def _check_channels(opt: Dict[str, Any], problems: List[str]) -> None:
     if not isinstance(inp, int):
         return  # not a network with inp_channels (or not one we know): nothing to compare
     for phase, dataset_opt in (opt.get('datasets') or {}).items():
-        if not isinstance(dataset_opt, dict) or dataset_opt.get('type') not in DATASET_TYPES:
+        if _plugin_dataset(dataset_opt) is None:
             continue
         where = f'datasets.{phase} ({dataset_opt["type"]})'
         if dataset_opt['type'] in DUAL_PIXEL_DATASETS:
@@ -587,7 +597,7 @@ def _check_channels(opt: Dict[str, Any], problems: List[str]) -> None:
 def _check_scale(opt: Dict[str, Any], problems: List[str]) -> None:
     scale = opt.get('scale', 1)
     uses_plugin = (opt.get('network_g') or {}).get('type') == 'Restormer' or any(
-        isinstance(d, dict) and d.get('type') in DATASET_TYPES for d in (opt.get('datasets') or {}).values())
+        _plugin_dataset(d) is not None for d in (opt.get('datasets') or {}).values())
     if scale != 1 and uses_plugin and not isinstance(scale, str):
         problems.append(f'scale: {scale!r}; Restormer and its datasets restore images at their input size, so scale '
                         'must be 1; set scale: 1.')

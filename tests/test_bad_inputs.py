@@ -485,6 +485,15 @@ def basicsr_keys_of_other_models_warn(tmp):
     check(tmp, opt)
 
 
+@case(OptionsError, 'datasets.train (Dataset_GaussianDenoising)', 'sigma_type must be one of')
+def gaussian_sigma_type_checked_up_front(tmp):
+    opt = base_options(tmp)
+    train = opt['datasets']['train']
+    train.update(type='Dataset_GaussianDenoising', sigma_type='uniform', sigma_range=[0, 50])
+    del train['dataroot_lq']
+    check(tmp, opt)
+
+
 @case(OptionsError, 'logger.wandb.project', 'pip install wandb')
 def wandb_project_without_wandb(tmp):
     if importlib.util.find_spec('wandb') is not None:

@@ -69,3 +69,11 @@ class Dataset_DefocusDeblur_DualPixel_16bit(data.Dataset):  # noqa: N801  (offic
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @classmethod
+    def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
+        """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
+        from restormer_arch.options import check_dataset_options
+
+        return check_dataset_options(opt, phase, keys=('dataroot_lqL', 'dataroot_lqR'),
+                                     required=('dataroot_gt', 'dataroot_lqL', 'dataroot_lqR'))

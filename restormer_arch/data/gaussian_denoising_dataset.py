@@ -175,3 +175,18 @@ class Dataset_GaussianDenoising(data.Dataset):  # noqa: N801  (official Restorme
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @classmethod
+    def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
+        """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
+        from restormer_arch.options import check_dataset_options
+
+        problems = check_dataset_options(
+            opt, phase, keys=('in_ch', 'sigma_type', 'sigma_range', 'sigma_test', 'noise_seed', 'noise_protocol'),
+            required=('dataroot_gt',), required_train=('sigma_type', 'sigma_range'), required_eval=('sigma_test',))
+        if not problems:  # the noise levels' values, as the constructor checks them
+            try:
+                check_sigma_options(opt, phase.split('_')[0], f'datasets.{phase} ({cls.__name__})')
+            except ValueError as err:
+                problems.append(str(err))
+        return problems

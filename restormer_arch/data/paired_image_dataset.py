@@ -79,3 +79,10 @@ class Dataset_PairedImage(data.Dataset):  # noqa: N801  (official Restormer name
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @classmethod
+    def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
+        """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
+        from restormer_arch.options import check_dataset_options
+
+        return check_dataset_options(opt, phase, keys=('in_ch', 'bit_depth'), required=('dataroot_gt', 'dataroot_lq'))
