@@ -100,6 +100,11 @@ class _OptionLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# BasicSR reads option files with PyYAML's full loader; of its Python tags only the harmless tuple is accepted here.
+_OptionLoader.add_constructor('tag:yaml.org,2002:python/tuple',
+                              lambda loader, node: tuple(loader.construct_sequence(node)))
+
+
 def load_options(path: str) -> Dict[str, Any]:
     """Read a YAML option file; duplicate keys are an error.
 

@@ -10,7 +10,14 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 
 from restormer_arch.cli import main
-from restormer_arch.options import OptionsError, load_options, validate_options, validate_options_file
+from restormer_arch.options import (
+    OptionsError,
+    apply_overrides,
+    load_options,
+    parse_command_line,
+    validate_options,
+    validate_options_file,
+)
 from tests.test_models import make_opt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -186,6 +193,48 @@ def test_bad_yaml_names_the_file(tmp_path):
     bad.write_text('name: [unclosed\n')
     with pytest.raises(OptionsError, match='bad.yml: invalid YAML'):
         validate_options_file(str(bad))
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
+    path = tmp_path / 'dup.yml'
+    path.write_text('name: a\ntrain:\n  total_iter: 4\n  total_iter: 8\n')
+    with pytest.raises(OptionsError, match='line 4') as err:
+        load_options(str(path))
+    assert 'line 3' in str(err.value) and len(str(err.value).splitlines()) == 1
+    path.write_text('base: &base {a: 1}\nderived:\n  <<: *base\n  a: 2\nshape: !!python/tuple [1, 2]\n')
+    assert load_options(str(path)) == {'base': {'a': 1}, 'derived': {'a': 2}, 'shape': (1, 2)}  # merges, tuples
+
+
+def test_overrides_follow_basicsr_parsing():
+    from basicsr.utils.options import _postprocess_yml_value
+
+    cmd = parse_command_line(['-opt', 'x.yml', '--force_yml', 'train:optim_g:lr=!!float 1e-4', 'path:resume_state=~',
+                              'datasets:train:gt_sizes=[8, 16]', '--debug'])
+    assert cmd.overrides[0] == 'train:optim_g:lr=!!float 1e-4' and cmd.debug and cmd.override_flags == 1
+    opt = {'train': {'optim_g': {'lr': 3e-4}}, 'path': {'resume_state': 'a.state'}, 'datasets': {'train': {}}}
+    problems, created = apply_overrides(opt, cmd.overrides)
+    assert not problems and created == {'datasets.train.gt_sizes'}
+    assert opt['train']['optim_g']['lr'] == _postprocess_yml_value('!!float 1e-4') == 1e-4
+    assert opt['path']['resume_state'] is None and opt['datasets']['train']['gt_sizes'] == [8, 16]
+    assert parse_command_line(['-opt', 'x.yml', '--force_y', 'a=1', '--force_yml', 'b=2']).override_flags == 2
+    assert parse_command_line(['--launcher', 'none']) is None  # BasicSR reports its own usage error
+
+
+def test_resolved_options_are_what_basicsr_runs(tmp_path, monkeypatch):
+    from basicsr.utils.options import parse_options
+
+    monkeypatch.chdir(tmp_path)
+    opt = _deraining()
+    opt['datasets']['train'].update(iters=[4], mini_batch_sizes=[8], gt_sizes=[128])
+    opt['train'].update(total_iter=4, scheduler={'type': 'MultiStepLR', 'milestones': [2], 'gamma': 0.5})
+    path = tmp_path / 'o.yml'
+    path.write_text(yaml.safe_dump(opt))
+    argv = ['-opt', str(path), '--force_yml', 'num_gpu=0', 'train:optim_g:lr=0.001', '--debug']
+    ours = validate_options_file(str(path), True, cmd=parse_command_line(argv), root_path=str(tmp_path))
+    monkeypatch.setattr('sys.argv', ['train', *argv])
+    theirs, _ = parse_options(str(tmp_path), is_train=True)
+    for key in ('name', 'num_gpu', 'path', 'datasets', 'train', 'val', 'logger', 'dist', 'is_train', 'auto_resume'):
+        assert ours[key] == theirs[key], key
 
 
 def test_cli_checks_the_option_file_before_training(tmp_path, capsys):
