@@ -10,6 +10,7 @@ are handled - success.
 Each case id has one row in docs/bad_inputs.md (mistake | what you see | fix).
 """
 import builtins
+import importlib.util
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from restormer_arch import inference
 from restormer_arch.archs.restormer_arch import Restormer
 from restormer_arch.inference import RestoreError
 from restormer_arch.models.training_hooks import RunError
-from restormer_arch.options import OptionsError, OptionsWarning, validate_options_file
+from restormer_arch.options import CommandLine, OptionsError, OptionsWarning, validate_options_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOC = REPO_ROOT / 'docs' / 'bad_inputs.md'
@@ -337,8 +338,7 @@ def prefetch_cuda_without_cuda(tmp):
     check(tmp, opt)
 
 
-@case(OptionsError, 'val: given, but datasets has no val entry',
-      'add a datasets.val dataset, or remove the val section')
+@case(warning=OptionsWarning)  # BasicSR runs it (nothing is validated): a warning, not a refusal
 def val_section_without_val_dataset(tmp):
     opt = base_options(tmp)
     del opt['datasets']['val']
@@ -383,6 +383,138 @@ def eval_without_pretrained_weights_warns(tmp):
         del opt[key]
     opt['datasets'] = {'test_1': opt['datasets']['val']}
     check(tmp, opt, is_train=False)
+
+
+# ------------------------------------------------------------------ options as BasicSR runs them (issue 10: A, B, F)
+def check_with(tmp: Path, opt: Dict[str, Any], *overrides: str) -> None:
+    """The check of ``basicsr train -opt options.yml --force_yml OVERRIDES``."""
+    path = write_options(tmp, opt)
+    validate_options_file(str(path), True, cmd=CommandLine(str(path), overrides=overrides, override_flags=1))
+
+
+@case(OptionsError, 'duplicate key', 'line')
+def yaml_duplicate_key(tmp):
+    path = write_options(tmp, base_options(tmp))
+    path.write_text(path.read_text() + 'num_gpu: 1\n')  # a second num_gpu at the end: YAML keeps it silently
+    validate_options_file(str(path), True)
+
+
+@case(OptionsError, 'basicsr train:', 'options.yml: invalid YAML at line')
+def cli_yaml_syntax_error(tmp):
+    path = write_options(tmp, base_options(tmp))
+    path.write_text(path.read_text().replace('  total_iter: 4', '\ttotal_iter: 4'))
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case(OptionsError, 'basicsr test:', 'missing.yml: no such option file')
+def cli_missing_option_file(tmp):
+    cli(tmp, 'test', '-opt', 'missing.yml')
+
+
+@case(OptionsError, 'basicsr train:', "name: 'denoise/run1' cannot be a folder name")
+def cli_name_with_slash(tmp):
+    opt = base_options(tmp)
+    opt['name'] = 'denoise/run1'
+    write_options(tmp, opt)
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case()
+def force_yml_num_gpu_override_is_judged(tmp):
+    opt = base_options(tmp)
+    opt['num_gpu'] = torch.cuda.device_count() + 8  # more GPUs than here: refused as written, fine with the override
+    check_with(tmp, opt, 'num_gpu=0')
+
+
+@case(OptionsError, '--force_yml: train.total_iters is not in the option file')
+def force_yml_unknown_key(tmp):
+    check_with(tmp, base_options(tmp), 'train:total_iters=8')
+
+
+@case(OptionsError, '--force_yml train:total_iter=many', 'is a number in the file')
+def force_yml_wrong_type(tmp):
+    check_with(tmp, base_options(tmp), 'train:total_iter=many')
+
+
+@case(OptionsError, '--force_yml train:optim:lr=0.1', 'train.optim does not exist in the option file')
+def force_yml_missing_section(tmp):
+    check_with(tmp, base_options(tmp), 'train:optim:lr=0.1')
+
+
+@case(OptionsError, 'train.scheduler.periods sums to 4 but train.total_iter is 9')
+def force_yml_breaks_the_schedule(tmp):
+    check_with(tmp, base_options(tmp), 'train:total_iter=9')
+
+
+@case(OptionsError, 'train.mixing_augs.mixup_bta: unknown option; did you mean mixup_beta?')
+def mixup_beta_typo(tmp):
+    opt = base_options(tmp)
+    opt['train']['mixing_augs'] = {'mixup': True, 'mixup_bta': 2}
+    check(tmp, opt)
+
+
+@case(OptionsError, 'train.mixing_augs.mixup_beta: expected a positive number')
+def mixup_beta_zero(tmp):
+    opt = base_options(tmp)
+    opt['train']['mixing_augs'] = {'mixup': True, 'mixup_beta': 0}
+    check(tmp, opt)
+
+
+@case(OptionsError, 'train.scheduler.eta_min: not an argument of CosineAnnealingRestartCyclicLR',
+      'did you mean eta_mins?')
+def scheduler_argument_typo(tmp):
+    opt = base_options(tmp)
+    opt['train']['scheduler']['eta_min'] = opt['train']['scheduler'].pop('eta_mins')
+    check(tmp, opt)
+
+
+@case(warning=OptionsWarning)
+def scheduler_periods_longer_than_run(tmp):
+    opt = base_options(tmp)
+    opt['train']['scheduler']['periods'] = [2, 8]  # the second cycle stops part-way: valid
+    check(tmp, opt)
+
+
+@case(warning=OptionsWarning)
+def eta_min_above_lr(tmp):
+    opt = base_options(tmp)
+    opt['train']['optim_g']['lr'] = 1e-4
+    opt['train']['scheduler']['eta_mins'] = [3e-4, 1e-6]
+    check(tmp, opt)
+
+
+@case(warning=OptionsWarning)
+def basicsr_keys_of_other_models_warn(tmp):
+    opt = base_options(tmp)
+    opt['noise_range'] = [0, 10]  # read by Real-ESRGAN's model, not by this project
+    check(tmp, opt)
+
+
+@case(OptionsError, 'datasets.train (Dataset_GaussianDenoising)', 'sigma_type must be one of')
+def gaussian_sigma_type_checked_up_front(tmp):
+    opt = base_options(tmp)
+    train = opt['datasets']['train']
+    train.update(type='Dataset_GaussianDenoising', sigma_type='uniform', sigma_range=[0, 50])
+    del train['dataroot_lq']
+    check(tmp, opt)
+
+
+@case(OptionsError, 'logger.wandb.project', 'pip install wandb')
+def wandb_project_without_wandb(tmp):
+    if importlib.util.find_spec('wandb') is not None:
+        pytest.skip('wandb is installed here')
+    opt = base_options(tmp)
+    opt['logger'].update(use_tb_logger=True, wandb={'project': 'my_project', 'resume_id': None})
+    check(tmp, opt)
+
+
+@case(OptionsError, 'val.metrics.lpips.type: calculate_lpips needs the lpips package')
+def lpips_metric_without_lpips(tmp):
+    if importlib.util.find_spec('lpips') is not None:
+        pytest.skip('lpips is installed here')
+    opt = base_options(tmp)
+    opt['val']['metrics']['lpips'] = {'type': 'calculate_lpips'}
+    check(tmp, opt)
 
 
 # ------------------------------------------------------------------------------------------------------- data mistakes
