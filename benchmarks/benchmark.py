@@ -492,7 +492,8 @@ def main(argv: Optional[List[str]] = None) -> int:
              '|---|---|---|---|---|---|---|---|')
         for text in args.memory_sizes:
             h, w = (int(v) for v in text.split('x'))
-            modes = (['whole'] if h * w <= args.whole_max_pixels else []) + ['tiled', 'tiled fixed']
+            # Fixed-size tiles only next to a whole-image row (the per-pixel comparison); otherwise fitted tiles.
+            modes = ['whole', 'tiled', 'tiled fixed'] if h * w <= args.whole_max_pixels else ['tiled']
             whole_s = None
             for mode in modes:
                 spec = {'network': 'fast', 'device': args.device, 'size': (h, w), 'runs': 1,

@@ -430,3 +430,24 @@ def test_training_step_uses_fused_adamw_and_bf16_autocast(tmp_path, precision):
     explicit = build_model(make_opt(tmp_path / 'explicit', train={'optim_g': {'type': 'AdamW', 'lr': 1e-3,
                                                                              'foreach': False}}))
     assert not explicit.optimizer_g.param_groups[0].get('fused')  # the user's choice is kept
+
+
+@pytest.mark.skipif(not os.environ.get('RESTORMER_TEST_COMPILE'),
+                    reason='torch.compile takes 1-2 min on this CPU; set RESTORMER_TEST_COMPILE=1 to run it')
+def test_basicsr_test_with_compile_equals_eager(tmp_path):
+    from basicsr.models import build_model
+
+    from tests.test_models import batch, make_opt
+
+    outputs, states = [], []
+    data = batch(n=1)
+    for compile_opt in (False, True):
+        model = build_model(make_opt(tmp_path / str(compile_opt), is_train=False, performance={'compile': compile_opt}))
+        if states:
+            model.net_g.load_state_dict(states[0], strict=True)
+        states.append(model.net_g.state_dict())
+        model.feed_data(data)
+        model.test()
+        outputs.append(model.output)
+    assert model._compiled_test_net is not None
+    assert (outputs[0] - outputs[1]).abs().max().item() < 1e-4

@@ -17,7 +17,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..archs.restormer_arch import pad_to_multiple
-from ..perf import apply_performance_options, autocast_context, optimizer_defaults, resolve_precision
+from ..perf import (
+    apply_performance_options,
+    autocast_context,
+    compile_for_inference,
+    optimizer_defaults,
+    resolve_precision,
+)
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
 from .progressive import Mixup, ProgressiveSchedule, stage_table
@@ -295,9 +301,19 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         h, w = self.lq.shape[-2:]
         net.eval()
         with torch.no_grad(), autocast_context(self.precision, self.device.type):
-            output = network_forward(net, pad_to_multiple(self.lq, window), self.opt.get('val') or {})
+            padded = pad_to_multiple(self.lq, window)
+            output = network_forward(self._test_forward(net), padded, self.opt.get('val') or {})
         net.train(was_training)
         self.output = output[..., :h * scale, :w * scale].float()
+
+    def _test_forward(self, net: torch.nn.Module) -> torch.nn.Module:
+        # `basicsr test` with performance.compile: compile with freezing once (weights no longer change); each new
+        # input shape compiles again, so tiles (val.tile) or equal image sizes keep it to one compilation.
+        if self.is_train or not self.performance.get('compile'):
+            return net
+        if getattr(self, '_compiled_test_net', None) is None:
+            self._compiled_test_net = compile_for_inference(net)
+        return self._compiled_test_net
 
     def get_current_visuals(self) -> Dict[str, Tensor]:
         """``lq``, ``result`` and (if fed) ``gt`` of the last batch, on the CPU."""
