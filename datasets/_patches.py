@@ -19,7 +19,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
+# The project's image extensions (restormer_arch.data.image_io.IMAGE_EXTENSIONS; a test keeps the two equal).
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+
+
+def _image_io():
+    # Deferred: importing the package loads torch and basicsr (seconds), which the option and folder errors do not
+    # need. run() imports it before starting worker processes, so forked workers share the loaded modules.
+    from restormer_arch.data import image_io
+
+    return image_io
 
 
 class PatchError(RuntimeError):
@@ -100,19 +109,25 @@ def select_sharpest(patches: Sequence[np.ndarray], fraction: float) -> List[int]
 
 
 def _read(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise PatchError(f'{path}: cannot be read as an image (corrupt or unsupported).')
-    return img
+    # The datasets' decoder (EXIF orientation applied, truncated files refused); alpha is kept as a 4th channel.
+    image_io = _image_io()
+    try:
+        decoded = image_io.read_image(path)
+    except image_io.ImageReadError as err:
+        raise PatchError(str(err)) from err
+    pixels = decoded.pixels[..., 0] if decoded.pixels.shape[2] == 1 else decoded.pixels
+    if decoded.alpha is None:
+        return pixels
+    color = pixels if pixels.ndim == 3 else cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
+    return np.dstack([color, decoded.alpha])
 
 
 def _write_atomic(img: np.ndarray, target: Path) -> None:
-    tmp_dir = target.parent / '.tmp'
-    tmp_dir.mkdir(exist_ok=True)
-    tmp = tmp_dir / f'{os.getpid()}_{target.name}'
-    if not cv2.imwrite(str(tmp), img):
-        raise PatchError(f'{target}: could not be written (disk full or unsupported format?).')
-    os.replace(tmp, target)
+    alpha = img[..., 3] if img.ndim == 3 and img.shape[2] == 4 else None
+    try:
+        _image_io().write_image(target, img[..., :3] if alpha is not None else img, 8 * img.dtype.itemsize, alpha)
+    except (OSError, ValueError) as err:
+        raise PatchError(f'{target}: could not be written ({err}).') from err
 
 
 def _marker(cfg: PatchConfig, key: str) -> Path:
@@ -171,6 +186,7 @@ def run(jobs: Sequence[Job], cfg: PatchConfig, workers: int = 0, desc: str = 'pa
         out_dir.mkdir(parents=True, exist_ok=True)
     _marker(cfg, 'x').parent.mkdir(exist_ok=True)
     workers = workers or os.cpu_count() or 1
+    _image_io()  # loaded once here; forked workers inherit it
     worker = partial(process_job, cfg=cfg)
     totals = np.zeros(2, dtype=np.int64)
     with tqdm(total=len(jobs), desc=desc, unit='scene') as bar:

@@ -7,7 +7,6 @@ fixed per-image noise for validation).
 Usage: ``python datasets/prepare_demo.py [--root datasets/Demo]``
 """
 import argparse
-import os
 import sys
 from os import path as osp
 
@@ -47,7 +46,7 @@ def prepare(root: str) -> None:
     Args:
         root: Destination folder (``datasets/Demo`` for ``options/Demo.yml``).
     """
-    import cv2
+    from restormer_arch.data.image_io import write_image
 
     jobs = [('train', name, lambda img: _fit(img, MAX_SIDE)) for name in TRAIN]
     jobs += [('val', name, lambda img: _center_crop(img, VAL_SIZE)) for name in VAL]
@@ -55,9 +54,8 @@ def prepare(root: str) -> None:
         path = osp.join(root, split, f'{name}.png')
         if osp.isfile(path):
             continue
-        os.makedirs(osp.dirname(path), exist_ok=True)
         img = transform(load_photo(name))
-        cv2.imwrite(path, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        write_image(path, img[..., ::-1].copy())  # RGB -> BGR; atomic, folder created
     print(f'demo photos ready: {len(TRAIN)} in {osp.join(root, "train")}, {len(VAL)} in {osp.join(root, "val")}')
 
 

@@ -145,3 +145,31 @@ def test_unpaired_names_and_sizes_are_reported(tmp_path):
     cv2.imwrite(str(tmp_path / 'src' / 'target' / 'a.png'), _img((20, 24, 3), 1))
     result = _run('gopro', '--src', tmp_path / 'src', '--dst', tmp_path / 'out', '--workers', 1, ok=False)
     assert 'differ in size' in result.stderr
+
+
+def test_patch_scripts_list_the_project_image_extensions():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import _patches
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    from restormer_arch.data.image_io import IMAGE_EXTENSIONS
+
+    assert _patches.IMAGE_EXTENSIONS == IMAGE_EXTENSIONS
+
+
+def test_patches_are_cut_from_upright_phone_photos(tmp_path):
+    from PIL import Image
+
+    from restormer_arch.data.image_io import read_image
+
+    for sub, seed in (('input', 1), ('target', 2)):
+        (tmp_path / 'src' / sub).mkdir(parents=True)
+        exif = Image.Exif()
+        exif[0x0112] = 6  # stored 30 high x 40 wide; shown (and read by the datasets) 40 high x 30 wide
+        Image.fromarray(_img((30, 40, 3), seed)).save(tmp_path / 'src' / sub / 'x.jpg', exif=exif.tobytes())
+    _run('gopro', '--src', tmp_path / 'src', '--dst', tmp_path / 'val', '--center-crop', 16, '--workers', 1)
+    upright = read_image(tmp_path / 'src' / 'target' / 'x.jpg').pixels
+    assert upright.shape == (40, 30, 3)
+    crop = cv2.imread(str(tmp_path / 'val' / 'target_crops' / 'x_000.png'))
+    np.testing.assert_array_equal(crop, upright[12:28, 7:23])

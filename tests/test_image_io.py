@@ -177,3 +177,10 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 def test_decoded_image_fields():
     decoded = DecodedImage(np.zeros((2, 3, 1), np.uint16), bit_depth=16)
     assert decoded.alpha is None and decoded.icc_profile is None and decoded.exif is None and decoded.peak == 65535
+
+
+def test_orientation_applied_above_pils_pixel_limit(monkeypatch):
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)  # a 2400-pixel photo counts as "huge" for PIL now
+    jpeg = _pil_bytes(Image.fromarray(_rgb((40, 60, 3))), 'JPEG', exif=_exif(6), quality=95)
+    assert read_image(jpeg).pixels.shape == (60, 40, 3)
+    assert Image.MAX_IMAGE_PIXELS == 100

@@ -140,6 +140,13 @@ def _metadata(data: bytes) -> Tuple[Optional[str], Optional[bytes], Optional[byt
     try:
         with Image.open(io.BytesIO(data)) as img:
             return img.mode, img.info.get('icc_profile') or None, _strip_exif_header(img.info.get('exif'))
+    except Image.DecompressionBombError:
+        # PIL refuses to open images above ~179 megapixels; only the header is read here, so lift its limit once.
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return _metadata(data)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
     except Exception:  # noqa: BLE001  (a format PIL does not know: OpenCV may still decode it, without metadata)
         return None, None, None
 
