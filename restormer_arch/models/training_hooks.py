@@ -55,7 +55,11 @@ class CheckpointLoadError(RunError, ValueError):
 
 
 class MissingCheckpointError(RunError, FileNotFoundError):
-    """A checkpoint named by the options does not exist."""
+    """A checkpoint or training state named by the options does not exist."""
+
+
+class NotATrainingStateError(RunError, ValueError):
+    """``path.resume_state`` names a file that is not a training state (e.g. a network checkpoint)."""
 
 
 # ---------------------------------------------------------------------------------------------------- the run
@@ -189,9 +193,10 @@ def find_resume_states(training_states_dir: str) -> List[str]:
 def _load_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
     state = torch.load(path, map_location=map_location_for(opt), weights_only=True)
     if not isinstance(state, dict) or 'iter' not in state or 'optimizers' not in state:
-        raise ValueError(f'{path} is not a BasicSR training state (expected a dict with "iter" and "optimizers"). '
-                         'path.resume_state must point at experiments/<name>/training_states/<iter>.state, '
-                         'not at a network checkpoint (.pth).')
+        raise NotATrainingStateError(
+            f'{path} is not a BasicSR training state (expected a dict with "iter" and "optimizers"). '
+            'path.resume_state must point at experiments/<name>/training_states/<iter>.state, not at a network '
+            'checkpoint (.pth).')
     return state
 
 
@@ -203,7 +208,7 @@ def _missing_network_files(opt: Dict[str, Any], iteration: int) -> List[str]:
 
 
 def _remove_stale_temporaries(opt: Dict[str, Any]) -> None:
-    # A process killed inside atomic_save leaves its `.<name>.tmp<pid>` behind; it is never a checkpoint, only litter.
+    # A process killed inside atomic_save leaves its `.<name>.<random>.tmp` behind: never a checkpoint, only litter.
     for folder in (opt['path'].get('training_states'), opt['path'].get('models')):
         if not folder or not osp.isdir(folder):
             continue
@@ -230,8 +235,8 @@ def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         The training state dict, or ``None`` to start from scratch.
 
     Raises:
-        FileNotFoundError: ``path.resume_state`` names a file that does not exist.
-        ValueError: ``path.resume_state`` is not a training state.
+        MissingCheckpointError: ``path.resume_state`` names a file that does not exist.
+        NotATrainingStateError: ``path.resume_state`` is not a training state.
     """
     from basicsr.utils import check_resume
 
@@ -254,7 +259,7 @@ def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if not path:
         return None
     if not osp.isfile(path):
-        raise FileNotFoundError(f'path.resume_state: {path} does not exist. Point it at an existing '
+        raise MissingCheckpointError(f'path.resume_state: {path} does not exist. Point it at an existing '
                                 'experiments/<name>/training_states/<iter>.state file or use --auto_resume.')
     state = _load_state(path, opt)
     check_resume(opt, state['iter'])
