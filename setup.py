@@ -33,6 +33,7 @@ setup(
         'dev': ['pytest>=7', 'scikit-image', 'ruff>=0.5', 'onnx>=1.14', 'onnxruntime>=1.16'],
         'lpips': ['lpips>=0.1.4'],
         'onnx': ['onnx>=1.14', 'onnxruntime>=1.16'],  # basicsr export; onnxruntime only to run/check the files
+        'bench': ['onnx>=1.14', 'onnxruntime>=1.16', 'openvino'],  # peer rows of benchmarks/benchmark.py
     },
     entry_points={'console_scripts': ['basicsr = restormer_arch.cli:main']},
     classifiers=[

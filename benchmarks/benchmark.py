@@ -7,17 +7,26 @@ Examples::
     python benchmarks/benchmark.py --sections memory --memory-sizes 512x512 3840x2160
 
 Sections:
+    peers     one table, interleaved in one process, ratios against the plain math in fp32 eager (the official model's
+              math): ours fp32 eager / compiled with freezing / bf16 autocast / bf16 network (+ compiled), the plain
+              model compiled, and the plain model exported to ONNX Runtime and OpenVINO (fp32, bf16) when those
+              packages are installed (``pip install -e .[bench]``); bf16 rows give PSNR against our fp32 output
     infer     forward (eval, inference_mode) per input shape: fast vs plain, interleaved; GFLOP/s (FlopCounterMode)
-    train     training step (zero_grad + forward + L1 + backward + AdamW step): fast vs plain
+    train     training step (zero_grad + forward + L1 + backward + AdamW step): plain fp32 (for-loop AdamW) vs ours
+              fp32 and bf16 autocast (fused AdamW), interleaved
+    trainmem  training step time and peak memory (fresh process per row) at the paper's first-stage shape, fp32/bf16,
+              with and without use_checkpoint
     allocator fast forward in two subprocesses, glibc default (RESTORMER_ALLOCATOR=system) vs configure_allocator()
     e2e       what the ``basicsr`` command does (configure_allocator + fast network) vs the plain math with the default
               environment, each in a fresh subprocess
-    memory    peak RSS of a subprocess restoring an image whole vs with :func:`restormer_arch.tiling.tiled_forward`
+    memory    peak RSS of a subprocess restoring an image whole vs with :func:`restormer_arch.tiling.tiled_forward`,
+              and the tiled/whole time-per-pixel ratio
 
 The machine may be shared: every sample records its CPU share (process CPU time / (threads x wall time)); medians are
 reported. Default network: the 26.1M-parameter Restormer with random weights (speed does not depend on the values).
 """
 import argparse
+import copy
 import json
 import os
 import platform
@@ -25,7 +34,9 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -37,7 +48,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from restormer_arch.archs.restormer_arch import Restormer  # noqa: E402
-from restormer_arch.perf import autocast_context, configure_allocator  # noqa: E402
+from restormer_arch.perf import (  # noqa: E402
+    autocast_context,
+    compile_for_inference,
+    configure_allocator,
+    prepare_inference,
+)
 from restormer_arch.tiling import tiled_forward  # noqa: E402
 from tests.reference_restormer import PlainRestormer  # noqa: E402
 
@@ -136,27 +152,134 @@ def bench_infer(shape: Shape, device: str, warmup: int, repeats: int, precision:
     return result
 
 
-def bench_train(shape: Shape, device: str, warmup: int, repeats: int, precision: str) -> dict:
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) of ``a`` against ``b`` for signals in [0, 1]."""
+    return float(10 * torch.log10(1.0 / (a.float() - b.float()).square().mean()))
+
+
+def smooth_image(shape: Shape, device: str) -> torch.Tensor:
+    """A smooth test image in [0, 1] (bf16 accuracy is measured on it; speed does not depend on the content)."""
+    n, c, h, w = shape
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing='ij')
+    planes = [yy, xx, (yy + xx) / 2, 1 - yy, 1 - xx, (2 - yy - xx) / 2][:c]
+    return torch.stack(planes)[None].repeat(n, 1, 1, 1).to(device)
+
+
+def export_onnx(net: nn.Module, x: torch.Tensor, path: str) -> None:
+    """The plain model as ONNX (opset 17, fixed shape)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(net, (x,), path, opset_version=17, input_names=['input'], output_names=['output'],
+                          dynamo=False)
+
+
+def peer_variants(shape: Shape, device: str, compile_rows: bool) -> Tuple[Dict[str, Callable], Dict[str, str]]:
+    """Callables for the peers table (each returns the output) and a note per row (compile time, skipped peers)."""
     fast, plain = build_pair(device, inp_channels=shape[1], out_channels=shape[1])
-    x = torch.rand(*shape, device=device)
-    target = torch.rand(*shape, device=device)
+    fast.eval(), plain.eval()
+    x = smooth_image(shape, device)
+    fast_bf16 = prepare_inference(copy.deepcopy(fast), 'bf16')
+    notes: Dict[str, str] = {}
 
-    def step_fn(net: nn.Module) -> Callable[[], object]:
-        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-6)
-
-        def fn() -> object:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast_context(precision, device):
-                loss = nn.functional.l1_loss(net(x).float(), target)
-            loss.backward()
-            optimizer.step()
-            return loss
+    def eager(net: nn.Module, precision: str = 'fp32') -> Callable:
+        def fn() -> torch.Tensor:
+            with torch.inference_mode(), autocast_context(precision, device):
+                return net(x)
         return fn
 
-    fast_step, plain_step = step_fn(fast), step_fn(plain)
-    result = interleave({'fast': fast_step, 'plain': plain_step}, device, warmup, repeats)
-    result['fast']['peak_cuda_mb'] = peak_cuda_mb(device, fast_step)
-    result['plain']['peak_cuda_mb'] = peak_cuda_mb(device, plain_step)
+    variants = {'plain fp32 eager (official math)': eager(plain), 'ours fp32 eager': eager(fast),
+                'ours bf16 autocast': eager(fast, 'bf16'), 'ours bf16 network (prepare_inference)': eager(fast_bf16)}
+    if compile_rows:
+        for name, net in (('ours fp32 compiled (freezing)', fast), ('ours bf16 network compiled (freezing)', fast_bf16),
+                          ('plain fp32 compiled (freezing)', plain)):
+            compiled = compile_for_inference(net)
+            start = time.perf_counter()
+            eager(compiled)()
+            notes[name] = f'first call (compile) {time.perf_counter() - start:.0f} s'
+            variants[name] = eager(compiled)
+    if device == 'cpu':
+        variants.update(runtime_variants(plain, x, notes))
+    return variants, notes
+
+
+def runtime_variants(plain: nn.Module, x: torch.Tensor, notes: Dict[str, str]) -> Dict[str, Callable]:
+    """ONNX Runtime and OpenVINO running the exported plain model, when installed."""
+    variants: Dict[str, Callable] = {}
+    path = os.path.join(tempfile.mkdtemp(prefix='restormer_bench_'), 'plain.onnx')
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+        notes['ONNX Runtime'] = 'not installed (pip install -e .[bench])'
+    try:
+        import openvino as ov
+    except ImportError:
+        ov = None
+        notes['OpenVINO'] = 'not installed (pip install -e .[bench])'
+    if ort is None and ov is None:
+        return variants
+    export_onnx(plain, x, path)
+    feed = x.cpu().numpy()
+    if ort is not None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        variants[f'ONNX Runtime {ort.__version__} fp32 (plain export)'] = (
+            lambda: torch.from_numpy(session.run(None, {'input': feed})[0]))
+    if ov is not None:
+        core = ov.Core()
+        for hint in ('f32', 'bf16'):
+            config = {'INFERENCE_PRECISION_HINT': hint, 'INFERENCE_NUM_THREADS': torch.get_num_threads()}
+            try:
+                compiled = core.compile_model(path, 'CPU', config)
+            except Exception as exc:  # noqa: BLE001 (a runtime without bf16 support is a row note, not a failure)
+                notes[f'OpenVINO {hint}'] = f'unavailable: {exc}'[:120]
+                continue
+            request = compiled.create_infer_request()
+            variants[f'OpenVINO {ov.__version__.split("-")[0]} {hint} (plain export)'] = (
+                lambda r=request: torch.from_numpy(r.infer({0: feed})[0].copy()))
+    return variants
+
+
+def bench_peers(shape: Shape, device: str, warmup: int, repeats: int, compile_rows: bool) -> Tuple[dict, dict]:
+    variants, notes = peer_variants(shape, device, compile_rows)
+    reference = variants['ours fp32 eager']()
+    result = interleave(variants, device, warmup, repeats)
+    for name, fn in variants.items():
+        result[name]['psnr_vs_fp32'] = psnr(fn(), reference)
+    return result, notes
+
+
+def train_step_fn(net: nn.Module, x: torch.Tensor, target: torch.Tensor, precision: str, device: str,
+                  fused: bool) -> Callable[[], object]:
+    """One step as ImageCleanModel takes it: zero_grad + forward (autocast) + L1 in fp32 + backward + AdamW."""
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-6, fused=fused or None)
+
+    def fn() -> object:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_context(precision, device):
+            out = net(x)
+        loss = nn.functional.l1_loss(out.float(), target)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return fn
+
+
+def bench_train(shape: Shape, device: str, warmup: int, repeats: int) -> dict:
+    fast, plain = build_pair(device, inp_channels=shape[1], out_channels=shape[1])
+    fast = fast.to(memory_format=torch.channels_last)
+    fast_bf16 = copy.deepcopy(fast)
+    x = torch.rand(*shape, device=device)
+    target = torch.rand(*shape, device=device)
+    variants = {
+        'plain fp32, for-loop AdamW': train_step_fn(plain, x, target, 'fp32', device, fused=False),
+        'ours fp32, fused AdamW': train_step_fn(fast, x, target, 'fp32', device, fused=True),
+        'ours bf16 autocast, fused AdamW': train_step_fn(fast_bf16, x, target, 'bf16', device, fused=True),
+    }
+    result = interleave(variants, device, warmup, repeats)
+    for name, fn in variants.items():
+        result[name]['peak_cuda_mb'] = peak_cuda_mb(device, fn)
     return result
 
 
@@ -180,15 +303,21 @@ def worker(spec: dict) -> dict:
     if spec.get('configure_allocator'):
         configure_allocator()
     torch.manual_seed(0)
-    net = (PlainRestormer() if spec['network'] == 'plain' else Restormer()).eval().to(spec['device'])
+    device = spec['device']
+    if spec.get('job') == 'train':
+        return train_worker(spec)
+    net = (PlainRestormer() if spec['network'] == 'plain' else Restormer()).eval().to(device)
+    if spec.get('precision', 'fp32') != 'fp32':
+        net = prepare_inference(net, spec['precision'])
     h, w = spec['size']
-    x = torch.rand(1, 3, h, w, device=spec['device'])
+    x = torch.rand(1, 3, h, w, device=device)
     rss0 = peak_rss_gib()
     times, shares = [], []
-    timer = Timer(spec['device'])
+    timer = Timer(device)
     for _ in range(spec['runs']):
         if spec.get('tile'):
-            fn = lambda: tiled_forward(net, x, tile=spec['tile'], overlap=spec['overlap'])  # noqa: E731
+            fn = lambda: tiled_forward(net, x, tile=spec['tile'], overlap=spec['overlap'],  # noqa: E731
+                                       fit_tile=spec.get('fit_tile', True))
         else:
             fn = lambda: net(x)  # noqa: E731
         with torch.inference_mode():
@@ -197,7 +326,25 @@ def worker(spec: dict) -> dict:
         shares.append(share)
     peak = peak_rss_gib()
     return {'times': times, 'cpu_share': shares, 'peak_rss_gib': peak, 'rss_before_gib': rss0,
-            'minor_faults': resource.getrusage(resource.RUSAGE_SELF).ru_minflt}
+            'minor_faults': resource.getrusage(resource.RUSAGE_SELF).ru_minflt, 'peak_cuda_mb': peak_cuda_total(device)}
+
+
+def peak_cuda_total(device: str) -> Optional[float]:
+    return torch.cuda.max_memory_allocated() / 2**20 if device == 'cuda' else None
+
+
+def train_worker(spec: dict) -> dict:
+    """Training steps of the fast network (fused AdamW, channels_last) at one shape, precision and checkpointing."""
+    device = spec['device']
+    net = Restormer(use_checkpoint=spec.get('use_checkpoint', False)).to(device, memory_format=torch.channels_last)
+    n, c, h, w = spec['shape']
+    x, target = torch.rand(n, c, h, w, device=device), torch.rand(n, c, h, w, device=device)
+    step = train_step_fn(net, x, target, spec.get('precision', 'fp32'), device, fused=True)
+    rss0 = peak_rss_gib()
+    timer = Timer(device)
+    samples = [timer(step) for _ in range(spec['runs'])]
+    return {'times': [t for t, _ in samples], 'cpu_share': [c for _, c in samples], 'peak_rss_gib': peak_rss_gib(),
+            'rss_before_gib': rss0, 'peak_cuda_mb': peak_cuda_total(device)}
 
 
 def run_worker(spec: dict, allocator: str = '') -> dict:
@@ -224,16 +371,21 @@ def fmt(value: Optional[float], digits: int = 2) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--sections', nargs='+', default=['infer', 'train', 'allocator', 'e2e', 'memory'],
-                        choices=['infer', 'train', 'allocator', 'e2e', 'memory'])
+    sections = ['peers', 'infer', 'train', 'trainmem', 'allocator', 'e2e', 'memory']
+    parser.add_argument('--sections', nargs='+', default=sections, choices=sections)
+    parser.add_argument('--peers', default='1x3x256x256', help='peers table input shape NxCxHxW')
+    parser.add_argument('--no-compile', action='store_true', help='peers: skip the torch.compile rows (1-2 min each)')
     parser.add_argument('--infer', nargs='*', default=['1x3x256x256'], help='inference shapes NxCxHxW')
     parser.add_argument('--train', nargs='*', default=['2x3x128x128'], help='training shapes NxCxHxW')
-    parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'])
+    parser.add_argument('--train-memory', nargs='*', default=['8x3x128x128'],
+                        help='trainmem shapes (8x3x128x128 is the paper\'s first progressive stage)')
+    parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
+                        help='infer section: autocast precision; memory section: network precision')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--e2e-size', default='256x256')
-    parser.add_argument('--memory-sizes', nargs='*', default=['256x256', '512x512', '1024x1024'])
-    parser.add_argument('--whole-max-pixels', type=int, default=512 * 512,
+    parser.add_argument('--memory-sizes', nargs='*', default=['512x512', '1024x1024'])
+    parser.add_argument('--whole-max-pixels', type=int, default=1024 * 1024,
                         help='memory section: also run whole-image inference up to this many pixels')
     parser.add_argument('--tile', type=int, default=256)
     parser.add_argument('--overlap', type=int, default=32)
@@ -260,6 +412,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         lines.extend(new)
         print('\n'.join(new), flush=True)
 
+    if 'peers' in args.sections:
+        emit(f'## Peers: inference at {args.peers}, one process, interleaved (ratio = plain fp32 eager / row)', '',
+             '| path | median s | ratio | PSNR vs ours fp32 (dB) | CPU share | note |', '|---|---|---|---|---|---|')
+        result, notes = bench_peers(parse_shape(args.peers), args.device, args.warmup, args.repeats,
+                                    not args.no_compile)
+        base = result['plain fp32 eager (official math)']['median_s']
+        for name, r in result.items():
+            db = r['psnr_vs_fp32']
+            emit(f"| {name} | {r['median_s']:.3f} | **{base / r['median_s']:.2f}x** | "
+                 f"{'exact' if db > 100 else f'{db:.1f}'} | {r['cpu_share']:.2f} | {notes.get(name, '')} |")
+        for name, note in notes.items():
+            if name not in result:
+                emit(f'| {name} | - | - | - | - | {note} |')
+        emit('')
     if 'infer' in args.sections:
         emit('## Inference (eval, inference_mode)', '',
              '| input | fast s | plain s | speed-up | fast GFLOP/s | plain GFLOP/s | GFLOP | CPU share f/p '
@@ -273,14 +439,28 @@ def main(argv: Optional[List[str]] = None) -> int:
                  f"{fmt(p['peak_cuda_mb'], 0)} |")
         emit('')
     if 'train' in args.sections:
-        emit('## Training step (zero_grad + forward + L1 + backward + AdamW step)', '',
-             '| input | fast s | plain s | speed-up | CPU share f/p | peak CUDA MiB f/p |', '|---|---|---|---|---|---|')
+        emit('## Training step (zero_grad + forward + L1 + backward + AdamW step), interleaved', '',
+             '| input | variant | median s | ratio | CPU share | peak CUDA MiB |', '|---|---|---|---|---|---|')
         for text in args.train:
-            r = bench_train(parse_shape(text), args.device, args.warmup, args.repeats, args.precision)
-            f, p = r['fast'], r['plain']
-            emit(f"| {text} | {f['median_s']:.3f} | {p['median_s']:.3f} | **{p['median_s'] / f['median_s']:.2f}x** "
-                 f"| {f['cpu_share']:.2f}/{p['cpu_share']:.2f} | {fmt(f['peak_cuda_mb'], 0)}/"
-                 f"{fmt(p['peak_cuda_mb'], 0)} |")
+            r = bench_train(parse_shape(text), args.device, args.warmup, args.repeats)
+            base = r['plain fp32, for-loop AdamW']['median_s']
+            for name, v in r.items():
+                emit(f"| {text} | {name} | {v['median_s']:.3f} | **{base / v['median_s']:.2f}x** "
+                     f"| {v['cpu_share']:.2f} | {fmt(v['peak_cuda_mb'], 0)} |")
+        emit('')
+    if 'trainmem' in args.sections:
+        emit('## Training step time and peak memory (ours, fused AdamW, fresh process per row, first step dropped)', '',
+             '| input | precision | use_checkpoint | median s | CPU share | peak RSS GiB | peak CUDA MiB |',
+             '|---|---|---|---|---|---|---|')
+        for text in args.train_memory:
+            for precision in ('fp32', 'bf16'):
+                for use_checkpoint in (False, True):
+                    r = run_worker({'job': 'train', 'device': args.device, 'shape': parse_shape(text),
+                                    'precision': precision, 'use_checkpoint': use_checkpoint, 'runs': 3,
+                                    'configure_allocator': True})
+                    emit(f"| {text} | {precision} | {use_checkpoint} | {median_time(r, True):.2f} "
+                         f"| {statistics.median(r['cpu_share']):.2f} | {r['peak_rss_gib']:.2f} "
+                         f"| {fmt(r['peak_cuda_mb'], 0)} |")
         emit('')
     size = tuple(int(v) for v in args.e2e_size.split('x'))
     runs = args.repeats + 1
@@ -306,19 +486,24 @@ def main(argv: Optional[List[str]] = None) -> int:
                  f"| {r['peak_rss_gib']:.2f} |")
         emit('', f'End-to-end speed-up: **{median_time(plain, True) / median_time(ours, True):.2f}x**', '')
     if 'memory' in args.sections:
-        emit(f'## Peak memory: whole image vs tiles of {args.tile} (overlap {args.overlap}), fast network, '
-             'one run per process', '',
-             '| image | mode | time s | CPU share | peak RSS GiB | RSS before GiB |', '|---|---|---|---|---|---|')
+        emit(f'## Whole image vs tiles of at most {args.tile} (overlap {args.overlap}), fast network, '
+             f'{args.precision}, fresh process per row (tiled: fitted grid; fixed: every tile {args.tile})', '',
+             '| image | mode | time s | time/px vs whole | CPU share | peak RSS GiB | RSS before GiB | peak CUDA MiB |',
+             '|---|---|---|---|---|---|---|---|')
         for text in args.memory_sizes:
             h, w = (int(v) for v in text.split('x'))
-            modes = ['tiled'] + (['whole'] if h * w <= args.whole_max_pixels else [])
+            modes = (['whole'] if h * w <= args.whole_max_pixels else []) + ['tiled', 'tiled fixed']
+            whole_s = None
             for mode in modes:
                 spec = {'network': 'fast', 'device': args.device, 'size': (h, w), 'runs': 1,
-                        'configure_allocator': True, 'tile': args.tile if mode == 'tiled' else 0,
-                        'overlap': args.overlap}
+                        'configure_allocator': True, 'tile': 0 if mode == 'whole' else args.tile,
+                        'overlap': args.overlap, 'fit_tile': mode == 'tiled', 'precision': args.precision}
                 r = run_worker(spec)
-                emit(f"| {text} | {mode} | {r['times'][0]:.1f} | {r['cpu_share'][0]:.2f} | {r['peak_rss_gib']:.2f} "
-                     f"| {r['rss_before_gib']:.2f} |")
+                seconds = r['times'][0]
+                whole_s = seconds if mode == 'whole' else whole_s
+                ratio = f'{seconds / whole_s:.2f}' if whole_s and mode != 'whole' else '-'
+                emit(f"| {text} | {mode} | {seconds:.1f} | {ratio} | {r['cpu_share'][0]:.2f} "
+                     f"| {r['peak_rss_gib']:.2f} | {r['rss_before_gib']:.2f} | {fmt(r['peak_cuda_mb'], 0)} |")
         emit('')
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

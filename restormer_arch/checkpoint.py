@@ -10,7 +10,10 @@ This is the one place that reads and writes ``.pth``/``.state`` files. Training 
 Every load uses ``torch.load(weights_only=True)``: a file holding arbitrary pickled objects is refused, because
 unpickling it could run code.
 """
+import errno
+import os
 import pickle
+import shutil
 from dataclasses import dataclass, field
 from os import path as osp
 from typing import Any, Dict, List, Optional
@@ -20,7 +23,8 @@ from torch import Tensor
 
 from restormer_arch.atomic import atomic_write
 
-__all__ = ['CheckpointError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'atomic_save', 'load_file', 'find_state_dict',
+__all__ = ['CheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'atomic_save', 'load_file',
+           'find_state_dict',
            'load_state_dict', 'StateDictMismatch', 'compare_state_dicts']
 
 # Entries that hold the parameters, in order of preference: EMA weights first, they are the better model.
@@ -33,6 +37,42 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used (unsafe pickle, corrupt file, no parameters inside); the message says why."""
 
 
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (disk full, folder missing or read-only); the message names the file and the
+    operating system's reason. The previous file of that name, if any, is untouched."""
+
+
+def _os_cause(err: BaseException) -> Optional[OSError]:
+    # torch's zip writer reports a full disk as "RuntimeError: [enforce fail at inline_container.cc] unexpected pos";
+    # the OSError that says why is in the exception chain.
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _save_error(err: BaseException, path: str, directory: str) -> Optional[CheckpointSaveError]:
+    cause = _os_cause(err)
+    if cause is None and isinstance(err, RuntimeError) and 'unexpected pos' in str(err):
+        cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # the zip writer's only short-write symptom
+    if cause is None:
+        return None
+    reason = cause.strerror or str(cause)
+    hint = {errno.ENOSPC: 'free space there (or point the experiment elsewhere) and resume with --auto_resume',
+            errno.EDQUOT: 'free space within your quota and resume with --auto_resume',
+            errno.EACCES: 'make the folder writable and resume with --auto_resume',
+            errno.EROFS: 'the file system is read-only; train on a writable one'}.get(cause.errno, 'fix it and resume '
+                                                                                       'with --auto_resume')
+    free = ''
+    if osp.isdir(directory):
+        free = f' ({shutil.disk_usage(directory).free / 2**20:.1f} MiB free in {directory})'
+    return CheckpointSaveError(cause.errno, f'cannot save {path}: {reason}{free}; {hint}. The previous checkpoints '
+                                            'are intact.')
+
+
 def atomic_save(obj: Any, path: str) -> None:
     """``torch.save`` that never leaves a torn file (:func:`restormer_arch.atomic.atomic_write`).
 
@@ -42,9 +82,19 @@ def atomic_save(obj: Any, path: str) -> None:
     Args:
         obj: What to save.
         path: Destination file.
+
+    Raises:
+        CheckpointSaveError: The operating system refused the write (disk full, no such folder, permission): one
+            message naming ``path`` and the reason. Other errors (e.g. an unpicklable object) propagate unchanged.
     """
-    with atomic_write(path, 'wb') as f:
-        torch.save(obj, f)
+    try:
+        with atomic_write(path, 'wb') as f:
+            torch.save(obj, f)
+    except Exception as err:
+        save_error = _save_error(err, path, osp.dirname(osp.abspath(path)))
+        if save_error is not None:
+            raise save_error from None
+        raise
 
 
 def load_file(path: str, what: str = 'checkpoint') -> Any:

@@ -6,11 +6,11 @@ to BasicSR's own ``train_pipeline`` / ``test_pipeline`` with the *current direct
 ``--launcher {none,pytorch,slurm}``, ``--auto_resume``, ``--debug``, ``--local_rank``, ``--force_yml``.
 """
 import argparse
+import contextlib
 import os
 import sys
+import warnings
 from typing import Callable, Dict, List, Optional
-
-import yaml
 
 from restormer_arch.version import __version__
 
@@ -31,35 +31,30 @@ EPILOG = """examples:
 Run 'basicsr train --help' for BasicSR's own flags."""
 
 
-def _option_file(argv: List[str]) -> Optional[str]:
-    for flag in ('-opt', '--opt'):
-        if flag in argv and argv.index(flag) + 1 < len(argv):
-            return argv[argv.index(flag) + 1]
-    return None
-
-
 def _configure_from_options(argv: List[str]) -> None:
     """Read the settings that must be known before BasicSR parses the file (it initialises DDP first)."""
     from restormer_arch import compat
+    from restormer_arch.options import OptionsError, load_options, parse_command_line, resolve_options
 
-    opt_path = _option_file(argv)
-    if opt_path is None or not os.path.isfile(opt_path):
-        return  # BasicSR reports the missing -opt / file itself
-    with open(opt_path, encoding='utf-8') as f:
-        opt = yaml.safe_load(f) or {}
-    dist_params = opt.get('dist_params') or {}
-    compat.DIST_BACKEND = dist_params.get('backend')
+    cmd = parse_command_line(argv)
+    if cmd is None or '-h' in argv or '--help' in argv:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # the check right after gives them
+            opt, _, _ = resolve_options(load_options(cmd.opt_path), is_train=False, cmd=cmd)
+    except OptionsError:
+        return  # _check_options reports it
+    dist_params = opt.get('dist_params')
+    compat.use_dist_backend(dist_params.get('backend') if isinstance(dist_params, dict) else None)
 
 
 def _check_options(command: str, argv: List[str]) -> Optional[str]:
-    """Validate the option file up front (:mod:`restormer_arch.options`); the error message, or None when it is fine."""
-    from restormer_arch.options import OptionsError, validate_options_file
+    """Validate what BasicSR will run (:func:`restormer_arch.options.check_command_line`); the error, or None."""
+    from restormer_arch.options import OptionsError, check_command_line
 
-    opt_path = _option_file(argv)
-    if opt_path is None or not os.path.isfile(opt_path) or '-h' in argv or '--help' in argv:
-        return None
     try:
-        validate_options_file(opt_path, is_train=command == 'train')
+        check_command_line(command, argv)
     except OptionsError as err:
         return f'basicsr {command}: {err}'
     return None
@@ -73,17 +68,26 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    from restormer_arch.checkpoint import CheckpointError, CheckpointSaveError
+    from restormer_arch.models.training_hooks import RunError
+
+    hooks = contextlib.nullcontext()
     if command == 'train':
         from basicsr.train import train_pipeline as pipeline
 
-        from restormer_arch.models import guards
-        guards.TRAINING_PROCESS = True  # save a state on SIGTERM/SIGINT (train.save_on_signal)
+        from restormer_arch.models import training_hooks
+        # Our additions to training (resume, signal saves, dry forward check): docs/fault_tolerance.md.
+        hooks = training_hooks.applied(training_hooks.TrainingRun(auto_resume='--auto_resume' in argv))
     else:
         from basicsr.test import test_pipeline as pipeline
     # BasicSR's parse_options reads sys.argv itself.
     sys.argv = [f'basicsr {command}'] + argv
     try:
-        pipeline(os.getcwd())
+        with hooks:
+            pipeline(os.getcwd())
+    except (RunError, CheckpointError, CheckpointSaveError) as err:  # the user's run, not our code: no traceback
+        print(f'basicsr {command}: error: {err}', file=sys.stderr)
+        return 1
     finally:
         _teardown_distributed()
     if command == 'test':

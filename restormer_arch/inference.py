@@ -17,11 +17,21 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from restormer_arch import perf
 from restormer_arch.archs.presets import TASK_PRESETS
-from restormer_arch.data.image_io import IMAGE_EXTENSIONS, DecodedImage, ImageReadError, read_image, write_image
+from restormer_arch.data.image_io import (
+    HEAD_BYTES,
+    IMAGE_EXTENSIONS,
+    TAIL_BYTES,
+    DecodedImage,
+    ImageReadError,
+    check_complete,
+    read_image,
+    write_image,
+)
 from restormer_arch.restorer import (
     RestoreError,
     Restorer,
@@ -36,7 +46,9 @@ from restormer_arch.restorer import (
 
 __all__ = ['RestoreError', 'IMAGE_EXTENSIONS', 'collect_inputs', 'output_paths', 'run', 'main']
 
+# What the formats hold (restormer_arch.data.image_io.write_image): 16-bit samples, alpha.
 EXTENSIONS_16BIT = ('.png', '.tif', '.tiff')
+EXTENSIONS_WITHOUT_ALPHA = ('.jpg', '.jpeg', '.bmp', '.ppm', '.pgm')
 SIDE_BY_SIDE = '_side_by_side'
 
 
@@ -149,21 +161,42 @@ def _check_output_folder(args: argparse.Namespace) -> None:
 
 
 def _check_existing_outputs(jobs: List[Tuple[str, List[Path]]], args: argparse.Namespace) -> None:
-    """Refuse outputs that would replace an input or an existing file (before anything is read or written)."""
+    """Refuse outputs that would replace an input or an existing file (before anything is read or written), and two
+    inputs that would give the same output name (``a.jpg`` and ``a.png`` with ``--ext png``) in any case."""
+    planned = {}
+    for name, paths in jobs:
+        for path in output_paths(name, Path(args.output), args.suffix, args.ext, args.side_by_side):
+            if path in planned:
+                raise RestoreError(f'{planned[path]} and {paths[0]} would both be written as {path}; restore them '
+                                   'into different folders, or use --ext auto.')
+            planned[path] = paths[0]
     if args.overwrite:
         return
     inputs = {p.resolve() for _, paths in jobs for p in paths}
-    for name, _ in jobs:
-        for path in output_paths(name, Path(args.output), args.suffix, args.ext, args.side_by_side):
-            if path.resolve() in inputs:
-                raise RestoreError(f'{path} is also an input: restoring would replace it. Choose another -o or a '
-                                   '--suffix, or pass --overwrite.')
-            if path.exists():
-                raise RestoreError(f'{path} exists already (from an earlier run?). Choose another -o, or pass '
-                                   '--overwrite to replace existing results.')
+    for path in planned:
+        if path.resolve() in inputs:
+            raise RestoreError(f'{path} is also an input: restoring would replace it. Choose another -o or a '
+                               '--suffix, or pass --overwrite.')
+        if path.exists():
+            raise RestoreError(f'{path} exists already (from an earlier run?). Choose another -o, or pass '
+                               '--overwrite to replace existing results.')
 
 
 # ---------------------------------------------------------------------------------------------------------- options
+def _check_inputs_complete(jobs: List[Tuple[str, List[Path]]]) -> None:
+    """Refuse empty or truncated inputs before any work, from their first and last bytes (no decoding)."""
+    for _, paths in jobs:
+        for path in paths:
+            with open(path, 'rb') as f:
+                head = f.read(HEAD_BYTES)
+                size = os.fstat(f.fileno()).st_size
+                f.seek(max(0, size - TAIL_BYTES))
+                tail = f.read()
+            problem = check_complete(head, tail, size, path.read_bytes)
+            if problem:
+                raise RestoreError(f'image "{path}" {problem}')
+
+
 def _resolve_weights(value: str) -> str:
     """The checkpoint file a ``--weights`` value names: a file, or a released name fetched into the cache."""
     from restormer_arch.weights import WeightsError, resolve
@@ -180,7 +213,8 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog='Released tasks: ' + '; '.join(f'{t}: {o or "defaults"}' for t, o in TASK_PRESETS.items()))
     parser.add_argument('-i', '--input', required=True, help='image file or folder (dual-pixel: see the docs)')
     parser.add_argument('-o', '--output', required=True, help='output folder (created)')
-    parser.add_argument('--weights', help='checkpoint (.pth): official, BasicSR, mmagic or a bare state dict')
+    parser.add_argument('--weights', help='checkpoint file (official, BasicSR, mmagic, bare state dict) or the name '
+                        'of a released one (basicsr weights lists them)')
     parser.add_argument('--task', choices=sorted(TASK_PRESETS),
                         help='released task the checkpoint must be (optional: the configuration is read from it)')
     parser.add_argument('--param-key', help='checkpoint entry to load (default: params_ema, then params, ...)')
@@ -197,7 +231,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--tile-overlap', type=int, default=32, help='overlap between tiles (default 32)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default auto)')
     parser.add_argument('--precision', default='fp32', choices=sorted(perf.PRECISIONS),
-                        help='fp32 (default), bf16 (CPU/GPU autocast) or fp16 (GPU only)')
+                        help='fp32 (default), bf16 (CPU/GPU, the network in bf16 end to end) or fp16 (GPU only)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the network (freezing): faster per image, but the first image or tile '
+                             'of each size compiles for 1-3 minutes on a CPU; pays off for many same-size images/tiles')
     parser.add_argument('--side-by-side', action='store_true',
                         help='also write NAME_side_by_side.EXT: input | output')
     parser.add_argument('--max-memory', type=float, help='memory budget in GiB for the size check (default: free)')
@@ -229,8 +266,12 @@ def _check_arguments(args: argparse.Namespace) -> dict:
         raise RestoreError('--weights is required: a Restormer with random weights only scrambles images. Download '
                            'the released checkpoint of your task (see docs/restore.md) or pass --allow-random-weights '
                            'for tests and demos.')
-    if not Path(args.input).exists():
+    inp = Path(args.input)
+    if not inp.exists():
         raise RestoreError(f'-i {args.input}: no such file or folder.')
+    folders = [inp] + [inp / sub for sub in ('inputL', 'L') if (inp / sub).is_dir()] if inp.is_dir() else []
+    if folders and not any(_list_images(folder) for folder in folders):
+        raise RestoreError(f'-i {inp}: no images found (extensions: {", ".join(IMAGE_EXTENSIONS)}).')
     _check_output_folder(args)
     return arch_options
 
@@ -244,9 +285,10 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
         load_weights(net, state_dict, weights, args.task, arch_options)
     jobs = collect_inputs(Path(args.input), net.dual_pixel_task)
     _check_existing_outputs(jobs, args)
+    _check_inputs_complete(jobs)
     budget = int(args.max_memory * 2**30) if args.max_memory else None
     restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, compile=args.compile)
     return restorer, jobs
 
 
@@ -261,7 +303,10 @@ def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argpars
     first, restored = _fit_format(targets[0], first, restored)
     write_output(targets[0], restored, first)
     if args.side_by_side:
-        shown = np.concatenate([first.pixels, restored], axis=1)
+        before = first.pixels
+        if before.shape[2] != restored.shape[2]:  # a colour photo through the gray model: show it gray
+            before = cv2.cvtColor(before, cv2.COLOR_BGR2GRAY)[..., None]
+        shown = np.concatenate([before, restored], axis=1)
         alpha = None if first.alpha is None else np.concatenate([first.alpha, first.alpha], axis=1)
         write_output(targets[1], shown, DecodedImage(shown, alpha, first.bit_depth, first.icc_profile, first.exif))
     return targets
@@ -269,6 +314,9 @@ def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argpars
 
 def _fit_format(path: Path, image: DecodedImage, restored: np.ndarray) -> Tuple[DecodedImage, np.ndarray]:
     """16-bit results for an 8-bit-only format (``--ext jpg``) become 8-bit, with a warning rather than a failure."""
+    if image.alpha is not None and path.suffix.lower() in EXTENSIONS_WITHOUT_ALPHA:
+        print(f'basicsr restore: warning: {path.name}: {path.suffix} has no alpha channel; the transparency is '
+              'dropped (use --ext png to keep it).', file=sys.stderr)
     if image.bit_depth == 8 or path.suffix.lower() in EXTENSIONS_16BIT:
         return image, restored
     print(f'basicsr restore: warning: {path.name}: {path.suffix} holds 8-bit samples only; writing the 16-bit '

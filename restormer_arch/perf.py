@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 __all__ = ['configure_allocator', 'check_options', 'apply_performance_options', 'autocast_context', 'resolve_precision',
-           'prepare_inference', 'compile_for_inference', 'PRECISIONS', 'OPTION_KEYS', 'COMPILE_KEYS', 'ALLOCATOR_ENV']
+           'prepare_inference', 'compile_for_inference', 'optimizer_defaults', 'PRECISIONS', 'OPTION_KEYS',
+           'COMPILE_KEYS', 'ALLOCATOR_ENV']
 
 ALLOCATOR_ENV = 'RESTORMER_ALLOCATOR'
 PRECISIONS = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -211,6 +212,28 @@ def apply_performance_options(network: nn.Module, options: Optional[Dict[str, An
             kwargs.pop('mode', None)  # None or 'default' here (check_options)
         network = torch.compile(network, **kwargs)
     return network
+
+
+def optimizer_defaults(optim_type: str, options: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    """Optimizer arguments with the fused implementation switched on where it is available and not chosen otherwise.
+
+    Fused Adam/AdamW updates all parameters in one kernel instead of a Python loop of small ops (the same update to
+    float rounding); torch supports it on CUDA, and on CPU from torch 2.4.
+
+    Args:
+        optim_type: The ``torch.optim`` class name (``train.optim_g.type``).
+        options: The other ``train.optim_g`` arguments (not modified).
+        device: The parameters' device.
+
+    Returns:
+        A copy of ``options``, with ``fused=True`` added when it applies (never when ``fused`` or ``foreach`` is set).
+    """
+    options = dict(options)
+    cpu_ok = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) >= (2, 4)
+    if (optim_type in ('Adam', 'AdamW') and 'fused' not in options and 'foreach' not in options
+            and (device.type == 'cuda' or (device.type == 'cpu' and cpu_ok))):
+        options['fused'] = True
+    return options
 
 
 def prepare_inference(network: nn.Module, precision: Optional[str] = 'fp32') -> nn.Module:

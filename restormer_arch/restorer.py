@@ -204,11 +204,10 @@ def _mismatch_message(mismatch: checkpoint.StateDictMismatch, state_dict: Mappin
         own = arch_options_from_state_dict(state_dict)
     except ArchOptionsError as err:
         return f'{message}\n  {err}'
-    tasks = [t for t in matching_tasks(own) if t != task]
-    if task and tasks:
-        message += f'\n  The checkpoint is a {" / ".join(tasks)} model: try --task {tasks[0]} (or leave out --task).'
-    elif task:
-        message += '\n  The checkpoint fits none of the released tasks: leave out --task.'
+    tasks = matching_tasks(own)
+    if task and task not in tasks:  # tasks sharing the given task's configuration would be no help
+        message += (f'\n  The checkpoint is a {" / ".join(tasks)} model: try --task {tasks[0]} (or leave out --task).'
+                    if tasks else '\n  The checkpoint fits none of the released tasks: leave out --task.')
     message += ('\n  Leave out --task and --arch-options to use the configuration read from the checkpoint: '
                 f'--arch-options \'{json.dumps(own)}\'')
     return message
@@ -251,6 +250,13 @@ class Restorer:
         blend: Window of the tile overlaps: ``'cosine'`` (default), ``'linear'`` or ``'box'``.
         max_memory: Memory budget in bytes for the size check (None: what is free on the device now).
         progress: Show a progress bar over the tiles.
+        compile: ``torch.compile`` the network with freezing (:func:`restormer_arch.perf.compile_for_inference`).
+            The first image (or tile) of each size compiles, 1-3 minutes for the full model on a CPU; tiles then keep
+            one size (no fitted last tiles), so one compilation serves a whole folder of large images.
+
+    Half precision: a Restormer is converted to bf16/fp16 end to end (:func:`restormer_arch.perf.prepare_inference`:
+    weights and activations in half precision, attention norms, softmax and the global residual in fp32); any other
+    network runs under autocast.
 
     Raises:
         RestoreError: Bad device, precision or tile settings.
@@ -258,13 +264,17 @@ class Restorer:
 
     def __init__(self, network: nn.Module, device: Union[str, torch.device, None] = 'auto', precision: str = 'fp32',
                  tile: Optional[int] = None, tile_overlap: int = 32, max_memory: Optional[int] = None,
-                 progress: bool = False, blend: str = 'cosine') -> None:
+                 progress: bool = False, blend: str = 'cosine', compile: bool = False) -> None:
         self.device = pick_device(device)
         self.dtype = check_precision(precision, self.device)
         check_tile_options(tile, tile_overlap, blend)
         self.precision, self.tile, self.tile_overlap, self.blend = precision, tile, tile_overlap, blend
-        self.max_memory, self.progress = max_memory, progress
+        self.max_memory, self.progress, self.compiled = max_memory, progress, compile
         self.network = network.eval().to(self.device)
+        if isinstance(network, Restormer):
+            self.network = perf.prepare_inference(self.network, precision)
+        if compile:
+            self.network = perf.compile_for_inference(self.network)
         self.inp_channels = int(getattr(network, 'inp_channels', 3))
         self.dual_pixel = bool(getattr(network, 'dual_pixel_task', False))
         embed = getattr(getattr(network, 'patch_embed', None), 'proj', None)
@@ -306,7 +316,8 @@ class Restorer:
             RestoreError: The network produced NaN/inf (e.g. fp16 overflow).
         """
         out = run_network(self.network, image, tile=self.tile, overlap=self.tile_overlap, blend=self.blend,
-                          device=self.device, precision=self.precision, progress=self.progress)
+                          device=self.device, precision=self.precision, progress=self.progress,
+                          fit_tile=not self.compiled)
         if not torch.isfinite(out).all():
             raise RestoreError(f'The network produced NaN/inf values in --precision {self.precision}; use fp32 '
                                '(or bf16).')
@@ -355,7 +366,7 @@ class Restorer:
 
 def run_network(network: Callable[[Tensor], Any], image: Tensor, tile: Optional[int] = None, overlap: int = 32,
                 blend: str = 'cosine', device: Union[str, torch.device, None] = None, precision: str = 'fp32',
-                progress: bool = False) -> Tensor:
+                progress: bool = False, fit_tile: bool = True) -> Tensor:
     """One forward pass, whole or tiled, under autocast and without gradients; the shared core of restore and
     validation.
 
@@ -368,6 +379,8 @@ def run_network(network: Callable[[Tensor], Any], image: Tensor, tile: Optional[
         device: Where to run (default: the image's device); only tiles move there when tiling.
         precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (:func:`restormer_arch.perf.resolve_precision`).
         progress: Progress bar over the tiles.
+        fit_tile: Shrink the tiles to cover the image evenly (False: every tile exactly ``tile`` pixels, one input
+            shape for a compiled network).
 
     Returns:
         ``(N, C_out, H, W)`` float32 output on the image's device, not clamped.
@@ -382,7 +395,7 @@ def run_network(network: Callable[[Tensor], Any], image: Tensor, tile: Optional[
     with torch.no_grad(), perf.autocast_context(precision, device.type):
         if tile:
             out = tiling.tiled_forward(last_output, image, tile=tile, overlap=overlap, blend=blend, device=device,
-                                       progress=progress)
+                                       progress=progress, fit_tile=fit_tile)
         else:
             out = last_output(image.to(device)).to(image.device)
     return out.float()

@@ -121,3 +121,13 @@ def test_registry_and_build_network():
                          'LayerNorm_type': 'BiasFree', 'inp_channels': 1, 'out_channels': 1})
     assert isinstance(net, Restormer)
     assert net(torch.rand(1, 1, 9, 10)).shape == (1, 1, 9, 10)
+
+
+@pytest.mark.parametrize('size', [(16, 16), (13, 21)])
+def test_output_is_contiguous_nchw(size):
+    # BasicSR's discriminators (VGGStyleDiscriminator) and some losses call .view on the generator output.
+    net = Restormer(**TINY).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 3, *size).contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous()
+    assert out.view(2, -1).shape == (2, 3 * size[0] * size[1])

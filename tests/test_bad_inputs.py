@@ -10,6 +10,7 @@ are handled - success.
 Each case id has one row in docs/bad_inputs.md (mistake | what you see | fix).
 """
 import builtins
+import importlib.util
 import json
 import os
 import re
@@ -32,7 +33,8 @@ from basicsr.utils.options import parse_options
 from restormer_arch import inference
 from restormer_arch.archs.restormer_arch import Restormer
 from restormer_arch.inference import RestoreError
-from restormer_arch.options import OptionsError, OptionsWarning, validate_options_file
+from restormer_arch.models.training_hooks import RunError
+from restormer_arch.options import CommandLine, OptionsError, OptionsWarning, validate_options_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOC = REPO_ROOT / 'docs' / 'bad_inputs.md'
@@ -129,7 +131,9 @@ def start(tmp: Path, opt: Dict[str, Any], is_train: bool = True) -> Tuple[Dict[s
     Returns:
         The parsed options, the model and ``[train_loader, *val_loaders]``.
     """
-    import basicsr.train  # load_resume_state is compat's replacement, looked up at call time as the pipeline does
+    import basicsr.train
+
+    from restormer_arch.models.training_hooks import load_resume_state  # what `basicsr train` installs
 
     path = write_options(tmp, opt)
     validate_options_file(str(path), is_train)
@@ -139,7 +143,7 @@ def start(tmp: Path, opt: Dict[str, Any], is_train: bool = True) -> Tuple[Dict[s
     finally:
         sys.argv = argv
     parsed['root_path'] = str(tmp)
-    resume_state = basicsr.train.load_resume_state(parsed)
+    resume_state = load_resume_state(parsed)
     train_loader, _, val_loaders, _, _ = basicsr.train.create_train_val_dataloader(parsed, get_root_logger())
     model = build_model(parsed)
     if resume_state:
@@ -175,6 +179,8 @@ def cli(tmp: Path, *argv: str) -> subprocess.CompletedProcess:
         raise OptionsError(done.stderr)
     if done.returncode == 2 and done.stderr.startswith('basicsr restore: error:'):
         raise RestoreError(done.stderr)
+    if done.returncode == 1 and 'Traceback' not in log and re.search(r'^basicsr train: error: ', log, re.MULTILINE):
+        raise RunError(log)  # a problem found while setting the run up, reported in one line
     reported = re.findall(r'^(\w+): ', done.stderr, flags=re.MULTILINE)  # the traceback's last "Type: message" line
     raise getattr(builtins, reported[-1] if reported else 'RuntimeError', RuntimeError)(log)
 
@@ -332,8 +338,7 @@ def prefetch_cuda_without_cuda(tmp):
     check(tmp, opt)
 
 
-@case(OptionsError, 'val: given, but datasets has no val entry',
-      'add a datasets.val dataset, or remove the val section')
+@case(warning=OptionsWarning)  # BasicSR runs it (nothing is validated): a warning, not a refusal
 def val_section_without_val_dataset(tmp):
     opt = base_options(tmp)
     del opt['datasets']['val']
@@ -378,6 +383,138 @@ def eval_without_pretrained_weights_warns(tmp):
         del opt[key]
     opt['datasets'] = {'test_1': opt['datasets']['val']}
     check(tmp, opt, is_train=False)
+
+
+# ------------------------------------------------------------------ options as BasicSR runs them (issue 10: A, B, F)
+def check_with(tmp: Path, opt: Dict[str, Any], *overrides: str) -> None:
+    """The check of ``basicsr train -opt options.yml --force_yml OVERRIDES``."""
+    path = write_options(tmp, opt)
+    validate_options_file(str(path), True, cmd=CommandLine(str(path), overrides=overrides, override_flags=1))
+
+
+@case(OptionsError, 'duplicate key', 'line')
+def yaml_duplicate_key(tmp):
+    path = write_options(tmp, base_options(tmp))
+    path.write_text(path.read_text() + 'num_gpu: 1\n')  # a second num_gpu at the end: YAML keeps it silently
+    validate_options_file(str(path), True)
+
+
+@case(OptionsError, 'basicsr train:', 'options.yml: invalid YAML at line')
+def cli_yaml_syntax_error(tmp):
+    path = write_options(tmp, base_options(tmp))
+    path.write_text(path.read_text().replace('  total_iter: 4', '\ttotal_iter: 4'))
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case(OptionsError, 'basicsr test:', 'missing.yml: no such option file')
+def cli_missing_option_file(tmp):
+    cli(tmp, 'test', '-opt', 'missing.yml')
+
+
+@case(OptionsError, 'basicsr train:', "name: 'denoise/run1' cannot be a folder name")
+def cli_name_with_slash(tmp):
+    opt = base_options(tmp)
+    opt['name'] = 'denoise/run1'
+    write_options(tmp, opt)
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case()
+def force_yml_num_gpu_override_is_judged(tmp):
+    opt = base_options(tmp)
+    opt['num_gpu'] = torch.cuda.device_count() + 8  # more GPUs than here: refused as written, fine with the override
+    check_with(tmp, opt, 'num_gpu=0')
+
+
+@case(OptionsError, '--force_yml: train.total_iters is not in the option file')
+def force_yml_unknown_key(tmp):
+    check_with(tmp, base_options(tmp), 'train:total_iters=8')
+
+
+@case(OptionsError, '--force_yml train:total_iter=many', 'is a number in the file')
+def force_yml_wrong_type(tmp):
+    check_with(tmp, base_options(tmp), 'train:total_iter=many')
+
+
+@case(OptionsError, '--force_yml train:optim:lr=0.1', 'train.optim does not exist in the option file')
+def force_yml_missing_section(tmp):
+    check_with(tmp, base_options(tmp), 'train:optim:lr=0.1')
+
+
+@case(OptionsError, 'train.scheduler.periods sums to 4 but train.total_iter is 9')
+def force_yml_breaks_the_schedule(tmp):
+    check_with(tmp, base_options(tmp), 'train:total_iter=9')
+
+
+@case(OptionsError, 'train.mixing_augs.mixup_bta: unknown option; did you mean mixup_beta?')
+def mixup_beta_typo(tmp):
+    opt = base_options(tmp)
+    opt['train']['mixing_augs'] = {'mixup': True, 'mixup_bta': 2}
+    check(tmp, opt)
+
+
+@case(OptionsError, 'train.mixing_augs.mixup_beta: expected a positive number')
+def mixup_beta_zero(tmp):
+    opt = base_options(tmp)
+    opt['train']['mixing_augs'] = {'mixup': True, 'mixup_beta': 0}
+    check(tmp, opt)
+
+
+@case(OptionsError, 'train.scheduler.eta_min: not an argument of CosineAnnealingRestartCyclicLR',
+      'did you mean eta_mins?')
+def scheduler_argument_typo(tmp):
+    opt = base_options(tmp)
+    opt['train']['scheduler']['eta_min'] = opt['train']['scheduler'].pop('eta_mins')
+    check(tmp, opt)
+
+
+@case(warning=OptionsWarning)
+def scheduler_periods_longer_than_run(tmp):
+    opt = base_options(tmp)
+    opt['train']['scheduler']['periods'] = [2, 8]  # the second cycle stops part-way: valid
+    check(tmp, opt)
+
+
+@case(warning=OptionsWarning)
+def eta_min_above_lr(tmp):
+    opt = base_options(tmp)
+    opt['train']['optim_g']['lr'] = 1e-4
+    opt['train']['scheduler']['eta_mins'] = [3e-4, 1e-6]
+    check(tmp, opt)
+
+
+@case(warning=OptionsWarning)
+def basicsr_keys_of_other_models_warn(tmp):
+    opt = base_options(tmp)
+    opt['noise_range'] = [0, 10]  # read by Real-ESRGAN's model, not by this project
+    check(tmp, opt)
+
+
+@case(OptionsError, 'datasets.train (Dataset_GaussianDenoising)', 'sigma_type must be one of')
+def gaussian_sigma_type_checked_up_front(tmp):
+    opt = base_options(tmp)
+    train = opt['datasets']['train']
+    train.update(type='Dataset_GaussianDenoising', sigma_type='uniform', sigma_range=[0, 50])
+    del train['dataroot_lq']
+    check(tmp, opt)
+
+
+@case(OptionsError, 'logger.wandb.project', 'pip install wandb')
+def wandb_project_without_wandb(tmp):
+    if importlib.util.find_spec('wandb') is not None:
+        pytest.skip('wandb is installed here')
+    opt = base_options(tmp)
+    opt['logger'].update(use_tb_logger=True, wandb={'project': 'my_project', 'resume_id': None})
+    check(tmp, opt)
+
+
+@case(OptionsError, 'val.metrics.lpips.type: calculate_lpips needs the lpips package')
+def lpips_metric_without_lpips(tmp):
+    if importlib.util.find_spec('lpips') is not None:
+        pytest.skip('lpips is installed here')
+    opt = base_options(tmp)
+    opt['val']['metrics']['lpips'] = {'type': 'calculate_lpips'}
+    check(tmp, opt)
 
 
 # ------------------------------------------------------------------------------------------------------- data mistakes
@@ -633,7 +770,7 @@ def eval_sizes_not_multiple_of_8_work(tmp):
     assert model.output.shape == (1, 3, 19, 21)
 
 
-@case(RestoreError, '--tile 16 --tile-overlap 32:', 'overlap < tile / 2')
+@case(RestoreError, '--tile 16 --tile-overlap 32:', 'below half the tile size')
 def restore_tile_smaller_than_overlap(tmp):
     image(tmp / 'in.png', size=(40, 36))
     restore('-i', str(tmp / 'in.png'), '-o', str(tmp / 'out'), '--task', 'deraining', '--allow-random-weights',
@@ -671,6 +808,23 @@ def cli_train_typo_num_gpus(tmp):
 def cli_train_corrupt_image(tmp):
     opt = base_options(tmp)
     (tmp / 'train' / 'gt' / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 100)
+    write_options(tmp, opt)
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case(RunError, 'network_g (RRDBNet) turns a 3x16x16 input into 3x64x64', 'scales images by x4', 'scale: 1')
+def cli_train_network_scale_mismatch(tmp):
+    opt = base_options(tmp)
+    opt['network_g'] = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'scale': 4, 'num_feat': 8,
+                        'num_block': 1, 'num_grow_ch': 4}
+    write_options(tmp, opt)
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case(RunError, 'wide.pth [params] fills only 8 of the 98 tensors', 'mostly random weights')
+def cli_train_pretrain_matches_nothing(tmp):
+    opt = base_options(tmp)
+    opt['path'].update(pretrain_network_g=str(checkpoint(tmp / 'wide.pth', dim=16)), strict_load_g=False)
     write_options(tmp, opt)
     cli(tmp, 'train', '-opt', 'options.yml')
 

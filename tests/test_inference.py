@@ -86,6 +86,15 @@ def test_16bit_in_16bit_out_with_odd_size(tmp_path):
         assert np.any(out % 257 != 0)
 
 
+def test_colour_image_through_gray_model_with_side_by_side(tmp_path):
+    net = _tiny_net('gaussian_gray_denoising')
+    weights = _save(net, tmp_path / 'gray.pth', 'official')
+    cv2.imwrite(str(tmp_path / 'c.png'), _random_image((18, 22, 3)))
+    assert _restore(tmp_path, tmp_path / 'c.png', 'gaussian_gray_denoising', '--side-by-side', weights=weights) == 0
+    assert cv2.imread(str(tmp_path / 'out' / 'c.png'), cv2.IMREAD_UNCHANGED).shape == (18, 22)
+    assert cv2.imread(str(tmp_path / 'out' / 'c_side_by_side.png'), cv2.IMREAD_UNCHANGED).shape == (18, 44)
+
+
 def test_gray_model_on_gray_image(tmp_path):
     net = _tiny_net('gaussian_gray_denoising')
     weights = _save(net, tmp_path / 'gray.pth', 'official')
@@ -149,12 +158,13 @@ def test_size_mismatch_suggests_arch_options(tmp_path, capsys):
     assert main(args + ['--arch-options', '{"dim": 16}']) == 2
     err = capsys.readouterr().err
     assert '"dim": 8, "num_blocks": [1, 1, 1, 1]' in err
+    assert 'try --task' not in err  # the task is right (motion_deblurring etc. share its configuration)
     suggested = err.split("--arch-options '")[-1].split("'")[0]
     assert main(args + ['--arch-options', suggested]) == 0
     assert cv2.imread(str(tmp_path / 'o' / 'x.png')).shape == (16, 16, 3)
 
 
-def test_checkpoint_configuration_needs_no_task_or_arch_options(tmp_path):
+def test_checkpoint_configuration_needs_no_task_or_arch_options(tmp_path, capsys):
     """restore-arch-hint-missing-ffn: width 16, heads [1, 2, 2, 4], FFN factor 2.0 load from the weights alone."""
     torch.manual_seed(3)
     net = build_network({'dim': 16, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 2, 2, 4],
@@ -168,6 +178,12 @@ def test_checkpoint_configuration_needs_no_task_or_arch_options(tmp_path):
                      *extra]) == 0
         out = cv2.imread(str(out_dir / 'x.png'), cv2.IMREAD_UNCHANGED)
         assert np.abs(out.astype(float) - _expected(net, img, 255)).max() <= 1
+    # Options that contradict it: the printed suggestion (FFN factor included) loads it, no loop.
+    args = ['-i', str(tmp_path / 'x.png'), '--weights', str(weights), '--no-progress', '--task', 'deraining']
+    assert main(args + ['-o', str(tmp_path / 'o1'), '--arch-options', '{"dim": 16, "heads": [1, 1, 1, 1]}']) == 2
+    suggested = capsys.readouterr().err.split("--arch-options '")[-1].split("'")[0]
+    assert json.loads(suggested)['ffn_expansion_factor'] == 2.0
+    assert main(args + ['-o', str(tmp_path / 'o2'), '--arch-options', suggested]) == 0
 
 
 def test_weights_required_unless_random_allowed(tmp_path, capsys):
@@ -329,6 +345,10 @@ def test_options_are_checked_before_the_weights_are_loaded(tmp_path, capsys):
         assert main(['-i', str(photos), '-o', str(tmp_path / 'out'), '--weights', str(tmp_path / 'broken.pth'),
                      '--no-progress', *extra]) == 2
         assert 'broken.pth' not in capsys.readouterr().err
+    (tmp_path / 'empty').mkdir()
+    assert main(['-i', str(tmp_path / 'empty'), '-o', str(tmp_path / 'out'), '--weights',
+                 str(tmp_path / 'broken.pth')]) == 2
+    assert 'broken.pth' not in capsys.readouterr().err
     assert main(['-i', str(photos), '-o', str(tmp_path / 'out'), '--weights', str(tmp_path / 'broken.pth')]) == 2
     assert 'broken.pth' in capsys.readouterr().err
 
@@ -354,12 +374,22 @@ def test_exif_orientation_icc_and_exif_survive(tmp_path):
             assert out.info.get('icc_profile') == icc
 
 
-def test_truncated_input_is_reported_not_restored(tmp_path):
-    photos = _photos(tmp_path, 1)
-    data = (photos / 'p0.png').read_bytes()
-    (photos / 'p0.png').write_bytes(data[:len(data) // 2])
+def test_truncated_input_is_reported_before_any_image_is_restored(tmp_path):
+    photos = _photos(tmp_path, 2)
+    data = (photos / 'p1.png').read_bytes()
+    (photos / 'p1.png').write_bytes(data[:len(data) // 2])
     assert _run(photos, tmp_path / 'out') == 2
-    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())  # p0 was not written either
+    assert _run(photos / 'p1.png', tmp_path / 'out') == 2
+
+
+def test_two_inputs_for_one_output_name_are_refused(tmp_path):
+    photos = _photos(tmp_path, 1)
+    cv2.imwrite(str(photos / 'p0.jpg'), _random_image((16, 20, 3)))
+    for extra in ([], ['--overwrite']):
+        assert _run(photos, tmp_path / 'out', '--ext', 'png', *extra) == 2
+        assert not (tmp_path / 'out').exists()
+    assert _run(photos, tmp_path / 'out') == 0  # auto: p0.png and p0.jpg
 
 
 def test_killed_restore_leaves_only_complete_images(tmp_path):

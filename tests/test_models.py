@@ -436,6 +436,19 @@ def test_restormer_trains_under_basicsr_srmodel(tmp_path):
     assert losses[-1] < losses[0]
 
 
+
+@pytest.mark.parametrize('model_type', ['SRGANModel', 'ESRGANModel'])
+def test_restormer_is_the_generator_of_basicsr_gan_models(tmp_path, model_type):
+    train = {'gan_opt': {'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 5e-3},
+             'optim_d': {'type': 'Adam', 'lr': 1e-4}, 'net_d_iters': 1, 'net_d_init_iters': 0}
+    model = build_model(make_opt(tmp_path, model_type=model_type, train=train,
+                                 network_d={'type': 'VGGStyleDiscriminator', 'num_in_ch': 3, 'num_feat': 4}))
+    start = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    model.feed_data(batch(2, 128))  # the discriminator takes 128 px patches
+    model.optimize_parameters(1)
+    assert model.output.is_contiguous()
+    assert any(not torch.equal(start[k], v) for k, v in model.net_g.state_dict().items())
+
 # ------------------------------------------------------------------------------------------ real training runs
 def _train_yaml(tmp_path, total_iter):
     stage = total_iter // 3

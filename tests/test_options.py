@@ -5,11 +5,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from basicsr.archs import build_network
 from basicsr.models import build_model
 
 from restormer_arch.cli import main
-from restormer_arch.options import OptionsError, load_options, validate_options, validate_options_file
+from restormer_arch.options import (
+    OptionsError,
+    apply_overrides,
+    load_options,
+    parse_command_line,
+    validate_options,
+    validate_options_file,
+)
 from tests.test_models import make_opt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +62,14 @@ def test_option_file_validates_and_builds(path, tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
         (tmp_path / pretrained).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / pretrained).touch()
+    if 'calculate_lpips' in path.read_text() and importlib.util.find_spec('lpips') is None:
+        # Refused up front without the optional package (the metric would stop the run); the rest must be valid.
+        with pytest.raises(OptionsError, match='lpips'):
+            validate_options_file(str(path))
+        opt = load_options(str(path))
+        opt['val']['metrics'] = {k: m for k, m in opt['val']['metrics'].items() if m['type'] != 'calculate_lpips'}
+        path = tmp_path / path.name
+        path.write_text(yaml.safe_dump(opt), encoding='utf-8')
     opt = validate_options_file(str(path))
     is_train = 'train' in opt
     # The network: constructor arguments as written, with tiny sizes so the test stays fast.
@@ -126,7 +142,7 @@ def _set(opt, dotted, value):
 
 
 @pytest.mark.parametrize('key, value, message', [
-    ('train.total_iter', 299999, 'iters sums to 300000 but train.total_iter is 299999'),
+    ('train.total_iter', 300001, 'iters sums to 300000 but train.total_iter is 300001'),
     ('datasets.train.iters', [92000, 64000, 48000, 36000, 60000], 'need one entry per stage'),
     ('datasets.train.gt_sizes', [128, 160, 192, 256, 320, 380], 'gt_sizes: [380] are not multiples of 8'),
     ('datasets.train.gt_sizes', [128, 160, 192, 256, 320, 392], 'exceeds gt_size 384'),
@@ -157,7 +173,7 @@ def test_invalid_options_are_reported_clearly(key, value, message):
 
 def test_all_problems_are_reported_at_once():
     opt = _deraining()
-    opt['train']['total_iter'] = 1000
+    opt['train']['total_iter'] = 400000  # longer than the progressive stages and the LR cycles
     opt['network_g']['type'] = 'restormer'
     with pytest.raises(OptionsError, match=r'3 problem\(s\)') as err:
         validate_options(opt)
@@ -179,14 +195,58 @@ def test_bad_yaml_names_the_file(tmp_path):
         validate_options_file(str(bad))
 
 
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
+    path = tmp_path / 'dup.yml'
+    path.write_text('name: a\ntrain:\n  total_iter: 4\n  total_iter: 8\n')
+    with pytest.raises(OptionsError, match='line 4') as err:
+        load_options(str(path))
+    assert 'line 3' in str(err.value) and len(str(err.value).splitlines()) == 1
+    path.write_text('base: &base {a: 1}\nderived:\n  <<: *base\n  a: 2\nshape: !!python/tuple [1, 2]\n')
+    assert load_options(str(path)) == {'base': {'a': 1}, 'derived': {'a': 2}, 'shape': (1, 2)}  # merges, tuples
+
+
+def test_overrides_follow_basicsr_parsing():
+    from basicsr.utils.options import _postprocess_yml_value
+
+    cmd = parse_command_line(['-opt', 'x.yml', '--force_yml', 'train:optim_g:lr=!!float 1e-4', 'path:resume_state=~',
+                              'datasets:train:gt_sizes=[8, 16]', '--debug'])
+    assert cmd.overrides[0] == 'train:optim_g:lr=!!float 1e-4' and cmd.debug and cmd.override_flags == 1
+    opt = {'train': {'optim_g': {'lr': 3e-4}}, 'path': {'resume_state': 'a.state'}, 'datasets': {'train': {}}}
+    problems, created = apply_overrides(opt, cmd.overrides)
+    assert not problems and created == {'datasets.train.gt_sizes'}
+    assert opt['train']['optim_g']['lr'] == _postprocess_yml_value('!!float 1e-4') == 1e-4
+    assert opt['path']['resume_state'] is None and opt['datasets']['train']['gt_sizes'] == [8, 16]
+    assert parse_command_line(['-opt', 'x.yml', '--force_y', 'a=1', '--force_yml', 'b=2']).override_flags == 2
+    assert parse_command_line(['--launcher', 'none']) is None  # BasicSR reports its own usage error
+
+
+def test_resolved_options_are_what_basicsr_runs(tmp_path, monkeypatch):
+    from basicsr.utils.options import parse_options
+
+    monkeypatch.chdir(tmp_path)
+    opt = _deraining()
+    opt['datasets']['train'].update(iters=[4], mini_batch_sizes=[8], gt_sizes=[128])
+    opt['train'].update(total_iter=4, scheduler={'type': 'MultiStepLR', 'milestones': [2], 'gamma': 0.5})
+    path = tmp_path / 'o.yml'
+    path.write_text(yaml.safe_dump(opt))
+    argv = ['-opt', str(path), '--force_yml', 'num_gpu=0', 'train:optim_g:lr=0.001', '--debug']
+    ours = validate_options_file(str(path), True, cmd=parse_command_line(argv), root_path=str(tmp_path))
+    monkeypatch.setattr('sys.argv', ['train', *argv])
+    theirs, _ = parse_options(str(tmp_path), is_train=True)
+    for key in ('name', 'num_gpu', 'path', 'datasets', 'train', 'val', 'logger', 'dist', 'is_train', 'auto_resume'):
+        assert ours[key] == theirs[key], key
+
+
 def test_cli_checks_the_option_file_before_training(tmp_path, capsys):
-    opt_text = (REPO_ROOT / 'options' / 'Deraining.yml').read_text().replace('total_iter: 300000', 'total_iter: 30')
+    # A run ten times longer than its LR cycles and progressive stages.
+    opt_text = (REPO_ROOT / 'options' / 'Deraining.yml').read_text().replace('total_iter: 300000',
+                                                                             'total_iter: 3000000')
     path = tmp_path / 'Deraining.yml'
     path.write_text(opt_text)
     assert main(['train', '-opt', str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f'basicsr train: {path}: ')
-    assert 'train.total_iter is 30' in err
+    assert 'train.total_iter is 3000000' in err
 
 
 def test_demo_photos_are_prepared_where_demo_yml_reads_them(tmp_path):

@@ -16,6 +16,7 @@ from restormer_arch.perf import (
     apply_performance_options,
     autocast_context,
     check_options,
+    compile_for_inference,
     configure_allocator,
     prepare_inference,
     resolve_precision,
@@ -243,9 +244,13 @@ def test_apply_performance_options_channels_last_keeps_weights():
 def test_torch_compile_matches_eager():
     fast, _ = _pair(CONFIGS['withbias'])
     compiled = apply_performance_options(fast, {'compile': True})
+    frozen = apply_performance_options(fast, {'compile': {'freezing': True}})
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
-        assert (compiled(x) - fast(x)).abs().max().item() < 1e-4
+        ref = fast(x)
+        assert (compiled(x) - ref).abs().max().item() < 1e-4
+        assert (frozen(x) - ref).abs().max().item() < 1e-4
+        assert (compile_for_inference(fast)(x) - ref).abs().max().item() < 1e-4
 
 
 # ----------------------------------------------------------------------------------------------- tiling

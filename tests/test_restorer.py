@@ -1,11 +1,13 @@
 """The library API behind ``basicsr restore``: load_restormer and Restorer on arrays and tensors."""
+import os
+
 import numpy as np
 import pytest
 import torch
 
 import restormer_arch
 from restormer_arch.archs.presets import task_options
-from restormer_arch.restorer import RestoreError, Restorer, build_network, load_restormer
+from restormer_arch.restorer import RestoreError, Restorer, build_network, load_restormer, run_network
 from restormer_arch.tiling import tiled_forward
 
 TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
@@ -136,3 +138,28 @@ def test_run_network_is_the_shared_forward_for_validation():
     assert run_network(net, x).requires_grad is False
     with pytest.raises(RestoreError):
         Restorer(net, device='cpu', tile=24, tile_overlap=8, blend='gaussian')
+
+
+def test_bf16_restores_with_a_bf16_network_close_to_fp32():
+    torch.manual_seed(0)
+    net = build_network(TINY)
+    x = torch.rand(1, 3, 37, 29)
+    reference = Restorer(net, 'cpu', 'fp32').restore_tensor(x)
+    half = Restorer(build_network(TINY).eval(), 'cpu', 'bf16')
+    half.network.load_state_dict(net.state_dict())
+    assert all(p.dtype == torch.bfloat16 for p in half.network.parameters())  # bf16 end to end, not autocast
+    out = half.restore_tensor(x)
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    psnr = 10 * torch.log10(1 / torch.mean((out - reference) ** 2))
+    assert psnr >= 40  # a tiny random network; the full model measures ~53 dB (docs/performance.md)
+
+
+@pytest.mark.skipif(not os.environ.get('RESTORMER_TEST_COMPILE'),
+                    reason='torch.compile takes 1-2 min on this CPU; set RESTORMER_TEST_COMPILE=1 to run it')
+def test_compiled_restorer_equals_eager_with_fixed_size_tiles():
+    torch.manual_seed(0)
+    net = build_network(TINY)
+    x = torch.rand(1, 3, 40, 56)
+    eager = run_network(net, x, tile=32, overlap=8, fit_tile=False).clamp(0, 1)  # the grid a compiled run uses
+    compiled = Restorer(net, 'cpu', 'fp32', tile=32, tile_overlap=8, compile=True)
+    assert torch.allclose(compiled.restore_tensor(x), eager, atol=1e-4)

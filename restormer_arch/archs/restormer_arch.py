@@ -129,7 +129,8 @@ class Restormer(nn.Module):
             inp_img: ``(N, inp_channels, H, W)`` tensor, values nominally in [0, 1].
 
         Returns:
-            ``(N, out_channels, H, W)`` restored images (not clamped).
+            ``(N, out_channels, H, W)`` restored images (not clamped), a contiguous NCHW tensor whatever the
+            internal memory format: BasicSR's discriminators and losses call ``.view`` on it.
         """
         if inp_img.dim() != 4 or inp_img.shape[1] != self.inp_channels:
             raise ValueError(f'Restormer expects an (N, {self.inp_channels}, H, W) input, got shape '
@@ -137,7 +138,7 @@ class Restormer(nn.Module):
                              '(3 for RGB, 1 for gray, 6 for dual-pixel).')
         h, w = inp_img.shape[-2:]
         out = self.forward_features(pad_to_multiple(inp_img))
-        return out[..., :h, :w]
+        return out[..., :h, :w].contiguous()
 
     def set_checkpointing(self, enabled: bool) -> None:
         """Turn activation checkpointing of every transformer block on or off.

@@ -34,3 +34,11 @@ class Dataset_DefocusDeblur_DualPixel_16bit(FolderDataset):  # noqa: N801  (offi
         left, right, gt = (to_tensor(img, self.mean, self.std) for img in imgs)
         return {'lq': torch.cat([left, right], dim=0), 'gt': gt, 'lq_path': paths['lqL_path'],
                 'gt_path': paths['gt_path']}
+
+    @classmethod
+    def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
+        """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
+        from restormer_arch.options import check_dataset_options
+
+        return check_dataset_options(opt, phase, keys=('dataroot_lqL', 'dataroot_lqR'),
+                                     required=('dataroot_gt', 'dataroot_lqL', 'dataroot_lqR'))

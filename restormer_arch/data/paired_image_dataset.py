@@ -46,3 +46,10 @@ class Dataset_PairedImage(FolderDataset):  # noqa: N801  (official Restormer nam
         paths, (lq, gt) = self.read_sample(index)
         return {'lq': to_tensor(lq, self.mean, self.std), 'gt': to_tensor(gt, self.mean, self.std),
                 'lq_path': paths['lq_path'], 'gt_path': paths['gt_path']}
+
+    @classmethod
+    def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
+        """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
+        from restormer_arch.options import check_dataset_options
+
+        return check_dataset_options(opt, phase, keys=('in_ch', 'bit_depth'), required=('dataroot_gt', 'dataroot_lq'))

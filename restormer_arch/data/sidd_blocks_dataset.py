@@ -79,3 +79,10 @@ class Dataset_SIDDBlocks(data.Dataset):  # noqa: N801  (named like the other Res
 
     def __len__(self) -> int:
         return self.noisy.shape[0] * self.noisy.shape[1]
+
+    @classmethod
+    def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
+        """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
+        from restormer_arch.options import check_dataset_options
+
+        return check_dataset_options(opt, phase, keys=('key_lq', 'key_gt'), required=('dataroot_lq',))

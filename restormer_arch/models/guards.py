@@ -11,9 +11,6 @@ import torch
 import torch.distributed as dist
 from basicsr.utils import get_root_logger
 
-# Set by `basicsr train` (restormer_arch.cli): only a training process installs the stop-signal handlers.
-TRAINING_PROCESS = False
-
 
 class NonFiniteLossError(RuntimeError):
     """Raised after too many consecutive non-finite losses (the last good weights have been saved)."""

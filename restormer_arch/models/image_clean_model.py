@@ -16,14 +16,13 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 from tqdm import tqdm
 
-from .. import compat
 from ..archs.restormer_arch import pad_to_multiple
-from ..perf import apply_performance_options, autocast_context, resolve_precision
-from . import guards
+from ..perf import apply_performance_options, autocast_context, optimizer_defaults, resolve_precision
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
 from .progressive import Mixup, ProgressiveSchedule, stage_table
 from .results_table import ResultsTable
+from .training_hooks import CheckpointHooks, RunError, TrainingRun, first_pair, preserved_rng, shape_mismatch_message
 from .val_utils import network_forward, to_metric_image, to_saved_image
 
 SCHEDULERS = {
@@ -39,7 +38,7 @@ DEFAULT_MAX_NONFINITE_STEPS = 10
 
 
 @MODEL_REGISTRY.register()
-class ImageCleanModel(BaseModel):
+class ImageCleanModel(CheckpointHooks, BaseModel):
     """Restoration model of Restormer: L1 (or any loss), AdamW, cyclic cosine LR, progressive patches, mixup.
 
     Works with any network in BasicSR's ``ARCH_REGISTRY`` (``network_g``). Options beyond BasicSR's ``SRModel``:
@@ -55,6 +54,9 @@ class ImageCleanModel(BaseModel):
     - ``val.metrics_table`` (default: on in ``basicsr test``, off in training), ``val.combined_rows``: per-image
       ``metrics.csv`` and per-dataset ``metrics.md`` (:mod:`results_table`).
     - ``val.pbar`` (default: on in ``basicsr test``, off in training): a progress bar per dataset (images, ETA).
+    - ``train.save_on_signal`` (default true, ``basicsr train`` only): SIGTERM/SIGINT save a state and exit.
+
+    Checkpoints (saving, ``path.pretrain_network_g`` of any layout, resume) come from :class:`CheckpointHooks`.
 
     Args:
         opt: The parsed BasicSR options.
@@ -84,6 +86,8 @@ class ImageCleanModel(BaseModel):
         self.mixup: Optional[Mixup] = None
         self._stage_index: Optional[int] = None
         self._results_tables: Dict[str, ResultsTable] = {}
+        self.run: Optional[TrainingRun] = None
+        self.stop_handler: Optional[StopSignalHandler] = None
         if self.is_train:
             self.init_training_settings()
 
@@ -111,10 +115,6 @@ class ImageCleanModel(BaseModel):
         self.use_grad_clip = bool(train_opt.get('use_grad_clip', False))
         max_nonfinite = int(train_opt.get('max_nonfinite_steps', DEFAULT_MAX_NONFINITE_STEPS))
         self.nonfinite_guard = NonFiniteLossGuard(max_nonfinite)
-        # SIGTERM/SIGINT save a state at the next iteration instead of losing the work since the last checkpoint.
-        # Only in a training process (`basicsr train`), never in a library user's or a test runner's process.
-        save_on_signal = train_opt.get('save_on_signal', True) and guards.TRAINING_PROCESS
-        self.stop_handler = StopSignalHandler() if save_on_signal else None
         self.grad_clip_norm = float(train_opt.get('grad_clip_norm', DEFAULT_GRAD_CLIP_NORM))
 
         self.progressive = ProgressiveSchedule.from_options(self.opt.get('datasets', {}).get('train'))
@@ -128,14 +128,66 @@ class ImageCleanModel(BaseModel):
         self.setup_optimizers()
         self.setup_schedulers()
 
+    def attach_run(self, run: TrainingRun) -> None:
+        """Join a ``basicsr train`` run (called by the pipeline right after the model is built).
+
+        Installs the stop-signal handler (``train.save_on_signal``, default on): SIGTERM/SIGINT save a state at the
+        next iteration instead of losing the work since the last checkpoint. Only a ``basicsr train`` process does
+        this, never a library user's or a test runner's. Then checks the network's output shape on one real crop.
+
+        Args:
+            run: The run's state (epoch, train loader).
+
+        Raises:
+            RunError: The network's output does not have the target's shape (see :meth:`check_output_shape`).
+        """
+        self.run = run
+        if not self.is_train:
+            return
+        if self.opt['train'].get('save_on_signal', True) and self.stop_handler is None:
+            self.stop_handler = StopSignalHandler()
+        if run.train_loader is not None:
+            self.check_output_shape(run.train_loader.dataset)
+
+    def check_output_shape(self, dataset: Any) -> None:
+        """Dry forward of the first training patch: the network's output must have the target's shape.
+
+        A network swapped into an option file for another task (a x4 super-resolution network under ``scale: 1``,
+        1 output channel for colour targets) would otherwise fail inside the loss with a bare tensor-size error. The
+        random number generators are restored afterwards, so the run is the same as without the check.
+
+        Args:
+            dataset: The training dataset (item 0 gives ``lq`` ``(C, h, w)`` and ``gt`` ``(C', h*s, w*s)``).
+
+        Raises:
+            RunError: Output and target differ in channels or size; the message names scale and channels.
+        """
+        pair = first_pair(dataset)
+        if pair is None:
+            return
+        lq, gt = pair
+        net = self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad(), preserved_rng(), autocast_context(self.precision, self.device.type):
+                out = net(lq.to(self.device))
+        except (RuntimeError, ValueError) as err:  # e.g. a 1-channel network fed colour images
+            raise RunError(f'network_g ({net.__class__.__name__}) fails on the first training patch, '
+                           f'{"x".join(map(str, lq.shape[1:]))} (channels x height x width): {err}') from None
+        finally:
+            net.train(was_training)
+        out = out[-1] if isinstance(out, (list, tuple)) else out
+        if tuple(out.shape[1:]) != tuple(gt.shape[1:]):
+            raise RunError(shape_mismatch_message(self.opt, net.__class__.__name__, tuple(lq.shape[1:]),
+                                                  tuple(out.shape[1:]), tuple(gt.shape[1:])))
+
     def setup_optimizers(self) -> None:
         """Create ``optimizer_g`` from ``train.optim_g`` (any ``torch.optim`` class, e.g. ``AdamW``)."""
         optim_opt = deepcopy(self.opt['train']['optim_g'])
         optim_type = optim_opt.pop('type')
         params = [p for p in self.net_g.parameters() if p.requires_grad]
-        if optim_type in ('Adam', 'AdamW') and 'fused' not in optim_opt and 'foreach' not in optim_opt:
-            # One fused kernel over all parameters instead of a Python loop of small ops (same update, CPU and CUDA).
-            optim_opt['fused'] = True
+        optim_opt = optimizer_defaults(optim_type, optim_opt, self.device)  # fused Adam/AdamW where available
         self.optimizer_g = self.get_optimizer(optim_type, params, **optim_opt)
         self.optimizers.append(self.optimizer_g)
 
@@ -211,16 +263,20 @@ class ImageCleanModel(BaseModel):
         try:
             skip = self.nonfinite_guard.should_skip(nonfinite, current_iter)
         except RuntimeError:
-            self.save(compat.current_epoch(), current_iter - 1)  # the weights are still the last finite ones
+            self.save(self._epoch(), current_iter - 1)  # the weights are still the last finite ones
             raise
         if skip:
             self.optimizer_g.zero_grad()
             self.log_dict = OrderedDict(l_pix=float('nan'))
         return skip
 
+    def _epoch(self) -> int:
+        # Saves outside BasicSR's own `model.save(epoch, iter)` need the epoch, which only the run knows.
+        return self.run.epoch if self.run is not None else 0
+
     def _save_and_stop(self, last_complete_iter: int) -> None:
         signum = self.stop_handler.signum
-        self.save(compat.current_epoch(), last_complete_iter)
+        self.save(self._epoch(), last_complete_iter)
         get_root_logger().warning(f'Stopped by signal {signum}: state of iteration {last_complete_iter} saved; '
                                   'continue with --auto_resume.')
         raise StopRequested(128 + signum)
@@ -395,3 +451,4 @@ class ImageCleanModel(BaseModel):
         else:
             self.save_network(self.net_g, 'net_g', current_iter)
         self.save_training_state(epoch, current_iter)
+

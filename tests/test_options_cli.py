@@ -1,0 +1,158 @@
+"""``basicsr train`` / ``basicsr test`` judge the options BasicSR will run (issue 10: A, B, F).
+
+Each test runs the command as a user does and asserts what happens: the exit code, whether a traceback is printed,
+which folders are left, and for runs that train, the learning rate logged at every iteration. Runs that train, and one
+of each kind of refusal, are real processes; the other refusals call the same entry point in this process (they stop
+before anything is built).
+"""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import torch
+
+from restormer_arch.cli import main
+from tests.test_bad_inputs import base_options, write_options
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LR_LOG = re.compile(r'iter:\s*([\d,]+), lr:\(([0-9.e+-]+)')
+
+
+def basicsr(tmp: Path, *argv: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, '-m', 'restormer_arch', *argv], cwd=tmp, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def logged_lrs(done: subprocess.CompletedProcess) -> Dict[int, float]:
+    return {int(i.replace(',', '')): float(lr) for i, lr in LR_LOG.findall(done.stdout + done.stderr)}
+
+
+def refused_up_front(done: subprocess.CompletedProcess, tmp: Path) -> bool:
+    """Exit code 2, no traceback, and nothing created (no experiments/, results/ or tb_logger/ folder)."""
+    log = done.stdout + done.stderr
+    created = [d for d in ('experiments', 'results', 'tb_logger') if (tmp / d).exists()]
+    return done.returncode == 2 and 'Traceback' not in log and not created
+
+
+def refused_in_process(tmp: Path, capsys: Any, *argv: str) -> bool:
+    """``main(argv)`` in ``tmp``: exit code 2, one short report, nothing created."""
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        code = main(list(argv))
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    created = [d for d in ('experiments', 'results', 'tb_logger') if (tmp / d).exists()]
+    return code == 2 and err.startswith(f'basicsr {argv[0]}: ') and not created
+
+
+def small_run(tmp: Path, total_iter: int = 4, **train: Any) -> Dict[str, Any]:
+    opt = base_options(tmp)
+    opt['train']['total_iter'] = total_iter
+    opt['train'].update(train)
+    opt['datasets']['train'].update(iters=[total_iter], mini_batch_sizes=[2], gt_sizes=[16])
+    opt['val']['val_freq'] = opt['logger']['save_checkpoint_freq'] = total_iter
+    return opt
+
+
+def test_force_yml_num_gpu_is_judged_after_the_override(tmp_path, capsys):
+    opt = small_run(tmp_path)
+    opt['num_gpu'] = torch.cuda.device_count() + 8
+    write_options(tmp_path, opt)
+    assert refused_in_process(tmp_path, capsys, 'train', '-opt', 'options.yml')
+    done = basicsr(tmp_path, 'train', '-opt', 'options.yml', '--force_yml', 'num_gpu=0')
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(logged_lrs(done)) == [1, 2, 3, 4]
+    assert (tmp_path / 'experiments' / 'bad_input' / 'models' / 'net_g_latest.pth').is_file()
+
+
+@pytest.mark.parametrize('override', [['train:total_iter=9'], ['train:total_iter=9', 'logger:print_freq=1']])
+def test_force_yml_gets_the_same_verdict_as_the_file(tmp_path, capsys, override):
+    opt = small_run(tmp_path)
+    write_options(tmp_path, dict(opt, train=dict(opt['train'], total_iter=9)))
+    assert refused_in_process(tmp_path, capsys, 'train', '-opt', 'options.yml')
+    write_options(tmp_path, opt)
+    assert refused_in_process(tmp_path, capsys, 'train', '-opt', 'options.yml', '--force_yml', *override)
+
+
+@pytest.mark.parametrize('argv', [['--force_yml', 'train:total_iters=8'], ['--force_yml', 'train:total_iter=many'],
+                                  ['--force_yml', 'train:optim:lr=0.1'], ['--force_yml', 'train:total_iter'],
+                                  ['--force_yml', 'logger:print_freq=1', '--force_yml', 'num_gpu=0']])
+def test_bad_overrides_are_refused_before_anything_is_made(tmp_path, capsys, argv):
+    write_options(tmp_path, small_run(tmp_path))
+    assert refused_in_process(tmp_path, capsys, 'train', '-opt', 'options.yml', *argv)
+
+
+@pytest.mark.parametrize('command, damage', [('train', 'tab'), ('test', 'tab'), ('train', 'unclosed'),
+                                             ('test', 'duplicate'), ('train', 'missing')])
+def test_unreadable_option_file_is_one_line(tmp_path, capsys, command, damage):
+    path = write_options(tmp_path, small_run(tmp_path))
+    text = path.read_text()
+    if damage == 'missing':
+        path.unlink()
+    else:
+        path.write_text({'tab': text.replace('  total_iter: 4', '\ttotal_iter: 4'),
+                         'unclosed': text.replace('gt_sizes:', 'gt_sizes: [16', 1),
+                         'duplicate': text + 'num_gpu: 1\n'}[damage])
+    if damage != 'tab':  # the case's input runs in real processes; the other damages in this one
+        assert refused_in_process(tmp_path, capsys, command, '-opt', 'options.yml')
+        return
+    done = basicsr(tmp_path, command, '-opt', 'options.yml')
+    assert refused_up_front(done, tmp_path)
+    assert len(done.stderr.strip().splitlines()) <= 2  # the count line and the problem, no traceback
+
+
+@pytest.mark.parametrize('name', ['denoise/run1', '..', 'a/../b'])
+def test_name_that_is_not_a_folder_name_is_refused(tmp_path, capsys, name):
+    opt = small_run(tmp_path)
+    opt['name'] = name
+    write_options(tmp_path, opt)
+    if name == 'denoise/run1':  # the case's input, in a real process
+        assert refused_up_front(basicsr(tmp_path, 'train', '-opt', 'options.yml'), tmp_path)
+    else:
+        assert refused_in_process(tmp_path, capsys, 'train', '-opt', 'options.yml')
+
+
+def test_last_cycle_longer_than_the_run_trains_a_partial_anneal(tmp_path):
+    scheduler = {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [3, 8], 'restart_weights': [1, 1],
+                 'eta_mins': [3e-4, 1e-6]}
+    opt = small_run(tmp_path, total_iter=6, scheduler=scheduler)
+    opt['train']['optim_g']['lr'] = 3e-4
+    write_options(tmp_path, opt)
+    done = basicsr(tmp_path, 'train', '-opt', 'options.yml')
+    assert done.returncode == 0, done.stderr[-3000:]
+    lrs = logged_lrs(done)
+    assert sorted(lrs) == [1, 2, 3, 4, 5, 6]
+    anneal: List[float] = [lrs[i] for i in (5, 6)]
+    assert all(lr <= 3e-4 * (1 + 1e-6) for lr in lrs.values())
+    assert 1e-6 < anneal[1] < anneal[0] < 3e-4  # part-way down the second cycle, far above its floor
+    assert (tmp_path / 'experiments' / 'bad_input' / 'models' / 'net_g_latest.pth').is_file()
+
+
+def test_eta_min_above_lr_trains_with_a_warning(tmp_path):
+    scheduler = {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [2, 2], 'restart_weights': [1, 1],
+                 'eta_mins': [3e-4, 1e-6]}
+    opt = small_run(tmp_path, scheduler=scheduler)
+    opt['train']['optim_g']['lr'] = 1e-4
+    write_options(tmp_path, opt)
+    done = basicsr(tmp_path, 'train', '-opt', 'options.yml')
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'OptionsWarning' in done.stderr
+    assert sorted(logged_lrs(done)) == [1, 2, 3, 4]
+
+
+@pytest.mark.skipif(importlib.util.find_spec('wandb') is not None, reason='wandb is installed here')
+def test_wandb_without_the_package_is_refused_and_nothing_piles_up(tmp_path, capsys):
+    opt = small_run(tmp_path)
+    opt['logger'].update(use_tb_logger=True, wandb={'project': 'my_project', 'resume_id': None})
+    write_options(tmp_path, opt)
+    assert refused_up_front(basicsr(tmp_path, 'train', '-opt', 'options.yml'), tmp_path)
+    # BasicSR would archive the first attempt's folder on the second: nothing piles up.
+    assert refused_in_process(tmp_path, capsys, 'train', '-opt', 'options.yml')

@@ -1,0 +1,158 @@
+"""A resumed run is the run without the interruption: real `basicsr train` processes killed and resumed."""
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.test_models import REPO_ROOT, _train_yaml, write_pairs
+
+ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
+TOTAL = 24
+_RUNNING = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_runs():
+    yield
+    while _RUNNING:  # a failed assertion must not leave a training process (or its workers) behind
+        proc = _RUNNING.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class _Run:
+    """`basicsr train` in its own process group (as a scheduler starts it), output collected in the background."""
+
+    def __init__(self, folder: Path, *args: str, **popen) -> None:
+        cmd = [sys.executable, '-m', 'restormer_arch', 'train', '-opt', 'train.yml', *args]
+        self.proc = subprocess.Popen(cmd, cwd=folder, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True, **popen)
+        _RUNNING.append(self.proc)
+        self.lines = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, '')),
+                                        daemon=True)
+        self._reader.start()
+
+    def log(self) -> str:
+        return ''.join(self.lines)
+
+    def wait_for_iter(self, iteration: int, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while not re.search(rf'iter:\s+{iteration}, lr', self.log()):
+            assert self.proc.poll() is None and time.time() < deadline, self.log()
+            time.sleep(0.005)
+
+    def finish(self, timeout: float = 300) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code
+
+
+def sequence(log: str) -> dict:
+    """``{iteration: (lr, progressive stage)}`` as logged (the stage is logged when it changes, and after a start)."""
+    seen, stage = {}, None
+    for line in log.splitlines():
+        changed = re.search(r'Progressive training: iter (\d+) -> stage (\d+)', line)
+        if changed:
+            stage = int(changed.group(2))
+        logged = re.search(r'iter:\s+(\d+), lr:\(([\d.e+-]+),\)', line)
+        if logged:
+            seen[int(logged.group(1))] = (float(logged.group(2)), stage)
+    return seen
+
+
+def _options(folder: Path) -> dict:
+    opt = _train_yaml(folder, TOTAL)  # progressive stages [8, 16], cyclic cosine periods [8, 16], mixup
+    opt['datasets']['train']['num_worker_per_gpu'] = 2  # the group-wide SIGTERM also reaches the workers
+    opt['train']['warmup_iter'] = 3
+    opt['train']['scheduler']['eta_mins'] = [5e-4, 1e-5]
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=4)
+    opt['val']['val_freq'] = 1000
+    return opt
+
+
+def test_killed_and_signalled_runs_resume_with_the_uninterrupted_sequence(tmp_path):
+    write_pairs(tmp_path / 'train', [f'im{i}' for i in range(4)], (40, 40))
+    write_pairs(tmp_path / 'val', ['v0'], (20, 28), seed=1)
+    for folder in (tmp_path / 'ref', tmp_path / 'run'):
+        folder.mkdir()
+        (folder / 'train.yml').write_text(yaml.safe_dump(_options(tmp_path)))
+    reference = _Run(tmp_path / 'ref')
+    experiment = tmp_path / 'run' / 'experiments' / 'tiny_subprocess'
+    # A first attempt that died before its first checkpoint: --auto_resume starts over in this folder, keeping it.
+    (experiment / 'training_states').mkdir(parents=True)
+    (experiment / 'first_attempt.log').write_text('killed before the first checkpoint\n')
+
+    segments = []
+    first = _Run(tmp_path / 'run', '--auto_resume')  # SIGTERM to the whole group, workers included
+    first.wait_for_iter(6)
+    os.killpg(first.proc.pid, signal.SIGTERM)
+    assert first.finish() == 128 + signal.SIGTERM, first.log()
+    segments.append(first.log())
+    second = _Run(tmp_path / 'run', '--auto_resume')  # SIGKILL after the periodic checkpoint of iteration 8
+    second.wait_for_iter(11)
+    os.killpg(second.proc.pid, signal.SIGKILL)
+    assert second.finish() == -signal.SIGKILL
+    segments.append(second.log())
+    third = _Run(tmp_path / 'run', '--auto_resume')  # SIGTERM to the main process only, mid-stage 2
+    third.wait_for_iter(15)
+    third.proc.send_signal(signal.SIGTERM)
+    assert third.finish() == 128 + signal.SIGTERM, third.log()
+    segments.append(third.log())
+    last = _Run(tmp_path / 'run', '--auto_resume')
+    assert last.finish() == 0, last.log()
+    segments.append(last.log())
+    assert reference.finish() == 0, reference.log()
+
+    expected = sequence(reference.log())
+    assert sorted(expected) == list(range(1, TOTAL + 1))
+    covered = set()
+    for number, log in enumerate(segments):
+        got = sequence(log)
+        assert got, log
+        for iteration, (lr, stage) in got.items():
+            assert lr == pytest.approx(expected[iteration][0], rel=1e-6), (number, iteration, log)
+            assert stage == expected[iteration][1], (number, iteration)
+        if number:  # every restart continued from a saved state, not from 0
+            assert min(got) > 1
+        covered |= set(got)
+    assert covered == set(range(1, TOTAL + 1))
+    assert (experiment / 'first_attempt.log').is_file()
+    assert not list((tmp_path / 'run' / 'experiments').glob('*_archived_*'))
+
+
+def test_a_failed_checkpoint_write_stops_with_one_line_and_keeps_the_previous_state(tmp_path):
+    """The file-size limit (RLIMIT_FSIZE) makes the kernel refuse the checkpoint write, as a full disk does."""
+    write_pairs(tmp_path / 'train', [f'im{i}' for i in range(4)], (40, 40))
+    write_pairs(tmp_path / 'val', ['v0'], (20, 28), seed=1)
+    opt = _train_yaml(tmp_path, 8)
+    opt['logger'].update(print_freq=4, save_checkpoint_freq=2)
+    opt['network_g']['dim'] = 24  # a 6.5 MB network file fits under the limit, the 13 MB training state does not
+    (tmp_path / 'train.yml').write_text(yaml.safe_dump(opt))
+    limit = 10_000_000
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    run = _Run(tmp_path, preexec_fn=limit_file_size)
+    code = run.finish()
+    log = run.log()
+    experiment = tmp_path / 'experiments' / 'tiny_subprocess'
+    assert code == 1, log
+    assert 'Traceback' not in log
+    error_lines = [line for line in log.splitlines() if line.startswith('basicsr train: error')]
+    assert len(error_lines) == 1 and str(experiment) in error_lines[0]
+    assert not [p for sub in ('models', 'training_states') for p in os.listdir(experiment / sub) if '.tmp' in p]
+    for path in (experiment / 'models').glob('*.pth'):  # whatever was written is complete
+        torch.load(path, weights_only=True)
