@@ -11,7 +11,7 @@ from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models import lr_scheduler as basicsr_lr_scheduler
 from basicsr.models.base_model import BaseModel
-from basicsr.utils import get_root_logger, imwrite
+from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 from tqdm import tqdm
@@ -24,12 +24,13 @@ from ..perf import (
     optimizer_defaults,
     resolve_precision,
 )
+from ..restorer import run_network
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
 from .progressive import Mixup, ProgressiveSchedule, stage_table
 from .results_table import ResultsTable
 from .training_hooks import CheckpointHooks, RunError, TrainingRun, first_pair, preserved_rng, shape_mismatch_message
-from .val_utils import network_forward, to_metric_image, to_saved_image
+from .val_utils import DEFAULT_TILE_OVERLAP, save_val_image, to_metric_image
 
 SCHEDULERS = {
     'MultiStepLR': basicsr_lr_scheduler.MultiStepRestartLR,
@@ -55,7 +56,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
     - ``train.pixel_opt`` defaults to ``L1Loss``; the scheduler may be ``CosineAnnealingRestartCyclicLR``.
     - ``val.window_size`` (default 8): inputs are reflect-padded to a multiple of it for validation.
     - ``val.log_input_metrics``: also log the metrics of the degraded input (e.g. the noisy PSNR) once per dataset.
-    - ``val.tile`` / ``val.tile_overlap``: tiled inference for huge images (:func:`val_utils.network_forward`).
+    - ``val.tile`` / ``val.tile_overlap``: tiled inference for huge images (:func:`..restorer.run_network`).
     - ``val.image_dtype``: ``uint8`` (default), ``uint16`` or ``float32`` images for the metrics (:mod:`val_utils`).
     - ``val.metrics_table`` (default: on in ``basicsr test``, off in training), ``val.combined_rows``: per-image
       ``metrics.csv`` and per-dataset ``metrics.md`` (:mod:`results_table`).
@@ -296,13 +297,15 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         """Restore ``self.lq`` into ``self.output`` (padded to ``val.window_size``, then cropped back)."""
         net = self._inference_net()
         was_training = net.training
-        window = int((self.opt.get('val') or {}).get('window_size', 8))
+        val_opt = self.opt.get('val') or {}
+        window, tile = int(val_opt.get('window_size', 8)), val_opt.get('tile')
         scale = self.opt.get('scale', 1)
         h, w = self.lq.shape[-2:]
         net.eval()
-        with torch.no_grad(), autocast_context(self.precision, self.device.type):
-            padded = pad_to_multiple(self.lq, window)
-            output = network_forward(self._test_forward(net), padded, self.opt.get('val') or {})
+        padded = pad_to_multiple(self.lq, window)
+        output = run_network(self._test_forward(net), padded, tile=int(tile) if tile else None,
+                             overlap=int(val_opt.get('tile_overlap', DEFAULT_TILE_OVERLAP)),
+                             blend=val_opt.get('tile_blend', 'cosine'), precision=self.precision)
         net.train(was_training)
         self.output = output[..., :h * scale, :w * scale].float()
 
@@ -380,7 +383,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
                 img_name = osp.splitext(osp.basename(val_data['lq_path'][i]))[0]
                 restored = to_metric_image(visuals['result'][i], dtype)
                 if save_img:
-                    imwrite(to_saved_image(restored), self._image_path(dataset_name, img_name, current_iter))
+                    save_val_image(restored, self._image_path(dataset_name, img_name, current_iter))
                 if 'gt' in visuals and metrics_opt:
                     gt_img = to_metric_image(visuals['gt'][i], dtype)
                     values = {name: calculate_metric({'img': restored, 'img2': gt_img}, deepcopy(metric_opt))

@@ -13,18 +13,18 @@ BasicSR's ``calculate_psnr`` / ``calculate_ssim`` hard-code the peak 255, so the
 :func:`check_val_options` refuses other combinations before the run starts.
 
 ``val.tile`` / ``val.tile_overlap`` (and ``val.tile_blend``) run the network on overlapping tiles
-(:func:`restormer_arch.tiling.tiled_forward`: bounded memory for huge test images); :func:`network_forward` is the
-single place that calls the tiling routine.
+(:func:`restormer_arch.tiling.tiled_forward`: bounded memory for huge test images) through
+:func:`restormer_arch.restorer.run_network`, the one forward of restore and validation.
 """
-from typing import Any, Dict, List, Mapping
+from typing import Any, List, Mapping
 
 import cv2
 import numpy as np
 from basicsr.utils import tensor2img
-from torch import Tensor, nn
+from torch import Tensor
 
 from restormer_arch.data.image_io import write_image
-from restormer_arch.tiling import BLEND_MODES, tiled_forward
+from restormer_arch.tiling import BLEND_MODES
 
 IMAGE_DTYPES = ('uint8', 'uint16', 'float32')
 UINT8_ONLY_METRICS = ('calculate_psnr', 'calculate_ssim', 'calculate_niqe')
@@ -103,37 +103,4 @@ def save_val_image(img: np.ndarray, path: str) -> None:
     write_image(path, pixels, 16 if pixels.dtype == np.uint16 else 8)
 
 
-def network_forward(net: nn.Module, x: Tensor, val_opt: Dict[str, Any]) -> Tensor:
-    """Run ``net`` on the whole ``x``, or tile by tile when ``val.tile`` is set (:func:`tiled_forward`).
-
-    Args:
-        net: The network (eval mode, no grad is handled by the caller).
-        x: ``(N, C, H, W)`` input, already padded to the window size.
-        val_opt: The ``val`` section (``tile``, ``tile_overlap``, ``tile_blend``).
-
-    Returns:
-        The network output (the last one for multi-output networks).
-    """
-    tile = val_opt.get('tile')
-    if tile:
-        # Kept in this one place so another tiling routine can be swapped in.
-        return tiled_forward(_LastOutput(net), x, tile=int(tile),
-                             overlap=int(val_opt.get('tile_overlap', DEFAULT_TILE_OVERLAP)),
-                             blend=val_opt.get('tile_blend', 'cosine'))
-    output = net(x)
-    return output[-1] if isinstance(output, (list, tuple)) else output
-
-
-class _LastOutput(nn.Module):
-    """Wrap a multi-output network so the tiling routine sees one tensor."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: Tensor) -> Tensor:
-        output = self.net(x)
-        return output[-1] if isinstance(output, (list, tuple)) else output
-
-
-__all__ = ['IMAGE_DTYPES', 'check_val_options', 'to_metric_image', 'to_saved_image', 'network_forward']
+__all__ = ['IMAGE_DTYPES', 'check_val_options', 'to_metric_image', 'to_saved_image', 'save_val_image']
