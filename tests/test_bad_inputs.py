@@ -803,9 +803,9 @@ def cli_train_typo_num_gpus(tmp):
     cli(tmp, 'train', '-opt', 'options.yml')
 
 
-@case(ValueError, 'Dataset_PairedImage "train"', 'gt/b.png" is corrupt (a PNG without its IHDR header)',
+@case(RunError, 'Dataset_PairedImage "train"', 'gt/b.png" is corrupt (a PNG without its IHDR header)',
       'replace or remove it')
-def cli_train_corrupt_image(tmp):
+def cli_train_corrupt_image(tmp):  # one line, no traceback (training_hooks.DatasetError)
     opt = base_options(tmp)
     (tmp / 'train' / 'gt' / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 100)
     write_options(tmp, opt)

@@ -58,6 +58,25 @@ class MissingCheckpointError(RunError, FileNotFoundError):
     """A checkpoint or training state named by the options does not exist."""
 
 
+class DatasetError(RunError, ValueError):
+    """A dataset cannot be built from the user's options and files (bad image, pairing, option); message as raised."""
+
+
+class MissingDataError(RunError, FileNotFoundError):
+    """A folder, LMDB or file named by a dataset's options does not exist; message as raised."""
+
+
+def _as_run_error(err: Exception) -> Exception:
+    # The datasets check the user's files and options up front and raise ValueError/FileNotFoundError with a message
+    # that names the file or key; keep the type (callers may catch it) and add RunError so basicsr train prints one
+    # line instead of a traceback.
+    if isinstance(err, FileNotFoundError):
+        return MissingDataError(str(err))
+    if isinstance(err, ValueError) and not isinstance(err, RunError):
+        return DatasetError(str(err))
+    return err
+
+
 class NotATrainingStateError(RunError, ValueError):
     """``path.resume_state`` names a file that is not a training state (e.g. a network checkpoint)."""
 
@@ -564,8 +583,11 @@ def _install(run: TrainingRun, train: Any, base_model: Any, originals: Dict[str,
     train.load_resume_state = load_resume_state
 
     def create_loaders(opt: Dict[str, Any], logger: Any) -> Any:
-        train_loader, sampler, val_loaders, total_epochs, total_iters = originals['create_train_val_dataloader'](
-            opt, logger)
+        try:
+            train_loader, sampler, val_loaders, total_epochs, total_iters = originals['create_train_val_dataloader'](
+                opt, logger)
+        except (ValueError, FileNotFoundError) as err:
+            raise _as_run_error(err) from err
         run.train_loader, run.train_sampler = train_loader, sampler
         if train_loader is not None:
             total_epochs = _exact_epoch_count(opt, train_loader, total_epochs, total_iters, logger)
