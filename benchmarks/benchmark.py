@@ -120,8 +120,12 @@ def interleave(variants: Dict[str, Callable[[], object]], device: str, warmup: i
     for _ in range(repeats):
         for name, fn in variants.items():
             samples[name].append(timer(fn))
+    # CPU seconds (process CPU time, all threads) are far less disturbed than wall time when other processes compete
+    # for the cores; on a shared machine compare those.
+    threads = torch.get_num_threads()
     return {name: {'median_s': statistics.median(t for t, _ in s), 'min_s': min(t for t, _ in s),
-                   'cpu_share': statistics.median(c for _, c in s)} for name, s in samples.items()}
+                   'cpu_share': statistics.median(c for _, c in s),
+                   'cpu_s': statistics.median(t * c * threads for t, c in s)} for name, s in samples.items()}
 
 
 def peak_cuda_mb(device: str, fn: Callable[[], object]) -> Optional[float]:
@@ -173,7 +177,8 @@ def export_onnx(net: nn.Module, x: torch.Tensor, path: str) -> None:
                           dynamo=False)
 
 
-def peer_variants(shape: Shape, device: str, compile_rows: bool) -> Tuple[Dict[str, Callable], Dict[str, str]]:
+def peer_variants(shape: Shape, device: str, compile_rows: bool,
+                  runtimes: bool) -> Tuple[Dict[str, Callable], Dict[str, str]]:
     """Callables for the peers table (each returns the output) and a note per row (compile time, skipped peers)."""
     fast, plain = build_pair(device, inp_channels=shape[1], out_channels=shape[1])
     fast.eval(), plain.eval()
@@ -197,7 +202,7 @@ def peer_variants(shape: Shape, device: str, compile_rows: bool) -> Tuple[Dict[s
             eager(compiled)()
             notes[name] = f'first call (compile) {time.perf_counter() - start:.0f} s'
             variants[name] = eager(compiled)
-    if device == 'cpu':
+    if device == 'cpu' and runtimes:
         variants.update(runtime_variants(plain, x, notes))
     return variants, notes
 
@@ -241,8 +246,9 @@ def runtime_variants(plain: nn.Module, x: torch.Tensor, notes: Dict[str, str]) -
     return variants
 
 
-def bench_peers(shape: Shape, device: str, warmup: int, repeats: int, compile_rows: bool) -> Tuple[dict, dict]:
-    variants, notes = peer_variants(shape, device, compile_rows)
+def bench_peers(shape: Shape, device: str, warmup: int, repeats: int, compile_rows: bool,
+                runtimes: bool = True) -> Tuple[dict, dict]:
+    variants, notes = peer_variants(shape, device, compile_rows, runtimes)
     reference = variants['ours fp32 eager']()
     result = interleave(variants, device, warmup, repeats)
     for name, fn in variants.items():
@@ -375,6 +381,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--sections', nargs='+', default=sections, choices=sections)
     parser.add_argument('--peers', default='1x3x256x256', help='peers table input shape NxCxHxW')
     parser.add_argument('--no-compile', action='store_true', help='peers: skip the torch.compile rows (1-2 min each)')
+    parser.add_argument('--no-runtimes', action='store_true',
+                        help='peers: skip ONNX Runtime / OpenVINO (their arenas take several GiB at 256x256)')
     parser.add_argument('--infer', nargs='*', default=['1x3x256x256'], help='inference shapes NxCxHxW')
     parser.add_argument('--train', nargs='*', default=['2x3x128x128'], help='training shapes NxCxHxW')
     parser.add_argument('--train-memory', nargs='*', default=['8x3x128x128'],
@@ -414,17 +422,19 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if 'peers' in args.sections:
         emit(f'## Peers: inference at {args.peers}, one process, interleaved (ratio = plain fp32 eager / row)', '',
-             '| path | median s | ratio | PSNR vs ours fp32 (dB) | CPU share | note |', '|---|---|---|---|---|---|')
+             '| path | median s | ratio | CPU s | ratio (CPU s) | PSNR vs ours fp32 (dB) | CPU share | note |',
+             '|---|---|---|---|---|---|---|---|')
         result, notes = bench_peers(parse_shape(args.peers), args.device, args.warmup, args.repeats,
-                                    not args.no_compile)
-        base = result['plain fp32 eager (official math)']['median_s']
+                                    not args.no_compile, not args.no_runtimes)
+        base = result['plain fp32 eager (official math)']
         for name, r in result.items():
             db = r['psnr_vs_fp32']
-            emit(f"| {name} | {r['median_s']:.3f} | **{base / r['median_s']:.2f}x** | "
-                 f"{'exact' if db > 100 else f'{db:.1f}'} | {r['cpu_share']:.2f} | {notes.get(name, '')} |")
+            emit(f"| {name} | {r['median_s']:.3f} | **{base['median_s'] / r['median_s']:.2f}x** | {r['cpu_s']:.2f} "
+                 f"| {base['cpu_s'] / r['cpu_s']:.2f}x | {'exact' if db > 100 else f'{db:.1f}'} "
+                 f"| {r['cpu_share']:.2f} | {notes.get(name, '')} |")
         for name, note in notes.items():
             if name not in result:
-                emit(f'| {name} | - | - | - | - | {note} |')
+                emit(f'| {name} | - | - | - | - | - | - | {note} |')
         emit('')
     if 'infer' in args.sections:
         emit('## Inference (eval, inference_mode)', '',
@@ -440,13 +450,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         emit('')
     if 'train' in args.sections:
         emit('## Training step (zero_grad + forward + L1 + backward + AdamW step), interleaved', '',
-             '| input | variant | median s | ratio | CPU share | peak CUDA MiB |', '|---|---|---|---|---|---|')
+             '| input | variant | median s | ratio | CPU s | ratio (CPU s) | CPU share | peak CUDA MiB |',
+             '|---|---|---|---|---|---|---|---|')
         for text in args.train:
             r = bench_train(parse_shape(text), args.device, args.warmup, args.repeats)
-            base = r['plain fp32, for-loop AdamW']['median_s']
+            base = r['plain fp32, for-loop AdamW']
             for name, v in r.items():
-                emit(f"| {text} | {name} | {v['median_s']:.3f} | **{base / v['median_s']:.2f}x** "
-                     f"| {v['cpu_share']:.2f} | {fmt(v['peak_cuda_mb'], 0)} |")
+                emit(f"| {text} | {name} | {v['median_s']:.3f} | **{base['median_s'] / v['median_s']:.2f}x** "
+                     f"| {v['cpu_s']:.2f} | {base['cpu_s'] / v['cpu_s']:.2f}x | {v['cpu_share']:.2f} "
+                     f"| {fmt(v['peak_cuda_mb'], 0)} |")
         emit('')
     if 'trainmem' in args.sections:
         emit('## Training step time and peak memory (ours, fused AdamW, fresh process per row, first step dropped)', '',
