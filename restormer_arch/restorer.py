@@ -40,7 +40,7 @@ __all__ = ['RestoreError', 'Restorer', 'load_restormer', 'run_network', 'network
            'estimate_memory', 'available_memory']
 
 # Peak working memory of a forward pass, measured on CPU for the default model (dim 48): about 2,300 float32 values
-# per pixel (shared/notes/perf.md). It scales with the width; half precision roughly halves the activations.
+# per pixel (docs/performance.md, 'Memory'). It scales with the width; half precision roughly halves the activations.
 BYTES_PER_PIXEL_DIM48 = 9.2e3
 
 
