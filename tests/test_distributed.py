@@ -4,9 +4,7 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -15,9 +13,8 @@ import torch
 import yaml
 
 from tests.conftest import run_process_group
-from tests.test_models import REPO_ROOT, TINY_NET, _train_yaml, write_pairs
-
-ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
+from tests.test_models import TINY_NET, _train_yaml, write_pairs
+from tests.train_process import ENV, TrainProcess, kill_leftover_runs
 
 
 def _free_port() -> int:
@@ -64,43 +61,10 @@ def test_torchrun_ddp_shards_data_syncs_weights_and_only_rank0_writes(tmp_path):
     assert 'process group' not in result.stderr.lower() or 'destroy' not in result.stderr.lower()
 
 
-_RUNNING = []
-
-
 @pytest.fixture(autouse=True)
 def _kill_leftover_runs():
     yield
-    while _RUNNING:  # a failed assertion must not leave a training process behind
-        proc = _RUNNING.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-class _Run:
-    """A real `basicsr train` process whose output is collected line by line in the background."""
-
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        cmd = [sys.executable, '-m', 'restormer_arch', 'train', '-opt', str(tmp_path / 'train.yml'), *args]
-        self.proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
-        _RUNNING.append(self.proc)
-        self.lines = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, '')),
-                                        daemon=True)
-        self._reader.start()
-
-    def log(self) -> str:
-        return ''.join(self.lines)
-
-    def last_iter(self) -> int:
-        found = re.findall(r'iter:\s+(\d+), lr', self.log())
-        return int(found[-1]) if found else 0
-
-    def finish(self, timeout: float = 300) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return code
+    kill_leftover_runs()
 
 
 def _complete_states(experiment: Path) -> list:
@@ -116,7 +80,7 @@ def _complete_states(experiment: Path) -> list:
     return sorted(done)
 
 
-def _kill_moment(run: _Run, experiment: Path, moment: str, deadline: float) -> None:
+def _kill_moment(run: TrainProcess, experiment: Path, moment: str, deadline: float) -> None:
     """Wait for a moment of the run (mid-checkpoint-write, or a given iteration), then SIGKILL it."""
     stale = set(_temporaries(experiment))  # left by an earlier kill; the resume removes them
     while time.time() < deadline and run.proc.poll() is None:
@@ -153,7 +117,7 @@ def test_sigkill_at_many_moments_then_auto_resume_loses_at_most_one_interval(tmp
     experiment = tmp_path / 'experiments' / 'tiny_subprocess'
     resumed_from = []
     for kill_number, moment in enumerate(['6', 'writing', '15', 'writing', '29', 'writing']):
-        run = _Run(tmp_path, '--auto_resume')
+        run = TrainProcess(tmp_path, '--auto_resume')
         _kill_moment(run, experiment, moment, deadline=time.time() + 120)
         reached = run.last_iter()
         complete = _complete_states(experiment)
@@ -165,7 +129,7 @@ def test_sigkill_at_many_moments_then_auto_resume_loses_at_most_one_interval(tmp
         assert 'archived' not in run.log()
         # no temporary file is ever taken for a checkpoint
         assert not [tmp for tmp in _temporaries(experiment) if tmp.endswith(('.state', '.pth'))]
-    final = _Run(tmp_path, '--auto_resume')
+    final = TrainProcess(tmp_path, '--auto_resume')
     assert final.finish() == 0, final.log()
     start = int(re.search(r'Resuming training from epoch: \d+, iter: (\d+)', final.log()).group(1))
     assert start == resumed_from[-1]
@@ -181,7 +145,7 @@ def test_sigterm_saves_a_state_and_resume_continues_from_it(tmp_path):
     opt = _kill_yaml(tmp_path, total, freq)
     (tmp_path / 'train.yml').write_text(yaml.safe_dump(opt))
     experiment = tmp_path / 'experiments' / 'tiny_subprocess'
-    run = _Run(tmp_path)
+    run = TrainProcess(tmp_path)
     deadline = time.time() + 120
     while run.last_iter() < 7 and time.time() < deadline:
         assert run.proc.poll() is None, run.log()
@@ -191,7 +155,7 @@ def test_sigterm_saves_a_state_and_resume_continues_from_it(tmp_path):
     saved = _complete_states(experiment)
     assert len(saved) == 1 and saved[0] >= 7, (saved, run.log())
     assert f'state of iteration {saved[0]} saved' in run.log()
-    resumed = _Run(tmp_path, '--auto_resume')
+    resumed = TrainProcess(tmp_path, '--auto_resume')
     assert resumed.finish() == 0, resumed.log()
     assert f'iter: {saved[0]}.' in resumed.log() and resumed.last_iter() == total
 
@@ -205,7 +169,7 @@ def test_epoch_count_follows_the_real_loader_length(tmp_path):
                                     mini_batch_sizes=[2, 2], gt_sizes=[16, 32])
     opt['train']['scheduler'].update(periods=[6, 6])
     (tmp_path / 'train.yml').write_text(yaml.safe_dump(opt))
-    run = _Run(tmp_path)
+    run = TrainProcess(tmp_path)
     assert run.finish() == 0, run.log()
     assert run.last_iter() == 12, run.log()
     assert 'total epochs corrected from 4 to 6' in run.log()

@@ -3,59 +3,20 @@ import os
 import re
 import resource
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from tests.test_models import REPO_ROOT, _train_yaml, write_pairs
+from tests.test_models import _train_yaml, write_pairs
+from tests.train_process import TrainProcess, kill_leftover_runs
 
-ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
 TOTAL = 24
-_RUNNING = []
-
-
 @pytest.fixture(autouse=True)
 def _kill_leftover_runs():
     yield
-    while _RUNNING:  # a failed assertion must not leave a training process (or its workers) behind
-        proc = _RUNNING.pop()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-class _Run:
-    """`basicsr train` in its own process group (as a scheduler starts it), output collected in the background."""
-
-    def __init__(self, folder: Path, *args: str, **popen) -> None:
-        cmd = [sys.executable, '-m', 'restormer_arch', 'train', '-opt', 'train.yml', *args]
-        self.proc = subprocess.Popen(cmd, cwd=folder, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True, **popen)
-        _RUNNING.append(self.proc)
-        self.lines = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, '')),
-                                        daemon=True)
-        self._reader.start()
-
-    def log(self) -> str:
-        return ''.join(self.lines)
-
-    def wait_for_iter(self, iteration: int, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while not re.search(rf'iter:\s+{iteration}, lr', self.log()):
-            assert self.proc.poll() is None and time.time() < deadline, self.log()
-            time.sleep(0.005)
-
-    def finish(self, timeout: float = 300) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return code
+    kill_leftover_runs()
 
 
 def sequence(log: str) -> dict:
@@ -87,29 +48,29 @@ def test_killed_and_signalled_runs_resume_with_the_uninterrupted_sequence(tmp_pa
     for folder in (tmp_path / 'ref', tmp_path / 'run'):
         folder.mkdir()
         (folder / 'train.yml').write_text(yaml.safe_dump(_options(tmp_path)))
-    reference = _Run(tmp_path / 'ref')
+    reference = TrainProcess(tmp_path / 'ref')
     experiment = tmp_path / 'run' / 'experiments' / 'tiny_subprocess'
     # A first attempt that died before its first checkpoint: --auto_resume starts over in this folder, keeping it.
     (experiment / 'training_states').mkdir(parents=True)
     (experiment / 'first_attempt.log').write_text('killed before the first checkpoint\n')
 
     segments = []
-    first = _Run(tmp_path / 'run', '--auto_resume')  # SIGTERM to the whole group, workers included
+    first = TrainProcess(tmp_path / 'run', '--auto_resume')  # SIGTERM to the whole group, workers included
     first.wait_for_iter(6)
     os.killpg(first.proc.pid, signal.SIGTERM)
     assert first.finish() == 128 + signal.SIGTERM, first.log()
     segments.append(first.log())
-    second = _Run(tmp_path / 'run', '--auto_resume')  # SIGKILL after the periodic checkpoint of iteration 8
+    second = TrainProcess(tmp_path / 'run', '--auto_resume')  # SIGKILL after the periodic checkpoint of iteration 8
     second.wait_for_iter(11)
     os.killpg(second.proc.pid, signal.SIGKILL)
     assert second.finish() == -signal.SIGKILL
     segments.append(second.log())
-    third = _Run(tmp_path / 'run', '--auto_resume')  # SIGTERM to the main process only, mid-stage 2
+    third = TrainProcess(tmp_path / 'run', '--auto_resume')  # SIGTERM to the main process only, mid-stage 2
     third.wait_for_iter(15)
     third.proc.send_signal(signal.SIGTERM)
     assert third.finish() == 128 + signal.SIGTERM, third.log()
     segments.append(third.log())
-    last = _Run(tmp_path / 'run', '--auto_resume')
+    last = TrainProcess(tmp_path / 'run', '--auto_resume')
     assert last.finish() == 0, last.log()
     segments.append(last.log())
     assert reference.finish() == 0, reference.log()
@@ -145,7 +106,7 @@ def test_a_failed_checkpoint_write_stops_with_one_line_and_keeps_the_previous_st
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    run = _Run(tmp_path, preexec_fn=limit_file_size)
+    run = TrainProcess(tmp_path, preexec_fn=limit_file_size)
     code = run.finish()
     log = run.log()
     experiment = tmp_path / 'experiments' / 'tiny_subprocess'
