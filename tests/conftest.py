@@ -24,6 +24,18 @@ def golden_cases():
     return torch.load(path, weights_only=True)
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test module's in-process training/validation on one thread (``pytestmark`` in those modules).
+
+    The CI box has 2 cores shared with other jobs; OpenMP spin-waiting on an oversubscribed CPU is 10-50x slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_seed():
     torch.manual_seed(0)

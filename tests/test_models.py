@@ -35,13 +35,7 @@ TINY_NET = {'type': 'Restormer', 'inp_channels': 3, 'out_channels': 3, 'dim': 8,
             'LayerNorm_type': 'BiasFree'}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The CI box has 2 cores shared with other jobs; OpenMP spin-waiting on an oversubscribed CPU is 10-50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture
