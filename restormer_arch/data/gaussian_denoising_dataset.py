@@ -20,7 +20,7 @@ import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
-from .data_utils import require_option
+from .options import require_option
 from .transforms import to_tensor
 
 SIGMA_TYPES = ('constant', 'random', 'choice')

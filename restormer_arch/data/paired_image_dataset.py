@@ -4,7 +4,7 @@ from typing import Any, Dict
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
-from .data_utils import read_flag
+from .options import read_flag
 from .transforms import to_tensor
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.utils.data as data
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from .data_utils import get_folder, get_phase
+from .options import get_folder, get_phase
 from .sidd_mat import load_sidd_blocks
 
 
