@@ -4,8 +4,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch.utils.data as data
 
-from .data_utils import check_train_options, get_backend, get_folder, get_mean_std, get_phase
 from .image_checks import check_images
+from .options import check_train_options, get_backend, get_folder, get_mean_std, get_phase
 from .paths import check_distinct_result_names, collect_paths
 from .readers import ImageReader
 from .transforms import check_same_size, make_train_patches

@@ -5,6 +5,7 @@ import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
+from .options import check_dataset_options
 from .transforms import to_tensor
 
 
@@ -38,7 +39,5 @@ class Dataset_DefocusDeblur_DualPixel_16bit(FolderDataset):  # noqa: N801  (offi
     @classmethod
     def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
         """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
-        from restormer_arch.options import check_dataset_options
-
         return check_dataset_options(opt, phase, keys=('dataroot_lqL', 'dataroot_lqR'),
                                      required=('dataroot_gt', 'dataroot_lqL', 'dataroot_lqR'))

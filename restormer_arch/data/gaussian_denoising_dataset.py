@@ -20,7 +20,7 @@ import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
-from .data_utils import require_option
+from .options import check_dataset_options, require_option
 from .transforms import to_tensor
 
 SIGMA_TYPES = ('constant', 'random', 'choice')
@@ -156,8 +156,6 @@ class Dataset_GaussianDenoising(FolderDataset):  # noqa: N801  (official Restorm
     @classmethod
     def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
         """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
-        from restormer_arch.options import check_dataset_options
-
         problems = check_dataset_options(
             opt, phase, keys=('in_ch', 'sigma_type', 'sigma_range', 'sigma_test', 'noise_seed', 'noise_protocol'),
             required=('dataroot_gt',), required_train=('sigma_type', 'sigma_range'), required_eval=('sigma_test',))

@@ -4,7 +4,7 @@ from typing import Any, Dict
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
-from .data_utils import read_flag
+from .options import check_dataset_options, read_flag
 from .transforms import to_tensor
 
 
@@ -50,6 +50,4 @@ class Dataset_PairedImage(FolderDataset):  # noqa: N801  (official Restormer nam
     @classmethod
     def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
         """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
-        from restormer_arch.options import check_dataset_options
-
         return check_dataset_options(opt, phase, keys=('in_ch', 'bit_depth'), required=('dataroot_gt', 'dataroot_lq'))

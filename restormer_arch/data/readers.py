@@ -14,7 +14,7 @@ import numpy as np
 
 from .image_io import HEAD_BYTES, TAIL_BYTES, DecodedImage, ImageReadError, read_file_bytes, read_image, to_float
 
-# How a dataset reads its images (``read_flag`` in data_utils picks one from the options).
+# How a dataset reads its images (``read_flag`` in data/options.py picks one from the options).
 READ_FLAGS = ('color', 'grayscale', 'color_8bit', 'grayscale_8bit')
 
 # Open LMDB environments of this process, by real path. py-lmdb refuses to open one database twice in a process

@@ -1,4 +1,4 @@
-"""Learning-rate schedules that BasicSR 1.4.2 lacks, and the check of a ``train.scheduler`` section."""
+"""Learning-rate schedules that BasicSR 1.4.2 lacks, and the checks of a ``train.scheduler`` section."""
 import difflib
 import inspect
 import math
@@ -7,6 +7,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import _LRScheduler
+
+from restormer_arch.option_checks import OptionsWarning, note_known, unknown_choice
+
+# BasicSR's BaseModel.setup_schedulers knows only these; ImageCleanModel has its own (image_clean_model.SCHEDULERS).
+BASICSR_SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
 
 
 class CosineAnnealingRestartCyclicLR(_LRScheduler):
@@ -104,8 +109,6 @@ def check_scheduler_options(scheduler_opt: Any, cls: type, total_iter: Optional[
     Returns:
         One message per problem (empty when the section is fine).
     """
-    from restormer_arch.options import OptionsWarning
-
     problems = _bind_arguments(cls, scheduler_opt, where)
     if problems:
         return problems
@@ -145,4 +148,36 @@ def check_scheduler_options(scheduler_opt: Any, cls: type, total_iter: Optional[
         elif total_iter is not None and max(milestones) > total_iter:
             warnings.warn(f'{where}.milestones: {[m for m in milestones if m > total_iter]} come after '
                           f'train.total_iter {total_iter} and are never reached.', OptionsWarning, stacklevel=2)
+    return problems
+
+
+def check_scheduler_section(opt: Dict[str, Any], total_iter: Optional[int], image_clean_model: bool) -> List[str]:
+    """Problems with ``train.scheduler``: its type (among those the model knows), then :func:`check_scheduler_options`.
+
+    Args:
+        opt: The whole option dict (``train`` is a mapping).
+        total_iter: ``train.total_iter`` when it is valid, else ``None``.
+        image_clean_model: The model is ImageCleanModel (or a subclass), which knows more schedulers than BasicSR's
+            ``BaseModel``.
+
+    Returns:
+        One message per problem (empty when fine).
+    """
+    from restormer_arch.models.image_clean_model import SCHEDULERS  # it imports this module
+
+    problems: List[str] = []
+    train_opt = opt['train']
+    scheduler = train_opt.get('scheduler')
+    if not isinstance(scheduler, dict):
+        problems.append('train.scheduler: missing (e.g. type: CosineAnnealingRestartCyclicLR).')
+        return problems
+    name = scheduler.get('type')
+    usable = list(SCHEDULERS) if image_clean_model else list(BASICSR_SCHEDULERS)
+    if name not in usable:
+        problems.append(unknown_choice('scheduler type', name, usable, 'train.scheduler.type')
+                        + ('' if name not in SCHEDULERS else f' ({name} is only known to ImageCleanModel)'))
+        return problems
+    note_known('train.scheduler', inspect.signature(SCHEDULERS[name]).parameters)
+    base_lr = (train_opt.get('optim_g') or {}).get('lr') if isinstance(train_opt.get('optim_g'), dict) else None
+    problems.extend(check_scheduler_options(scheduler, SCHEDULERS[name], total_iter, base_lr))
     return problems

@@ -8,6 +8,10 @@ walker.
 from typing import Any, Dict, List, Optional
 
 from restormer_arch.models.progressive import Mixup, ProgressiveSchedule
+from restormer_arch.option_checks import check_keys, lookup
+
+# Models whose train/val sections this module judges (and their subclasses).
+PLUGIN_MODELS = ('ImageCleanModel',)
 
 # ``train`` keys ImageCleanModel reads, besides any ``<name>_opt`` loss and ``optim_<net>`` optimizer.
 TRAIN_KEYS = ('total_iter', 'warmup_iter', 'use_grad_clip', 'grad_clip_norm', 'optim_g', 'scheduler', 'mixing_augs',
@@ -15,6 +19,24 @@ TRAIN_KEYS = ('total_iter', 'warmup_iter', 'use_grad_clip', 'grad_clip_norm', 'o
 # ``val`` keys ImageCleanModel (validation, tiling, per-image tables) and BasicSR's train/test pipelines read.
 VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'window_size', 'log_input_metrics', 'suffix', 'pbar',
             'metrics_table', 'combined_rows', 'image_dtype', 'tile', 'tile_overlap', 'tile_blend')
+
+
+def _model_class(opt: Dict[str, Any]) -> Optional[type]:
+    cls = lookup('model', opt.get('model_type'))
+    return cls if isinstance(cls, type) else None
+
+
+def is_image_clean_model(opt: Dict[str, Any]) -> bool:
+    """Whether ``model_type`` names ImageCleanModel or a subclass, whose ``train``/``val`` sections this module judges.
+
+    Args:
+        opt: The whole option dict.
+
+    Returns:
+        True for ImageCleanModel (or a subclass), False for any other or an unknown model.
+    """
+    cls = _model_class(opt)
+    return cls is not None and any(base.__name__ in PLUGIN_MODELS for base in cls.__mro__)
 
 
 def _is_loss_or_optimizer(key: str) -> bool:
@@ -31,8 +53,6 @@ def check_train_options(opt: Dict[str, Any], total_iter: Optional[int]) -> List[
     Returns:
         One message per problem (empty when fine).
     """
-    from restormer_arch.options import check_keys
-
     train_opt = opt['train']
     problems: List[str] = []
     check_keys(train_opt, TRAIN_KEYS, 'train', problems, also_known=_is_loss_or_optimizer, strict=True)
@@ -64,7 +84,6 @@ def check_val_options(opt: Dict[str, Any]) -> List[str]:
     """
     from restormer_arch.models.results_table import check_combined_rows
     from restormer_arch.models.val_utils import check_val_options as check_image_options
-    from restormer_arch.options import check_keys
 
     val_opt = opt['val']
     problems: List[str] = []
