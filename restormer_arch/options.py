@@ -26,7 +26,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import torch
 
 from restormer_arch import perf
-from restormer_arch.data.options import check_channels, check_dataset_options, check_datasets, plugin_dataset
+from restormer_arch.data.options import (
+    check_channels,
+    check_dataset_options,
+    check_datasets,
+    missing_data_paths,
+    plugin_dataset,
+)
 from restormer_arch.models.lr_scheduler import check_scheduler_section
 from restormer_arch.models.model_options import check_train_options, check_val_options, is_image_clean_model
 from restormer_arch.models.progressive import PATCH_MULTIPLE
@@ -365,4 +371,6 @@ def check_command_line(command: str, argv: Sequence[str]) -> Optional[Dict[str, 
     cmd = parse_command_line(argv)
     if cmd is None:
         return None
-    return validate_options_file(cmd.opt_path, is_train=command == 'train', cmd=cmd)
+    resolved = validate_options_file(cmd.opt_path, is_train=command == 'train', cmd=cmd)
+    _raise(cmd.opt_path, missing_data_paths(resolved))  # only for a real run: the option checks judge options alone
+    return resolved

@@ -156,3 +156,19 @@ def test_wandb_without_the_package_is_refused_and_nothing_piles_up(tmp_path, cap
     assert refused_up_front(basicsr(tmp_path, 'train', '-opt', 'options.yml'), tmp_path)
     # BasicSR would archive the first attempt's folder on the second: nothing piles up.
     assert refused_in_process(tmp_path, capsys, 'train', '-opt', 'options.yml')
+
+
+@pytest.mark.parametrize('command,phase,key', [('train', 'train', 'dataroot_lq'), ('train', 'val', 'dataroot_gt'),
+                                               ('test', 'val', 'dataroot_lq')])
+def test_missing_dataset_folders_are_refused_before_any_folder_is_made(tmp_path, capsys, command, phase, key):
+    # The README's own `basicsr train -opt options/Deraining.yml` in a fresh clone: no data prepared yet.
+    opt = small_run(tmp_path)
+    opt['datasets'][phase][key] = 'datasets/not_prepared/input'
+    if command == 'test':
+        del opt['datasets']['train'], opt['train']
+    write_options(tmp_path, opt)
+    assert refused_in_process(tmp_path, capsys, command, '-opt', 'options.yml')
+
+
+def test_the_shipped_option_files_name_missing_data_in_one_report(tmp_path, capsys):
+    assert refused_in_process(tmp_path, capsys, 'train', '-opt', str(REPO_ROOT / 'options' / 'Deraining.yml'))

@@ -175,6 +175,36 @@ def check_dataset_options(dataset_opt: Dict[str, Any], phase: str, keys: Sequenc
     return problems
 
 
+def missing_data_paths(opt: Dict[str, Any]) -> List[str]:
+    """The folders and files the plugin's datasets name that do not exist (checked before BasicSR makes any folder).
+
+    Only the plugin's own datasets are judged: their path keys are known (``dataroot_*``, ``meta_info_file``).
+    Relative paths are taken from the current directory, as BasicSR and the datasets take them.
+
+    Args:
+        opt: The resolved option dict.
+
+    Returns:
+        One message per missing path.
+    """
+    problems = []
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        cls = plugin_dataset(dataset_opt)
+        if cls is None:
+            continue
+        # Folder datasets read exactly dataroot_<key> for their folder_keys (the Gaussian one ignores dataroot_lq,
+        # which official files set to "none"); the others read every dataroot_* they are given.
+        read = ([f'dataroot_{key}' for key in cls.folder_keys] if hasattr(cls, 'folder_keys')
+                else [key for key in dataset_opt if key.startswith('dataroot')]) + ['meta_info_file']
+        for key in read:
+            value = dataset_opt.get(key)
+            if isinstance(value, str) and not osp.exists(osp.expanduser(value)):
+                problems.append(f'datasets.{phase}.{key}: "{value}" does not exist (relative to '
+                                f'{osp.abspath(".")}); fix the path, or prepare the data as described in '
+                                'datasets/README.md.')
+    return problems
+
+
 def plugin_dataset(dataset_opt: Any) -> Optional[type]:
     """The plugin's dataset class a section names (it has ``check_options``), else ``None``."""
     cls = lookup('dataset', dataset_opt.get('type')) if isinstance(dataset_opt, dict) else None
