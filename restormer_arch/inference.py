@@ -23,12 +23,9 @@ import numpy as np
 from restormer_arch import perf
 from restormer_arch.archs.presets import TASK_PRESETS
 from restormer_arch.data.image_io import (
-    HEAD_BYTES,
     IMAGE_EXTENSIONS,
-    TAIL_BYTES,
     DecodedImage,
     ImageReadError,
-    check_complete,
     read_image,
     write_image,
 )
@@ -152,12 +149,25 @@ def _check_output_folder(args: argparse.Namespace) -> None:
     out_dir, inp = Path(args.output), Path(args.input)
     if out_dir.exists() and not out_dir.is_dir():
         raise RestoreError(f'-o {out_dir} is an existing file; -o names the output folder.')
+    existing = out_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RestoreError(f'-o {out_dir}: {existing} is not a writable folder, so no result could be saved.')
     in_dir = inp.parent if inp.is_file() else inp
     if (out_dir.exists() and in_dir.exists() and os.path.samefile(out_dir, in_dir) and not args.suffix
             and not args.overwrite):
         raise RestoreError(f'-o {out_dir} is the input folder: the results would replace the originals. Choose '
                            'another -o, add --suffix NAME (results are written as NAME_SUFFIX.EXT beside the '
                            'originals), or pass --overwrite to replace them.')
+
+
+def _make_output_folder(out_dir: Path) -> None:
+    """Create ``-o`` once every check has passed, before the network runs (so a failure there costs no work)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RestoreError(f'-o {out_dir}: cannot create the output folder ({err.strerror}).') from None
 
 
 def _check_existing_outputs(jobs: List[Tuple[str, List[Path]]], args: argparse.Namespace) -> None:
@@ -183,18 +193,20 @@ def _check_existing_outputs(jobs: List[Tuple[str, List[Path]]], args: argparse.N
 
 
 # ---------------------------------------------------------------------------------------------------------- options
-def _check_inputs_complete(jobs: List[Tuple[str, List[Path]]]) -> None:
-    """Refuse empty or truncated inputs before any work, from their first and last bytes (no decoding)."""
+def _check_inputs_readable(jobs: List[Tuple[str, List[Path]]]) -> None:
+    """Decode every input once before any is restored: a folder is either restored whole or refused with every
+    unreadable file named (truncated, corrupt, not an image, float samples), never left half done."""
+    problems = []
     for _, paths in jobs:
         for path in paths:
-            with open(path, 'rb') as f:
-                head = f.read(HEAD_BYTES)
-                size = os.fstat(f.fileno()).st_size
-                f.seek(max(0, size - TAIL_BYTES))
-                tail = f.read()
-            problem = check_complete(head, tail, size, path.read_bytes)
-            if problem:
-                raise RestoreError(f'image "{path}" {problem}')
+            try:
+                read_image(path)
+            except ImageReadError as err:
+                problems.append(str(err))
+    if problems:
+        more = f'\n  ... and {len(problems) - 10} more' if len(problems) > 10 else ''
+        raise RestoreError(f'{len(problems)} input(s) cannot be read; fix or remove them:\n  '
+                           + '\n  '.join(problems[:10]) + more)
 
 
 def _resolve_weights(value: str) -> str:
@@ -285,7 +297,8 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
         load_weights(net, state_dict, weights, args.task, arch_options)
     jobs = collect_inputs(Path(args.input), net.dual_pixel_task)
     _check_existing_outputs(jobs, args)
-    _check_inputs_complete(jobs)
+    _check_inputs_readable(jobs)
+    _make_output_folder(Path(args.output))
     budget = int(args.max_memory * 2**30) if args.max_memory else None
     restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,
                         progress=not args.no_progress, compile=args.compile)

@@ -415,3 +415,24 @@ def test_killed_restore_leaves_only_complete_images(tmp_path):
         data = path.read_bytes()
         assert data.endswith(b'IEND\xaeB`\x82'), path
         assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape == (1000, 1000, 3)
+
+
+@pytest.mark.parametrize('bad', [b'hello, not an image', 'float32'])
+def test_a_folder_with_an_unreadable_input_is_refused_before_any_result(tmp_path, bad):
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'a.png'), _random_image((16, 16, 3)))
+    if bad == 'float32':
+        cv2.imwrite(str(folder / 'f.tif'), np.zeros((16, 16, 3), np.float32))
+    else:
+        (folder / 'z.png').write_bytes(bad)
+    assert _restore(tmp_path, folder, 'deraining') == 2
+    assert not (tmp_path / 'out').exists()  # no half-restored folder that a rerun would then refuse to overwrite
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_restoring(tmp_path):
+    cv2.imwrite(str(tmp_path / 'x.png'), _random_image((16, 16, 3)))
+    (tmp_path / 'file').write_bytes(b'')
+    args = ['-i', str(tmp_path / 'x.png'), '-o', str(tmp_path / 'file' / 'sub'), '--task', 'deraining',
+            '--arch-options', TINY_JSON, '--no-progress', '--allow-random-weights']
+    assert main(args) == 2
