@@ -116,6 +116,9 @@ def load_file(path: str, what: str = 'checkpoint') -> Any:
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
+        if not _unsupported_global(err):  # not a pickle of forbidden objects: random bytes, another file format
+            raise CheckpointError(f'{what}: {path} is not a PyTorch checkpoint (corrupt, or another file format): '
+                                  f'{str(err).splitlines()[-1] if str(err) else err!r}') from None
         raise CheckpointError(f'{what}: refusing to load {path}: it contains pickled objects other than tensors and '
                               'plain containers, which could run code when loaded (weights_only=True). If you trust '
                               'the file, load it yourself and re-save only its state_dict: '

@@ -89,3 +89,11 @@ def test_compare_state_dicts_counts_each_kind_of_difference():
     assert mismatch.missing == ['c'] and mismatch.unexpected == ['d'] and mismatch.matched == 1
     assert [k for k, _, _ in mismatch.shapes] == ['b']
     assert not compare_state_dicts(expected, dict(expected))
+
+
+def test_random_bytes_are_reported_as_not_a_checkpoint_not_as_unsafe(tmp_path):
+    path = tmp_path / 'w.pth'
+    path.write_bytes(bytes(range(256)) * 16)  # what a mis-saved or foreign file looks like to torch.load
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load_file(str(path))
+    assert 'not a PyTorch checkpoint' in str(info.value) and 'could run code' not in str(info.value)
