@@ -160,6 +160,17 @@ COMMANDS['weights'] = _run_weights
 COMMANDS['export'] = _run_export
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 (warnings' signature)
+    """Our own warnings (about the user's options, files or run) as one line; others as Python prints them."""
+    if category.__module__.startswith('restormer_arch') or filename.startswith(_PACKAGE_DIR):
+        return f'basicsr: warning: {message}\n'
+    return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
+
+
+_PYTHON_FORMATWARNING = warnings.formatwarning
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``basicsr`` command.
 
@@ -177,6 +188,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if args.command is None and not argv else 2
     from restormer_arch.perf import configure_allocator
 
+    warnings.formatwarning = _format_warning
     # Before the network and data exist: keeps glibc from unmapping big buffers after every layer
     # (RESTORMER_ALLOCATOR=system turns it off).
     configure_allocator()

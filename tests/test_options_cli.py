@@ -172,3 +172,15 @@ def test_missing_dataset_folders_are_refused_before_any_folder_is_made(tmp_path,
 
 def test_the_shipped_option_files_name_missing_data_in_one_report(tmp_path, capsys):
     assert refused_in_process(tmp_path, capsys, 'train', '-opt', str(REPO_ROOT / 'options' / 'Deraining.yml'))
+
+
+def test_option_warnings_are_one_line_each(tmp_path):
+    opt = small_run(tmp_path)
+    opt['val']['colour_mode'] = 'rgb'  # unknown, not close to a known key: a warning, not an error
+    opt['datasets']['val']['dataroot_gt'] = 'not_prepared'  # stop before training
+    write_options(tmp_path, opt)
+    done = basicsr(tmp_path, 'train', '-opt', 'options.yml')
+    assert refused_up_front(done, tmp_path)
+    warning_lines = [line for line in done.stderr.splitlines() if 'val.colour_mode' in line]
+    assert len(warning_lines) == 1 and warning_lines[0].startswith('basicsr: warning: ')
+    assert not any(line.startswith('  ') and 'problems' in line for line in done.stderr.splitlines())
