@@ -194,6 +194,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         help='checkpoint file, or a released name (e.g. deraining; see basicsr weights)')
     parser.add_argument('-o', '--output', help='the .onnx file (default: the checkpoint name with .onnx, here)')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help='ONNX opset (default: %(default)s)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing output file (default: refuse)')
     parser.add_argument('--check', action='store_true',
                         help='compare onnxruntime (CPU) with PyTorch on random odd-sized inputs; print max |diff|')
     return parser
@@ -214,6 +215,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     output = args.output or f'{osp.splitext(osp.basename(args.weights))[0]}.onnx'
     try:
+        if osp.exists(output) and not args.overwrite:
+            raise ExportError(f'{output} exists already; choose another -o or pass --overwrite to replace it.')
         _require('onnx')
         if args.check:
             _require('onnxruntime')

@@ -135,8 +135,10 @@ def _check_paths(opt: Dict[str, Any], is_train: bool, problems: List[str]) -> No
                also_known=lambda k: k.startswith(('pretrain_network_', 'strict_load_', 'param_key_')))
     for key, value in path_opt.items():
         if key.startswith('pretrain_network_') and value and not os.path.isfile(os.path.expanduser(str(value))):
+            fix = ('fetch the released checkpoints with `basicsr weights` (into pretrained_models/)' if not is_train
+                   else 'set it to ~ to start from random weights')
             problems.append(f'path.{key}: file {value} does not exist; fix the path (relative paths start in the '
-                            'directory you run basicsr from), or set it to ~ to start from random weights.')
+                            f'directory you run basicsr from), or {fix}.')
     if not is_train and not path_opt.get('pretrain_network_g') and (opt.get('network_g') or {}).get('type'):
         warnings.warn('path.pretrain_network_g: missing, so basicsr test evaluates a network with random weights; '
                       'point it at the checkpoint to test (e.g. experiments/<name>/models/net_g_latest.pth).',

@@ -176,8 +176,10 @@ def apply_overrides(opt: Dict[str, Any], entries: Sequence[str]) -> Tuple[List[s
             old = section.get(path[-1])
             auto_gpu = path == ['num_gpu'] and 'auto' in (old, value)  # auto and a count are both fine
             if old is not None and value is not None and _kind(old) != _kind(value) and not auto_gpu:
+                hint = (' (BasicSR reads --force_yml exponents as text: write 0.0001 or !!float 1e-4)'
+                        if isinstance(value, str) and _kind(old) == 'a number' else '')
                 problems.append(f'{here}: {".".join(path)} is {_kind(old)} in the file ({old!r}) but the override '
-                                f'gives {_kind(value)} ({value!r}).')
+                                f'gives {_kind(value)} ({value!r}){hint}.')
                 continue
             if path[-1] not in section:
                 created.add('.'.join(path))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from restormer_arch.archs.restormer_arch import Restormer
-from restormer_arch.export import ExportError, _load_network, compare_onnx, export_onnx
+from restormer_arch.export import ExportError, _load_network, compare_onnx, export_onnx, main
 
 ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnx')
@@ -102,3 +102,14 @@ def test_cli_exports_and_checks(tmp_path):
     assert failed.returncode == 2
     assert 'Traceback' not in failed.stderr
     assert not (tmp_path / 'sub').exists()
+
+
+def test_an_existing_output_is_kept_unless_overwrite(tmp_path):
+    save_checkpoint(tmp_path / 'net.pth', {})
+    target = tmp_path / 'model.onnx'
+    target.write_bytes(b'my earlier export')
+    args = ['--weights', str(tmp_path / 'net.pth'), '-o', str(target)]
+    assert main(args) == 2
+    assert target.read_bytes() == b'my earlier export'
+    assert main(args + ['--overwrite']) == 0
+    assert ort.InferenceSession(str(target), providers=['CPUExecutionProvider']) is not None

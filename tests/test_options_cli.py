@@ -184,3 +184,14 @@ def test_option_warnings_are_one_line_each(tmp_path):
     warning_lines = [line for line in done.stderr.splitlines() if 'val.colour_mode' in line]
     assert len(warning_lines) == 1 and warning_lines[0].startswith('basicsr: warning: ')
     assert not any(line.startswith('  ') and 'problems' in line for line in done.stderr.splitlines())
+
+
+def test_force_yml_number_forms_as_basicsr_reads_them(tmp_path):
+    from restormer_arch.options_resolve import apply_overrides
+
+    opt = small_run(tmp_path)
+    problems, _ = apply_overrides(opt, ['train:optim_g:lr=1e-4'])  # BasicSR would set the text '1e-4'
+    assert problems and opt['train']['optim_g']['lr'] != '1e-4'
+    for form in ('!!float 1e-4', '0.0001'):
+        problems, _ = apply_overrides(opt, [f'train:optim_g:lr={form}'])
+        assert not problems and opt['train']['optim_g']['lr'] == pytest.approx(1e-4)
