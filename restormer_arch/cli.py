@@ -82,14 +82,16 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
         from basicsr.test import test_pipeline as pipeline
     # BasicSR's parse_options reads sys.argv itself.
     sys.argv = [f'basicsr {command}'] + argv
+    finished = False
     try:
         with hooks:
             pipeline(os.getcwd())
+        finished = True
     except (RunError, CheckpointError, CheckpointSaveError) as err:  # the user's run, not our code: no traceback
         print(f'basicsr {command}: error: {err}', file=sys.stderr)
         return 1
     finally:
-        _teardown_distributed()
+        _teardown_distributed(synchronise=finished)
     if command == 'test':
         _print_results_tables()
     return 0
@@ -104,11 +106,16 @@ def _print_results_tables() -> None:
             print(f'\nResults ({path}):\n{f.read()}', end='')
 
 
-def _teardown_distributed() -> None:
+def _teardown_distributed(synchronise: bool) -> None:
     # BasicSR never destroys the process group; without this, torch warns at exit and NCCL may hang on shutdown.
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if synchronise:
+            # Rank 0 still saves and validates after the last iteration; a rank that tears gloo down meanwhile can
+            # abort ("terminate called without an active exception", seen on a loaded CI machine). Leave together;
+            # not after an error, where the other ranks may never arrive.
+            dist.barrier()
         dist.destroy_process_group()
 
 
