@@ -450,6 +450,11 @@ class ChannelLayerNorm(nn.Module):
         self.body = _BiasFreeNorm(num_channels) if layer_norm_type == 'BiasFree' else _WithBiasNorm(num_channels)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            # Under torch.compile the same formula over dim 1: inductor fuses it into one kernel that writes a proper
+            # channels_last buffer. The permuted view below would reach the next convolutions with a stride-0 batch
+            # dimension, which ATen does not recognise as channels_last: it copies to NCHW and convolves ~4x slower.
+            return self.body.over_channels(x)
         # For a channels_last x the NHWC view is contiguous: the norm reduces over contiguous memory and its output,
         # viewed back as NCHW, is channels_last again. No copy either way.
         return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -471,6 +476,11 @@ class _BiasFreeNorm(nn.Module):
         variance = x.var(dim=-1, keepdim=True, unbiased=False)
         return x * torch.rsqrt(variance + self.eps) * self.weight
 
+    def over_channels(self, x: Tensor) -> Tensor:
+        """The same normalisation over dim 1 of an ``(N, C, H, W)`` tensor."""
+        variance = x.var(dim=1, keepdim=True, unbiased=False)
+        return x * torch.rsqrt(variance + self.eps) * self.weight[:, None, None]
+
 
 class _WithBiasNorm(nn.Module):
     """Standard LayerNorm over the last dimension: ``(x - mean) / sqrt(var + eps) * weight + bias``."""
@@ -483,6 +493,12 @@ class _WithBiasNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+    def over_channels(self, x: Tensor) -> Tensor:
+        """The same normalisation over dim 1 of an ``(N, C, H, W)`` tensor."""
+        mean = x.mean(dim=1, keepdim=True)
+        variance = (x - mean).square().mean(dim=1, keepdim=True)
+        return (x - mean) * torch.rsqrt(variance + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 class OverlapPatchEmbed(nn.Module):
