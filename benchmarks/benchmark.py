@@ -54,7 +54,7 @@ from restormer_arch.perf import (  # noqa: E402
     configure_allocator,
     prepare_inference,
 )
-from restormer_arch.tiling import tiled_forward  # noqa: E402
+from restormer_arch.tiling import tile_grid, tiled_forward  # noqa: E402
 from tests.reference_restormer import PlainRestormer  # noqa: E402
 
 Shape = Tuple[int, ...]
@@ -362,6 +362,19 @@ def run_worker(spec: dict, allocator: str = '') -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def grid_cost(height: int, width: int, tile: int, overlap: int, fit_tile: bool) -> Tuple[int, float]:
+    """Tiles of the grid and pixels the network computes per image pixel (tile padding to a multiple of 8 included).
+
+    This is the floor of the tiled/whole time ratio when a pixel costs the same in a tile as in the whole image.
+    """
+    if not tile:
+        return 1, (-(-height // 8) * 8) * (-(-width // 8) * 8) / (height * width)
+    size_h, rows = tile_grid(height, tile, overlap, fit_tile)
+    size_w, cols = tile_grid(width, tile, overlap, fit_tile)
+    computed = len(rows) * (-(-size_h // 8) * 8) * len(cols) * (-(-size_w // 8) * 8)
+    return len(rows) * len(cols), computed / (height * width)
+
+
 def median_time(result: dict, skip_first: bool) -> float:
     times = result['times'][1:] if skip_first and len(result['times']) > 1 else result['times']
     return statistics.median(times)
@@ -500,8 +513,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if 'memory' in args.sections:
         emit(f'## Whole image vs tiles of at most {args.tile} (overlap {args.overlap}), fast network, '
              f'{args.precision}, fresh process per row (tiled: fitted grid; fixed: every tile {args.tile})', '',
-             '| image | mode | time s | time/px vs whole | CPU share | peak RSS GiB | RSS before GiB | peak CUDA MiB |',
-             '|---|---|---|---|---|---|---|---|')
+             '| image | mode | tiles | computed px / image px | time s | time/px vs whole | CPU share | peak RSS GiB '
+             '| RSS before GiB | peak CUDA MiB |', '|---|---|---|---|---|---|---|---|---|---|')
         for text in args.memory_sizes:
             h, w = (int(v) for v in text.split('x'))
             # Fixed-size tiles only next to a whole-image row (the per-pixel comparison); otherwise fitted tiles.
@@ -515,8 +528,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 seconds = r['times'][0]
                 whole_s = seconds if mode == 'whole' else whole_s
                 ratio = f'{seconds / whole_s:.2f}' if whole_s and mode != 'whole' else '-'
-                emit(f"| {text} | {mode} | {seconds:.1f} | {ratio} | {r['cpu_share'][0]:.2f} "
-                     f"| {r['peak_rss_gib']:.2f} | {r['rss_before_gib']:.2f} | {fmt(r['peak_cuda_mb'], 0)} |")
+                tiles, computed = grid_cost(h, w, args.tile if mode != 'whole' else 0, args.overlap, mode == 'tiled')
+                emit(f"| {text} | {mode} | {tiles} | {computed:.3f} | {seconds:.1f} | {ratio} "
+                     f"| {r['cpu_share'][0]:.2f} | {r['peak_rss_gib']:.2f} | {r['rss_before_gib']:.2f} "
+                     f"| {fmt(r['peak_cuda_mb'], 0)} |")
         emit('')
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
