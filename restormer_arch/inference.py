@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
@@ -193,20 +193,25 @@ def _check_existing_outputs(jobs: List[Tuple[str, List[Path]]], args: argparse.N
 
 
 # ---------------------------------------------------------------------------------------------------------- options
-def _check_inputs_readable(jobs: List[Tuple[str, List[Path]]]) -> None:
+def _check_inputs_readable(jobs: List[Tuple[str, List[Path]]]) -> Set[Tuple[int, int]]:
     """Decode every input once before any is restored: a folder is either restored whole or refused with every
-    unreadable file named (truncated, corrupt, not an image, float samples), never left half done."""
-    problems = []
+    unreadable file named (truncated, corrupt, not an image, float samples), never left half done.
+
+    Returns:
+        The distinct ``(height, width)`` of the inputs.
+    """
+    problems, sizes = [], set()
     for _, paths in jobs:
         for path in paths:
             try:
-                read_image(path)
+                sizes.add(tuple(read_image(path).pixels.shape[:2]))
             except ImageReadError as err:
                 problems.append(str(err))
     if problems:
         more = f'\n  ... and {len(problems) - 10} more' if len(problems) > 10 else ''
         raise RestoreError(f'{len(problems)} input(s) cannot be read; fix or remove them:\n  '
                            + '\n  '.join(problems[:10]) + more)
+    return sizes
 
 
 def _resolve_weights(value: str) -> str:
@@ -297,7 +302,12 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
         load_weights(net, state_dict, weights, args.task, arch_options)
     jobs = collect_inputs(Path(args.input), net.dual_pixel_task)
     _check_existing_outputs(jobs, args)
-    _check_inputs_readable(jobs)
+    sizes = _check_inputs_readable(jobs)
+    if args.compile and not args.tile and len(sizes) > 1:
+        # torch.compile specialises on the input shape: every new image size compiles again.
+        print(f'basicsr restore: warning: --compile without --tile: the inputs have {len(sizes)} different sizes and '
+              'each size compiles again (1-3 minutes on a CPU); add --tile 256 so that one compilation serves them '
+              'all.', file=sys.stderr)
     _make_output_folder(Path(args.output))
     budget = int(args.max_memory * 2**30) if args.max_memory else None
     restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,

@@ -436,3 +436,19 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_restoring(tmp_pa
     args = ['-i', str(tmp_path / 'x.png'), '-o', str(tmp_path / 'file' / 'sub'), '--task', 'deraining',
             '--arch-options', TINY_JSON, '--no-progress', '--allow-random-weights']
     assert main(args) == 2
+
+
+def test_compile_without_tile_on_mixed_sizes_warns_before_any_work(tmp_path, capsys):
+    """torch.compile specialises on shapes: a folder of several sizes without --tile compiles once per size."""
+    from restormer_arch.inference import _build_parser, _prepare
+
+    photos = _photos(tmp_path)  # two 16x20 images: one size, no warning
+    args = ['-i', str(photos), '-o', str(tmp_path / 'out'), '--allow-random-weights', '--arch-options', TINY_JSON,
+            '--compile']
+    _prepare(_build_parser().parse_args(args))  # compiles lazily: nothing runs here
+    assert 'different sizes' not in capsys.readouterr().err
+    cv2.imwrite(str(photos / 'big.png'), _random_image((24, 32, 3), seed=9))
+    _prepare(_build_parser().parse_args(args))
+    assert '--tile' in capsys.readouterr().err
+    _prepare(_build_parser().parse_args(args + ['--tile', '16', '--tile-overlap', '4']))
+    assert 'different sizes' not in capsys.readouterr().err
