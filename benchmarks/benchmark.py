@@ -358,7 +358,9 @@ def run_worker(spec: dict, allocator: str = '') -> dict:
     proc = subprocess.run([sys.executable, __file__, '--worker', json.dumps(spec)], env=env, capture_output=True,
                           text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f'benchmark worker failed ({spec}):\n{proc.stderr[-3000:]}')
+        killed = f' (killed by signal {-proc.returncode}: out of memory? run this section on its own)' \
+            if proc.returncode < 0 else ''
+        raise RuntimeError(f'benchmark worker failed{killed} ({spec}):\n{proc.stderr[-3000:]}')
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
