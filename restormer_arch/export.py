@@ -111,8 +111,9 @@ def export_onnx(network: nn.Module, path: str, opset: int = DEFAULT_OPSET,
     axes = {0: 'batch', 2: 'height', 3: 'width'}
     tmp = _atomic_target(path)
     try:
-        # Grad mode selects MDTA's batched matmul; its no-grad path loops over the batch in Python, which tracing would
-        # freeze at the example batch size. Nothing is differentiated.
+        # Grad mode selects MDTA's batched Gram matmul; its no-grad path loops over the batch in Python, which tracing
+        # would freeze at the example batch size (MDTA and GDFN also switch to ONNX-expressible forms while tracing).
+        # Nothing is differentiated.
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter('ignore')  # tracer warnings about size arithmetic, the legacy-exporter notice
             torch.onnx.export(module, (example,), tmp, opset_version=opset, input_names=['input'],

@@ -318,11 +318,16 @@ class MDTA(nn.Module):
         # project_out(attn @ v) == (W_out . blockdiag(attn)) v: per image, one 1x1 convolution of v whose weight is
         # the folded C x C matrix (oneDNN's NHWC convolution is ~3x faster than a BLAS bmm of the same shape here).
         weight = self.project_out.weight.reshape(c, heads, d).float()
-        fused = torch.einsum('ohi,nhij->nohj', weight, attn).reshape(n, c, c, 1, 1).to(v.dtype)
+        fused = torch.einsum('ohi,nhij->nohj', weight, attn).reshape(n, c, c).to(v.dtype)
         bias = None if self.project_out.bias is None else self.project_out.bias.to(v.dtype)
+        if torch.jit.is_tracing():
+            # ONNX export traces the graph: a convolution with a computed kernel has no ONNX form, and a loop over the
+            # batch would freeze the example's batch size. One batched GEMM instead (same math).
+            out = torch.bmm(fused, v.reshape(n, c, h * w)).view(n, c, h, w)
+            return out if bias is None else out + bias.view(1, c, 1, 1)
         if n == 1:
-            return F.conv2d(v, fused[0], bias)
-        return torch.cat([F.conv2d(v[b:b + 1], fused[b], bias) for b in range(n)])
+            return F.conv2d(v, fused[0, :, :, None, None], bias)
+        return torch.cat([F.conv2d(v[b:b + 1], fused[b, :, :, None, None], bias) for b in range(n)])
 
     @staticmethod
     def _gram(q: Tensor, k: Tensor, heads: int) -> Tensor:
@@ -391,6 +396,9 @@ class GDFN(nn.Module):
         # vector kernels then run without remainder loops (1x1 ~10%, depthwise ~30-40% faster at these widths); a zero
         # channel gives GELU(0) * 0 = 0 and meets a zero column of project_out, so the result is unchanged.
         padded = -(-hidden // _CHANNEL_ALIGN) * _CHANNEL_ALIGN
+        if torch.jit.is_tracing():
+            # ONNX export: a padded (computed) kernel has no static shape there, and the padding is a oneDNN tuning.
+            padded = hidden
         gate, value = (_depthwise_branch(x, self.project_in, self.dwconv, part, 2, padded) for part in range(2))
         gated = F.gelu(gate)
         # In place when no autograd graph is recorded (saves one full-size buffer per block).
