@@ -156,6 +156,24 @@ def test_channel_norm_over_dim_1_equals_the_nhwc_form(layer_norm_type):
     assert (norm.body.over_channels(x) - norm(x)).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize('mode', ['autocast', 'half'])
+def test_fp16_attention_does_not_overflow_on_large_images(mode):
+    """The Gram matrix sums H*W products: at 256x256 with correlated q and k the raw sum exceeds fp16's 65504."""
+    torch.manual_seed(6)
+    attn = MDTA(16, 2).eval()
+    x = (2 + 0.1 * torch.randn(1, 16, 256, 256)).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = attn.forward_reference(x)
+        if mode == 'autocast':
+            with autocast_context('fp16'):
+                out = attn(x)
+        else:
+            out = attn.half()(x.half())
+    assert out.dtype == torch.float16
+    assert torch.isfinite(out).all()
+    assert (out.float() - ref).abs().max().item() < 0.01 * ref.abs().max().item()
+
+
 def test_inference_residual_keeps_fp32_under_autocast():
     """In-place residual adds at inference must not store the fp32 residual stream in a bf16 branch output."""
     torch.manual_seed(5)

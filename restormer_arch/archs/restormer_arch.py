@@ -311,10 +311,15 @@ class MDTA(nn.Module):
         q, k, v = (_depthwise_branch(x, self.qkv, self.qkv_dwconv, part, 3) for part in range(3))
         q, k = (t.permute(0, 2, 3, 1).reshape(n, h * w, c) for t in (q, k))
         # F.normalize divides by max(norm, 1e-12); norms accumulate in fp32 for bf16 inputs.
-        q_norm = _pixel_norm(q).reshape(n, heads, d, 1)
-        k_norm = _pixel_norm(k).reshape(n, heads, 1, d)
-        gram = self._gram(q, k, heads).float()
-        attn = (gram / (q_norm * k_norm) * self.temperature.float()).softmax(dim=-1)
+        q_norm, k_norm = _pixel_norm(q), _pixel_norm(k)
+        if q.dtype == torch.float16:
+            # The raw Gram sums H*W products and overflows fp16 (max 65504) from ~256x256 on; normalising q and k
+            # first, as the formula does, bounds every entry by 1.
+            q, k = q / q_norm.unsqueeze(1).to(q.dtype), k / k_norm.unsqueeze(1).to(k.dtype)
+            gram = self._gram(q, k, heads).float()
+        else:
+            gram = self._gram(q, k, heads).float() / (q_norm.reshape(n, heads, d, 1) * k_norm.reshape(n, heads, 1, d))
+        attn = (gram * self.temperature.float()).softmax(dim=-1)
         # project_out(attn @ v) == (W_out . blockdiag(attn)) v: per image, one 1x1 convolution of v whose weight is
         # the folded C x C matrix (oneDNN's NHWC convolution is ~3x faster than a BLAS bmm of the same shape here).
         weight = self.project_out.weight.reshape(c, heads, d).float()
