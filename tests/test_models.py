@@ -382,6 +382,19 @@ def test_validation_in_test_mode_uses_suffix(tmp_path):
     assert (tmp_path / 'experiment' / 'visualization' / 'tiny_val' / 'a_tiny.png').is_file()
 
 
+def test_validation_warns_when_the_output_is_not_finite(tmp_path, basicsr_log):
+    """A NaN output (e.g. fp16 overflow) is scored as black; the run must say so instead of logging the score quietly."""
+    write_pairs(tmp_path / 'val', ['ok_image', 'nan_image'], (16, 16))
+    val = {'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}}
+    model = build_model(make_opt(tmp_path, is_train=False, val=val))
+    model.validation(val_loader(tmp_path / 'val'), 'tiny', None, save_img=False)
+    assert not any('nan_image' in m for m in basicsr_log)
+    with torch.no_grad():
+        model.net_g.output.weight.fill_(float('nan'))
+    model.validation(val_loader(tmp_path / 'val'), 'tiny', None, save_img=False)
+    assert any('nan_image' in m and 'ok_image' in m for m in basicsr_log)
+
+
 def test_validation_never_runs_the_ddp_wrapper(tmp_path):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel

@@ -244,6 +244,22 @@ def test_cli_checks_the_option_file_before_training(tmp_path, capsys):
     assert 'train.total_iter is 3000000' in err
 
 
+@pytest.mark.parametrize('name', ['fp16', 'half', 'float16'])
+def test_fp16_training_is_refused_before_any_folder_but_fp16_testing_is_not(name, tmp_path, monkeypatch, capsys):
+    opt = _deraining()
+    opt['performance'] = {'precision': name}
+    with pytest.raises(OptionsError, match='performance.precision'):
+        validate_options(opt, is_train=True)
+    del opt['train']
+    validate_options(opt, is_train=False)
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / 'Deraining.yml'
+    path.write_text((REPO_ROOT / 'options' / 'Deraining.yml').read_text() + f'\nperformance:\n  precision: {name}\n')
+    assert main(['train', '-opt', str(path)]) == 2
+    assert 'performance.precision' in capsys.readouterr().err
+    assert not (tmp_path / 'experiments').exists()
+
+
 def test_demo_photos_are_prepared_where_demo_yml_reads_them(tmp_path):
     spec = importlib.util.spec_from_file_location('prepare_demo', REPO_ROOT / 'datasets' / 'prepare_demo.py')
     prepare_demo = importlib.util.module_from_spec(spec)

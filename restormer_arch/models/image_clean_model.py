@@ -27,6 +27,7 @@ from ..perf import (
 from ..restorer import run_network
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
+from .model_options import FP16_TRAINING
 from .progressive import Mixup, ProgressiveSchedule, stage_table
 from .results_table import ResultsTable
 from .training_hooks import CheckpointHooks, RunError, TrainingRun, first_pair, preserved_rng, shape_mismatch_message
@@ -74,8 +75,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         self.performance = dict(opt.get('performance') or {})
         self.precision = self.performance.get('precision', 'fp32')
         if self.is_train and resolve_precision(self.precision) == torch.float16:
-            raise ValueError('performance.precision: fp16 is for inference only (training would need loss scaling '
-                             'that interacts with the non-finite-step guard). Train in bf16 or fp32.')
+            raise ValueError(FP16_TRAINING)
         network = build_network(deepcopy(opt['network_g'])).to(self.device)
         # channels_last and torch.compile from `performance:`; checkpoints keep the plain module's keys because
         # self.net_g stays the (DDP-wrapped) module and only the forward goes through the compiled wrapper.
@@ -373,7 +373,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         log_input = self.opt['val'].get('log_input_metrics', False) and not self._input_logged(dataset_name)
         table = self._results_table(current_iter, dataset_name) if metrics_opt else None
         dtype = self.opt['val'].get('image_dtype', 'uint8')
-        count = 0
+        count, non_finite = 0, []
         bar = self._progress_bar(dataloader, dataset_name)
         for val_data in dataloader:
             self.feed_data(val_data)
@@ -381,6 +381,8 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
             visuals = self.get_current_visuals()
             for i in range(visuals['result'].shape[0]):
                 img_name = osp.splitext(osp.basename(val_data['lq_path'][i]))[0]
+                if not torch.isfinite(visuals['result'][i]).all():
+                    non_finite.append(img_name)
                 restored = to_metric_image(visuals['result'][i], dtype)
                 if save_img:
                     save_val_image(restored, self._image_path(dataset_name, img_name, current_iter))
@@ -402,6 +404,12 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
                 if hasattr(self, attr):
                     delattr(self, attr)
         bar.close()
+        if non_finite:
+            # The images are saved and scored with NaN as 0; say so rather than report a meaningless score quietly.
+            get_root_logger().warning(
+                f'{dataset_name}: the network output has NaN/inf values for {len(non_finite)} image(s) '
+                f'({", ".join(non_finite[:5])}{", ..." if len(non_finite) > 5 else ""}; performance.precision: '
+                f'{self.precision}); their images and metrics are not meaningful. fp16 can overflow: try bf16 or fp32.')
         if metrics_opt and count:
             self.metric_results = {name: total / count for name, total in totals.items()}
             for name, value in self.metric_results.items():

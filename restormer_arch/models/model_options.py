@@ -7,8 +7,14 @@ walker.
 """
 from typing import Any, Dict, List, Optional
 
+import torch
+
 from restormer_arch.models.progressive import Mixup, ProgressiveSchedule
 from restormer_arch.option_checks import check_keys, lookup
+from restormer_arch.perf import resolve_precision
+
+FP16_TRAINING = ('performance.precision: fp16 is for inference only (training would need loss scaling, which '
+                 'interacts with the non-finite-step guard); train in bf16 or fp32, and use fp16 for basicsr test.')
 
 # Models whose train/val sections this module judges (and their subclasses).
 PLUGIN_MODELS = ('ImageCleanModel',)
@@ -67,10 +73,22 @@ def check_train_options(opt: Dict[str, Any], total_iter: Optional[int]) -> List[
     if isinstance(decay, (int, float)) and not isinstance(decay, bool) and decay >= 1:
         problems.append(f'train.ema_decay: {decay!r} must be below 1 (e.g. 0.999; 0 turns the EMA off).')
     problems.extend(Mixup.check_options(train_opt.get('mixing_augs')))
+    if _precision(opt.get('performance')) == torch.float16:
+        problems.append(FP16_TRAINING)
     train_set = (opt.get('datasets') or {}).get('train')
     if isinstance(train_set, dict):
         problems.extend(ProgressiveSchedule.check_options(train_set, total_iter))
     return problems
+
+
+def _precision(performance: Any) -> Optional[torch.dtype]:
+    """The dtype of ``performance.precision``, or None when it is missing or invalid (perf.check_options reports it)."""
+    if not isinstance(performance, dict):
+        return None
+    try:
+        return resolve_precision(performance.get('precision'))
+    except (TypeError, ValueError):
+        return None
 
 
 def check_val_options(opt: Dict[str, Any]) -> List[str]:
