@@ -22,7 +22,7 @@ import os
 import sys
 import warnings
 from os import path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,11 +30,13 @@ from torch import Tensor, nn
 
 from restormer_arch.archs.restormer_arch import SIZE_MULTIPLE, Restormer
 
-__all__ = ['DEFAULT_OPSET', 'ExportError', 'PaddedRestormer', 'export_onnx', 'compare_onnx', 'main']
+__all__ = ['DEFAULT_OPSET', 'MIN_OPSET', 'ExportError', 'check_opset', 'max_opset', 'PaddedRestormer', 'export_onnx', 'compare_onnx', 'main']
 
 # Opset 17 is the first with LayerNormalization (one fused op per channel norm in onnxruntime); onnxruntime runs it
 # since 1.12 (2022), so the files also work with older deployments than the onnxruntime pinned here.
 DEFAULT_OPSET = 17
+# Opset 13 is the first in which the exporter can express the channel split of MDTA's heads (aten::unflatten).
+MIN_OPSET = 13
 DEFAULT_CHECK_SIZES = ((37, 53), (31, 17), (5, 3))
 # --check fails above this max |onnxruntime - PyTorch| (float32; the full-size models measure ~1e-6).
 CHECK_TOLERANCE = 1e-4
@@ -44,6 +46,22 @@ _TORCHSCRIPT_EXPORTER = {'dynamo': False} if 'dynamo' in inspect.signature(torch
 
 class ExportError(ValueError):
     """A user-facing export error (bad checkpoint, missing onnx packages); the message says how to fix it."""
+
+
+def max_opset() -> int:
+    """The newest opset this torch's TorchScript exporter writes (23 for torch 2.14)."""
+    try:
+        from torch.onnx import _constants
+        return int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):  # a private module: fall back to the default rather than guess
+        return DEFAULT_OPSET
+
+
+def check_opset(opset: Any) -> None:
+    """Raise :class:`ExportError` unless ``opset`` is an integer from :data:`MIN_OPSET` to :func:`max_opset`."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset():
+        raise ExportError(f'--opset {opset}: Restormer exports with opsets {MIN_OPSET} to {max_opset()} (this torch); '
+                          f'the default {DEFAULT_OPSET} runs on onnxruntime >= 1.12.')
 
 
 def _pad_indices(size, padded, reflect: Tensor, device: torch.device) -> Tensor:
@@ -100,8 +118,10 @@ def export_onnx(network: nn.Module, path: str, opset: int = DEFAULT_OPSET,
         ``path``.
 
     Raises:
-        ExportError: ``onnx`` is not installed, or the exported graph fails ``onnx.checker``.
+        ExportError: ``opset`` outside ``MIN_OPSET..max_opset()``, ``onnx`` is not installed, or the graph fails
+            ``onnx.checker``.
     """
+    check_opset(opset)
     onnx = _require('onnx')
     network.eval()
     param = next(network.parameters())
@@ -218,6 +238,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if osp.exists(output) and not args.overwrite:
             raise ExportError(f'{output} exists already; choose another -o or pass --overwrite to replace it.')
+        check_opset(args.opset)
         _require('onnx')
         if args.check:
             _require('onnxruntime')

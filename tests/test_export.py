@@ -113,3 +113,24 @@ def test_an_existing_output_is_kept_unless_overwrite(tmp_path):
     assert target.read_bytes() == b'my earlier export'
     assert main(args + ['--overwrite']) == 0
     assert ort.InferenceSession(str(target), providers=['CPUExecutionProvider']) is not None
+
+
+@pytest.mark.parametrize('opset', [11, 12, 99, '17'])
+def test_an_unsupported_opset_is_refused_before_any_work(opset, tmp_path):
+    save_checkpoint(tmp_path / 'net.pth', {})
+    target = tmp_path / 'model.onnx'
+    if isinstance(opset, int):
+        assert main(['--weights', str(tmp_path / 'net.pth'), '-o', str(target), '--opset', str(opset)]) == 2
+        assert not target.exists()
+    with pytest.raises(ExportError):
+        export_onnx(_load_network(str(tmp_path / 'net.pth')), str(target), opset=opset)
+    assert not target.exists()
+
+
+def test_the_oldest_and_newest_accepted_opsets_export(tmp_path):
+    from restormer_arch.export import MIN_OPSET, max_opset
+    save_checkpoint(tmp_path / 'net.pth', {})
+    for opset in (MIN_OPSET, max_opset()):
+        target = tmp_path / f'model{opset}.onnx'
+        assert main(['--weights', str(tmp_path / 'net.pth'), '-o', str(target), '--opset', str(opset)]) == 0
+        assert ort.InferenceSession(str(target), providers=['CPUExecutionProvider']) is not None
