@@ -40,6 +40,7 @@ from restormer_arch.restorer import (
     network_options,
     pick_device,
 )
+from restormer_arch.tiling import tile_grid
 
 __all__ = ['RestoreError', 'IMAGE_EXTENSIONS', 'collect_inputs', 'output_paths', 'run', 'main']
 
@@ -214,6 +215,21 @@ def _check_inputs_readable(jobs: List[Tuple[str, List[Path]]]) -> Set[Tuple[int,
     return sizes
 
 
+def _warn_recompiles(sizes: Set[Tuple[int, int]], tile: Optional[int], overlap: int) -> None:
+    """Warn before any work when ``--compile`` will compile more than once: torch.compile specialises on the input
+    shape, and with ``--tile`` an image smaller than the tile along a side runs at its own size along it."""
+    shapes = {tuple(tile_grid(n, tile, overlap, fit_tile=False)[0] for n in size) for size in sizes} if tile else sizes
+    if len(shapes) <= 1:
+        return
+    if tile:
+        advice = (f'images smaller than --tile {tile} along a side run at their own size there; resize or crop them '
+                  'to at least the tile size, or restore them without --compile')
+    else:
+        advice = 'add --tile 256 so that one compilation serves every image of at least 256x256'
+    print(f'basicsr restore: warning: --compile: the network will see {len(shapes)} different input shapes and each '
+          f'compiles again (1-3 minutes on a CPU); {advice}.', file=sys.stderr)
+
+
 def _resolve_weights(value: str) -> str:
     """The checkpoint file a ``--weights`` value names: a file, or a released name fetched into the cache."""
     from restormer_arch.weights import WeightsError, resolve
@@ -303,11 +319,8 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
     jobs = collect_inputs(Path(args.input), net.dual_pixel_task)
     _check_existing_outputs(jobs, args)
     sizes = _check_inputs_readable(jobs)
-    if args.compile and not args.tile and len(sizes) > 1:
-        # torch.compile specialises on the input shape: every new image size compiles again.
-        print(f'basicsr restore: warning: --compile without --tile: the inputs have {len(sizes)} different sizes and '
-              'each size compiles again (1-3 minutes on a CPU); add --tile 256 so that one compilation serves them '
-              'all.', file=sys.stderr)
+    if args.compile:
+        _warn_recompiles(sizes, args.tile, args.tile_overlap)
     _make_output_folder(Path(args.output))
     budget = int(args.max_memory * 2**30) if args.max_memory else None
     restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,

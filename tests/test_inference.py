@@ -438,17 +438,21 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_restoring(tmp_pa
     assert main(args) == 2
 
 
-def test_compile_without_tile_on_mixed_sizes_warns_before_any_work(tmp_path, capsys):
-    """torch.compile specialises on shapes: a folder of several sizes without --tile compiles once per size."""
+def test_compile_warns_before_any_work_when_shapes_differ(tmp_path, capsys):
+    """torch.compile specialises on shapes: every distinct network input shape compiles again (minutes on a CPU)."""
     from restormer_arch.inference import _build_parser, _prepare
 
     photos = _photos(tmp_path)  # two 16x20 images: one size, no warning
     args = ['-i', str(photos), '-o', str(tmp_path / 'out'), '--allow-random-weights', '--arch-options', TINY_JSON,
             '--compile']
+    tiled = args + ['--tile', '16', '--tile-overlap', '4']
     _prepare(_build_parser().parse_args(args))  # compiles lazily: nothing runs here
-    assert 'different sizes' not in capsys.readouterr().err
+    assert 'warning' not in capsys.readouterr().err
     cv2.imwrite(str(photos / 'big.png'), _random_image((24, 32, 3), seed=9))
     _prepare(_build_parser().parse_args(args))
-    assert '--tile' in capsys.readouterr().err
-    _prepare(_build_parser().parse_args(args + ['--tile', '16', '--tile-overlap', '4']))
-    assert 'different sizes' not in capsys.readouterr().err
+    assert 'warning' in capsys.readouterr().err
+    _prepare(_build_parser().parse_args(tiled))  # every tile 16x16
+    assert 'warning' not in capsys.readouterr().err
+    cv2.imwrite(str(photos / 'small.png'), _random_image((10, 40, 3), seed=10))  # 10 rows: a 10x16 tile shape
+    _prepare(_build_parser().parse_args(tiled))
+    assert 'warning' in capsys.readouterr().err
