@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
+import torch
 
 from restormer_arch import perf
 from restormer_arch.archs.presets import TASK_PRESETS
@@ -252,7 +253,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         help='released task the checkpoint must be (optional: the configuration is read from it)')
     parser.add_argument('--param-key', help='checkpoint entry to load (default: params_ema, then params, ...)')
     parser.add_argument('--allow-random-weights', action='store_true',
-                        help='run without --weights (random network; for tests and demos only)')
+                        help='run without --weights (a random network, the same in every run; for tests and demos only)')
     parser.add_argument('--arch-options', default='{}',
                         help='JSON object of Restormer constructor arguments to force, e.g. \'{"dim": 8}\'')
     parser.add_argument('--suffix', default='', help='append _SUFFIX to the output names (default: none)')
@@ -313,6 +314,8 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
     arch_options = _check_arguments(args)
     weights = _resolve_weights(args.weights) if args.weights else None
     state_dict = load_state_dict(weights, args.param_key) if weights else None
+    if state_dict is None:
+        torch.manual_seed(0)  # --allow-random-weights: the same random network in every run, so results compare
     net = build_network(network_options(state_dict, args.task, arch_options))
     if state_dict is not None:
         load_weights(net, state_dict, weights, args.task, arch_options)

@@ -456,3 +456,15 @@ def test_compile_warns_before_any_work_when_shapes_differ(tmp_path, capsys):
     cv2.imwrite(str(photos / 'small.png'), _random_image((10, 40, 3), seed=10))  # 10 rows: a 10x16 tile shape
     _prepare(_build_parser().parse_args(tiled))
     assert 'warning' in capsys.readouterr().err
+
+def test_random_weights_are_the_same_in_every_run(tmp_path):
+    """Two runs with --allow-random-weights must restore alike, so that a user can compare flags with them."""
+    from restormer_arch.inference import _build_parser, _prepare
+
+    args = ['-i', str(_photos(tmp_path)), '-o', str(tmp_path / 'out'), '--allow-random-weights', '--arch-options',
+            TINY_JSON]
+    torch.manual_seed(1)
+    first = _prepare(_build_parser().parse_args(args))[0].network.state_dict()
+    torch.manual_seed(2)
+    second = _prepare(_build_parser().parse_args(args))[0].network.state_dict()
+    assert all(torch.equal(first[key], second[key]) for key in first)
