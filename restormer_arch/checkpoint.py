@@ -117,8 +117,7 @@ def load_file(path: str, what: str = 'checkpoint') -> Any:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
         if not _unsupported_global(err):  # not a pickle of forbidden objects: random bytes, another file format
-            raise CheckpointError(f'{what}: {path} is not a PyTorch checkpoint (corrupt, or another file format): '
-                                  f'{str(err).splitlines()[-1] if str(err) else err!r}') from None
+            raise _not_a_checkpoint(path, what) from None
         raise CheckpointError(f'{what}: refusing to load {path}: it contains pickled objects other than tensors and '
                               'plain containers, which could run code when loaded (weights_only=True). If you trust '
                               'the file, load it yourself and re-save only its state_dict: '
@@ -126,6 +125,20 @@ def load_file(path: str, what: str = 'checkpoint') -> Any:
     except (RuntimeError, EOFError) as err:
         raise CheckpointError(f'{what}: {path} is not a readable PyTorch checkpoint (truncated or corrupt?): '
                               f'{err}') from None
+    except Exception:  # the weights-only unpickler meets arbitrary bytes with KeyError, ValueError, struct.error, ...
+        raise _not_a_checkpoint(path, what) from None
+
+
+def _not_a_checkpoint(path: str, what: str) -> 'CheckpointError':
+    """The error for a file that torch.load cannot read at all, saying what the file starts with when it is text."""
+    with open(path, 'rb') as f:
+        head = f.read(64)
+    text = head.decode('utf-8', errors='replace')
+    kind = ''
+    if text.strip() and all(c.isprintable() or c in '\r\n\t' for c in text):
+        kind = f'; it starts with text: {text.strip().splitlines()[0][:40]!r}'
+    return CheckpointError(f'{what}: {path} is not a PyTorch checkpoint (corrupt, or another file format{kind}). '
+                           'Pass the .pth file that torch.save wrote (e.g. a released Restormer checkpoint).')
 
 
 def _unsupported_global(err: Exception) -> str:

@@ -97,3 +97,14 @@ def test_random_bytes_are_reported_as_not_a_checkpoint_not_as_unsafe(tmp_path):
     with pytest.raises(CheckpointError) as info:
         checkpoint.load_file(str(path))
     assert 'not a PyTorch checkpoint' in str(info.value) and 'could run code' not in str(info.value)
+
+
+@pytest.mark.parametrize('content', [b'hello\n', b'not a checkpoint, just notes\n', b'{"params": 1}',
+                                     b'\x80\x02}q\x00X\x01', b'PK\x03\x04garbage', b'\x00' * 100])
+def test_any_unreadable_file_is_a_checkpoint_error(tmp_path, content):
+    """The weights-only unpickler fails on arbitrary bytes with KeyError, ValueError, ...: all one clear error."""
+    path = tmp_path / 'w.pth'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load_file(str(path))
+    assert str(path) in str(info.value)
