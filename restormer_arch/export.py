@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from restormer_arch.archs.restormer_arch import SIZE_MULTIPLE, Restormer
 
-__all__ = ['DEFAULT_OPSET', 'MIN_OPSET', 'ExportError', 'check_opset', 'max_opset', 'PaddedRestormer', 'export_onnx', 'compare_onnx', 'main']
+__all__ = ['DEFAULT_OPSET', 'MIN_OPSET', 'ExportError', 'check_opset', 'max_opset', 'PaddedRestormer', 'export_onnx',
+           'compare_onnx', 'main']
 
 # Opset 17 is the first with LayerNormalization (one fused op per channel norm in onnxruntime); onnxruntime runs it
 # since 1.12 (2022), so the files also work with older deployments than the onnxruntime pinned here.

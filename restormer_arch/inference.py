@@ -253,7 +253,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         help='released task the checkpoint must be (optional: the configuration is read from it)')
     parser.add_argument('--param-key', help='checkpoint entry to load (default: params_ema, then params, ...)')
     parser.add_argument('--allow-random-weights', action='store_true',
-                        help='run without --weights (a random network, the same in every run; for tests and demos only)')
+                        help='run without --weights (a seeded random network; for tests and demos only)')
     parser.add_argument('--arch-options', default='{}',
                         help='JSON object of Restormer constructor arguments to force, e.g. \'{"dim": 8}\'')
     parser.add_argument('--suffix', default='', help='append _SUFFIX to the output names (default: none)')

@@ -383,7 +383,7 @@ def test_validation_in_test_mode_uses_suffix(tmp_path):
 
 
 def test_validation_warns_when_the_output_is_not_finite(tmp_path, basicsr_log):
-    """A NaN output (e.g. fp16 overflow) is scored as black; the run must say so instead of logging the score quietly."""
+    """A NaN output (e.g. fp16 overflow) is scored as black; the run must say so rather than log the score quietly."""
     write_pairs(tmp_path / 'val', ['ok_image', 'nan_image'], (16, 16))
     val = {'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}}
     model = build_model(make_opt(tmp_path, is_train=False, val=val))
