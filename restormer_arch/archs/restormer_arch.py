@@ -259,8 +259,9 @@ class MDTA(nn.Module):
 
     The learnable temperature is one scalar per head. :meth:`forward_reference` is this formula step by step;
     :meth:`forward` is an equivalent implementation (same parameters, same result to float rounding) that divides the
-    Gram matrix by the norms instead of normalising Q and K, folds the softmax map into ``W_out`` and keeps the
-    norms and softmax in fp32 when the network runs in bf16.
+    Gram matrix by the norms instead of normalising Q and K (in fp16 it normalises first: the raw Gram sum over
+    H*W pixels would overflow), folds the softmax map into ``W_out`` and keeps the norms and softmax in fp32 when the
+    network runs in bf16/fp16.
 
     Args:
         dim: Number of channels.
