@@ -395,6 +395,32 @@ def test_validation_warns_when_the_output_is_not_finite(tmp_path, basicsr_log):
     assert any('nan_image' in m and 'ok_image' in m for m in basicsr_log)
 
 
+def test_compiled_testing_keeps_one_shape_with_tiles_and_reports_new_shapes(tmp_path, basicsr_log):
+    """`basicsr test` with performance.compile: with val.tile every tile is exactly the tile size (one compilation for
+    images of several sizes); without it each new image shape is reported as a recompilation."""
+    from restormer_arch.restorer import run_network
+
+    perf_opt = {'compile': {'freezing': True}}
+    model = build_model(make_opt(tmp_path, is_train=False, val={'tile': 32, 'tile_overlap': 4},
+                                 performance=perf_opt))
+    lq = torch.rand(1, 3, 40, 48)
+    model.feed_data({'lq': lq})
+    model.test()
+    fixed, fitted = (run_network(model.net_g.eval(), lq, tile=32, overlap=4, fit_tile=fit) for fit in (False, True))
+    assert (fixed - fitted).abs().max() > 1e-4  # fitted tiles (24x32 here) would be another shape
+    assert (model.output - fixed).abs().max() < 1e-4
+    model.feed_data({'lq': torch.rand(1, 3, 48, 40)})
+    model.test()
+    assert model._compiled_shapes == {(32, 32)}
+    assert not any('compiles again' in m for m in basicsr_log)
+    write_pairs(tmp_path / 'val', ['a'], (16, 24))
+    write_pairs(tmp_path / 'val', ['b'], (24, 16))
+    model = build_model(make_opt(tmp_path, is_train=False, performance=perf_opt))
+    model.validation(val_loader(tmp_path / 'val'), 'tiny', None, save_img=False)
+    assert model._compiled_shapes == {(16, 24), (24, 16)}
+    assert sum('compiles again' in m for m in basicsr_log) == 1
+
+
 def test_validation_never_runs_the_ddp_wrapper(tmp_path):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel

@@ -1,5 +1,6 @@
 """``ImageCleanModel``: Restormer's training model for image restoration (any registered network)."""
 import sys
+import time
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
@@ -303,16 +304,45 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         h, w = self.lq.shape[-2:]
         net.eval()
         padded = pad_to_multiple(self.lq, window)
-        output = run_network(self._test_forward(net), padded, tile=int(tile) if tile else None,
+        tile = int(tile) if tile else None
+        compiled = self._compiles_for_test()
+        new_shape = compiled and self._is_new_compiled_shape(padded, tile)
+        start = time.perf_counter()
+        # Compiled, every tile keeps exactly `tile` pixels (no fitted tiles), so one compilation serves every image.
+        output = run_network(self._test_forward(net), padded, tile=tile,
                              overlap=int(val_opt.get('tile_overlap', DEFAULT_TILE_OVERLAP)),
-                             blend=val_opt.get('tile_blend', 'cosine'), precision=self.precision)
+                             blend=val_opt.get('tile_blend', 'cosine'), precision=self.precision,
+                             fit_tile=not compiled)
+        if new_shape:
+            get_root_logger().info(f'performance.compile: the first image of this shape took '
+                                   f'{time.perf_counter() - start:.1f} s, compilation included.')
         net.train(was_training)
         self.output = output[..., :h * scale, :w * scale].float()
 
+    def _compiles_for_test(self) -> bool:
+        return not self.is_train and bool(self.performance.get('compile'))
+
+    def _is_new_compiled_shape(self, padded: Tensor, tile: Optional[int]) -> bool:
+        """Log each new input shape of the compiled test network (torch.compile specialises on shapes: every new one
+        compiles again, 1-3 minutes for the full model on a CPU) and say how to keep to one."""
+        h, w = padded.shape[-2:]
+        shape = (min(h, tile), min(w, tile)) if tile else (h, w)
+        seen = self.__dict__.setdefault('_compiled_shapes', set())
+        if shape in seen:
+            return False
+        seen.add(shape)
+        logger = get_root_logger()
+        if len(seen) == 1:
+            logger.info(f'performance.compile: compiling the network for {shape[0]}x{shape[1]} inputs '
+                        '(1-3 minutes for the full model on a CPU, and as long for every further input shape).')
+        else:
+            logger.warning(f'performance.compile: a new input shape, {shape[0]}x{shape[1]} ({len(seen)} so far), '
+                           'compiles again; set val.tile (e.g. 256) so that every image runs in tiles of one shape.')
+        return True
+
     def _test_forward(self, net: torch.nn.Module) -> torch.nn.Module:
-        # `basicsr test` with performance.compile: compile with freezing once (weights no longer change); each new
-        # input shape compiles again, so tiles (val.tile) or equal image sizes keep it to one compilation.
-        if self.is_train or not self.performance.get('compile'):
+        # `basicsr test` with performance.compile: compile with freezing once (weights no longer change).
+        if not self._compiles_for_test():
             return net
         if getattr(self, '_compiled_test_net', None) is None:
             self._compiled_test_net = compile_for_inference(net)
