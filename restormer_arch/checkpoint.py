@@ -14,6 +14,7 @@ import errno
 import os
 import pickle
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from os import path as osp
 from typing import Any, Dict, List, Optional
@@ -111,8 +112,12 @@ def load_file(path: str, what: str = 'checkpoint') -> Any:
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: The file holds other pickled objects than tensors and containers, or is truncated/corrupt.
     """
+    if osp.isdir(path):
+        raise CheckpointError(f'{what}: {path} is a folder, not a checkpoint file; name the .pth file inside it.')
     if not osp.isfile(path):
         raise FileNotFoundError(f'{what}: {path} does not exist.')
+    if osp.getsize(path) == 0:
+        raise CheckpointError(f'{what}: {path} is empty (0 bytes): an interrupted download or copy? Fetch it again.')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
@@ -122,23 +127,35 @@ def load_file(path: str, what: str = 'checkpoint') -> Any:
                               'plain containers, which could run code when loaded (weights_only=True). If you trust '
                               'the file, load it yourself and re-save only its state_dict: '
                               f'torch.save({{"params": sd}}, "clean.pth"). {_unsupported_global(err)}') from None
-    except (RuntimeError, EOFError) as err:
-        raise CheckpointError(f'{what}: {path} is not a readable PyTorch checkpoint (truncated or corrupt?): '
-                              f'{err}') from None
-    except Exception:  # the weights-only unpickler meets arbitrary bytes with KeyError, ValueError, struct.error, ...
-        raise _not_a_checkpoint(path, what) from None
+    except Exception:  # truncated archives (RuntimeError, EOFError); arbitrary bytes make the weights-only unpickler
+        raise _not_a_checkpoint(path, what) from None  # fail with KeyError, ValueError, struct.error, ...
 
 
 def _not_a_checkpoint(path: str, what: str) -> 'CheckpointError':
-    """The error for a file that torch.load cannot read at all, saying what the file starts with when it is text."""
+    """The error for a file that torch.load cannot read, saying what the file looks like (torch's own reasons name
+    its internals: miniz, inline_container, a safetensors hint)."""
     with open(path, 'rb') as f:
         head = f.read(64)
     text = head.decode('utf-8', errors='replace')
-    kind = ''
-    if text.strip() and all(c.isprintable() or c in '\r\n\t' for c in text):
-        kind = f'; it starts with text: {text.strip().splitlines()[0][:40]!r}'
-    return CheckpointError(f'{what}: {path} is not a PyTorch checkpoint (corrupt, or another file format{kind}). '
-                           'Pass the .pth file that torch.save wrote (e.g. a released Restormer checkpoint).')
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                is_torch = any(name.endswith('/data.pkl') for name in archive.namelist())
+        except zipfile.BadZipFile:
+            is_torch = True
+        kind = ('a damaged PyTorch checkpoint (its archive is incomplete: truncated?)' if is_torch
+                else 'a zip archive, not a PyTorch checkpoint; unpack it and name the .pth file inside')
+    elif head.startswith(b'PK'):
+        kind = 'a damaged PyTorch checkpoint or zip archive (truncated?)'
+    elif len(head) > 9 and int.from_bytes(head[:8], 'little') > 1 and head[8:10] in (b'{"', b'{ '):
+        kind = ('a safetensors file; this project reads torch.save checkpoints: convert it with '
+                'torch.save({"params": safetensors.torch.load_file(path)}, "model.pth")')
+    elif text.strip() and all(c.isprintable() or c in '\r\n\t' for c in text):
+        kind = f'a text file, not a PyTorch checkpoint (it starts with {text.strip().splitlines()[0][:40]!r})'
+    else:
+        kind = 'not a PyTorch checkpoint (corrupt or truncated, or another file format)'
+    return CheckpointError(f'{what}: {path} is {kind}. Pass the .pth file that torch.save wrote (e.g. a released '
+                           'Restormer checkpoint).')
 
 
 def _unsupported_global(err: Exception) -> str:

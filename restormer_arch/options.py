@@ -134,7 +134,9 @@ def _check_paths(opt: Dict[str, Any], is_train: bool, problems: List[str]) -> No
     check_keys(path_opt, PATH_KEYS, 'path', problems,
                also_known=lambda k: k.startswith(('pretrain_network_', 'strict_load_', 'param_key_')))
     for key, value in path_opt.items():
-        if key.startswith('pretrain_network_') and value and not os.path.isfile(os.path.expanduser(str(value))):
+        if key.startswith('pretrain_network_') and value and os.path.isdir(os.path.expanduser(str(value))):
+            problems.append(f'path.{key}: {value} is a folder, not a checkpoint file; name the .pth file inside it.')
+        elif key.startswith('pretrain_network_') and value and not os.path.isfile(os.path.expanduser(str(value))):
             fix = ('fetch the released checkpoints with `basicsr weights` (into pretrained_models/)' if not is_train
                    else 'set it to ~ to start from random weights')
             problems.append(f'path.{key}: file {value} does not exist; fix the path (relative paths start in the '

@@ -305,6 +305,8 @@ def resolve(value: str, progress: bool = True) -> str:
         return value
     if value in RELEASES:
         return fetch(value, progress)
+    if osp.isdir(value):
+        raise WeightsError(f'--weights {value}: is a folder, not a checkpoint file; name the .pth file inside it.')
     raise WeightsError(f'--weights {value}: no such file, and not a released checkpoint name ({_names()}).')
 
 

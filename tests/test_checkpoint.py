@@ -108,3 +108,20 @@ def test_any_unreadable_file_is_a_checkpoint_error(tmp_path, content):
     with pytest.raises(CheckpointError) as info:
         checkpoint.load_file(str(path))
     assert str(path) in str(info.value)
+
+
+def test_empty_files_folders_zips_and_safetensors_are_checkpoint_errors(tmp_path):
+    import json
+    import struct
+    import zipfile
+
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    (tmp_path / 'folder.pth').mkdir()
+    with zipfile.ZipFile(tmp_path / 'notes.zip', 'w') as archive:
+        archive.writestr('a.txt', 'hi')
+    header = json.dumps({'w': {'dtype': 'F32', 'shape': [1], 'data_offsets': [0, 4]}}).encode()
+    (tmp_path / 'w.safetensors').write_bytes(struct.pack('<Q', len(header)) + header + bytes(4))
+    for name in ('empty.pth', 'folder.pth', 'notes.zip', 'w.safetensors'):
+        with pytest.raises(CheckpointError) as info:
+            checkpoint.load_file(str(tmp_path / name))
+        assert name in str(info.value)
