@@ -671,3 +671,10 @@ def test_performance_options_are_validated(tmp_path):
         build_model(make_opt(tmp_path, performance={'precision': 'int8'}))
     with pytest.raises(ValueError, match='unknown key'):
         build_model(make_opt(tmp_path, performance={'chanels_last': True}))
+
+
+def test_fp16_testing_on_a_cpu_warns(tmp_path, basicsr_log):
+    build_model(make_opt(tmp_path, is_train=False, performance={'precision': 'bf16'}))
+    assert not any('fp16' in m for m in basicsr_log)
+    build_model(make_opt(tmp_path, is_train=False, performance={'precision': 'half'}))
+    assert any('fp16' in m and 'bf16' in m for m in basicsr_log)

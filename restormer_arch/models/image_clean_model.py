@@ -77,6 +77,10 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         self.precision = self.performance.get('precision', 'fp32')
         if self.is_train and resolve_precision(self.precision) == torch.float16:
             raise ValueError(FP16_TRAINING)
+        if resolve_precision(self.precision) == torch.float16 and self.device.type == 'cpu':
+            # Correct but slow: CPUs have no fast fp16 convolutions (measured ~20x slower than fp32 at dim 48).
+            get_root_logger().warning('performance.precision: fp16 on a CPU is correct but about 20x slower than '
+                                      'fp32; use bf16 on a CPU (fp16 is for GPUs).')
         network = build_network(deepcopy(opt['network_g'])).to(self.device)
         # channels_last and torch.compile from `performance:`; checkpoints keep the plain module's keys because
         # self.net_g stays the (DDP-wrapped) module and only the forward goes through the compiled wrapper.
