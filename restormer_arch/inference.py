@@ -226,7 +226,11 @@ def _warn_recompiles(sizes: Set[Tuple[int, int]], tile: Optional[int], overlap: 
         advice = (f'images smaller than --tile {tile} along a side run at their own size there; resize or crop them '
                   'to at least the tile size, or restore them without --compile')
     else:
-        advice = 'add --tile 256 so that one compilation serves every image of at least 256x256'
+        # The largest tile (multiple of 8, at most 256) that every image can hold keeps one shape for all of them.
+        side = min(256, min(min(size) for size in sizes) // 8 * 8)
+        overlap_flag = '' if side > 2 * overlap else f' --tile-overlap {side // 4}'
+        advice = (f'add --tile {side}{overlap_flag} so that one compilation serves them all' if side >= 16
+                  else 'restore images of one size per run')
     print(f'basicsr restore: warning: --compile: the network will see {len(shapes)} different input shapes and each '
           f'compiles again (1-3 minutes on a CPU); {advice}.', file=sys.stderr)
 

@@ -457,6 +457,24 @@ def test_compile_warns_before_any_work_when_shapes_differ(tmp_path, capsys):
     _prepare(_build_parser().parse_args(tiled))
     assert 'warning' in capsys.readouterr().err
 
+
+def test_the_suggested_tile_gives_one_compiled_shape(tmp_path, capsys):
+    """The --compile warning's --tile advice must fit every image (a tile larger than an image does not help)."""
+    import re
+
+    from restormer_arch.inference import _build_parser, _prepare
+
+    photos = _photos(tmp_path)  # 16x20
+    cv2.imwrite(str(photos / 'big.png'), _random_image((40, 56, 3), seed=9))
+    args = ['-i', str(photos), '-o', str(tmp_path / 'out'), '--allow-random-weights', '--arch-options', TINY_JSON,
+            '--compile']
+    _prepare(_build_parser().parse_args(args))
+    advice = re.search(r'(--tile \d+(?: --tile-overlap \d+)?)', capsys.readouterr().err)
+    assert advice is not None
+    _prepare(_build_parser().parse_args(args + advice.group(1).split()))
+    assert 'warning' not in capsys.readouterr().err
+
+
 def test_random_weights_are_the_same_in_every_run(tmp_path):
     """Two runs with --allow-random-weights must restore alike, so that a user can compare flags with them."""
     from restormer_arch.inference import _build_parser, _prepare
