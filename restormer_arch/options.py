@@ -295,7 +295,35 @@ def _validate(opt: Dict[str, Any], is_train: bool) -> List[str]:
         _check_logger(opt, problems)
     _check_val(opt, is_train, problems)
     problems.extend(perf.check_options(opt.get('performance'), where='performance'))
+    _check_pretrained_network(opt, problems)
     return problems
+
+
+def _check_pretrained_network(opt: Dict[str, Any], problems: List[str]) -> None:
+    """ImageCleanModel loads ``path.pretrain_network_g`` with our loader: check now that it loads into network_g
+    (built on the meta device: nothing is allocated), so that a wrong file stops before BasicSR makes any folder."""
+    # The registry, not basicsr.archs.build_network: that one logs, and logging now would set BasicSR's logger up
+    # without the run's log file.
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from restormer_arch.models.training_hooks import CheckpointLoadError, check_checkpoint_fits
+
+    path_opt = opt.get('path') if isinstance(opt.get('path'), dict) else {}
+    load_path = os.path.expanduser(str(path_opt.get('pretrain_network_g') or ''))
+    if not is_image_clean_model(opt) or not isinstance(opt.get('network_g'), dict) or not os.path.isfile(load_path):
+        return
+    net_opt = dict(opt['network_g'])
+    try:
+        with torch.device('meta'):
+            network = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+    except Exception:  # the network check owns construction problems; the model reports anything left
+        return
+    try:
+        check_checkpoint_fits(network.state_dict(), load_path, path_opt.get('strict_load_g', True),
+                              path_opt.get('param_key_g', 'params'), type(network).__name__, log=False)
+    except CheckpointLoadError as err:
+        message = str(err).replace('path.pretrain_network_*', 'path.pretrain_network_g')
+        problems.append(message if message.startswith('path.') else f'path.pretrain_network_g: {message}')
 
 
 def _raise(source: str, problems: List[str]) -> None:

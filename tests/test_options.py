@@ -49,6 +49,16 @@ def test_every_official_training_has_an_option_file():
     assert set(OFFICIAL) | {'Demo.yml'} <= names
 
 
+def _save_matching_checkpoint(network_opt, path):
+    """A checkpoint with network_opt's names and shapes, each tensor a broadcast zero (a file of a few kB)."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    kwargs = {k: v for k, v in network_opt.items() if k != 'type'}
+    with torch.device('meta'):
+        network = ARCH_REGISTRY.get(network_opt['type'])(**kwargs)
+    torch.save({'params': {k: torch.zeros(()).expand(v.shape) for k, v in network.state_dict().items()}}, path)
+
+
 @pytest.mark.parametrize('path', OPTION_FILES, ids=_name)
 def test_option_file_validates_and_builds(path, tmp_path, monkeypatch):
     # Test files name released checkpoints under pretrained_models/ (not in git), and the checker wants them to exist.
@@ -56,7 +66,7 @@ def test_option_file_validates_and_builds(path, tmp_path, monkeypatch):
     if pretrained:
         monkeypatch.chdir(tmp_path)
         (tmp_path / pretrained).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / pretrained).touch()
+        _save_matching_checkpoint(load_options(str(path))['network_g'], tmp_path / pretrained)
     if 'calculate_lpips' in path.read_text() and importlib.util.find_spec('lpips') is None:
         # Refused up front without the optional package (the metric would stop the run); the rest must be valid.
         with pytest.raises(OptionsError, match='lpips'):
@@ -258,6 +268,30 @@ def test_fp16_training_is_refused_before_any_folder_but_fp16_testing_is_not(name
     assert main(['train', '-opt', str(path)]) == 2
     assert 'performance.precision' in capsys.readouterr().err
     assert not (tmp_path / 'experiments').exists()
+
+
+def test_a_pretrained_network_that_cannot_load_is_refused_before_any_folder(tmp_path, monkeypatch, capsys):
+    """path.pretrain_network_g is read and matched with network_g by the option check (exit 2, nothing created)."""
+    monkeypatch.chdir(tmp_path)
+    options = load_options(str(REPO_ROOT / 'options' / 'Deraining.yml'))
+    other = dict(options['network_g'], LayerNorm_type='BiasFree')  # a denoising checkpoint: no norm biases
+    _save_matching_checkpoint(other, tmp_path / 'denoising.pth')
+    _save_matching_checkpoint(options['network_g'], tmp_path / 'deraining.pth')
+    (tmp_path / 'notes.pth').write_text('not weights\n')
+    text = (REPO_ROOT / 'options' / 'Deraining.yml').read_text()
+    for name, refused in (('notes.pth', True), ('denoising.pth', True), ('deraining.pth', False)):
+        path = tmp_path / f'{name}.yml'
+        path.write_text(text.replace('pretrain_network_g: ~', f'pretrain_network_g: {tmp_path / name}'))
+        assert f'pretrain_network_g: {tmp_path / name}' in path.read_text()
+        try:
+            validate_options_file(str(path))
+            problems = ''
+        except OptionsError as err:
+            problems = str(err)
+        assert ('pretrain_network_g' in problems) == refused, problems
+        assert main(['train', '-opt', str(path)]) == 2 or not refused
+        assert not (tmp_path / 'experiments').exists()
+    capsys.readouterr()
 
 
 def test_demo_photos_are_prepared_where_demo_yml_reads_them(tmp_path):

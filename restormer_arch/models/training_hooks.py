@@ -386,27 +386,10 @@ class CheckpointHooks:
         """
         net = self.get_bare_model(net)
         name = net.__class__.__name__
-        try:
-            state_dict, used_key = _read_parameters(load_path, param_key)
-        except FileNotFoundError as err:
-            raise MissingCheckpointError(str(err)) from None
-        except CheckpointError as err:
-            raise CheckpointLoadError(str(err)) from None
         expected = net.state_dict()
-        mismatch = compare_state_dicts(expected, state_dict)
+        state_dict, used_key, mismatch = check_checkpoint_fits(expected, load_path, strict, param_key, name)
         logger = get_root_logger()
         report = mismatch.describe(limit=6)
-        if mismatch and strict:
-            raise CheckpointLoadError(
-                f'{load_path} [{used_key}] does not match network {name}: {report}. The checkpoint was made for '
-                'another configuration: check network_g (LayerNorm_type BiasFree for denoising, '
-                'inp_channels/out_channels 1 for gray, inp_channels 6 + dual_pixel_task for dual-pixel), or set '
-                'path.strict_load_g: false to load the matching part only.')
-        if mismatch.matched < MIN_LOADED_FRACTION * len(expected):
-            raise CheckpointLoadError(
-                f'{load_path} [{used_key}] fills only {mismatch.matched} of the {len(expected)} tensors of {name} '
-                f'({report}); training would start from mostly random weights. Check that the file was saved from '
-                'this architecture and these network_g options.')
         loadable = {k: v for k, v in state_dict.items() if k in expected and expected[k].shape == v.shape}
         net.load_state_dict(loadable, strict=strict)
         logger.info(f'Loading {name} from {load_path} [{used_key}]: {mismatch.matched} of {len(expected)} tensors '
@@ -485,14 +468,59 @@ def _load_optimizer_keeping_hyperparameters(optimizer: torch.optim.Optimizer, st
     return changes
 
 
-def _read_parameters(load_path: str, param_key: Optional[str]) -> tuple:
+def check_checkpoint_fits(expected: Dict[str, torch.Tensor], load_path: str, strict: bool,
+                          param_key: Optional[str], name: str, log: bool = True) -> tuple:
+    """Read ``path.pretrain_network_*`` and check it against a network's state dict, without loading it.
+
+    Shared by :meth:`CheckpointHooks.load_network` and the option check (which runs it on a network built on the meta
+    device, so a checkpoint that cannot be loaded is refused before any folder is made).
+
+    Args:
+        expected: The network's ``state_dict()`` (only names and shapes are used).
+        load_path: The checkpoint file.
+        strict: ``path.strict_load_*``: any difference is an error.
+        param_key: ``path.param_key_*``.
+        name: The network's class name, for messages.
+        log: Log which entry was used when ``param_key`` is absent (False before the logger is set up).
+
+    Returns:
+        ``(state_dict, used_key, mismatch)``.
+
+    Raises:
+        MissingCheckpointError: The file does not exist.
+        CheckpointLoadError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
+            non-strict load that would leave most of the network random.
+    """
+    try:
+        state_dict, used_key = _read_parameters(load_path, param_key, log)
+    except FileNotFoundError as err:
+        raise MissingCheckpointError(str(err)) from None
+    except CheckpointError as err:
+        raise CheckpointLoadError(str(err)) from None
+    mismatch = compare_state_dicts(expected, state_dict)
+    report = mismatch.describe(limit=6)
+    if mismatch and strict:
+        raise CheckpointLoadError(
+            f'{load_path} [{used_key}] does not match network {name}: {report}. The checkpoint was made for '
+            'another configuration: check network_g (LayerNorm_type BiasFree for denoising, '
+            'inp_channels/out_channels 1 for gray, inp_channels 6 + dual_pixel_task for dual-pixel), or set '
+            'path.strict_load_g: false to load the matching part only.')
+    if mismatch.matched < MIN_LOADED_FRACTION * len(expected):
+        raise CheckpointLoadError(
+            f'{load_path} [{used_key}] fills only {mismatch.matched} of the {len(expected)} tensors of {name} '
+            f'({report}); training would start from mostly random weights. Check that the file was saved from '
+            'this architecture and these network_g options.')
+    return state_dict, used_key, mismatch
+
+
+def _read_parameters(load_path: str, param_key: Optional[str], log: bool = True) -> tuple:
     checkpoint = load_file(load_path, 'path.pretrain_network_*')
     if param_key is not None and isinstance(checkpoint, dict) and isinstance(checkpoint.get(param_key), dict):
         return find_state_dict(checkpoint, load_path, param_key), param_key
     state_dict = find_state_dict(checkpoint, load_path)
     found = next((key for key in ('params_ema', 'params', 'state_dict', 'model', 'net_g')
                   if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict)), 'bare state dict')
-    if param_key is not None:
+    if param_key is not None and log:
         get_root_logger().info(f'{load_path} has no {param_key!r} entry; using {found!r} (as basicsr restore does).')
     return state_dict, found
 
