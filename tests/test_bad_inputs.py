@@ -821,7 +821,7 @@ def cli_train_network_scale_mismatch(tmp):
     cli(tmp, 'train', '-opt', 'options.yml')
 
 
-@case(RunError, 'wide.pth [params] fills only 8 of the 98 tensors', 'mostly random weights')
+@case(OptionsError, 'wide.pth [params] fills only 8 of the 98 tensors', 'mostly random weights')
 def cli_train_pretrain_matches_nothing(tmp):
     opt = base_options(tmp)
     opt['path'].update(pretrain_network_g=str(checkpoint(tmp / 'wide.pth', dim=16)), strict_load_g=False)
