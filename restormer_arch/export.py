@@ -246,7 +246,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         network = _load_network(resolve(args.weights))
         export_onnx(network, output, opset=args.opset)
     except (ExportError, WeightsError) as err:
-        print(f'basicsr export: {err}', file=sys.stderr)
+        print(f'basicsr export: error: {err}', file=sys.stderr)
         return 2
     print(output)
     if args.check:
