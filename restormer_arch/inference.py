@@ -41,7 +41,7 @@ from restormer_arch.restorer import (
     network_options,
     pick_device,
 )
-from restormer_arch.tiling import tile_grid
+from restormer_arch.tiling import fixed_tile_shape
 
 __all__ = ['RestoreError', 'IMAGE_EXTENSIONS', 'collect_inputs', 'output_paths', 'run', 'main']
 
@@ -219,7 +219,7 @@ def _check_inputs_readable(jobs: List[Tuple[str, List[Path]]]) -> Set[Tuple[int,
 def _warn_recompiles(sizes: Set[Tuple[int, int]], tile: Optional[int], overlap: int) -> None:
     """Warn before any work when ``--compile`` will compile more than once: torch.compile specialises on the input
     shape, and with ``--tile`` an image smaller than the tile along a side runs at its own size along it."""
-    shapes = {tuple(tile_grid(n, tile, overlap, fit_tile=False)[0] for n in size) for size in sizes} if tile else sizes
+    shapes = {fixed_tile_shape(h, w, tile) for h, w in sizes}
     if len(shapes) <= 1:
         return
     if tile:

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-__all__ = ['check_tile_options', 'tile_grid', 'tile_starts', 'blend_window', 'tiled_forward', 'BLEND_MODES']
+__all__ = ['check_tile_options', 'tile_grid', 'tile_starts', 'fixed_tile_shape', 'blend_window', 'tiled_forward',
+           'BLEND_MODES']
 
 BLEND_MODES = ('cosine', 'linear', 'box')
 # Fitted tiles are rounded up to this multiple (Restormer pads inputs to multiples of 8 otherwise).
@@ -81,6 +82,15 @@ def tile_grid(length: int, tile: int, overlap: int, fit_tile: bool = True) -> Tu
 def tile_starts(length: int, tile: int, overlap: int, fit_tile: bool = False) -> List[int]:
     """Start offsets of :func:`tile_grid` (tiles of exactly ``tile`` pixels unless ``fit_tile``)."""
     return tile_grid(length, tile, overlap, fit_tile)[1]
+
+
+def fixed_tile_shape(height: int, width: int, tile: Optional[int]) -> Tuple[int, int]:
+    """``(H, W)`` of the inputs a network sees for one image with tiles of exactly ``tile`` pixels (``fit_tile=False``,
+    what a compiled network runs), or of the whole image when ``tile`` is None: with tiles, a side shorter than the
+    tile keeps its own length. torch.compile compiles once per distinct shape."""
+    if not tile:
+        return height, width
+    return tile_grid(height, tile, 0, fit_tile=False)[0], tile_grid(width, tile, 0, fit_tile=False)[0]
 
 
 def blend_window(size: int, overlap: int, lead: bool, trail: bool, mode: str = 'cosine') -> Tensor:

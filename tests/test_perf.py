@@ -21,7 +21,14 @@ from restormer_arch.perf import (
     prepare_inference,
     resolve_precision,
 )
-from restormer_arch.tiling import blend_window, check_tile_options, tile_grid, tile_starts, tiled_forward
+from restormer_arch.tiling import (
+    blend_window,
+    check_tile_options,
+    fixed_tile_shape,
+    tile_grid,
+    tile_starts,
+    tiled_forward,
+)
 from tests.conftest import REPO_ROOT
 from tests.reference_restormer import PlainRestormer
 
@@ -540,3 +547,17 @@ def test_basicsr_test_with_compile_equals_eager(tmp_path):
         outputs.append(model.output)
     assert model._compiled_test_net is not None
     assert (outputs[0] - outputs[1]).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize('size', [(40, 48), (20, 70), (16, 16), (10, 12)])
+def test_fixed_tile_shape_is_what_fixed_tiles_feed_the_network(size):
+    """The shape restore/test warn about for --compile must be the one tiled_forward(fit_tile=False) really runs."""
+    seen = set()
+
+    def network(x):
+        seen.add(tuple(x.shape[-2:]))
+        return x
+
+    tiled_forward(network, torch.rand(1, 3, *size), tile=16, overlap=4, fit_tile=False)
+    assert seen == {fixed_tile_shape(*size, 16)}
+    assert fixed_tile_shape(*size, None) == size

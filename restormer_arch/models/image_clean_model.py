@@ -26,6 +26,7 @@ from ..perf import (
     resolve_precision,
 )
 from ..restorer import run_network
+from ..tiling import fixed_tile_shape
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
 from .model_options import FP16_TRAINING
@@ -75,9 +76,10 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         super().__init__(opt)
         self.performance = dict(opt.get('performance') or {})
         self.precision = self.performance.get('precision', 'fp32')
-        if self.is_train and resolve_precision(self.precision) == torch.float16:
+        half = resolve_precision(self.precision) == torch.float16
+        if self.is_train and half:
             raise ValueError(FP16_TRAINING)
-        if resolve_precision(self.precision) == torch.float16 and self.device.type == 'cpu':
+        if half and self.device.type == 'cpu':
             # Correct but slow: CPUs have no fast fp16 convolutions (measured ~20x slower than fp32 at dim 48).
             get_root_logger().warning('performance.precision: fp16 on a CPU is correct but about 20x slower than '
                                       'fp32; use bf16 on a CPU (fp16 is for GPUs).')
@@ -329,8 +331,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
     def _is_new_compiled_shape(self, padded: Tensor, tile: Optional[int]) -> bool:
         """Log each new input shape of the compiled test network (torch.compile specialises on shapes: every new one
         compiles again, 1-3 minutes for the full model on a CPU) and say how to keep to one."""
-        h, w = padded.shape[-2:]
-        shape = (min(h, tile), min(w, tile)) if tile else (h, w)
+        shape = fixed_tile_shape(*padded.shape[-2:], tile)
         seen = self.__dict__.setdefault('_compiled_shapes', set())
         if shape in seen:
             return False
