@@ -9,16 +9,20 @@ complete, existing patches are skipped, and a scene whose patches are all writte
 """
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+# Words that name a split in a folder or file name (``train_c``, ``DIV2K_valid_HR``, ``ValidationGtBlocksSrgb.mat``).
+SPLIT_WORDS = {'train': 'train', 'training': 'train', 'val': 'val', 'valid': 'val', 'validation': 'val',
+               'test': 'test', 'testing': 'test'}
 # The project's image extensions (restormer_arch.data.image_io.IMAGE_EXTENSIONS; a test keeps the two equal).
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
@@ -122,7 +126,8 @@ def _read(path: Path) -> np.ndarray:
     return np.dstack([color, decoded.alpha])
 
 
-def _write_atomic(img: np.ndarray, target: Path) -> None:
+def write_patch(img: np.ndarray, target: Path) -> None:
+    """Write one image (gray, BGR, or BGR + alpha as 4th channel) atomically, at its own bit depth."""
     alpha = img[..., 3] if img.ndim == 3 and img.shape[2] == 4 else None
     try:
         _image_io().write_image(target, img[..., :3] if alpha is not None else img, 8 * img.dtype.itemsize, alpha)
@@ -158,7 +163,7 @@ def process_job(job: Job, cfg: PatchConfig) -> Tuple[int, int]:
             if target.exists():
                 present += 1
                 continue
-            _write_atomic(np.ascontiguousarray(img[top:top + h, left:left + w]), target)
+            write_patch(np.ascontiguousarray(img[top:top + h, left:left + w]), target)
             written += 1
     _marker(cfg, job.key).touch()
     return written, present
@@ -231,6 +236,98 @@ def paired_jobs(folders: Dict[str, Path], key_prefix: str = '') -> List[Job]:
     return [Job(key_prefix + Path(name).stem, {role: listings[role][name] for role in roles}) for name in names]
 
 
+def name_words(name: str) -> List[str]:
+    """Lower-case words of a file or folder name, split at non-alphanumerics and camelCase boundaries.
+
+    ``DIV2K_train_LR_bicubic`` -> ``div2k train lr bicubic``; ``ValidationGtBlocksSrgb.mat`` -> ``validation gt blocks
+    srgb mat``; ``Test100`` -> ``test100`` (a test set's name, not a split).
+    """
+    return [w.lower() for w in re.split(r'[^A-Za-z0-9]+', re.sub(r'([a-z])([A-Z])', r'\1 \2', name)) if w]
+
+
+def split_of(name: str) -> Optional[str]:
+    """The split (``train``, ``val``, ``test``) a file or folder name states, or None."""
+    return next((SPLIT_WORDS[w] for w in name_words(name) if w in SPLIT_WORDS), None)
+
+
+Found = Tuple[Path, Optional[str], Any]  # (where, relative to --src; the split the layout implies, or None; the item)
+
+
+def find_layouts(src: Path, match: Callable[[Path], List[Found]], depth: int = 3) -> List[Found]:
+    """Search ``src`` and the folders up to ``depth`` levels below it for a dataset layout.
+
+    Args:
+        src: The ``--src`` folder.
+        match: ``match(folder)`` lists what it recognises in ``folder``: ``(where, relative to folder; implied split
+            or None; item)``.
+        depth: How many folder levels below ``src`` are searched (hidden folders are skipped).
+
+    Returns:
+        Every match, ``where`` made relative to ``src``.
+
+    Raises:
+        PatchError: ``src`` is not a folder.
+    """
+    if not src.is_dir():
+        raise PatchError(f'{src}: folder not found.')
+    found: List[Found] = []
+    todo = [(src, 0)]
+    while todo:
+        folder, level = todo.pop(0)
+        found += [(folder.relative_to(src) / where, hint, item) for where, hint, item in match(folder)]
+        if level < depth:
+            todo += [(d, level + 1) for d in sorted(folder.iterdir()) if not d.name.startswith('.') and d.is_dir()]
+    return found
+
+
+def pick_split(src: Path, found: Sequence[Found], split: Optional[str]) -> List[Found]:
+    """Keep what belongs to the asked split; refuse a folder holding several splits when none is asked for.
+
+    The split of an item is the first split word in its path below ``src`` (``train_c/source``, ``test/GOPR0384``,
+    ``DIV2K_valid_HR``), else the split its layout implies (SIDD-Medium scenes are training data), else the one
+    ``src``'s own name states (``GOPRO_Large/test``).
+
+    Args:
+        src: The ``--src`` folder.
+        found: What :func:`find_layouts` (or a listing) found.
+        split: ``--split`` (``train``, ``val`` or ``test``), or None.
+
+    Returns:
+        The items of the asked split; all items when ``split`` is None and at most one split is named.
+
+    Raises:
+        PatchError: Several splits and no ``--split`` (they are named), or none of the asked split.
+    """
+    own = split_of(src.resolve().name)
+    groups: Dict[Optional[str], List[Found]] = {}
+    for entry in found:
+        stated = next((s for s in map(split_of, entry[0].parts) if s), None)
+        groups.setdefault(stated or entry[1] or own, []).append(entry)
+    named = sorted(s for s in groups if s)
+    listing = '; '.join(f'{s}: {", ".join(sorted({(e[0].parts or (src.name,))[0] for e in groups[s]})[:3])}'
+                        for s in named)
+    if split is None and len(named) > 1:
+        raise PatchError(f'{src} holds several splits ({listing}); choose one with --split {"/".join(named)}.')
+    if split is not None and named:
+        if split not in groups:
+            raise PatchError(f'{src} holds no {split} split ({listing}); pass --split {"/".join(named)}, or the '
+                             f'folder of the {split} split as --src.')
+        return groups[split]
+    return list(found)
+
+
+def jobs_of_sets(src: Path, sets: Sequence[Found]) -> List[Job]:
+    """The scenes of found folder sets (item: role -> folder of identically named images).
+
+    With several sets, keys get the set's folder path (split words left out) as prefix: scenes of different folders
+    may share file names (every GoPro scene has a ``000001.png``).
+    """
+    def prefix(where: Path) -> str:
+        return ('_'.join(p for p in where.parts if not split_of(p)) or src.name) + '_' if len(sets) > 1 else ''
+
+    return [job for where, _, roles in sets for job in paired_jobs(roles, prefix(where))]
+
+
 def step_from_overlap(patch: int, overlap: int) -> int:
     """Grid step for a patch size and overlap, validated."""
     if not 0 <= overlap < patch:
@@ -254,6 +351,8 @@ def base_parser(description: str, patch: int, overlap: Optional[int], many_sourc
     parser.add_argument('--src', type=Path, required=True, nargs='+' if many_sources else None,
                         help='dataset folder(s) (layout: see above)')
     parser.add_argument('--dst', type=Path, required=True, help='output folder for the patch folders')
+    parser.add_argument('--split', choices=('train', 'val', 'test'),
+                        help='the split to read when --src holds several (e.g. the DPDD release: train_*, val_*)')
     parser.add_argument('--patch-size', type=int, default=patch, help=f'patch size (default {patch})')
     if overlap is not None:
         parser.add_argument('--overlap', type=int, default=overlap, help=f'overlap of patches (default {overlap})')

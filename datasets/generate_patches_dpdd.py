@@ -1,37 +1,59 @@
 """Cut DPDD (defocus deblurring) into 512x512 patches, stride 204, keeping the sharpest 70% (16-bit preserved).
 
-Layouts accepted for ``--src``:
+Layouts accepted for ``--src`` (searched up to three folder levels down):
 
-* the DPDD release (``dd_dp_dataset_png/train``): ``train_c/source``, ``train_c/target``, ``train_l/source``,
-  ``train_r/source`` (``val_*``/``test_*`` prefixes work the same), or
+* the DPDD release ``dd_dp_dataset_png``: ``{train,val,test}_c/{source,target}``, ``{train,val,test}_{l,r}/source``,
+* the official download script's ``Downloads/DPDD``: ``{train,val}/{inputC,inputL,inputR,target}``, or
 * ``inputC/``, ``inputL/``, ``inputR/``, ``target/`` with identical file names.
 
-Writes ``<dst>/{inputC,inputL,inputR,target}_crops`` as PNGs of the source bit depth (DPDD is 16-bit). In every scene
-the patches are scored by the Sobel energy (mean squared gradient) of the *target* patch and the least sharp 30% are
-dropped (``--keep 0.7``): flat, texture-less patches teach the network little. For the validation set (the official
-one is the centred 256x256 crop) pass ``--center-crop 256`` (no selection is applied then).
+A folder holding several splits needs ``--split``: ``train`` for the training patches, ``val`` for the validation
+set (the official one is the centred 256x256 crop of every *val* image: add ``--center-crop 256``, which writes no
+sharpness selection). Writes ``<dst>/{inputC,inputL,inputR,target}_crops`` as PNGs of the source bit depth (DPDD is
+16-bit). In every scene the patches are scored by the Sobel energy (mean squared gradient) of the *target* patch and
+the least sharp 30% are dropped (``--keep 0.7``): flat, texture-less patches teach the network little.
 
-    python datasets/generate_patches_dpdd.py --src Downloads/dd_dp_dataset_png/train --dst Datasets/train/DPDD
+    python datasets/generate_patches_dpdd.py --src Downloads/dd_dp_dataset_png --split train --dst Datasets/train/DPDD
+    python datasets/generate_patches_dpdd.py --src Downloads/dd_dp_dataset_png --split val --dst Datasets/val/DPDD \\
+        --center-crop 256
 """
 import sys
 from pathlib import Path
 
-from _patches import PatchConfig, PatchError, base_parser, paired_jobs, positive_fraction, run, script_main
+from _patches import (
+    PatchConfig,
+    PatchError,
+    base_parser,
+    find_layouts,
+    jobs_of_sets,
+    pick_split,
+    positive_fraction,
+    run,
+    script_main,
+)
 
 ROLES = ('inputC', 'inputL', 'inputR', 'target')
 
 
-def dpdd_folders(src: Path):
-    """Role -> folder for either DPDD layout."""
-    if all((src / role).is_dir() for role in ROLES):
-        return {role: src / role for role in ROLES}
-    for prefix in ('train', 'val', 'test'):
-        folders = {'inputC': src / f'{prefix}_c' / 'source', 'inputL': src / f'{prefix}_l' / 'source',
-                   'inputR': src / f'{prefix}_r' / 'source', 'target': src / f'{prefix}_c' / 'target'}
-        if all(folder.is_dir() for folder in folders.values()):
-            return folders
-    raise PatchError(f'{src}: expected inputC/ inputL/ inputR/ target/ or the DPDD release folders '
-                     'train_c/{source,target}, train_l/source, train_r/source.')
+def _match(folder: Path):
+    found = []
+    if all((folder / role).is_dir() for role in ROLES):
+        found.append((Path('.'), None, {role: folder / role for role in ROLES}))
+    for centre in sorted(folder.glob('*_c')):  # the release: <split>_c/{source,target}, <split>_{l,r}/source
+        prefix = centre.name[:-2]
+        roles = {'inputC': centre / 'source', 'inputL': folder / f'{prefix}_l' / 'source',
+                 'inputR': folder / f'{prefix}_r' / 'source', 'target': centre / 'target'}
+        if all(d.is_dir() for d in roles.values()):
+            found.append((Path(centre.name), None, roles))
+    return found
+
+
+def dpdd_jobs(src: Path, split=None):
+    """The scenes of the asked split of a DPDD folder in any of the layouts above."""
+    sets = pick_split(src, find_layouts(src, _match), split)
+    if not sets:
+        raise PatchError(f'{src}: no DPDD layout found: expected the release folders {{train,val,test}}_c/'
+                         '{source,target} + _l/source + _r/source, or inputC/ inputL/ inputR/ target/.')
+    return jobs_of_sets(src, sets)
 
 
 def main(argv=None) -> None:
@@ -46,7 +68,7 @@ def main(argv=None) -> None:
     cfg = PatchConfig(out_dirs={role: args.dst / f'{role}_crops' for role in ROLES}, patch=args.patch_size,
                       step=args.stride, center_crop=args.center_crop,
                       keep_sharpest=None if args.center_crop else args.keep, sharp_role='target')
-    run(paired_jobs(dpdd_folders(args.src)), cfg, args.workers, desc='DPDD')
+    run(dpdd_jobs(args.src, args.split), cfg, args.workers, desc='DPDD')
 
 
 if __name__ == '__main__':

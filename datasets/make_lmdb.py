@@ -10,6 +10,10 @@ the datasets' own decoder (EXIF orientation applied, see docs/images.md) and sto
 depth (16-bit PNGs stay 16-bit; alpha, which the datasets drop, is not stored), so reading from the LMDB gives exactly
 the pixels the datasets read from the folder.
 
+The folder is one side of one split: with ``--recursive``, a folder holding several splits (``train/`` + ``test/``)
+needs ``--split``, and one holding both sides of image pairs (``input/`` + ``target/``) is refused (pack each side
+into its own LMDB, so that their keys pair up). Mistakes are reported in one line, exit code 2.
+
 The LMDB is built in a hidden folder next to the output and renamed to the output name only when complete: an
 interrupted or failed build never leaves a folder that looks like a finished LMDB.
 """
@@ -21,8 +25,11 @@ import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from os import path as osp
-from typing import Iterable, List, Optional, Tuple
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
 
+# Folder name words that mark one side of image pairs (``input``/``target``, ``blur``/``sharp``, ``GT``/``NOISY`` ...).
+ROLE_WORDS = ('input', 'target', 'gt', 'lq', 'blur', 'sharp', 'noisy', 'clean', 'source', 'hr', 'lr')
 # LMDB's default maximum key size; longer keys cannot be stored.
 MAX_KEY_BYTES = 511
 _COMMIT_EVERY = 1000  # images per write transaction
@@ -44,6 +51,47 @@ def list_images(folder: str, recursive: bool = False) -> List[str]:
         found += [osp.normpath(osp.join(rel, f)) for f in files
                   if not f.startswith('.') and f.lower().endswith(extensions)]
     return sorted(found)
+
+
+def _patches():
+    # datasets/_patches.py, also when this file is loaded by its path (tests) rather than run as a script.
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+    import _patches
+
+    return _patches
+
+
+def select_images(folder: str, paths: List[str], split: Optional[str] = None) -> List[str]:
+    """The images of one side of one split; several splits without ``split``, or both sides of pairs, are refused.
+
+    Args:
+        folder: The input folder.
+        paths: Its images, relative to it.
+        split: ``train``, ``val`` or ``test``: keep the images below folders of that split.
+
+    Returns:
+        The images to pack.
+
+    Raises:
+        ValueError: The folder holds several splits and none is selected, or both sides of image pairs.
+    """
+    patches = _patches()
+    try:
+        chosen = [p for _, _, p in patches.pick_split(Path(folder), [(Path(p).parent, None, p) for p in paths], split)]
+    except patches.PatchError as err:
+        raise ValueError(str(err)) from err
+    sides: Dict[Tuple[str, ...], Dict[str, str]] = {}
+    for path in chosen:
+        parts = Path(path).with_suffix('').parts  # folders and the file name: SIDD scenes hold GT and NOISY files
+        for i, part in enumerate(parts):
+            role = next((w for w in patches.name_words(part) if w in ROLE_WORDS), None)
+            if role:
+                sides.setdefault(parts[:i], {}).setdefault(role, part)
+    both = next((names for names in sides.values() if len(names) > 1), None)
+    if both:
+        raise ValueError(f'"{folder}" holds both sides of image pairs ({", ".join(sorted(both.values()))}); pack '
+                         'each side into its own LMDB (their keys then pair up).')
+    return chosen
 
 
 def _keys(paths: List[str]) -> List[str]:
@@ -81,7 +129,7 @@ def _encode(job: Tuple[str, int]) -> Tuple[bytes, Tuple[int, int, int]]:
 
 
 def make_lmdb(input_folder: str, lmdb_path: str, recursive: bool = False, compress_level: int = 1,
-              map_size_gb: float = 1024.0, workers: int = 1) -> int:
+              map_size_gb: float = 1024.0, workers: int = 1, split: Optional[str] = None) -> int:
     """Write every image of ``input_folder`` into the new LMDB ``lmdb_path``, atomically.
 
     Args:
@@ -92,6 +140,7 @@ def make_lmdb(input_folder: str, lmdb_path: str, recursive: bool = False, compre
         map_size_gb: LMDB map size in GiB. It only reserves address space on Linux/macOS (the file grows as
             needed), but Windows allocates it, so lower it there.
         workers: Processes decoding and encoding images.
+        split: With ``recursive``: the split to pack when the folder holds several (see :func:`select_images`).
 
     Returns:
         The number of images written.
@@ -99,7 +148,8 @@ def make_lmdb(input_folder: str, lmdb_path: str, recursive: bool = False, compre
     Raises:
         FileNotFoundError: The input folder does not exist.
         FileExistsError: The output exists.
-        ValueError: No images, names that cannot be keys, or an image that cannot be read (nothing is left behind).
+        ValueError: No images, several splits or both sides of pairs, names that cannot be keys, or an image that
+            cannot be read (nothing is left behind).
     """
     if not osp.isdir(input_folder):
         raise FileNotFoundError(f'input folder "{input_folder}" does not exist; pass the folder that holds the images.')
@@ -110,9 +160,11 @@ def make_lmdb(input_folder: str, lmdb_path: str, recursive: bool = False, compre
         raise FileExistsError(f'output "{lmdb_path}" already exists; delete it or choose another name.')
     if not 0 <= compress_level <= 9:
         raise ValueError(f'--compress-level must be 0-9, got {compress_level}.')
-    paths = list_images(input_folder, recursive)
+    paths = select_images(input_folder, list_images(input_folder, recursive), split)
     if not paths:
-        raise ValueError(f'no images ({", ".join(_image_extensions())}) found in "{input_folder}".')
+        subfolders = sorted(d.name for d in Path(input_folder).iterdir() if d.is_dir() and not d.name.startswith('.'))
+        hint = f'; it holds the folders {", ".join(subfolders[:5])}: pass one of them' if subfolders else ''
+        raise ValueError(f'no images ({", ".join(_image_extensions())}) found in "{input_folder}"{hint}.')
     keys = _keys(paths)
     parent = osp.dirname(osp.abspath(lmdb_path))
     os.makedirs(parent, exist_ok=True)
@@ -162,13 +214,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--compress-level', type=int, default=1, help='PNG compression level 0-9 (default 1)')
     parser.add_argument('--map-size-gb', type=float, default=1024.0, help='LMDB map size in GiB (default 1024)')
     parser.add_argument('--workers', type=int, default=1, help='processes encoding images (default 1)')
+    parser.add_argument('--split', choices=('train', 'val', 'test'),
+                        help='with --recursive: the split to pack when the folder holds several')
     args = parser.parse_args(argv)
     try:
         count = make_lmdb(args.input_folder, args.lmdb_path, args.recursive, args.compress_level, args.map_size_gb,
-                          args.workers)
+                          args.workers, args.split)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
-        return 1
+        return 2
     print(f'wrote {count} images to {args.lmdb_path} (keys listed in {osp.join(args.lmdb_path, "meta_info.txt")})')
     return 0
 

@@ -1,6 +1,10 @@
-"""The datasets/generate_patches_*.py scripts, run as commands on tiny synthetic datasets."""
+"""The datasets/ preparation scripts, run as commands on miniatures of the benchmarks' release layouts."""
+import contextlib
+import importlib
+import io
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -12,11 +16,32 @@ SCRIPTS = REPO_ROOT / 'datasets'
 
 
 def _run(script, *args, ok=True):
-    result = subprocess.run([sys.executable, str(SCRIPTS / f'generate_patches_{script}.py'), *map(str, args)],
-                            capture_output=True, text=True, timeout=120)
-    if ok:
-        assert result.returncode == 0, result.stderr
-    return result
+    """Run a datasets/ script: as a command (its exit code and stderr) when a refusal is expected, else in this
+    process (torch is loaded once; a command would spend seconds importing it for every call)."""
+    name = script if script.endswith('.py') else f'generate_patches_{script}.py'
+    argv = [str(a) for a in args]
+    if not ok:
+        return subprocess.run([sys.executable, str(SCRIPTS / name), *argv], capture_output=True, text=True,
+                              timeout=120)
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        module = importlib.import_module(name[:-3])
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = module.main(argv) if name == 'make_lmdb.py' else module.script_main(module.main, argv)
+    assert code == 0, err.getvalue()
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def _refused(result, *named):
+    """Exit 2 with one line naming what is given (the folder, the splits ...), no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr
+    for text in named:
+        assert str(text) in lines[0], (text, lines[0])
 
 
 def _img(shape, seed, dtype=np.uint8):
@@ -173,3 +198,189 @@ def test_patches_are_cut_from_upright_phone_photos(tmp_path):
     assert upright.shape == (40, 30, 3)
     crop = cv2.imread(str(tmp_path / 'val' / 'target_crops' / 'x_000.png'))
     np.testing.assert_array_equal(crop, upright[12:28, 7:23])
+
+
+# ---------------------------------------------------------------------------- the benchmarks' real release layouts
+def _write(path, img):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), img)
+    return img
+
+
+def _centre(img, size):
+    top, left = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
+    return img[top:top + size, left:left + size]
+
+
+def _dpdd_release(root):
+    """dd_dp_dataset_png/{train,val,test}_{c,l,r}: 2 train scenes, 1 val scene, 1 test scene (16-bit)."""
+    targets = {}
+    for split, names in (('train', ('0000', '0001')), ('val', ('0100',)), ('test', ('0200',))):
+        for k, name in enumerate(names):
+            seed = 100 * len(split) + k
+            targets[split, name] = _write(root / f'{split}_c/target/{name}.png', _img((24, 40, 3), seed, np.uint16))
+            for i, folder in enumerate(('c/source', 'l/source', 'r/source')):
+                _write(root / f'{split}_{folder}/{name}.png', _img((24, 40, 3), seed + 10 + i, np.uint16))
+    return targets
+
+
+def test_dpdd_release_needs_the_split_and_cuts_the_one_asked(tmp_path):
+    root = tmp_path / 'dd_dp_dataset_png'
+    targets = _dpdd_release(root)
+    # The case of Restormer#53: --center-crop (the validation set) on the release took the train split silently.
+    refused = _run('dpdd', '--src', root, '--dst', tmp_path / 'val', '--center-crop', 16, ok=False)
+    _refused(refused, root, 'train', 'val', 'test', '--split')
+    assert not (tmp_path / 'val').exists()
+    _run('dpdd', '--src', root, '--split', 'val', '--dst', tmp_path / 'val', '--center-crop', 16, '--workers', 1)
+    assert _names(tmp_path / 'val' / 'target_crops') == ['0100_000.png']
+    crop = cv2.imread(str(tmp_path / 'val' / 'target_crops' / '0100_000.png'), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(crop, _centre(targets['val', '0100'], 16))
+    _run('dpdd', '--src', root, '--split', 'train', '--dst', tmp_path / 'train', '--patch-size', 16, '--stride', 16,
+         '--workers', 1)
+    assert {n[:4] for n in _names(tmp_path / 'train' / 'inputL_crops')} == {'0000', '0001'}
+
+
+def test_dpdd_download_script_layout(tmp_path):
+    # Restormer's download_data.py unpacks train.zip and val.zip into Downloads/DPDD/{train,val}/{inputC,...,target}.
+    root = tmp_path / 'Downloads' / 'DPDD'
+    for split, seed in (('train', 1), ('val', 2)):
+        for i, role in enumerate(('inputC', 'inputL', 'inputR', 'target')):
+            _write(root / split / role / 'x.png', _img((20, 20, 3), seed * 10 + i, np.uint16))
+    _refused(_run('dpdd', '--src', root, '--dst', tmp_path / 'out', ok=False), root, 'train', 'val')
+    _run('dpdd', '--src', root, '--split', 'val', '--dst', tmp_path / 'out', '--center-crop', 8, '--workers', 1)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'out/target_crops/x_000.png'), cv2.IMREAD_UNCHANGED),
+                                  _img((20, 20, 3), 23, np.uint16)[6:14, 6:14])
+    # The split's own folder needs no --split; a --split it does not hold is refused.
+    _run('dpdd', '--src', root / 'train', '--dst', tmp_path / 'train', '--center-crop', 8, '--workers', 1)
+    _refused(_run('dpdd', '--src', root / 'train', '--split', 'val', '--dst', tmp_path / 'x', ok=False),
+             root / 'train', 'no val split')
+    assert not (tmp_path / 'x').exists()
+
+
+def _gopro_large(root):
+    """GOPRO_Large/{train,test}/<scene>/{blur,blur_gamma,sharp}/000001.png."""
+    sharp = {}
+    for split, scenes in (('train', ('GOPR0372_07_00', 'GOPR0374_11_00')), ('test', ('GOPR0384_11_00',))):
+        for k, scene in enumerate(scenes):
+            seed = 10 * len(split) + k
+            for sub, offset in (('blur', 0), ('blur_gamma', 1), ('sharp', 2)):
+                img = _write(root / split / scene / sub / '000001.png', _img((24, 32, 3), seed + offset))
+                sharp[split, scene, sub] = img
+    return sharp
+
+
+def test_gopro_large_needs_the_split_and_cuts_the_one_asked(tmp_path):
+    root = tmp_path / 'GOPRO_Large'
+    images = _gopro_large(root)
+    _refused(_run('gopro', '--src', root, '--dst', tmp_path / 'val', '--center-crop', 16, ok=False),
+             root, 'train', 'test', '--split')
+    assert not (tmp_path / 'val').exists()
+    # The official validation set: centre crops of the GoPro *test* pairs; blur is the input, not blur_gamma.
+    _run('gopro', '--src', root, '--split', 'test', '--dst', tmp_path / 'val', '--center-crop', 16, '--workers', 1)
+    assert _names(tmp_path / 'val' / 'input_crops') == ['000001_000.png']
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'val/input_crops/000001_000.png')),
+                                  _centre(images['test', 'GOPR0384_11_00', 'blur'], 16))
+    _run('gopro', '--src', root, '--split', 'train', '--dst', tmp_path / 'train', '--patch-size', 16, '--overlap', 0,
+         '--workers', 1)
+    assert {n.rsplit('_', 2)[0] for n in _names(tmp_path / 'train' / 'target_crops')} == \
+        {'GOPR0372_07_00', 'GOPR0374_11_00'}
+    _refused(_run('gopro', '--src', root / 'test', '--split', 'train', '--dst', tmp_path / 'x', ok=False),
+             root / 'test', 'no train split')
+
+
+def test_gopro_download_script_layouts(tmp_path):
+    # download_data.py: Downloads/GoPro/{input,target} (train) and test/GoPro/{input,target}; mmagic: GoPro/{train,
+    # test}/{blur,sharp}.
+    for folder in ('Downloads/GoPro', 'test/GoPro'):
+        for sub, seed in (('input', 1), ('target', 2)):
+            _write(tmp_path / folder / sub / 'a.png', _img((20, 20, 3), seed))
+        _run('gopro', '--src', tmp_path / folder, '--dst', tmp_path / 'out' / folder, '--center-crop', 8,
+             '--workers', 1)
+        assert _names(tmp_path / 'out' / folder / 'input_crops') == ['a_000.png']
+    for split in ('train', 'test'):
+        for sub, seed in (('blur', 1), ('sharp', 2)):
+            _write(tmp_path / 'GoPro' / split / sub / f'{split}.png', _img((20, 20, 3), seed))
+    _refused(_run('gopro', '--src', tmp_path / 'GoPro', '--dst', tmp_path / 'x', ok=False), 'train', 'test')
+    _run('gopro', '--src', tmp_path / 'GoPro', '--split', 'test', '--dst', tmp_path / 'mm', '--center-crop', 8,
+         '--workers', 1)
+    assert _names(tmp_path / 'mm' / 'target_crops') == ['test_000.png']
+
+
+def _sidd_scene(data, scene, seed):
+    for kind, offset in (('GT', 0), ('NOISY', 1)):
+        for number in ('010', '011'):
+            _write(data / scene / f'{scene[:4]}_{kind}_SRGB_{number}.PNG', _img((20, 20, 3), seed + offset))
+
+
+def test_sidd_medium_and_validation_blocks(tmp_path):
+    from scipy import io as sio
+
+    root = tmp_path / 'SIDD'
+    _sidd_scene(root / 'SIDD_Medium_Srgb' / 'Data', '0001_001_S6_00100_00060_3200_L', 1)
+    _sidd_scene(root / 'SIDD_Medium_Srgb' / 'Data', '0002_001_S6_00100_00020_3200_N', 3)
+    blocks = {kind: _img((2, 3, 8, 8, 3), seed) for kind, seed in (('Noisy', 5), ('Gt', 6))}
+    for kind, array in blocks.items():
+        sio.savemat(str(root / f'Validation{kind}BlocksSrgb.mat'), {f'Validation{kind}BlocksSrgb': array})
+    _refused(_run('sidd', '--src', root, '--dst', tmp_path / 'x', ok=False), root, 'train', 'val', '--split')
+    assert not (tmp_path / 'x').exists()
+    _run('sidd', '--src', root, '--split', 'val', '--dst', tmp_path / 'val')
+    assert _names(tmp_path / 'val' / 'input_crops') == [f'{i:04d}_{j:02d}.png' for i in range(2) for j in range(3)]
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'val/target_crops/0001_02.png'))[..., ::-1],
+                                  blocks['Gt'][1, 2])  # RGB blocks, written as images
+    _run('sidd', '--src', root, '--split', 'train', '--dst', tmp_path / 'train', '--patch-size', 16, '--overlap', 8,
+         '--workers', 1)
+    names = _names(tmp_path / 'train' / 'input_crops')
+    assert len(names) == 2 * 2 * 4 and names[0] == '0001_001_S6_00100_00060_3200_L_010_000.png'
+    # The official download script's Downloads/SIDD holds the scenes directly: training data, no --split needed.
+    _run('sidd', '--src', root / 'SIDD_Medium_Srgb' / 'Data', '--dst', tmp_path / 'd', '--patch-size', 16,
+         '--overlap', 8, '--workers', 1)
+    assert _names(tmp_path / 'd' / 'target_crops') == names
+    _refused(_run('sidd', '--src', root / 'SIDD_Medium_Srgb', '--split', 'val', '--dst', tmp_path / 'y', ok=False),
+             'no val split')
+
+
+def _deraining(root):
+    # Restormer's download_data.py: Datasets/train/Rain13K/{input,target}, Datasets/test/Rain100L/{input,target}.
+    for folder in ('train/Rain13K', 'test/Rain100L'):
+        for sub, seed in (('input', 1), ('target', 2)):
+            for name in ('1.png', '2.png'):
+                _write(root / folder / sub / name, _img((12, 12, 3), seed))
+
+
+def test_make_lmdb_packs_one_side_of_one_split(tmp_path):
+    root = tmp_path / 'Datasets'
+    _deraining(root)
+    _run('make_lmdb.py', root / 'train/Rain13K/input', tmp_path / 'input.lmdb')
+    assert (tmp_path / 'input.lmdb' / 'meta_info.txt').read_text().splitlines() == ['1.png (12,12,3) 1',
+                                                                                     '2.png (12,12,3) 1']
+    # A folder holding both sides, or several splits, is refused; nothing is written.
+    _refused(_run('make_lmdb.py', root / 'train/Rain13K', tmp_path / 'a.lmdb', ok=False), 'input', 'target')
+    _refused(_run('make_lmdb.py', root / 'train/Rain13K', tmp_path / 'a.lmdb', '--recursive', ok=False),
+             'input', 'target', 'own LMDB')
+    _refused(_run('make_lmdb.py', root, tmp_path / 'a.lmdb', '--recursive', ok=False), root, 'train', 'test')
+    _refused(_run('make_lmdb.py', root, tmp_path / 'a.lmdb', '--recursive', '--split', 'test', ok=False),
+             'input', 'target')
+    scene = tmp_path / 'Data' / '0001_001_S6_00100_00060_3200_L'
+    _sidd_scene(tmp_path / 'Data', scene.name, 1)
+    _refused(_run('make_lmdb.py', scene, tmp_path / 'a.lmdb', ok=False), 'GT', 'NOISY')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['Data', 'Datasets', 'input.lmdb']
+
+
+def test_dfwb_releases_need_the_split_and_full_resolution(tmp_path):
+    div2k, flickr = tmp_path / 'DIV2K', tmp_path / 'Flickr2K'
+    _write(div2k / 'DIV2K_train_HR' / '0001.png', _img((20, 20, 3), 1))
+    _write(div2k / 'DIV2K_valid_HR' / '0801.png', _img((20, 20, 3), 2))
+    _write(div2k / 'DIV2K_train_LR_bicubic' / 'X2' / '0001x2.png', _img((10, 10, 3), 3))
+    _write(flickr / 'Flickr2K_HR' / '000001.png', _img((20, 20, 3), 4))
+    _write(flickr / 'Flickr2K_LR_bicubic' / 'X2' / '000001x2.png', _img((10, 10, 3), 5))
+    _write(tmp_path / 'WaterlooED' / '00001.bmp', _img((20, 20, 3), 6))  # download_data.py: flat folders
+    _write(tmp_path / 'BSD400' / 'test_001.png', _img((20, 20, 3), 7))  # DnCNN's Train400 names: not a split
+    args = ('--dst', tmp_path / 'out', '--patch-size', 16, '--overlap', 8, '--workers', 1)
+    _refused(_run('dfwb', '--src', div2k, *args, ok=False), div2k, 'train', 'val', '--split')
+    _refused(_run('dfwb', '--src', div2k, '--split', 'train', *args, ok=False), 'DIV2K_train_LR_bicubic', '_HR')
+    _refused(_run('dfwb', '--src', flickr, *args, ok=False), 'Flickr2K_LR_bicubic')
+    assert not (tmp_path / 'out').exists()
+    _run('dfwb', '--src', div2k / 'DIV2K_train_HR', flickr / 'Flickr2K_HR', tmp_path / 'WaterlooED',
+         tmp_path / 'BSD400', '--split', 'train', '--min-side', 10, *args)
+    assert {n.rsplit('_', 1)[0] for n in _names(tmp_path / 'out')} == {
+        'DIV2K_train_HR_0001', 'Flickr2K_HR_000001', 'WaterlooED_00001', 'BSD400_test_001'}

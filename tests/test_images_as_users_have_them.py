@@ -289,7 +289,7 @@ def test_failed_lmdb_build_leaves_nothing(tmp_path):
     _, gt = _pairs(tmp_path, ('a', 'b', 'c'))
     (gt / 'c.png').write_bytes((gt / 'c.png').read_bytes()[:200])  # truncated: found after a and b are stored
     failed = _make_lmdb(gt, tmp_path / 'gt.lmdb')
-    assert failed.returncode == 1 and 'c.png' in failed.stderr and 'Traceback' not in failed.stderr
+    assert failed.returncode == 2 and 'c.png' in failed.stderr and 'Traceback' not in failed.stderr
     assert sorted(os.listdir(tmp_path)) == ['gt', 'lq']
     (gt / 'c.png').unlink()
     _build_lmdb(gt, tmp_path / 'gt.lmdb')  # a re-run is not blocked
