@@ -97,8 +97,8 @@ def sobel_energy(img: np.ndarray) -> float:
     """Mean squared Sobel gradient magnitude of the gray image, on the [0, 1] scale (the sharpness score)."""
     peak = 65535.0 if img.dtype == np.uint16 else 255.0
     gray = img.astype(np.float32) / peak
-    if gray.ndim == 3:
-        gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
+    if gray.ndim == 3:  # gray + alpha: the gray channel; colour (+ alpha): BT.601 luma
+        gray = gray[..., 0] if gray.shape[2] == 2 else cv2.cvtColor(gray[..., :3], cv2.COLOR_BGR2GRAY)
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
     return float(np.mean(gx * gx + gy * gy))
@@ -113,24 +113,21 @@ def select_sharpest(patches: Sequence[np.ndarray], fraction: float) -> List[int]
 
 
 def _read(path: Path) -> np.ndarray:
-    # The datasets' decoder (EXIF orientation applied, truncated files refused); alpha is kept as a 4th channel.
+    # The datasets' decoder (EXIF orientation applied, truncated files refused); alpha is kept as the last channel.
     image_io = _image_io()
     try:
         decoded = image_io.read_image(path)
     except image_io.ImageReadError as err:
         raise PatchError(str(err)) from err
     pixels = decoded.pixels[..., 0] if decoded.pixels.shape[2] == 1 else decoded.pixels
-    if decoded.alpha is None:
-        return pixels
-    color = pixels if pixels.ndim == 3 else cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
-    return np.dstack([color, decoded.alpha])
+    return pixels if decoded.alpha is None else np.dstack([pixels, decoded.alpha])
 
 
 def write_patch(img: np.ndarray, target: Path) -> None:
-    """Write one image (gray, BGR, or BGR + alpha as 4th channel) atomically, at its own bit depth."""
-    alpha = img[..., 3] if img.ndim == 3 and img.shape[2] == 4 else None
+    """Write one image (gray or BGR, alpha as an extra last channel) atomically, at its own bit depth."""
+    alpha = img[..., -1] if img.ndim == 3 and img.shape[2] in (2, 4) else None
     try:
-        _image_io().write_image(target, img[..., :3] if alpha is not None else img, 8 * img.dtype.itemsize, alpha)
+        _image_io().write_image(target, img[..., :-1] if alpha is not None else img, 8 * img.dtype.itemsize, alpha)
     except (OSError, ValueError) as err:
         raise PatchError(f'{target}: could not be written ({err}).') from err
 

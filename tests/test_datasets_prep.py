@@ -384,3 +384,16 @@ def test_dfwb_releases_need_the_split_and_full_resolution(tmp_path):
          tmp_path / 'BSD400', '--split', 'train', '--min-side', 10, *args)
     assert {n.rsplit('_', 1)[0] for n in _names(tmp_path / 'out')} == {
         'DIV2K_train_HR_0001', 'Flickr2K_HR_000001', 'WaterlooED_00001', 'BSD400_test_001'}
+
+
+def test_gray_alpha_patches_stay_gray_alpha(tmp_path):
+    from PIL import Image
+
+    la = _img((20, 24, 2), 9)
+    for sub in ('input', 'target'):
+        (tmp_path / 'src' / sub).mkdir(parents=True)
+        Image.fromarray(la, 'LA').save(tmp_path / 'src' / sub / 'x.png')
+    _run('gopro', '--src', tmp_path / 'src', '--dst', tmp_path / 'val', '--center-crop', 8, '--workers', 1)
+    with Image.open(tmp_path / 'val' / 'target_crops' / 'x_000.png') as crop:
+        assert crop.mode == 'LA'
+        np.testing.assert_array_equal(np.asarray(crop), la[6:14, 8:16])

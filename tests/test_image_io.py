@@ -144,6 +144,40 @@ def test_write_keeps_icc_and_exif_upright(ext, tmp_path):
     assert os.listdir(out.parent) == [out.name]  # nothing temporary left
 
 
+@pytest.mark.parametrize('bits', [8, 16])
+def test_gray_alpha_png_is_written_gray_alpha(tmp_path, bits):
+    dtype = np.uint8 if bits == 8 else np.uint16
+    gray, alpha = _rgb((7, 9, 1), 3, dtype), _rgb((7, 9), 4, dtype)
+    write_image(tmp_path / 'la.png', gray, bits, alpha=alpha, icc_profile=_srgb_profile())
+    data = (tmp_path / 'la.png').read_bytes()
+    assert data[24:26] == bytes([bits, 4])  # IHDR bit depth, colour type 4: gray + alpha (was 6: RGBA)
+    back = read_image(tmp_path / 'la.png')
+    np.testing.assert_array_equal(back.pixels, gray)
+    np.testing.assert_array_equal(back.alpha, alpha)
+    assert back.bit_depth == bits and back.icc_profile == _srgb_profile()
+    if bits == 8:
+        with Image.open(tmp_path / 'la.png') as img:
+            assert img.mode == 'LA'
+            np.testing.assert_array_equal(np.asarray(img), np.dstack([gray[..., 0], alpha]))
+
+
+def test_restore_keeps_a_gray_alpha_png_gray_alpha(tmp_path):
+    import json
+
+    from restormer_arch.inference import main
+
+    (tmp_path / 'in').mkdir()
+    Image.fromarray(_rgb((12, 16, 2), 5), 'LA').save(tmp_path / 'in' / 'x.png')
+    tiny = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
+    for task in ('deraining', 'gaussian_gray_denoising'):  # a colour and a gray network
+        out = tmp_path / task
+        assert main(['-i', str(tmp_path / 'in'), '-o', str(out), '--task', task, '--arch-options', json.dumps(tiny),
+                     '--no-progress', '--allow-random-weights']) == 0
+        with Image.open(out / 'x.png') as img, Image.open(tmp_path / 'in' / 'x.png') as original:
+            assert img.mode == 'LA' and img.size == (16, 12)
+            np.testing.assert_array_equal(np.asarray(img)[..., 1], np.asarray(original)[..., 1])
+
+
 def test_write_16bit_alpha_and_float_input(tmp_path):
     deep = _rgb((8, 9, 3), 1, np.uint16)
     alpha = _rgb((8, 9), 2, np.uint16)

@@ -123,7 +123,9 @@ def read_image(source: Union[str, 'os.PathLike[str]', bytes], name: Optional[str
                              'replace or remove it.')
     if raw.dtype not in (np.uint8, np.uint16):
         raise ImageReadError(f'image "{name}" has {raw.dtype} samples; use 8- or 16-bit images.')
-    pixels, alpha = _split_channels(raw, gray=mode in _GRAY_MODES)
+    # PIL calls a 16-bit gray + alpha PNG 'RGBA': its IHDR colour type (0 gray, 4 gray + alpha) says it.
+    gray = mode in _GRAY_MODES or (data.startswith(_PNG_SIGNATURE) and data[25] in (0, 4))
+    pixels, alpha = _split_channels(raw, gray)
     orientation = _exif_orientation(exif) if exif else 1
     if orientation != 1:
         pixels = _orient(pixels, orientation)
@@ -303,7 +305,8 @@ def write_image(path: Union[str, 'os.PathLike[str]'], pixels: np.ndarray, bit_de
         pixels: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` BGR; uint8/uint16 samples are written as they are, float
             samples in [0, 1] are scaled to ``bit_depth`` (rounded, clipped).
         bit_depth: 8 or 16; 16 needs PNG or TIFF (JPEG, BMP and WebP hold 8-bit samples only).
-        alpha: Optional ``(H, W)`` transparency, same dtype rules as ``pixels`` (PNG, TIFF, WebP keep it).
+        alpha: Optional ``(H, W)`` transparency, same dtype rules as ``pixels`` (PNG, TIFF, WebP keep it; a gray
+            PNG with alpha is written as gray + alpha, other formats as colour + alpha).
         icc_profile: ICC profile bytes to embed.
         exif: EXIF block (TIFF-structured, with or without the ``Exif\\0\\0`` header).
 
@@ -323,13 +326,16 @@ def write_image(path: Union[str, 'os.PathLike[str]'], pixels: np.ndarray, bit_de
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
         raise ValueError(f'{path}: pixels must be (H, W), (H, W, 1) or (H, W, 3), got {pixels.shape}.')
     if alpha is not None and ext not in ('.jpg', '.jpeg', '.bmp', '.ppm', '.pgm'):
-        color = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        color = img if img.ndim == 3 or ext in ('', '.png') else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         img = np.dstack([color, _to_samples(alpha, bit_depth).reshape(img.shape[:2])])
     params = {'.jpg': [cv2.IMWRITE_JPEG_QUALITY, 95], '.jpeg': [cv2.IMWRITE_JPEG_QUALITY, 95]}.get(ext, [])
-    ok, encoded = cv2.imencode(ext or '.png', img, params)
-    if not ok:
-        raise ValueError(f'{path}: OpenCV cannot write {img.dtype} images as {ext!r}.')
-    data = encoded.tobytes()
+    if img.ndim == 3 and img.shape[2] == 2:  # gray + alpha stays gray + alpha (OpenCV writes 1, 3 or 4 channels)
+        data = _png_gray_alpha(img)
+    else:
+        ok, encoded = cv2.imencode(ext or '.png', img, params)
+        if not ok:
+            raise ValueError(f'{path}: OpenCV cannot write {img.dtype} images as {ext!r}.')
+        data = encoded.tobytes()
     exif = _strip_exif_header(exif)
     if exif is not None:
         exif = _set_orientation(exif, 1)
@@ -356,6 +362,18 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     import zlib
 
     return struct.pack('>I', len(payload)) + kind + payload + struct.pack('>I', zlib.crc32(kind + payload))
+
+
+def _png_gray_alpha(img: np.ndarray) -> bytes:
+    # A PNG of colour type 4 (gray + alpha), 8 or 16 bits, big-endian samples, every row with filter 0 (none).
+    import zlib
+
+    height, width = img.shape[:2]
+    rows = img.astype(img.dtype.newbyteorder('>')).view(np.uint8).reshape(height, -1)
+    raw = np.hstack([np.zeros((height, 1), np.uint8), rows]).tobytes()
+    header = struct.pack('>IIBBBBB', width, height, 8 * img.dtype.itemsize, 4, 0, 0, 0)
+    return (_PNG_SIGNATURE + _png_chunk(b'IHDR', header) + _png_chunk(b'IDAT', zlib.compress(raw, 6))
+            + _png_chunk(b'IEND', b''))
 
 
 def _png_with_metadata(data: bytes, icc: Optional[bytes], exif: Optional[bytes]) -> bytes:
