@@ -72,3 +72,30 @@ def test_every_pixel_loss_honours_loss_weight(name):
     one = build_loss({'type': name, 'loss_weight': 1.0})(pred, target)
     three = build_loss({'type': name, 'loss_weight': 3.0})(pred, target)
     assert float(three) == pytest.approx(3 * float(one), rel=1e-5)
+
+
+def test_perceptual_loss_offline_says_what_to_download_and_where(tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    from restormer_arch.errors import UserError
+
+    # A real HTTP proxy on 127.0.0.1 that refuses every tunnel: the download fails as it does without a network.
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = f'http://127.0.0.1:{server.server_address[1]}'
+    for name in ('https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY'):
+        monkeypatch.setenv(name, proxy)
+    for name in ('no_proxy', 'NO_PROXY'):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))  # an empty cache
+    monkeypatch.chdir(tmp_path)  # no experiments/pretrained_models/vgg19-dcbb9e9d.pth here
+    try:
+        with pytest.raises(UserError) as err:
+            build_loss({'type': 'PerceptualLoss', 'layer_weights': {'conv1_2': 1.0}})
+    finally:
+        server.shutdown()
+    message = str(err.value)
+    assert '\n' not in message
+    assert 'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth' in message
+    assert str(tmp_path / 'torch' / 'hub' / 'checkpoints' / 'vgg19-dcbb9e9d.pth') in message

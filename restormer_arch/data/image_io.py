@@ -14,6 +14,7 @@ import io
 import os
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Union
@@ -359,26 +360,18 @@ def _to_samples(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    import zlib
-
     return struct.pack('>I', len(payload)) + kind + payload + struct.pack('>I', zlib.crc32(kind + payload))
 
 
 def _png_gray_alpha(img: np.ndarray) -> bytes:
-    # A PNG of colour type 4 (gray + alpha), 8 or 16 bits, big-endian samples, every row with filter 0 (none).
-    import zlib
-
-    height, width = img.shape[:2]
-    rows = img.astype(img.dtype.newbyteorder('>')).view(np.uint8).reshape(height, -1)
-    raw = np.hstack([np.zeros((height, 1), np.uint8), rows]).tobytes()
-    header = struct.pack('>IIBBBBB', width, height, 8 * img.dtype.itemsize, 4, 0, 0, 0)
-    return (_PNG_SIGNATURE + _png_chunk(b'IHDR', header) + _png_chunk(b'IDAT', zlib.compress(raw, 6))
-            + _png_chunk(b'IEND', b''))
+    # PNG colour type 4 (gray + alpha), 8 or 16 bits (big-endian samples), filter 0 (none) on every row.
+    rows = img.astype(img.dtype.newbyteorder('>')).view(np.uint8).reshape(img.shape[0], -1)
+    header = struct.pack('>IIBBBBB', img.shape[1], img.shape[0], 8 * img.dtype.itemsize, 4, 0, 0, 0)
+    return (_PNG_SIGNATURE + _png_chunk(b'IHDR', header)
+            + _png_chunk(b'IDAT', zlib.compress(np.pad(rows, ((0, 0), (1, 0))).tobytes())) + _png_chunk(b'IEND', b''))
 
 
 def _png_with_metadata(data: bytes, icc: Optional[bytes], exif: Optional[bytes]) -> bytes:
-    import zlib
-
     chunks = b''
     if icc:  # iCCP: profile name, 0, compression method 0, zlib stream
         chunks += _png_chunk(b'iCCP', b'ICC profile\x00\x00' + zlib.compress(icc))
