@@ -12,6 +12,7 @@ evaluation selects them by position in the naturally sorted list of test images 
 Without ``--labels`` the positions below are used (0-based; the same split as the official label files).
 """
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -69,6 +70,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--labels', type=Path, help='folder with the official indoor_labels.npy / outdoor_labels.npy')
     args = parser.parse_args(argv)
     target = args.dpdd / 'target'
+    if (args.dpdd / 'test_c' / 'target').is_dir():  # the DPDD release: its test split has another layout
+        print(f'{args.dpdd} is the DPDD release; the test option files read test/DPDD/{{inputC,inputL,inputR,target}}: '
+              'copy test_c/source to inputC, test_l/source to inputL, test_r/source to inputR, test_c/target to '
+              'target, and pass that folder.', file=sys.stderr)
+        return 2
     if not target.is_dir():
         print(f'{target}: not a folder; pass the DPDD test folder (it holds target/).', file=sys.stderr)
         return 2
@@ -80,7 +86,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     for scene, files in lists.items():
         out = args.dpdd / f'meta_info_{scene}.txt'
-        out.write_text(''.join(f'{name}\n' for name in files), encoding='utf-8')
+        partial = out.with_name(f'.{out.name}.partial')  # complete or absent, never torn
+        partial.write_text(''.join(f'{name}\n' for name in files), encoding='utf-8')
+        os.replace(partial, out)
         print(f'{out}: {len(files)} {scene} images')
     return 0
 

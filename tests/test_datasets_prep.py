@@ -238,14 +238,18 @@ def test_dpdd_release_needs_the_split_and_cuts_the_one_asked(tmp_path):
     _run('dpdd', '--src', root, '--split', 'train', '--dst', tmp_path / 'train', '--patch-size', 16, '--stride', 16,
          '--workers', 1)
     assert {n[:4] for n in _names(tmp_path / 'train' / 'inputL_crops')} == {'0000', '0001'}
+    # The scene lists are for the test split in the test option files' layout; the release is named, not guessed.
+    _refused(_run('dpdd_scene_lists.py', root, ok=False), root, 'test_c/target')
+    assert not list(root.glob('meta_info_*'))
 
 
 def test_dpdd_download_script_layout(tmp_path):
-    # Restormer's download_data.py unpacks train.zip and val.zip into Downloads/DPDD/{train,val}/{inputC,...,target}.
+    # Restormer's download_data.py unpacks train.zip and val.zip into Downloads/DPDD (its patch script then reads
+    # Downloads/DPDD/train/train/inputL ...: both one and two levels are found).
     root = tmp_path / 'Downloads' / 'DPDD'
-    for split, seed in (('train', 1), ('val', 2)):
+    for seed, folder in ((1, 'train'), (2, 'val/val')):
         for i, role in enumerate(('inputC', 'inputL', 'inputR', 'target')):
-            _write(root / split / role / 'x.png', _img((20, 20, 3), seed * 10 + i, np.uint16))
+            _write(root / folder / role / 'x.png', _img((20, 20, 3), seed * 10 + i, np.uint16))
     _refused(_run('dpdd', '--src', root, '--dst', tmp_path / 'out', ok=False), root, 'train', 'val')
     _run('dpdd', '--src', root, '--split', 'val', '--dst', tmp_path / 'out', '--center-crop', 8, '--workers', 1)
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'out/target_crops/x_000.png'), cv2.IMREAD_UNCHANGED),
