@@ -310,6 +310,8 @@ def pick_split(src: Path, found: Sequence[Found], split: Optional[str]) -> List[
             raise PatchError(f'{src} holds no {split} split ({listing}); pass --split {"/".join(named)}, or the '
                              f'folder of the {split} split as --src.')
         return groups[split]
+    if named:  # one split, read without --split: say which, so that a validation set cut from train is visible
+        print(f'{src}: reading the {named[0]} split ({listing})')
     return list(found)
 
 

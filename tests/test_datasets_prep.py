@@ -255,7 +255,8 @@ def test_dpdd_download_script_layout(tmp_path):
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'out/target_crops/x_000.png'), cv2.IMREAD_UNCHANGED),
                                   _img((20, 20, 3), 23, np.uint16)[6:14, 6:14])
     # The split's own folder needs no --split; a --split it does not hold is refused.
-    _run('dpdd', '--src', root / 'train', '--dst', tmp_path / 'train', '--center-crop', 8, '--workers', 1)
+    one = _run('dpdd', '--src', root / 'train', '--dst', tmp_path / 'train', '--center-crop', 8, '--workers', 1)
+    assert 'reading the train split' in one.stdout  # said, so that a validation set cut from train is visible
     _refused(_run('dpdd', '--src', root / 'train', '--split', 'val', '--dst', tmp_path / 'x', ok=False),
              root / 'train', 'no val split')
     assert not (tmp_path / 'x').exists()
