@@ -587,7 +587,7 @@ def test_make_lmdb_script(pairs, tmp_path):
     assert len(ds) == 3
     bad = subprocess.run([sys.executable, script, str(tmp_path / 'missing'), str(tmp_path / 'm.lmdb')], env=env,
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and 'input folder' in bad.stderr and 'missing" does not exist' in bad.stderr
+    assert bad.returncode == 2 and 'input folder' in bad.stderr and 'missing" does not exist' in bad.stderr
 
 
 # --------------------------------------------------------------------------------------- through a real BasicSR run
