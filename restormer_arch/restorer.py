@@ -167,7 +167,7 @@ def load_restormer(path: str, task: Optional[str] = None, arch_options: Optional
 def load_state_dict(path: str, param_key: Optional[str] = None) -> Dict[str, Tensor]:
     """A checkpoint's state dict (:func:`restormer_arch.checkpoint.load_state_dict`), errors as RestoreError."""
     try:
-        return checkpoint.load_state_dict(path, param_key, '--weights')
+        return checkpoint.load_state_dict(path, param_key, '--weights')[0]
     except (FileNotFoundError, checkpoint.CheckpointError) as err:
         raise RestoreError(str(err)) from None
 

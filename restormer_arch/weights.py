@@ -140,7 +140,7 @@ def verify_release(path: str, name: str) -> None:
 
     release = _check_name(name)
     try:
-        state_dict = checkpoint.load_state_dict(path, what=f'released checkpoint {name}')
+        state_dict, _ = checkpoint.load_state_dict(path, what=f'released checkpoint {name}')
     except (FileNotFoundError, checkpoint.CheckpointError) as err:
         raise WeightsError(str(err)) from None
     network = Restormer(**release.arch_options)

@@ -318,6 +318,23 @@ def test_pretrained_weights_are_loaded(tmp_path):
     assert all(torch.equal(v, loaded.net_g.state_dict()[k]) for k, v in source.net_g.state_dict().items())
 
 
+@pytest.mark.parametrize('model_type', ['ImageCleanModel', 'SRModel'])
+def test_unset_param_key_g_means_params_ema_except_on_resume(tmp_path, model_type):
+    from restormer_arch.models.training_hooks import TrainingRun, applied
+
+    trained, ema = (build_model(make_opt(tmp_path, is_train=False)).net_g.state_dict() for _ in range(2))
+    path = tmp_path / 'net_g_6.pth'
+    torch.save({'params': trained, 'params_ema': ema}, path)
+    # BasicSR's own models get the rule from the hooks that basicsr train and basicsr test apply.
+    with applied(TrainingRun()):
+        for path_opt, expected in (({}, ema), ({'param_key_g': 'params'}, trained),
+                                   ({'resume_state': 'experiment/training_states/6.state'}, trained)):
+            opt = make_opt(tmp_path, is_train=False, model_type=model_type)
+            opt['path'].update(pretrain_network_g=str(path), **path_opt)
+            loaded = build_model(opt).net_g.state_dict()
+            assert all(torch.equal(loaded[k], v) for k, v in expected.items()), path_opt
+
+
 # --------------------------------------------------------------------------------------------------- validation
 def write_pairs(folder, names, size, seed=0, noise=20):
     """Tiny real PNG pairs: smooth gradients (gt) and noisy versions (lq)."""
