@@ -69,9 +69,8 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
         print(problem, file=sys.stderr)
         return 2
     from restormer_arch.checkpoint import CheckpointError, CheckpointSaveError
-    from restormer_arch.models.training_hooks import RunError
-
     from restormer_arch.models import training_hooks
+    from restormer_arch.models.training_hooks import RunError
 
     # Our additions to training (resume, signal saves, dry forward check): docs/fault_tolerance.md; for both commands
     # the checkpoint loading of every model (one rule for which parameters a checkpoint means: docs/weights.md).

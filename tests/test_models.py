@@ -357,6 +357,23 @@ def val_loader(folder, name='tiny_val'):
     return build_dataloader(build_dataset(opt), opt, num_gpu=0, dist=False, sampler=None, seed=0)
 
 
+def test_validation_without_ground_truth_skips_metrics_and_keeps_no_stale_target(tmp_path, basicsr_log):
+    write_pairs(tmp_path / 'real', ['r0', 'r1'], (32, 32))  # lq only is used: the size of the training patches
+    opt = {'name': 'real', 'type': 'SingleImageDataset', 'dataroot_lq': str(tmp_path / 'real' / 'lq'),
+           'io_backend': {'type': 'disk'}, 'phase': 'val', 'scale': 1}
+    loader = build_dataloader(build_dataset(opt), opt, num_gpu=0, dist=False, sampler=None, seed=0)
+    model = build_model(make_opt(tmp_path, val={'metrics_table': True}))
+    model.feed_data(batch(size=32))
+    model.optimize_parameters(1)  # the last training target stays on the model until a batch replaces or clears it
+    model.validation(loader, 1, None, save_img=True)
+    assert not hasattr(model, 'gt') and not hasattr(model, 'metric_results')
+    assert sum('no ground truth' in m for m in basicsr_log) == 1
+    assert not (tmp_path / 'experiment' / 'metrics').exists()  # no table of counts without any metric
+    for name in ('r0', 'r1'):
+        saved = tmp_path / 'experiment' / 'visualization' / 'real' / f'{name}_1.png'
+        assert cv2.imread(str(saved)).shape == (32, 32, 3)
+
+
 def test_validation_pads_crops_saves_and_tracks_best(tmp_path, basicsr_log):
     write_pairs(tmp_path / 'val', ['a', 'b'], (21, 30))  # not multiples of 8
     loader = val_loader(tmp_path / 'val')

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from basicsr.utils import get_root_logger
 
-from ..checkpoint import BARE, CheckpointError, atomic_save, compare_state_dicts, find_state_dict, load_file, param_entry
+from ..checkpoint import CheckpointError, atomic_save, compare_state_dicts, find_state_dict, load_file, param_entry
 from ..compat import map_location_for
 
 __all__ = ['RunError', 'CheckpointLoadError', 'TrainingRun', 'CheckpointHooks', 'applied', 'load_resume_state',
@@ -522,8 +522,9 @@ def check_checkpoint_fits(expected: Dict[str, torch.Tensor], load_path: str, str
 
 def _read_parameters(load_path: str, param_key: Optional[str], log: bool = True) -> tuple:
     checkpoint = load_file(load_path, 'path.pretrain_network_*')
-    entry = param_entry(checkpoint, param_key)  # the rule every command uses (restormer_arch.checkpoint)
-    state_dict, _ = find_state_dict(checkpoint, load_path, None if entry == BARE else entry)
+    # An absent param_key falls back to the rule every command uses (restormer_arch.checkpoint.param_entry).
+    state_dict, entry = find_state_dict(checkpoint, load_path,
+                                        param_key if param_entry(checkpoint, param_key) == param_key else None)
     if param_key not in (None, entry) and log:
         get_root_logger().info(f'{load_path} has no {param_key!r} entry; using {entry!r} (as basicsr restore does).')
     return state_dict, entry
