@@ -5,7 +5,9 @@ This is the one place that reads and writes ``.pth``/``.state`` files. Training 
 
 - official Restormer / BasicSR files ``{'params': sd}`` and ``{'params_ema': sd, 'params': sd}``,
 - ``{'state_dict': sd}`` (Lightning, mmagic), ``{'model': sd}``, ``{'net_g': sd}``, bare state dicts,
-- keys prefixed with ``module.`` (DataParallel/DDP), ``generator.`` (mmagic, other modules dropped) or ``net_g.``.
+- any other layout with exactly one entry that is a dict of tensors (``model_state_dict``, ``net`` ...),
+- keys prefixed with ``module.`` (DataParallel/DDP), ``_orig_mod.`` (``torch.compile``), ``generator.`` (mmagic, other
+  modules dropped) or ``net_g.``.
 
 Which parameters a checkpoint means is one rule (:func:`param_entry`), the same for validation, ``basicsr test``,
 ``basicsr restore``, export and fine-tuning: an entry named explicitly wins, else ``params_ema`` when present (the
@@ -38,7 +40,7 @@ __all__ = ['CheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPE
 STATE_DICT_KEYS = ('params_ema', 'params', 'state_dict', 'model', 'net_g')
 BARE = 'bare state dict'  # the name param_entry gives a checkpoint that is the state dict itself
 # Prefixes that wrappers add to every key; removed while all keys carry them.
-STRIPPED_PREFIXES = ('module.', 'generator.', 'net_g.')
+STRIPPED_PREFIXES = ('module.', '_orig_mod.', 'generator.', 'net_g.')
 
 
 class CheckpointError(ValueError):
@@ -180,11 +182,14 @@ def param_entry(checkpoint: Any, param_key: Optional[str] = None) -> str:
 
     Returns:
         ``param_key`` when the checkpoint has it, else the first entry of :data:`STATE_DICT_KEYS` that holds a dict,
-        else :data:`BARE` (the checkpoint is the state dict itself).
+        else the one entry that is a dict of tensors, else :data:`BARE` (the checkpoint is the state dict itself).
     """
     if not isinstance(checkpoint, dict):
         return BARE
-    return next((key for key in (param_key, *STATE_DICT_KEYS) if key and isinstance(checkpoint.get(key), dict)), BARE)
+    known = [key for key in (param_key, *STATE_DICT_KEYS) if key and isinstance(checkpoint.get(key), dict)]
+    tensor_dicts = [key for key, value in checkpoint.items() if isinstance(value, dict) and value
+                    and all(isinstance(v, Tensor) for v in value.values())]
+    return known[0] if known else tensor_dicts[0] if len(tensor_dicts) == 1 else BARE
 
 
 def _pick_entry(checkpoint: Any, path: str, param_key: Optional[str]) -> Tuple[Dict[str, Tensor], str]:

@@ -323,15 +323,19 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
     net = build_network(network_options(state_dict, args.task, arch_options))
     if state_dict is not None:
         load_weights(net, state_dict, weights, args.task, arch_options)
-    jobs = collect_inputs(Path(args.input), net.dual_pixel_task)
+    budget = int(args.max_memory * 2**30) if args.max_memory else None
+    restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,
+                        progress=not args.no_progress, compile=args.compile)
+    try:
+        restorer.check_image_channels()
+    except RestoreError as err:
+        raise RestoreError(f'--weights {args.weights}: {err}') from None
+    jobs = collect_inputs(Path(args.input), restorer.dual_pixel)
     _check_existing_outputs(jobs, args)
     sizes = _check_inputs_readable(jobs)
     if args.compile:
         _warn_recompiles(sizes, args.tile, args.tile_overlap)
     _make_output_folder(Path(args.output))
-    budget = int(args.max_memory * 2**30) if args.max_memory else None
-    restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,
-                        progress=not args.no_progress, compile=args.compile)
     return restorer, jobs
 
 

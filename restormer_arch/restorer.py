@@ -276,7 +276,10 @@ class Restorer:
         if compile:
             self.network = perf.compile_for_inference(self.network)
         self.inp_channels = int(getattr(network, 'inp_channels', 3))
-        self.dual_pixel = bool(getattr(network, 'dual_pixel_task', False))
+        self.out_channels = int(getattr(network, 'out_channels', self.inp_channels))
+        # Two views only for a 6-channel input: a Restormer may keep skip_conv (dual_pixel_task) for one RGB image
+        # (MST++'s 3 -> 31 channel network does).
+        self.dual_pixel = bool(getattr(network, 'dual_pixel_task', False)) and self.inp_channels == 6
         embed = getattr(getattr(network, 'patch_embed', None), 'proj', None)
         self.dim = int(embed.weight.shape[0]) if embed is not None else 48
 
@@ -284,6 +287,21 @@ class Restorer:
     def view_channels(self) -> int:
         """Channels of one input view (3 for the dual-pixel model's left and right views, else ``inp_channels``)."""
         return self.inp_channels // 2 if self.dual_pixel else self.inp_channels
+
+    def check_image_channels(self) -> None:
+        """Refuse a network whose input or output is not an image (1 gray or 3 colour channels per view).
+
+        Raises:
+            RestoreError: Naming the channels the network maps from and to (``restore_tensor`` still runs it).
+        """
+        if self.view_channels in (1, 3) and self.out_channels in (1, 3):
+            return
+        views = ' (two views)' if self.dual_pixel else ''
+        raise RestoreError(f'the network maps {self.inp_channels} input channels{views} to {self.out_channels} output '
+                           'channels, but images have 1 (gray) or 3 (colour) channels per view, so '
+                           f'{self.view_channels if self.view_channels not in (1, 3) else self.out_channels} channels '
+                           'cannot be read or written as an image (a hyperspectral or feature network?). Run it from '
+                           'Python: restormer_arch.load_restormer and Restorer.restore_tensor.')
 
     def check_memory(self, height: int, width: int, name: str = 'the image') -> None:
         """Refuse an image whose forward pass would likely not fit, suggesting a tile size.
@@ -339,8 +357,10 @@ class Restorer:
             The restored image: same shape (channels of ``image``), same dtype.
 
         Raises:
-            RestoreError: Wrong number of views, views of different sizes, or too large for memory (without tiles).
+            RestoreError: A network whose channels are not an image's, wrong number of views, views of different
+                sizes, or too large for memory (without tiles).
         """
+        self.check_image_channels()
         if len(views) != (1 if self.dual_pixel else 0):
             raise RestoreError('the dual-pixel network needs the left and the right view; other networks one image.'
                                if self.dual_pixel else 'only the dual-pixel network takes a second view.')

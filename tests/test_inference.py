@@ -238,6 +238,34 @@ def test_dual_pixel_inputs(tmp_path, layout):
     assert np.abs(out - expected).max() <= 1
 
 
+RELATIVE_LAYOUTS = {  # how Restormer relatives' training code saves: MST++, torch.compile, a plain training script
+    'mstpp': lambda sd: {'epoch': 3, 'iter': 3000, 'state_dict': {f'module.{k}': v for k, v in sd.items()},
+                         'optimizer': {'state': {}, 'param_groups': [{'lr': 4e-4, 'params': [0]}]}},
+    'compiled': lambda sd: {'params': {f'_orig_mod.{k}': v for k, v in sd.items()}},
+    'model_state_dict': lambda sd: {'epoch': 1, 'model_state_dict': sd, 'optimizer_state_dict': {'state': {}}},
+}
+
+
+@pytest.mark.parametrize('layout', sorted(RELATIVE_LAYOUTS))
+def test_restormer_relatives_restore_one_image_or_are_refused_by_their_channels(tmp_path, layout):
+    torch.manual_seed(2)
+    # skip_conv (dual_pixel_task) without a 6-channel input: one RGB image in, as MST++'s Restormer takes it.
+    for out_channels in (3, 31):
+        net = build_network({**TINY, 'inp_channels': 3, 'out_channels': out_channels, 'dual_pixel_task': True})
+        weights = tmp_path / f'{out_channels}.pth'
+        torch.save(RELATIVE_LAYOUTS[layout](net.state_dict()), weights)
+        img = _random_image((16, 24, 3))
+        cv2.imwrite(str(tmp_path / 'in.png'), img)
+        out = tmp_path / f'out{out_channels}'
+        code = main(['-i', str(tmp_path / 'in.png'), '-o', str(out), '--weights', str(weights), '--no-progress'])
+        if out_channels == 3:
+            assert code == 0
+            restored = cv2.imread(str(out / 'in.png'))
+            assert np.abs(restored.astype(float) - _expected(net, img, 255)).max() <= 1
+        else:  # 31 bands cannot be an image: refused before any output folder
+            assert code == 2 and not out.exists()
+
+
 def test_basicsr_restore_console_command(tmp_path):
     cv2.imwrite(str(tmp_path / 'x.jpg'), _random_image((16, 16, 3)))
     env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}

@@ -19,7 +19,8 @@ What a state dict tells (see :class:`~restormer_arch.archs.restormer_arch.Restor
                            reproduces the hidden width of *every* level (2.66 gives 127/255/511/1021 for dim 48)
 ``bias``                   ``output.bias`` / ``attn.qkv.bias`` exist
 ``LayerNorm_type``         ``norm1.body.bias`` exists (``WithBias``) or not (``BiasFree``)
-``dual_pixel_task``        ``skip_conv.weight`` exists
+``dual_pixel_task``        ``skip_conv.weight`` exists (two input views only with ``inp_channels`` 6: MST++ keeps it for
+                           one RGB image, 3 -> 31 channels)
 =========================  ===========================================================================================
 """
 import inspect
