@@ -24,7 +24,7 @@ from basicsr.utils import tensor2img
 from torch import Tensor
 
 from restormer_arch.data.image_io import write_image
-from restormer_arch.tiling import BLEND_MODES
+from restormer_arch.tiling import BLEND_MODES, check_tile_options
 
 IMAGE_DTYPES = ('uint8', 'uint16', 'float32')
 UINT8_ONLY_METRICS = ('calculate_psnr', 'calculate_ssim', 'calculate_niqe')
@@ -53,13 +53,11 @@ def check_val_options(val_opt: Mapping[str, Any]) -> List[str]:
         elif dtype == 'float32' and (metric or {}).get('data_range') is None:
             problems.append(f'val.metrics.{name}: val.image_dtype float32 passes images in [0, 1]; add '
                             '"data_range: 1" to this metric.')
-    tile, overlap = val_opt.get('tile'), val_opt.get('tile_overlap', DEFAULT_TILE_OVERLAP)
-    if tile is not None:
-        if not isinstance(tile, int) or isinstance(tile, bool) or tile <= 0 or tile % 8:
-            problems.append(f'val.tile: {tile!r} must be a positive multiple of 8 (or ~ for whole images).')
-        elif not isinstance(overlap, int) or overlap < 0 or 2 * overlap >= tile:
-            problems.append(f'val.tile_overlap: {overlap!r} must be an integer in [0, tile / 2) = '
-                            f'[0, {(tile - 1) // 2}].')
+    if val_opt.get('tile') is not None:
+        try:  # the one tile rule of restore, validation and the library
+            check_tile_options(val_opt['tile'], val_opt.get('tile_overlap', DEFAULT_TILE_OVERLAP))
+        except ValueError as err:
+            problems.append(f'val.tile / val.tile_overlap: {err}')
     blend = val_opt.get('tile_blend', 'cosine')
     if blend not in BLEND_MODES:
         problems.append(f'val.tile_blend: {blend!r} is not one of {", ".join(BLEND_MODES)}.')
