@@ -16,7 +16,7 @@ layouts from :mod:`restormer_arch.checkpoint` and network configurations from :m
 import json
 import math
 import os
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Union
 
 import cv2
 import numpy as np
@@ -34,6 +34,7 @@ from restormer_arch.archs.presets import (
     task_options,
 )
 from restormer_arch.archs.restormer_arch import Restormer
+from restormer_arch.tiling import run_network
 
 __all__ = ['RestoreError', 'Restorer', 'load_restormer', 'run_network', 'network_options', 'build_network',
            'load_state_dict', 'load_weights', 'check_tile_options', 'check_precision', 'pick_device',
@@ -382,43 +383,6 @@ class Restorer:
         if alpha is not None:
             result = np.concatenate([result, alpha], axis=2)
         return result.reshape(image.shape) if image.ndim == 2 else result
-
-
-def run_network(network: Callable[[Tensor], Any], image: Tensor, tile: Optional[int] = None, overlap: int = 32,
-                blend: str = 'cosine', device: Union[str, torch.device, None] = None, precision: str = 'fp32',
-                progress: bool = False, fit_tile: bool = True) -> Tensor:
-    """One forward pass, whole or tiled, under autocast and without gradients; the shared core of restore and
-    validation.
-
-    Args:
-        network: An image-to-image network (a multi-output network's last output is used).
-        image: ``(N, C, H, W)`` float input.
-        tile: Tile size (None: whole image), see :func:`restormer_arch.tiling.tiled_forward`.
-        overlap: Overlap of neighbouring tiles.
-        blend: Window of the overlaps (:data:`restormer_arch.tiling.BLEND_MODES`).
-        device: Where to run (default: the image's device); only tiles move there when tiling.
-        precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (:func:`restormer_arch.perf.resolve_precision`).
-        progress: Progress bar over the tiles.
-        fit_tile: Shrink the tiles to cover the image evenly (False: every tile exactly ``tile`` pixels, one input
-            shape for a compiled network).
-
-    Returns:
-        ``(N, C_out, H, W)`` float32 output on the image's device, not clamped.
-    """
-    device = image.device if device is None else torch.device(device)
-
-    def last_output(x: Tensor) -> Tensor:
-        out = network(x)
-        return out[-1] if isinstance(out, (list, tuple)) else out
-
-    # no_grad rather than inference_mode: callers get ordinary tensors they may modify in place.
-    with torch.no_grad(), perf.autocast_context(precision, device.type):
-        if tile:
-            out = tiling.tiled_forward(last_output, image, tile=tile, overlap=overlap, blend=blend, device=device,
-                                       progress=progress, fit_tile=fit_tile)
-        else:
-            out = last_output(image.to(device)).to(image.device)
-    return out.float()
 
 
 def _split(image: np.ndarray):

@@ -432,7 +432,7 @@ def test_validation_warns_when_the_output_is_not_finite(tmp_path, basicsr_log):
 def test_compiled_testing_keeps_one_shape_with_tiles_and_reports_new_shapes(tmp_path, basicsr_log):
     """`basicsr test` with performance.compile: with val.tile every tile is exactly the tile size (one compilation for
     images of several sizes); without it each new image shape is reported as a recompilation."""
-    from restormer_arch.restorer import run_network
+    from restormer_arch.tiling import run_network
 
     perf_opt = {'compile': {'freezing': True}}
     model = build_model(make_opt(tmp_path, is_train=False, val={'tile': 32, 'tile_overlap': 4},

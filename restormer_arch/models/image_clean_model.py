@@ -25,8 +25,7 @@ from ..perf import (
     optimizer_defaults,
     resolve_precision,
 )
-from ..restorer import run_network
-from ..tiling import fixed_tile_shape
+from ..tiling import fixed_tile_shape, run_network
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
 from .model_options import FP16_TRAINING
@@ -59,7 +58,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
     - ``train.pixel_opt`` defaults to ``L1Loss``; the scheduler may be ``CosineAnnealingRestartCyclicLR``.
     - ``val.window_size`` (default 8): inputs are reflect-padded to a multiple of it for validation.
     - ``val.log_input_metrics``: also log the metrics of the degraded input (e.g. the noisy PSNR) once per dataset.
-    - ``val.tile`` / ``val.tile_overlap``: tiled inference for huge images (:func:`..restorer.run_network`).
+    - ``val.tile`` / ``val.tile_overlap``: tiled inference for huge images (:func:`..tiling.run_network`).
     - ``val.image_dtype``: ``uint8`` (default), ``uint16`` or ``float32`` images for the metrics (:mod:`val_utils`).
     - ``val.metrics_table`` (default: on in ``basicsr test``, off in training), ``val.combined_rows``: per-image
       ``metrics.csv`` and per-dataset ``metrics.md`` (:mod:`results_table`).

@@ -14,7 +14,7 @@ BasicSR's ``calculate_psnr`` / ``calculate_ssim`` hard-code the peak 255, so the
 
 ``val.tile`` / ``val.tile_overlap`` (and ``val.tile_blend``) run the network on overlapping tiles
 (:func:`restormer_arch.tiling.tiled_forward`: bounded memory for huge test images) through
-:func:`restormer_arch.restorer.run_network`, the one forward of restore and validation.
+:func:`restormer_arch.tiling.run_network`, the one forward of restore and validation.
 """
 from typing import Any, List, Mapping
 
