@@ -192,20 +192,6 @@ def param_entry(checkpoint: Any, param_key: Optional[str] = None) -> str:
     return known[0] if known else tensor_dicts[0] if len(tensor_dicts) == 1 else BARE
 
 
-def _pick_entry(checkpoint: Any, path: str, param_key: Optional[str]) -> Tuple[Dict[str, Tensor], str]:
-    if isinstance(checkpoint, dict) and param_key is not None and param_key not in checkpoint:
-        raise CheckpointError(f'{path}: no {param_key!r} entry (top-level keys: {sorted(map(str, checkpoint))[:10]}); '
-                              'name one of them, or none for a bare state dict.')
-    entry = param_entry(checkpoint, param_key)
-    checkpoint = checkpoint if entry == BARE else checkpoint[entry]
-    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)} if isinstance(checkpoint, dict) else {}
-    if not tensors:
-        found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(f'{path}: no state dict found (expected tensors, or one of the entries '
-                              f'{STATE_DICT_KEYS}); found {found}.')
-    return tensors, entry
-
-
 def _strip_prefixes(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     # mmagic checkpoints hold the generator next to other modules (discriminator, EMA copies): keep the generator.
     if any(k.startswith('generator.') for k in state_dict):
@@ -235,8 +221,17 @@ def find_state_dict(checkpoint: Any, path: str = 'checkpoint',
     Raises:
         CheckpointError: ``param_key`` is absent, or no tensors were found.
     """
-    state_dict, entry = _pick_entry(checkpoint, path, param_key)
-    return _strip_prefixes(state_dict), entry
+    if isinstance(checkpoint, dict) and param_key is not None and param_key not in checkpoint:
+        raise CheckpointError(f'{path}: no {param_key!r} entry (top-level keys: {sorted(map(str, checkpoint))[:10]}); '
+                              'name one of them, or none for a bare state dict.')
+    entry = param_entry(checkpoint, param_key)
+    checkpoint = checkpoint if entry == BARE else checkpoint[entry]
+    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)} if isinstance(checkpoint, dict) else {}
+    if not tensors:
+        found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f'{path}: no state dict found (expected tensors, or one of the entries '
+                              f'{STATE_DICT_KEYS}); found {found}.')
+    return _strip_prefixes(tensors), entry
 
 
 def load_state_dict(path: str, param_key: Optional[str] = None,

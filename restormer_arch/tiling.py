@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from restormer_arch.perf import autocast_context
 
-__all__ = ['check_tile_options', 'tile_grid', 'tile_starts', 'fixed_tile_shape', 'blend_window', 'tiled_forward',
+__all__ = ['check_tile_options', 'tile_grid', 'fixed_tile_shape', 'blend_window', 'tiled_forward',
            'run_network', 'BLEND_MODES']
 
 BLEND_MODES = ('cosine', 'linear', 'box')
@@ -79,11 +79,6 @@ def tile_grid(length: int, tile: int, overlap: int, fit_tile: bool = True) -> Tu
         needed = math.ceil((length + (count - 1) * overlap) / count)
         size = min(tile, -(-needed // TILE_MULTIPLE) * TILE_MULTIPLE)
     return size, [i * (length - size) // (count - 1) for i in range(count)]
-
-
-def tile_starts(length: int, tile: int, overlap: int, fit_tile: bool = False) -> List[int]:
-    """Start offsets of :func:`tile_grid` (tiles of exactly ``tile`` pixels unless ``fit_tile``)."""
-    return tile_grid(length, tile, overlap, fit_tile)[1]
 
 
 def fixed_tile_shape(height: int, width: int, tile: Optional[int]) -> Tuple[int, int]:
