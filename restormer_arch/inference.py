@@ -52,19 +52,6 @@ SIDE_BY_SIDE = '_side_by_side'
 
 
 # ------------------------------------------------------------------------------------------------------- image I/O
-def read_input(path: Path) -> DecodedImage:
-    """Read one input image (:func:`restormer_arch.data.image_io.read_image`: EXIF orientation applied, truncated or
-    corrupt files refused).
-
-    Raises:
-        RestoreError: The file cannot be read as a complete 8/16-bit image.
-    """
-    try:
-        return read_image(path)
-    except ImageReadError as err:
-        raise RestoreError(str(err)) from None
-
-
 def write_output(path: Path, pixels: np.ndarray, like: DecodedImage) -> None:
     """Write one result atomically with the input's alpha, ICC profile and EXIF (orientation upright) where the format
     holds them (:func:`restormer_arch.data.image_io.write_image`).
@@ -340,7 +327,7 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
 
 
 def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argparse.Namespace) -> List[Path]:
-    views = [read_input(p) for p in paths]
+    views = [read_image(p) for p in paths]  # decoded once already: ImageReadError only if a file changed since
     first = views[0]
     if any(v.pixels.shape[:2] != first.pixels.shape[:2] for v in views):
         raise RestoreError(f'{paths[1]}: the left and right views differ in size.')
@@ -403,7 +390,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         written = run(args)
-    except RestoreError as err:
+    except (RestoreError, ImageReadError) as err:
         print(f'basicsr restore: error: {err}', file=sys.stderr)
         return 2
     count = len([p for p in written if not p.stem.endswith(SIDE_BY_SIDE)])
