@@ -190,16 +190,6 @@ def compare_onnx(path: str, network: nn.Module, sizes: Sequence[Tuple[int, int]]
     return diffs
 
 
-def _load_network(path: str) -> Restormer:
-    """The Restormer a checkpoint was saved from, loaded strictly (:func:`restormer_arch.load_restormer`)."""
-    from restormer_arch.restorer import RestoreError, load_restormer
-
-    try:
-        return load_restormer(path)
-    except RestoreError as err:
-        raise ExportError(str(err)) from None
-
-
 # ------------------------------------------------------------------------------------------------------------- CLI
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -226,6 +216,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         Exit code: 0; 1 when ``--check`` finds a difference above :data:`CHECK_TOLERANCE`; 2 for a user error
         (message on stderr).
     """
+    from restormer_arch.restorer import RestoreError, load_restormer
     from restormer_arch.weights import WeightsError, resolve
 
     args = _build_parser().parse_args(argv)
@@ -237,9 +228,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         _require('onnx')
         if args.check:
             _require('onnxruntime')
-        network = _load_network(resolve(args.weights))
+        network = load_restormer(resolve(args.weights))  # the architecture is read from the weights
         export_onnx(network, output, opset=args.opset)
-    except (ExportError, WeightsError) as err:
+    except (ExportError, RestoreError, WeightsError) as err:
         print(f'basicsr export: error: {err}', file=sys.stderr)
         return 2
     print(output)
