@@ -32,8 +32,7 @@ from torch import Tensor
 from restormer_arch.atomic import atomic_write
 
 __all__ = ['CheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'BARE', 'atomic_save',
-           'load_file', 'param_entry', 'find_state_dict', 'load_state_dict', 'StateDictMismatch',
-           'compare_state_dicts']
+           'load_file', 'param_entry', 'find_state_dict', 'load_state_dict', 'StateDictMismatch', 'compare_state_dicts']
 
 # Entries that hold the parameters, in order of preference: the EMA weights first, because validation during training
 # scores the EMA network (so every command scores what the training log reported).

@@ -196,9 +196,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     warnings.formatwarning = _format_warning
     # The package's own log lines (e.g. which checkpoint entry a command loaded) as one line each on stderr.
-    handler = logging.StreamHandler()
+    handler, package_logger = logging.StreamHandler(), logging.getLogger('restormer_arch')
     handler.setFormatter(logging.Formatter(f'basicsr {argv[0]}: %(message)s'))
-    package_logger = logging.getLogger('restormer_arch')
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
     # Before the network and data exist: keeps glibc from unmapping big buffers after every layer

@@ -281,13 +281,9 @@ class Restorer:
         # Two views only for a 6-channel input: a Restormer may keep skip_conv (dual_pixel_task) for one RGB image
         # (MST++'s 3 -> 31 channel network does).
         self.dual_pixel = bool(getattr(network, 'dual_pixel_task', False)) and self.inp_channels == 6
+        self.view_channels = 3 if self.dual_pixel else self.inp_channels  # channels of one input image
         embed = getattr(getattr(network, 'patch_embed', None), 'proj', None)
         self.dim = int(embed.weight.shape[0]) if embed is not None else 48
-
-    @property
-    def view_channels(self) -> int:
-        """Channels of one input view (3 for the dual-pixel model's left and right views, else ``inp_channels``)."""
-        return self.inp_channels // 2 if self.dual_pixel else self.inp_channels
 
     def check_image_channels(self) -> None:
         """Refuse a network whose input or output is not an image (1 gray or 3 colour channels per view).

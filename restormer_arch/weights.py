@@ -36,14 +36,11 @@ URL_ENV = 'RESTORMER_WEIGHTS_URL'
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 30  # connect / between-bytes timeout, not a limit on the whole transfer
 PARTIAL_SUFFIX = '.partial'
+NAMES = ', '.join(RELEASES)  # for messages
 
 
 class WeightsError(ValueError):
     """A checkpoint name or file cannot be used (unknown name, failed or refused download); the message says why."""
-
-
-def _names() -> str:
-    return ', '.join(RELEASES)
 
 
 def cache_dir() -> str:
@@ -63,7 +60,7 @@ def base_url() -> str:
 
 def _check_name(name: str) -> Release:
     if name not in RELEASES:
-        raise WeightsError(f'{name!r} is not a released Restormer checkpoint; the names are: {_names()}.')
+        raise WeightsError(f'{name!r} is not a released Restormer checkpoint; the names are: {NAMES}.')
     return RELEASES[name]
 
 
@@ -270,7 +267,7 @@ def resolve(value: str, progress: bool = True) -> str:
         return fetch(value, progress)
     if osp.isdir(value):
         raise WeightsError(f'--weights {value}: is a folder, not a checkpoint file; name the .pth file inside it.')
-    raise WeightsError(f'--weights {value}: no such file, and not a released checkpoint name ({_names()}).')
+    raise WeightsError(f'--weights {value}: no such file, and not a released checkpoint name ({NAMES}).')
 
 
 def copy_into(name: str, folder: str, progress: bool = True) -> str:
@@ -341,7 +338,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = list(RELEASES) if args.names == ['all'] else args.names
     unknown = [n for n in names if n not in RELEASES]
     if unknown:
-        print(f'basicsr weights: unknown name(s) {", ".join(unknown)}; the names are: {_names()} (or all).',
+        print(f'basicsr weights: unknown name(s) {", ".join(unknown)}; the names are: {NAMES} (or all).',
               file=sys.stderr)
         return 2
     failed = 0

@@ -439,8 +439,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
                 count += 1
             bar.update(visuals['result'].shape[0])
             for attr in ('lq', 'gt', 'output'):
-                if hasattr(self, attr):
-                    delattr(self, attr)
+                self.__dict__.pop(attr, None)
         bar.close()
         if non_finite:
             # The images are saved and scored with NaN as 0; say so rather than report a meaningless score quietly.
