@@ -338,8 +338,9 @@ def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argpars
     write_output(targets[0], restored, first)
     if args.side_by_side:
         before = first.pixels
-        if before.shape[2] != restored.shape[2]:  # a colour photo through the gray model: show it gray
-            before = cv2.cvtColor(before, cv2.COLOR_BGR2GRAY)[..., None]
+        if before.shape[2] != restored.shape[2]:  # a colour photo through a gray model shown gray, and vice versa
+            before = cv2.cvtColor(before, cv2.COLOR_BGR2GRAY)[..., None] if restored.shape[2] == 1 else \
+                cv2.cvtColor(before, cv2.COLOR_GRAY2BGR)
         shown = np.concatenate([before, restored], axis=1)
         alpha = None if first.alpha is None else np.concatenate([first.alpha, first.alpha], axis=1)
         write_output(targets[1], shown, DecodedImage(shown, alpha, first.bit_depth, first.icc_profile, first.exif))

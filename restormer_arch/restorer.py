@@ -373,7 +373,7 @@ class Restorer:
         out = self.restore_tensor(x)[0].permute(1, 2, 0).cpu().numpy()
         if bgr and out.shape[2] == 3:
             out = out[..., ::-1]
-        if gray and out.shape[2] == 3:
+        if gray and out.shape[2] == 3 and self.view_channels == 3:  # not the colour of a 1 -> 3 channel network
             out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)[..., None]
         result = _from_float(out, image.dtype)
         if alpha is not None:

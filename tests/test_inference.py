@@ -266,6 +266,23 @@ def test_restormer_relatives_restore_one_image_or_are_refused_by_their_channels(
             assert code == 2 and not out.exists()
 
 
+def test_a_gray_to_colour_network_writes_colour(tmp_path):
+    torch.manual_seed(3)
+    net = build_network({**TINY, 'inp_channels': 1, 'out_channels': 3, 'dual_pixel_task': True})
+    torch.save({'params': net.state_dict()}, tmp_path / 'colorize.pth')
+    gray = _random_image((16, 24))
+    cv2.imwrite(str(tmp_path / 'g.png'), gray)
+    weights = str(tmp_path / 'colorize.pth')
+    assert main(['-i', str(tmp_path / 'g.png'), '-o', str(tmp_path / 'out'), '--weights', weights, '--side-by-side',
+                 '--no-progress']) == 0
+    with torch.no_grad():
+        expected = net(torch.from_numpy(gray.astype(np.float32) / 255)[None, None]).clamp(0, 1)[0]
+    expected = cv2.cvtColor(np.round(expected.permute(1, 2, 0).numpy() * 255), cv2.COLOR_RGB2BGR)
+    restored = cv2.imread(str(tmp_path / 'out' / 'g.png'), cv2.IMREAD_UNCHANGED)
+    assert restored.shape == (16, 24, 3) and np.abs(restored - expected).max() <= 1
+    assert cv2.imread(str(tmp_path / 'out' / 'g_side_by_side.png')).shape == (16, 48, 3)
+
+
 def test_basicsr_restore_console_command(tmp_path):
     cv2.imwrite(str(tmp_path / 'x.jpg'), _random_image((16, 16, 3)))
     env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
