@@ -388,9 +388,8 @@ class CheckpointHooks:
         label = next((key for key, value in vars(self).items() if value is net and key.startswith('net_')), '')
         path_opt = self.opt.get('path') or {}
         if param_key == 'params' and f'param_key{label[3:]}' not in path_opt:
-            # BasicSR's models pass path.param_key_<x>'s default 'params' when it is unset: unset means the rule of
-            # restormer_arch.checkpoint.param_entry (params_ema first, what validation scored), except on a resume,
-            # where the network continues from its own trained weights.
+            # BasicSR passes the default 'params' for an unset path.param_key_<x>: unset means checkpoint.param_entry's
+            # rule (params_ema first: what validation scored); a resume continues from the network's trained weights.
             param_key = 'params' if path_opt.get('resume_state') else None
         net = self.get_bare_model(net)
         name = net.__class__.__name__
