@@ -3,35 +3,43 @@
 This is the one place that reads and writes ``.pth``/``.state`` files. Training (``path.pretrain_network_g``, resume),
 ``basicsr restore`` and the evaluation scripts all go through it, so they accept the same files:
 
-- official Restormer / BasicSR files ``{'params': sd}`` and ``{'params_ema': sd, 'params': sd}`` (EMA first),
+- official Restormer / BasicSR files ``{'params': sd}`` and ``{'params_ema': sd, 'params': sd}``,
 - ``{'state_dict': sd}`` (Lightning, mmagic), ``{'model': sd}``, ``{'net_g': sd}``, bare state dicts,
-- keys prefixed with ``module.`` (DataParallel/DDP), ``generator.`` (mmagic, other modules dropped) or ``net_g.``.
+- any other layout with exactly one entry that is a dict of tensors (``model_state_dict``, ``net`` ...),
+- keys prefixed with ``module.`` (DataParallel/DDP), ``_orig_mod.`` (``torch.compile``), ``generator.`` (mmagic, other
+  modules dropped) or ``net_g.``.
+
+Which parameters a checkpoint means is one rule (:func:`param_entry`), the same for validation, ``basicsr test``,
+``basicsr restore``, export and fine-tuning: an entry named explicitly wins, else ``params_ema`` when present (the
+network validation scored), else ``params``, else the other entries. Every load says which entry it used.
 
 Every load uses ``torch.load(weights_only=True)``: a file holding arbitrary pickled objects is refused, because
 unpickling it could run code.
 """
 import errno
+import logging
 import os
 import pickle
 import shutil
 import zipfile
 from dataclasses import dataclass, field
 from os import path as osp
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from restormer_arch.atomic import atomic_write
 
-__all__ = ['CheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'atomic_save', 'load_file',
-           'find_state_dict',
-           'load_state_dict', 'StateDictMismatch', 'compare_state_dicts']
+__all__ = ['CheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'BARE', 'atomic_save',
+           'load_file', 'param_entry', 'find_state_dict', 'load_state_dict', 'StateDictMismatch', 'compare_state_dicts']
 
-# Entries that hold the parameters, in order of preference: EMA weights first, they are the better model.
+# Entries that hold the parameters, in order of preference: the EMA weights first, because validation during training
+# scores the EMA network (so every command scores what the training log reported).
 STATE_DICT_KEYS = ('params_ema', 'params', 'state_dict', 'model', 'net_g')
+BARE = 'bare state dict'  # the name param_entry gives a checkpoint that is the state dict itself
 # Prefixes that wrappers add to every key; removed while all keys carry them.
-STRIPPED_PREFIXES = ('module.', 'generator.', 'net_g.')
+STRIPPED_PREFIXES = ('module.', '_orig_mod.', 'generator.', 'net_g.')
 
 
 class CheckpointError(ValueError):
@@ -164,24 +172,23 @@ def _unsupported_global(err: Exception) -> str:
     return f'Offending object: {lines[0]}' if lines else ''
 
 
-def _pick_entry(checkpoint: Any, path: str, param_key: Optional[str]) -> Dict[str, Tensor]:
-    if isinstance(checkpoint, dict) and param_key is not None:
-        if param_key not in checkpoint:
-            raise CheckpointError(f'{path}: no {param_key!r} entry (top-level keys: '
-                                  f'{sorted(map(str, checkpoint))[:10]}); name one of them, or none for a bare '
-                                  'state dict.')
-        checkpoint = checkpoint[param_key]
-    elif isinstance(checkpoint, dict):
-        for key in STATE_DICT_KEYS:
-            if isinstance(checkpoint.get(key), dict):
-                checkpoint = checkpoint[key]
-                break
-    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)} if isinstance(checkpoint, dict) else {}
-    if not tensors:
-        found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(f'{path}: no state dict found (expected tensors, or one of the entries '
-                              f'{STATE_DICT_KEYS}); found {found}.')
-    return tensors
+def param_entry(checkpoint: Any, param_key: Optional[str] = None) -> str:
+    """The one rule for which parameters a loaded checkpoint means.
+
+    Args:
+        checkpoint: What :func:`load_file` returned.
+        param_key: An entry named explicitly (``--param-key``, ``path.param_key_g``); it wins when present.
+
+    Returns:
+        ``param_key`` when the checkpoint has it, else the first entry of :data:`STATE_DICT_KEYS` that holds a dict,
+        else the one entry that is a dict of tensors, else :data:`BARE` (the checkpoint is the state dict itself).
+    """
+    if not isinstance(checkpoint, dict):
+        return BARE
+    known = [key for key in (param_key, *STATE_DICT_KEYS) if key and isinstance(checkpoint.get(key), dict)]
+    tensor_dicts = [key for key, value in checkpoint.items() if isinstance(value, dict) and value
+                    and all(isinstance(v, Tensor) for v in value.values())]
+    return known[0] if known else tensor_dicts[0] if len(tensor_dicts) == 1 else BARE
 
 
 def _strip_prefixes(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -198,26 +205,38 @@ def _strip_prefixes(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return state_dict
 
 
-def find_state_dict(checkpoint: Any, path: str = 'checkpoint', param_key: Optional[str] = None) -> Dict[str, Tensor]:
+def find_state_dict(checkpoint: Any, path: str = 'checkpoint',
+                    param_key: Optional[str] = None) -> Tuple[Dict[str, Tensor], str]:
     """Find the network parameters in a loaded checkpoint, whatever its layout (see the module docstring).
 
     Args:
         checkpoint: What :func:`load_file` returned.
         path: The file it came from (for messages).
-        param_key: Entry to use (``params_ema``, ``params`` ...); default: the first of :data:`STATE_DICT_KEYS`
-            present, else the object itself as a bare state dict.
+        param_key: Entry to use (``params_ema``, ``params`` ...); default: :func:`param_entry`'s choice.
 
     Returns:
-        The state dict (tensors only) with wrapper prefixes removed.
+        The state dict (tensors only) with wrapper prefixes removed, and the entry it came from (or :data:`BARE`).
 
     Raises:
         CheckpointError: ``param_key`` is absent, or no tensors were found.
     """
-    return _strip_prefixes(_pick_entry(checkpoint, path, param_key))
+    if isinstance(checkpoint, dict) and param_key is not None and param_key not in checkpoint:
+        raise CheckpointError(f'{path}: no {param_key!r} entry (top-level keys: {sorted(map(str, checkpoint))[:10]}); '
+                              'name one of them, or none for a bare state dict.')
+    entry = param_entry(checkpoint, param_key)
+    checkpoint = checkpoint if entry == BARE else checkpoint[entry]
+    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)} if isinstance(checkpoint, dict) else {}
+    if not tensors:
+        found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f'{path}: no state dict found (expected tensors, or one of the entries '
+                              f'{STATE_DICT_KEYS}); found {found}.')
+    return _strip_prefixes(tensors), entry
 
 
-def load_state_dict(path: str, param_key: Optional[str] = None, what: str = 'checkpoint') -> Dict[str, Tensor]:
-    """Read a network's parameters from a checkpoint file of any accepted layout, safely.
+def load_state_dict(path: str, param_key: Optional[str] = None,
+                    what: str = 'checkpoint') -> Tuple[Dict[str, Tensor], str]:
+    """Read a network's parameters from a checkpoint file of any accepted layout, safely; logs the entry used
+    (``loaded params_ema, 98 tensors``) on the ``restormer_arch`` logger.
 
     Args:
         path: Checkpoint file (``.pth``/``.pt``).
@@ -225,13 +244,15 @@ def load_state_dict(path: str, param_key: Optional[str] = None, what: str = 'che
         what: The option key or flag that named the file (for messages).
 
     Returns:
-        The state dict, prefixes removed, tensors on the CPU.
+        The state dict (prefixes removed, tensors on the CPU) and the entry it came from.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: Unsafe, unreadable, or no parameters inside.
     """
-    return find_state_dict(load_file(path, what), path, param_key)
+    state_dict, entry = find_state_dict(load_file(path, what), path, param_key)
+    logging.getLogger('restormer_arch').info(f'{path}: loaded {entry}, {len(state_dict)} tensors')
+    return state_dict, entry
 
 
 @dataclass

@@ -6,7 +6,7 @@ to BasicSR's own ``train_pipeline`` / ``test_pipeline`` with the *current direct
 ``--launcher {none,pytorch,slurm}``, ``--auto_resume``, ``--debug``, ``--local_rank``, ``--force_yml``.
 """
 import argparse
-import contextlib
+import logging
 import os
 import sys
 import warnings
@@ -69,15 +69,14 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
         print(problem, file=sys.stderr)
         return 2
     from restormer_arch.checkpoint import CheckpointError, CheckpointSaveError
+    from restormer_arch.models import training_hooks
     from restormer_arch.models.training_hooks import RunError
 
-    hooks = contextlib.nullcontext()
+    # Our additions to training (resume, signal saves, dry forward check): docs/fault_tolerance.md; for both commands
+    # the checkpoint loading of every model (one rule for which parameters a checkpoint means: docs/weights.md).
+    hooks = training_hooks.applied(training_hooks.TrainingRun(auto_resume='--auto_resume' in argv))
     if command == 'train':
         from basicsr.train import train_pipeline as pipeline
-
-        from restormer_arch.models import training_hooks
-        # Our additions to training (resume, signal saves, dry forward check): docs/fault_tolerance.md.
-        hooks = training_hooks.applied(training_hooks.TrainingRun(auto_resume='--auto_resume' in argv))
     else:
         from basicsr.test import test_pipeline as pipeline
     # BasicSR's parse_options reads sys.argv itself.
@@ -196,6 +195,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from restormer_arch.perf import configure_allocator
 
     warnings.formatwarning = _format_warning
+    # The package's own log lines (e.g. which checkpoint entry a command loaded) as one line each on stderr.
+    handler, package_logger = logging.StreamHandler(), logging.getLogger('restormer_arch')
+    handler.setFormatter(logging.Formatter(f'basicsr {argv[0]}: %(message)s'))
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
     # Before the network and data exist: keeps glibc from unmapping big buffers after every layer
     # (RESTORMER_ALLOCATOR=system turns it off).
     configure_allocator()

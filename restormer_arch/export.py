@@ -17,6 +17,7 @@ Library use (the perf benchmarks export plain networks this way)::
 """
 import argparse
 import inspect
+import io
 import math
 import os
 import sys
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from restormer_arch.archs.restormer_arch import SIZE_MULTIPLE, Restormer
+from restormer_arch.atomic import atomic_write
 
 __all__ = ['DEFAULT_OPSET', 'MIN_OPSET', 'ExportError', 'check_opset', 'max_opset', 'PaddedRestormer', 'export_onnx',
            'compare_onnx', 'main']
@@ -97,12 +99,6 @@ class PaddedRestormer(nn.Module):
         return self.network.forward_features(x)[..., :h, :w]
 
 
-def _atomic_target(path: str) -> str:
-    directory, name = osp.split(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    return osp.join(directory, f'.{name}.tmp{os.getpid()}')
-
-
 def export_onnx(network: nn.Module, path: str, opset: int = DEFAULT_OPSET,
                 example_size: Tuple[int, int] = (64, 64), pad_in_graph: bool = True) -> str:
     """Write ``network`` as an ONNX model with dynamic batch, height and width (atomically).
@@ -130,24 +126,22 @@ def export_onnx(network: nn.Module, path: str, opset: int = DEFAULT_OPSET,
     example = torch.rand(2, network.inp_channels, h, w, device=param.device, dtype=param.dtype)
     module = PaddedRestormer(network) if pad_in_graph else _FeaturesOnly(network)
     axes = {0: 'batch', 2: 'height', 3: 'width'}
-    tmp = _atomic_target(path)
+    graph = io.BytesIO()
+    # Grad mode selects MDTA's batched Gram matmul; its no-grad path loops over the batch in Python, which tracing
+    # would freeze at the example batch size (MDTA and GDFN also switch to ONNX-expressible forms while tracing).
+    # Nothing is differentiated.
+    with torch.enable_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # tracer warnings about size arithmetic, the legacy-exporter notice
+        torch.onnx.export(module, (example,), graph, opset_version=opset, input_names=['input'],
+                          output_names=['output'], dynamic_axes={'input': axes, 'output': axes},
+                          do_constant_folding=True, **_TORCHSCRIPT_EXPORTER)
     try:
-        # Grad mode selects MDTA's batched Gram matmul; its no-grad path loops over the batch in Python, which tracing
-        # would freeze at the example batch size (MDTA and GDFN also switch to ONNX-expressible forms while tracing).
-        # Nothing is differentiated.
-        with torch.enable_grad(), warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # tracer warnings about size arithmetic, the legacy-exporter notice
-            torch.onnx.export(module, (example,), tmp, opset_version=opset, input_names=['input'],
-                              output_names=['output'], dynamic_axes={'input': axes, 'output': axes},
-                              do_constant_folding=True, **_TORCHSCRIPT_EXPORTER)
-        try:
-            onnx.checker.check_model(tmp, full_check=True)
-        except onnx.checker.ValidationError as err:
-            raise ExportError(f'the exported graph is not valid ONNX (opset {opset}): {err}') from None
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+        onnx.checker.check_model(onnx.load_from_string(graph.getvalue()), full_check=True)
+    except onnx.checker.ValidationError as err:
+        raise ExportError(f'the exported graph is not valid ONNX (opset {opset}): {err}') from None
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with atomic_write(path, 'wb') as f:
+        f.write(graph.getvalue())
     return path
 
 
@@ -196,16 +190,6 @@ def compare_onnx(path: str, network: nn.Module, sizes: Sequence[Tuple[int, int]]
     return diffs
 
 
-def _load_network(path: str) -> Restormer:
-    """The Restormer a checkpoint was saved from, loaded strictly (:func:`restormer_arch.load_restormer`)."""
-    from restormer_arch.restorer import RestoreError, load_restormer
-
-    try:
-        return load_restormer(path)
-    except RestoreError as err:
-        raise ExportError(str(err)) from None
-
-
 # ------------------------------------------------------------------------------------------------------------- CLI
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -232,6 +216,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         Exit code: 0; 1 when ``--check`` finds a difference above :data:`CHECK_TOLERANCE`; 2 for a user error
         (message on stderr).
     """
+    from restormer_arch.restorer import RestoreError, load_restormer
     from restormer_arch.weights import WeightsError, resolve
 
     args = _build_parser().parse_args(argv)
@@ -243,9 +228,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         _require('onnx')
         if args.check:
             _require('onnxruntime')
-        network = _load_network(resolve(args.weights))
+        network = load_restormer(resolve(args.weights))  # the architecture is read from the weights
         export_onnx(network, output, opset=args.opset)
-    except (ExportError, WeightsError) as err:
+    except (ExportError, RestoreError, WeightsError) as err:
         print(f'basicsr export: error: {err}', file=sys.stderr)
         return 2
     print(output)

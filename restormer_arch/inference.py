@@ -52,19 +52,6 @@ SIDE_BY_SIDE = '_side_by_side'
 
 
 # ------------------------------------------------------------------------------------------------------- image I/O
-def read_input(path: Path) -> DecodedImage:
-    """Read one input image (:func:`restormer_arch.data.image_io.read_image`: EXIF orientation applied, truncated or
-    corrupt files refused).
-
-    Raises:
-        RestoreError: The file cannot be read as a complete 8/16-bit image.
-    """
-    try:
-        return read_image(path)
-    except ImageReadError as err:
-        raise RestoreError(str(err)) from None
-
-
 def write_output(path: Path, pixels: np.ndarray, like: DecodedImage) -> None:
     """Write one result atomically with the input's alpha, ICC profile and EXIF (orientation upright) where the format
     holds them (:func:`restormer_arch.data.image_io.write_image`).
@@ -323,20 +310,24 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
     net = build_network(network_options(state_dict, args.task, arch_options))
     if state_dict is not None:
         load_weights(net, state_dict, weights, args.task, arch_options)
-    jobs = collect_inputs(Path(args.input), net.dual_pixel_task)
+    budget = int(args.max_memory * 2**30) if args.max_memory else None
+    restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,
+                        progress=not args.no_progress, compile=args.compile)
+    try:
+        restorer.check_image_channels()
+    except RestoreError as err:
+        raise RestoreError(f'--weights {args.weights}: {err}') from None
+    jobs = collect_inputs(Path(args.input), restorer.dual_pixel)
     _check_existing_outputs(jobs, args)
     sizes = _check_inputs_readable(jobs)
     if args.compile:
         _warn_recompiles(sizes, args.tile, args.tile_overlap)
     _make_output_folder(Path(args.output))
-    budget = int(args.max_memory * 2**30) if args.max_memory else None
-    restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,
-                        progress=not args.no_progress, compile=args.compile)
     return restorer, jobs
 
 
 def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argparse.Namespace) -> List[Path]:
-    views = [read_input(p) for p in paths]
+    views = [read_image(p) for p in paths]  # decoded once already: ImageReadError only if a file changed since
     first = views[0]
     if any(v.pixels.shape[:2] != first.pixels.shape[:2] for v in views):
         raise RestoreError(f'{paths[1]}: the left and right views differ in size.')
@@ -347,8 +338,9 @@ def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argpars
     write_output(targets[0], restored, first)
     if args.side_by_side:
         before = first.pixels
-        if before.shape[2] != restored.shape[2]:  # a colour photo through the gray model: show it gray
-            before = cv2.cvtColor(before, cv2.COLOR_BGR2GRAY)[..., None]
+        if before.shape[2] != restored.shape[2]:  # a colour photo through a gray model shown gray, and vice versa
+            before = cv2.cvtColor(before, cv2.COLOR_BGR2GRAY)[..., None] if restored.shape[2] == 1 else \
+                cv2.cvtColor(before, cv2.COLOR_GRAY2BGR)
         shown = np.concatenate([before, restored], axis=1)
         alpha = None if first.alpha is None else np.concatenate([first.alpha, first.alpha], axis=1)
         write_output(targets[1], shown, DecodedImage(shown, alpha, first.bit_depth, first.icc_profile, first.exif))
@@ -399,7 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         written = run(args)
-    except RestoreError as err:
+    except (RestoreError, ImageReadError) as err:
         print(f'basicsr restore: error: {err}', file=sys.stderr)
         return 2
     count = len([p for p in written if not p.stem.endswith(SIDE_BY_SIDE)])

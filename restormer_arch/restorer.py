@@ -16,7 +16,7 @@ layouts from :mod:`restormer_arch.checkpoint` and network configurations from :m
 import json
 import math
 import os
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Union
 
 import cv2
 import numpy as np
@@ -34,6 +34,7 @@ from restormer_arch.archs.presets import (
     task_options,
 )
 from restormer_arch.archs.restormer_arch import Restormer
+from restormer_arch.tiling import run_network
 
 __all__ = ['RestoreError', 'Restorer', 'load_restormer', 'run_network', 'network_options', 'build_network',
            'load_state_dict', 'load_weights', 'check_tile_options', 'check_precision', 'pick_device',
@@ -167,7 +168,7 @@ def load_restormer(path: str, task: Optional[str] = None, arch_options: Optional
 def load_state_dict(path: str, param_key: Optional[str] = None) -> Dict[str, Tensor]:
     """A checkpoint's state dict (:func:`restormer_arch.checkpoint.load_state_dict`), errors as RestoreError."""
     try:
-        return checkpoint.load_state_dict(path, param_key, '--weights')
+        return checkpoint.load_state_dict(path, param_key, '--weights')[0]
     except (FileNotFoundError, checkpoint.CheckpointError) as err:
         raise RestoreError(str(err)) from None
 
@@ -276,14 +277,28 @@ class Restorer:
         if compile:
             self.network = perf.compile_for_inference(self.network)
         self.inp_channels = int(getattr(network, 'inp_channels', 3))
-        self.dual_pixel = bool(getattr(network, 'dual_pixel_task', False))
+        self.out_channels = int(getattr(network, 'out_channels', self.inp_channels))
+        # Two views only for a 6-channel input: a Restormer may keep skip_conv (dual_pixel_task) for one RGB image
+        # (MST++'s 3 -> 31 channel network does).
+        self.dual_pixel = bool(getattr(network, 'dual_pixel_task', False)) and self.inp_channels == 6
+        self.view_channels = 3 if self.dual_pixel else self.inp_channels  # channels of one input image
         embed = getattr(getattr(network, 'patch_embed', None), 'proj', None)
         self.dim = int(embed.weight.shape[0]) if embed is not None else 48
 
-    @property
-    def view_channels(self) -> int:
-        """Channels of one input view (3 for the dual-pixel model's left and right views, else ``inp_channels``)."""
-        return self.inp_channels // 2 if self.dual_pixel else self.inp_channels
+    def check_image_channels(self) -> None:
+        """Refuse a network whose input or output is not an image (1 gray or 3 colour channels per view).
+
+        Raises:
+            RestoreError: Naming the channels the network maps from and to (``restore_tensor`` still runs it).
+        """
+        if self.view_channels in (1, 3) and self.out_channels in (1, 3):
+            return
+        views = ' (two views)' if self.dual_pixel else ''
+        raise RestoreError(f'the network maps {self.inp_channels} input channels{views} to {self.out_channels} output '
+                           'channels, but images have 1 (gray) or 3 (colour) channels per view, so '
+                           f'{self.view_channels if self.view_channels not in (1, 3) else self.out_channels} channels '
+                           'cannot be read or written as an image (a hyperspectral or feature network?). Run it from '
+                           'Python: restormer_arch.load_restormer and Restorer.restore_tensor.')
 
     def check_memory(self, height: int, width: int, name: str = 'the image') -> None:
         """Refuse an image whose forward pass would likely not fit, suggesting a tile size.
@@ -339,8 +354,10 @@ class Restorer:
             The restored image: same shape (channels of ``image``), same dtype.
 
         Raises:
-            RestoreError: Wrong number of views, views of different sizes, or too large for memory (without tiles).
+            RestoreError: A network whose channels are not an image's, wrong number of views, views of different
+                sizes, or too large for memory (without tiles).
         """
+        self.check_image_channels()
         if len(views) != (1 if self.dual_pixel else 0):
             raise RestoreError('the dual-pixel network needs the left and the right view; other networks one image.'
                                if self.dual_pixel else 'only the dual-pixel network takes a second view.')
@@ -356,49 +373,12 @@ class Restorer:
         out = self.restore_tensor(x)[0].permute(1, 2, 0).cpu().numpy()
         if bgr and out.shape[2] == 3:
             out = out[..., ::-1]
-        if gray and out.shape[2] == 3:
+        if gray and out.shape[2] == 3 and self.view_channels == 3:  # not the colour of a 1 -> 3 channel network
             out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)[..., None]
         result = _from_float(out, image.dtype)
         if alpha is not None:
             result = np.concatenate([result, alpha], axis=2)
         return result.reshape(image.shape) if image.ndim == 2 else result
-
-
-def run_network(network: Callable[[Tensor], Any], image: Tensor, tile: Optional[int] = None, overlap: int = 32,
-                blend: str = 'cosine', device: Union[str, torch.device, None] = None, precision: str = 'fp32',
-                progress: bool = False, fit_tile: bool = True) -> Tensor:
-    """One forward pass, whole or tiled, under autocast and without gradients; the shared core of restore and
-    validation.
-
-    Args:
-        network: An image-to-image network (a multi-output network's last output is used).
-        image: ``(N, C, H, W)`` float input.
-        tile: Tile size (None: whole image), see :func:`restormer_arch.tiling.tiled_forward`.
-        overlap: Overlap of neighbouring tiles.
-        blend: Window of the overlaps (:data:`restormer_arch.tiling.BLEND_MODES`).
-        device: Where to run (default: the image's device); only tiles move there when tiling.
-        precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (:func:`restormer_arch.perf.resolve_precision`).
-        progress: Progress bar over the tiles.
-        fit_tile: Shrink the tiles to cover the image evenly (False: every tile exactly ``tile`` pixels, one input
-            shape for a compiled network).
-
-    Returns:
-        ``(N, C_out, H, W)`` float32 output on the image's device, not clamped.
-    """
-    device = image.device if device is None else torch.device(device)
-
-    def last_output(x: Tensor) -> Tensor:
-        out = network(x)
-        return out[-1] if isinstance(out, (list, tuple)) else out
-
-    # no_grad rather than inference_mode: callers get ordinary tensors they may modify in place.
-    with torch.no_grad(), perf.autocast_context(precision, device.type):
-        if tile:
-            out = tiling.tiled_forward(last_output, image, tile=tile, overlap=overlap, blend=blend, device=device,
-                                       progress=progress, fit_tile=fit_tile)
-        else:
-            out = last_output(image.to(device)).to(image.device)
-    return out.float()
 
 
 def _split(image: np.ndarray):

@@ -17,14 +17,16 @@ of the whole tile, so for it tiling is an approximation that gets closer as tile
 """
 import itertools
 import math
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-__all__ = ['check_tile_options', 'tile_grid', 'tile_starts', 'fixed_tile_shape', 'blend_window', 'tiled_forward',
-           'BLEND_MODES']
+from restormer_arch.perf import autocast_context
+
+__all__ = ['check_tile_options', 'tile_grid', 'fixed_tile_shape', 'blend_window', 'tiled_forward',
+           'run_network', 'BLEND_MODES']
 
 BLEND_MODES = ('cosine', 'linear', 'box')
 # Fitted tiles are rounded up to this multiple (Restormer pads inputs to multiples of 8 otherwise).
@@ -77,11 +79,6 @@ def tile_grid(length: int, tile: int, overlap: int, fit_tile: bool = True) -> Tu
         needed = math.ceil((length + (count - 1) * overlap) / count)
         size = min(tile, -(-needed // TILE_MULTIPLE) * TILE_MULTIPLE)
     return size, [i * (length - size) // (count - 1) for i in range(count)]
-
-
-def tile_starts(length: int, tile: int, overlap: int, fit_tile: bool = False) -> List[int]:
-    """Start offsets of :func:`tile_grid` (tiles of exactly ``tile`` pixels unless ``fit_tile``)."""
-    return tile_grid(length, tile, overlap, fit_tile)[1]
 
 
 def fixed_tile_shape(height: int, width: int, tile: Optional[int]) -> Tuple[int, int]:
@@ -200,3 +197,40 @@ def tiled_forward(network: Callable[[Tensor], Tensor], image: Tensor, tile: int 
     # The windows are separable, so the normaliser is the outer product of the per-axis sums.
     norm = _axis_norm(height, tile_h, rows)[:, None] * _axis_norm(width, tile_w, cols)[None, :]
     return output.div_(norm.to(image.device))
+
+
+def run_network(network: Callable[[Tensor], Any], image: Tensor, tile: Optional[int] = None, overlap: int = 32,
+                blend: str = 'cosine', device: Union[str, torch.device, None] = None, precision: str = 'fp32',
+                progress: bool = False, fit_tile: bool = True) -> Tensor:
+    """One forward pass, whole or tiled, under autocast and without gradients; the shared core of restore and
+    validation.
+
+    Args:
+        network: An image-to-image network (a multi-output network's last output is used).
+        image: ``(N, C, H, W)`` float input.
+        tile: Tile size (None: whole image), see :func:`tiled_forward`.
+        overlap: Overlap of neighbouring tiles.
+        blend: Window of the overlaps (:data:`BLEND_MODES`).
+        device: Where to run (default: the image's device); only tiles move there when tiling.
+        precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (:func:`restormer_arch.perf.resolve_precision`).
+        progress: Progress bar over the tiles.
+        fit_tile: Shrink the tiles to cover the image evenly (False: every tile exactly ``tile`` pixels, one input
+            shape for a compiled network).
+
+    Returns:
+        ``(N, C_out, H, W)`` float32 output on the image's device, not clamped.
+    """
+    device = image.device if device is None else torch.device(device)
+
+    def last_output(x: Tensor) -> Tensor:
+        out = network(x)
+        return out[-1] if isinstance(out, (list, tuple)) else out
+
+    # no_grad rather than inference_mode: callers get ordinary tensors they may modify in place.
+    with torch.no_grad(), autocast_context(precision, device.type):
+        if tile:
+            out = tiled_forward(last_output, image, tile=tile, overlap=overlap, blend=blend, device=device,
+                                progress=progress, fit_tile=fit_tile)
+        else:
+            out = last_output(image.to(device)).to(image.device)
+    return out.float()

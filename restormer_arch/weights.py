@@ -21,10 +21,11 @@ resume a partial file.
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
 from os import path as osp
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 from urllib.parse import unquote, urlparse
+
+from restormer_arch.archs.presets import RELEASES, Release
 
 __all__ = ['RELEASES', 'RELEASE_URL', 'CACHE_ENV', 'URL_ENV', 'Release', 'WeightsError', 'cache_dir', 'base_url',
            'release_url', 'cached_path', 'resolve', 'fetch', 'download', 'verify_release', 'copy_into']
@@ -35,52 +36,11 @@ URL_ENV = 'RESTORMER_WEIGHTS_URL'
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 30  # connect / between-bytes timeout, not a limit on the whole transfer
 PARTIAL_SUFFIX = '.partial'
-
-_BIAS_FREE = {'LayerNorm_type': 'BiasFree'}
-_GRAY = {'inp_channels': 1, 'out_channels': 1, 'LayerNorm_type': 'BiasFree'}
-
-
-@dataclass(frozen=True)
-class Release:
-    """One released checkpoint.
-
-    Attributes:
-        task: What the model restores (for listings).
-        arch_options: ``Restormer`` constructor arguments of the release (everything else is the default).
-        test_options: The option file under ``options/test/`` that evaluates it.
-    """
-    task: str
-    arch_options: Dict[str, object] = field(default_factory=dict)
-    test_options: str = ''
-
-
-# The files of the official v1.0 release (the names are the file stems).
-RELEASES: Dict[str, Release] = {
-    'deraining': Release('deraining', {}, 'Deraining.yml'),
-    'motion_deblurring': Release('motion deblurring', {}, 'MotionDeblurring_GoPro_HIDE.yml'),
-    'single_image_defocus_deblurring': Release('defocus deblurring, single image', {},
-                                               'DefocusDeblurring_Single.yml'),
-    'dual_pixel_defocus_deblurring': Release('defocus deblurring, dual pixel (6 channels in)',
-                                             {'inp_channels': 6, 'dual_pixel_task': True},
-                                             'DefocusDeblurring_DualPixel.yml'),
-    'real_denoising': Release('real denoising (SIDD)', _BIAS_FREE, 'RealDenoising_SIDD.yml'),
-    'gaussian_color_denoising_blind': Release('colour Gaussian denoising, blind', _BIAS_FREE,
-                                              'GaussianDenoising_Color_Blind.yml'),
-    **{f'gaussian_color_denoising_sigma{s}': Release(f'colour Gaussian denoising, sigma {s}', _BIAS_FREE,
-                                                     f'GaussianDenoising_Color_Sigma{s}.yml') for s in (15, 25, 50)},
-    'gaussian_gray_denoising_blind': Release('gray Gaussian denoising, blind', _GRAY,
-                                             'GaussianDenoising_Gray_Blind.yml'),
-    **{f'gaussian_gray_denoising_sigma{s}': Release(f'gray Gaussian denoising, sigma {s}', _GRAY,
-                                                    f'GaussianDenoising_Gray_Sigma{s}.yml') for s in (15, 25, 50)},
-}
+NAMES = ', '.join(RELEASES)  # for messages
 
 
 class WeightsError(ValueError):
     """A checkpoint name or file cannot be used (unknown name, failed or refused download); the message says why."""
-
-
-def _names() -> str:
-    return ', '.join(RELEASES)
 
 
 def cache_dir() -> str:
@@ -100,7 +60,7 @@ def base_url() -> str:
 
 def _check_name(name: str) -> Release:
     if name not in RELEASES:
-        raise WeightsError(f'{name!r} is not a released Restormer checkpoint; the names are: {_names()}.')
+        raise WeightsError(f'{name!r} is not a released Restormer checkpoint; the names are: {NAMES}.')
     return RELEASES[name]
 
 
@@ -140,7 +100,7 @@ def verify_release(path: str, name: str) -> None:
 
     release = _check_name(name)
     try:
-        state_dict = checkpoint.load_state_dict(path, what=f'released checkpoint {name}')
+        state_dict, _ = checkpoint.load_state_dict(path, what=f'released checkpoint {name}')
     except (FileNotFoundError, checkpoint.CheckpointError) as err:
         raise WeightsError(str(err)) from None
     network = Restormer(**release.arch_options)
@@ -307,7 +267,7 @@ def resolve(value: str, progress: bool = True) -> str:
         return fetch(value, progress)
     if osp.isdir(value):
         raise WeightsError(f'--weights {value}: is a folder, not a checkpoint file; name the .pth file inside it.')
-    raise WeightsError(f'--weights {value}: no such file, and not a released checkpoint name ({_names()}).')
+    raise WeightsError(f'--weights {value}: no such file, and not a released checkpoint name ({NAMES}).')
 
 
 def copy_into(name: str, folder: str, progress: bool = True) -> str:
@@ -358,7 +318,7 @@ def _listing() -> List[str]:
     lines = [f'cache: {cache_dir()}', f'source: {base_url()}', '']
     for name, release in RELEASES.items():
         state = 'cached' if osp.isfile(cached_path(name)) else '-'
-        lines.append(f'{name:<{width}}  {state:<6}  {release.task}  (options/test/{release.test_options})')
+        lines.append(f'{name:<{width}}  {state:<6}  {release.about}  (options/test/{release.test_options})')
     return lines
 
 
@@ -378,7 +338,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = list(RELEASES) if args.names == ['all'] else args.names
     unknown = [n for n in names if n not in RELEASES]
     if unknown:
-        print(f'basicsr weights: unknown name(s) {", ".join(unknown)}; the names are: {_names()} (or all).',
+        print(f'basicsr weights: unknown name(s) {", ".join(unknown)}; the names are: {NAMES} (or all).',
               file=sys.stderr)
         return 2
     failed = 0

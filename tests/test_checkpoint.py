@@ -61,8 +61,10 @@ def test_find_state_dict_accepts_every_layout(tmp_path, layout):
     }[layout]
     path = tmp_path / 'w.pth'
     torch.save(wrapped, path)
-    loaded = checkpoint.load_state_dict(str(path))
+    loaded, entry = checkpoint.load_state_dict(str(path))
     assert set(loaded) == set(sd) and all(torch.equal(loaded[k], sd[k]) for k in sd)
+    assert entry == {'bare': checkpoint.BARE, 'net_g': checkpoint.BARE, 'module': 'params',
+                     'generator': 'state_dict'}.get(layout, layout)  # net_g.: a key prefix, not an entry
 
 
 def test_find_state_dict_refuses_files_without_parameters_or_a_named_entry():

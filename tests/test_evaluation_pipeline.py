@@ -318,8 +318,8 @@ def test_results_table_combined_rows(tmp_path):
     ({'image_dtype': 'uint16', 'metrics': {'psnr': {'type': 'calculate_psnr'}}}, "BasicSR's calculate_psnr assumes"),
     ({'image_dtype': 'float32', 'metrics': {'p': {'type': 'calculate_mae'}}}, 'add "data_range: 1"'),
     ({'image_dtype': 'float16'}, "val.image_dtype: 'float16' is not one of"),
-    ({'tile': 100}, 'val.tile: 100 must be a positive multiple of 8'),
-    ({'tile': 64, 'tile_overlap': 32}, 'val.tile_overlap: 32 must be an integer in [0, tile / 2)'),
+    ({'tile': 0}, 'val.tile / val.tile_overlap: tile=0: the tile size must be a positive'),
+    ({'tile': 64, 'tile_overlap': 32}, 'val.tile / val.tile_overlap: overlap=32 with tile=64: the overlap must be'),
     ({'tile': 64, 'tile_blend': 'gauss'}, "val.tile_blend: 'gauss' is not one of"),
     ({'combined_rows': [{'name': 'x', 'datasets': ['Rain100X']}]}, 'Rain100X is not the name of a dataset'),
 ])

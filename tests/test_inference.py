@@ -238,6 +238,51 @@ def test_dual_pixel_inputs(tmp_path, layout):
     assert np.abs(out - expected).max() <= 1
 
 
+RELATIVE_LAYOUTS = {  # how Restormer relatives' training code saves: MST++, torch.compile, a plain training script
+    'mstpp': lambda sd: {'epoch': 3, 'iter': 3000, 'state_dict': {f'module.{k}': v for k, v in sd.items()},
+                         'optimizer': {'state': {}, 'param_groups': [{'lr': 4e-4, 'params': [0]}]}},
+    'compiled': lambda sd: {'params': {f'_orig_mod.{k}': v for k, v in sd.items()}},
+    'model_state_dict': lambda sd: {'epoch': 1, 'model_state_dict': sd, 'optimizer_state_dict': {'state': {}}},
+}
+
+
+@pytest.mark.parametrize('layout', sorted(RELATIVE_LAYOUTS))
+def test_restormer_relatives_restore_one_image_or_are_refused_by_their_channels(tmp_path, layout):
+    torch.manual_seed(2)
+    # skip_conv (dual_pixel_task) without a 6-channel input: one RGB image in, as MST++'s Restormer takes it.
+    for out_channels in (3, 31):
+        net = build_network({**TINY, 'inp_channels': 3, 'out_channels': out_channels, 'dual_pixel_task': True})
+        weights = tmp_path / f'{out_channels}.pth'
+        torch.save(RELATIVE_LAYOUTS[layout](net.state_dict()), weights)
+        img = _random_image((16, 24, 3))
+        cv2.imwrite(str(tmp_path / 'in.png'), img)
+        out = tmp_path / f'out{out_channels}'
+        code = main(['-i', str(tmp_path / 'in.png'), '-o', str(out), '--weights', str(weights), '--no-progress'])
+        if out_channels == 3:
+            assert code == 0
+            restored = cv2.imread(str(out / 'in.png'))
+            assert np.abs(restored.astype(float) - _expected(net, img, 255)).max() <= 1
+        else:  # 31 bands cannot be an image: refused before any output folder
+            assert code == 2 and not out.exists()
+
+
+def test_a_gray_to_colour_network_writes_colour(tmp_path):
+    torch.manual_seed(3)
+    net = build_network({**TINY, 'inp_channels': 1, 'out_channels': 3, 'dual_pixel_task': True})
+    torch.save({'params': net.state_dict()}, tmp_path / 'colorize.pth')
+    gray = _random_image((16, 24))
+    cv2.imwrite(str(tmp_path / 'g.png'), gray)
+    weights = str(tmp_path / 'colorize.pth')
+    assert main(['-i', str(tmp_path / 'g.png'), '-o', str(tmp_path / 'out'), '--weights', weights, '--side-by-side',
+                 '--no-progress']) == 0
+    with torch.no_grad():
+        expected = net(torch.from_numpy(gray.astype(np.float32) / 255)[None, None]).clamp(0, 1)[0]
+    expected = cv2.cvtColor(np.round(expected.permute(1, 2, 0).numpy() * 255), cv2.COLOR_RGB2BGR)
+    restored = cv2.imread(str(tmp_path / 'out' / 'g.png'), cv2.IMREAD_UNCHANGED)
+    assert restored.shape == (16, 24, 3) and np.abs(restored - expected).max() <= 1
+    assert cv2.imread(str(tmp_path / 'out' / 'g_side_by_side.png')).shape == (16, 48, 3)
+
+
 def test_basicsr_restore_console_command(tmp_path):
     cv2.imwrite(str(tmp_path / 'x.jpg'), _random_image((16, 16, 3)))
     env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}

@@ -318,6 +318,23 @@ def test_pretrained_weights_are_loaded(tmp_path):
     assert all(torch.equal(v, loaded.net_g.state_dict()[k]) for k, v in source.net_g.state_dict().items())
 
 
+@pytest.mark.parametrize('model_type', ['ImageCleanModel', 'SRModel'])
+def test_unset_param_key_g_means_params_ema_except_on_resume(tmp_path, model_type):
+    from restormer_arch.models.training_hooks import TrainingRun, applied
+
+    trained, ema = (build_model(make_opt(tmp_path, is_train=False)).net_g.state_dict() for _ in range(2))
+    path = tmp_path / 'net_g_6.pth'
+    torch.save({'params': trained, 'params_ema': ema}, path)
+    # BasicSR's own models get the rule from the hooks that basicsr train and basicsr test apply.
+    with applied(TrainingRun()):
+        for path_opt, expected in (({}, ema), ({'param_key_g': 'params'}, trained),
+                                   ({'resume_state': 'experiment/training_states/6.state'}, trained)):
+            opt = make_opt(tmp_path, is_train=False, model_type=model_type)
+            opt['path'].update(pretrain_network_g=str(path), **path_opt)
+            loaded = build_model(opt).net_g.state_dict()
+            assert all(torch.equal(loaded[k], v) for k, v in expected.items()), path_opt
+
+
 # --------------------------------------------------------------------------------------------------- validation
 def write_pairs(folder, names, size, seed=0, noise=20):
     """Tiny real PNG pairs: smooth gradients (gt) and noisy versions (lq)."""
@@ -338,6 +355,23 @@ def val_loader(folder, name='tiny_val'):
     opt = {'name': name, 'type': 'Dataset_PairedImage', 'dataroot_gt': str(folder / 'gt'),
            'dataroot_lq': str(folder / 'lq'), 'io_backend': {'type': 'disk'}, 'phase': 'val', 'scale': 1}
     return build_dataloader(build_dataset(opt), opt, num_gpu=0, dist=False, sampler=None, seed=0)
+
+
+def test_validation_without_ground_truth_skips_metrics_and_keeps_no_stale_target(tmp_path, basicsr_log):
+    write_pairs(tmp_path / 'real', ['r0', 'r1'], (32, 32))  # lq only is used: the size of the training patches
+    opt = {'name': 'real', 'type': 'SingleImageDataset', 'dataroot_lq': str(tmp_path / 'real' / 'lq'),
+           'io_backend': {'type': 'disk'}, 'phase': 'val', 'scale': 1}
+    loader = build_dataloader(build_dataset(opt), opt, num_gpu=0, dist=False, sampler=None, seed=0)
+    model = build_model(make_opt(tmp_path, val={'metrics_table': True}))
+    model.feed_data(batch(size=32))
+    model.optimize_parameters(1)  # the last training target stays on the model until a batch replaces or clears it
+    model.validation(loader, 1, None, save_img=True)
+    assert not hasattr(model, 'gt') and not hasattr(model, 'metric_results')
+    assert sum('no ground truth' in m for m in basicsr_log) == 1
+    assert not (tmp_path / 'experiment' / 'metrics').exists()  # no table of counts without any metric
+    for name in ('r0', 'r1'):
+        saved = tmp_path / 'experiment' / 'visualization' / 'real' / f'{name}_1.png'
+        assert cv2.imread(str(saved)).shape == (32, 32, 3)
 
 
 def test_validation_pads_crops_saves_and_tracks_best(tmp_path, basicsr_log):
@@ -398,7 +432,7 @@ def test_validation_warns_when_the_output_is_not_finite(tmp_path, basicsr_log):
 def test_compiled_testing_keeps_one_shape_with_tiles_and_reports_new_shapes(tmp_path, basicsr_log):
     """`basicsr test` with performance.compile: with val.tile every tile is exactly the tile size (one compilation for
     images of several sizes); without it each new image shape is reported as a recompilation."""
-    from restormer_arch.restorer import run_network
+    from restormer_arch.tiling import run_network
 
     perf_opt = {'compile': {'freezing': True}}
     model = build_model(make_opt(tmp_path, is_train=False, val={'tile': 32, 'tile_overlap': 4},

@@ -26,7 +26,6 @@ from restormer_arch.tiling import (
     check_tile_options,
     fixed_tile_shape,
     tile_grid,
-    tile_starts,
     tiled_forward,
 )
 from tests.conftest import REPO_ROOT
@@ -422,8 +421,8 @@ def test_check_tile_options_names_the_bad_value():
 
 
 def test_tiling_windows_and_positions():
-    assert tile_starts(100, 32, 8) == [0, 22, 45, 68]  # evenly spread, tiles of exactly 32
-    assert tile_starts(20, 32, 8) == [0]
+    assert tile_grid(100, 32, 8, fit_tile=False)[1] == [0, 22, 45, 68]  # evenly spread, tiles of exactly 32
+    assert tile_grid(20, 32, 8, fit_tile=False)[1] == [0]
     window = blend_window(32, 16, lead=True, trail=True)
     assert window[:4].eq(0).all() and window[-4:].eq(0).all() and window[12:20].eq(1).all()
     assert torch.all(window[4:12].diff() > 0)  # smooth monotone ramp

@@ -7,8 +7,8 @@ import torch
 
 import restormer_arch
 from restormer_arch.archs.presets import task_options
-from restormer_arch.restorer import RestoreError, Restorer, build_network, load_restormer, run_network
-from restormer_arch.tiling import tiled_forward
+from restormer_arch.restorer import RestoreError, Restorer, build_network, load_restormer
+from restormer_arch.tiling import run_network, tiled_forward
 
 TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
 
@@ -126,7 +126,7 @@ def test_memory_check_suggests_a_tile():
 
 def test_run_network_is_the_shared_forward_for_validation():
     """What validation would call: whole or tiled, any blend, last output of multi-output networks, not clamped."""
-    from restormer_arch.restorer import run_network
+    from restormer_arch.tiling import run_network
 
     net = _net()
     x = torch.rand(1, 3, 40, 36) * 2 - 0.5

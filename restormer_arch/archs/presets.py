@@ -1,6 +1,8 @@
-"""Restormer configurations: the released task presets, checking constructor arguments, reading them from weights.
+"""Restormer configurations: the released checkpoints and tasks, checking constructor arguments, reading them from
+weights.
 
-* :data:`TASK_PRESETS` - the constructor arguments of the released checkpoints, by task (the rest are defaults).
+* :data:`RELEASES` - the one table of the released checkpoints: task, constructor arguments, description, test file;
+  :data:`TASK_PRESETS` (the constructor arguments by task; the rest are defaults) is read from it.
 * :func:`check_arch_options` - type/value checks of user-given constructor arguments (JSON, YAML) with errors that
   name the key, before the constructor fails deep inside with a ``TypeError``.
 * :func:`arch_options_from_state_dict` - every hyper-parameter that shapes the weights, read from a state dict's key
@@ -19,32 +21,60 @@ What a state dict tells (see :class:`~restormer_arch.archs.restormer_arch.Restor
                            reproduces the hidden width of *every* level (2.66 gives 127/255/511/1021 for dim 48)
 ``bias``                   ``output.bias`` / ``attn.qkv.bias`` exist
 ``LayerNorm_type``         ``norm1.body.bias`` exists (``WithBias``) or not (``BiasFree``)
-``dual_pixel_task``        ``skip_conv.weight`` exists
+``dual_pixel_task``        ``skip_conv.weight`` exists (two input views only with ``inp_channels`` 6: MST++ keeps it for
+                           one RGB image, 3 -> 31 channels)
 =========================  ===========================================================================================
 """
 import inspect
 import math
 import re
+from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from torch import Tensor
 
 from .restormer_arch import LAYER_NORM_TYPES, Restormer
 
-__all__ = ['TASK_PRESETS', 'TASK_KEYS', 'ArchOptionsError', 'default_arch_options', 'check_arch_options',
-           'task_options', 'matching_tasks', 'arch_options_from_state_dict', 'hidden_width']
+__all__ = ['RELEASES', 'Release', 'TASK_PRESETS', 'TASK_KEYS', 'ArchOptionsError', 'default_arch_options',
+           'check_arch_options', 'task_options', 'matching_tasks', 'arch_options_from_state_dict', 'hidden_width']
 
-# Constructor arguments of the released checkpoints; everything else is Restormer's default (dim 48, 4/6/6/8 blocks,
-# 4 refinement blocks, heads 1/2/4/8, ffn_expansion_factor 2.66, no bias).
-TASK_PRESETS: Dict[str, dict] = {
-    'deraining': {},
-    'motion_deblurring': {},
-    'defocus_deblurring': {},
-    'dual_pixel_defocus_deblurring': {'inp_channels': 6, 'dual_pixel_task': True},
-    'real_denoising': {'LayerNorm_type': 'BiasFree'},
-    'gaussian_color_denoising': {'LayerNorm_type': 'BiasFree'},
-    'gaussian_gray_denoising': {'inp_channels': 1, 'out_channels': 1, 'LayerNorm_type': 'BiasFree'},
+
+@dataclass(frozen=True)
+class Release:
+    """One checkpoint of the official v1.0 release (:mod:`restormer_arch.weights` fetches it by its name).
+
+    Attributes:
+        task: Its task, the ``--task`` name that fixes its configuration.
+        arch_options: ``Restormer`` constructor arguments of the task (everything else is the default: dim 48, 4/6/6/8
+            blocks, 4 refinement blocks, heads 1/2/4/8, ffn_expansion_factor 2.66, no bias).
+        about: What the model restores (for listings).
+        test_options: The option file under ``options/test/`` that evaluates it.
+    """
+    task: str
+    arch_options: Dict[str, object]
+    about: str
+    test_options: str
+
+
+_BIAS_FREE = {'LayerNorm_type': 'BiasFree'}
+# The release file stems, each with its task and configuration.
+RELEASES: Dict[str, Release] = {
+    'deraining': Release('deraining', {}, 'deraining', 'Deraining.yml'),
+    'motion_deblurring': Release('motion_deblurring', {}, 'motion deblurring', 'MotionDeblurring_GoPro_HIDE.yml'),
+    'single_image_defocus_deblurring': Release('defocus_deblurring', {}, 'defocus deblurring, single image',
+                                               'DefocusDeblurring_Single.yml'),
+    'dual_pixel_defocus_deblurring': Release('dual_pixel_defocus_deblurring',
+                                             {'inp_channels': 6, 'dual_pixel_task': True},
+                                             'defocus deblurring, dual pixel (6 channels in)',
+                                             'DefocusDeblurring_DualPixel.yml'),
+    'real_denoising': Release('real_denoising', _BIAS_FREE, 'real denoising (SIDD)', 'RealDenoising_SIDD.yml'),
+    **{f'gaussian_{kind}_denoising_{level}': Release(f'gaussian_{kind}_denoising', arch, f'{kind} Gaussian '
+                                                     f'denoising, {level}',
+                                                     f'GaussianDenoising_{kind.title()}_{level.title()}.yml')
+       for kind, arch in (('color', _BIAS_FREE), ('gray', {'inp_channels': 1, 'out_channels': 1, **_BIAS_FREE}))
+       for level in ('blind', 'sigma15', 'sigma25', 'sigma50')},
 }
+TASK_PRESETS: Dict[str, dict] = {release.task: release.arch_options for release in RELEASES.values()}
 # What tells the tasks apart (the network size does not: the same task can be trained at any size).
 TASK_KEYS = ('inp_channels', 'out_channels', 'LayerNorm_type', 'dual_pixel_task')
 LEVELS = ('encoder_level1', 'encoder_level2', 'encoder_level3', 'latent')

@@ -25,8 +25,7 @@ from ..perf import (
     optimizer_defaults,
     resolve_precision,
 )
-from ..restorer import run_network
-from ..tiling import fixed_tile_shape
+from ..tiling import fixed_tile_shape, run_network
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import CosineAnnealingRestartCyclicLR
 from .model_options import FP16_TRAINING
@@ -59,7 +58,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
     - ``train.pixel_opt`` defaults to ``L1Loss``; the scheduler may be ``CosineAnnealingRestartCyclicLR``.
     - ``val.window_size`` (default 8): inputs are reflect-padded to a multiple of it for validation.
     - ``val.log_input_metrics``: also log the metrics of the degraded input (e.g. the noisy PSNR) once per dataset.
-    - ``val.tile`` / ``val.tile_overlap``: tiled inference for huge images (:func:`..restorer.run_network`).
+    - ``val.tile`` / ``val.tile_overlap``: tiled inference for huge images (:func:`..tiling.run_network`).
     - ``val.image_dtype``: ``uint8`` (default), ``uint16`` or ``float32`` images for the metrics (:mod:`val_utils`).
     - ``val.metrics_table`` (default: on in ``basicsr test``, off in training), ``val.combined_rows``: per-image
       ``metrics.csv`` and per-dataset ``metrics.md`` (:mod:`results_table`).
@@ -216,10 +215,13 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
 
     # ------------------------------------------------------------------ training step
     def feed_data(self, data: Dict[str, Any]) -> None:
-        """Take a batch from a loader (``lq`` and, when present, ``gt``)."""
+        """Take a batch from a loader (``lq`` and, when present, ``gt``; a batch without ``gt`` clears the last one, so
+        no metric is ever computed against a target of an earlier batch or of training)."""
         self.lq = data['lq'].to(self.device)
         if 'gt' in data:
             self.gt = data['gt'].to(self.device)
+        else:
+            self.__dict__.pop('gt', None)
 
     def _devices_per_process(self) -> int:
         # The stage's batch is per device; only DataParallel (one process, several GPUs) feeds more than one.
@@ -408,7 +410,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         log_input = self.opt['val'].get('log_input_metrics', False) and not self._input_logged(dataset_name)
         table = self._results_table(current_iter, dataset_name) if metrics_opt else None
         dtype = self.opt['val'].get('image_dtype', 'uint8')
-        count, non_finite = 0, []
+        count, scored, non_finite = 0, 0, []
         bar = self._progress_bar(dataloader, dataset_name)
         for val_data in dataloader:
             self.feed_data(val_data)
@@ -433,11 +435,11 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
                             lq_img = to_metric_image(visuals['lq'][i], dtype)
                             input_totals[name] += calculate_metric({'img': lq_img, 'img2': gt_img},
                                                                    deepcopy(metric_opt))
+                    scored += 1
                 count += 1
             bar.update(visuals['result'].shape[0])
             for attr in ('lq', 'gt', 'output'):
-                if hasattr(self, attr):
-                    delattr(self, attr)
+                self.__dict__.pop(attr, None)
         bar.close()
         if non_finite:
             # The images are saved and scored with NaN as 0; say so rather than report a meaningless score quietly.
@@ -445,15 +447,19 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
                 f'{dataset_name}: the network output has NaN/inf values for {len(non_finite)} image(s) '
                 f'({", ".join(non_finite[:5])}{", ..." if len(non_finite) > 5 else ""}; performance.precision: '
                 f'{self.precision}); their images and metrics are not meaningful. fp16 can overflow: try bf16 or fp32.')
-        if metrics_opt and count:
-            self.metric_results = {name: total / count for name, total in totals.items()}
+        if metrics_opt and count and not scored:
+            get_root_logger().warning(
+                f'{dataset_name}: no ground truth (the dataset yields lq only, e.g. SingleImageDataset): val.metrics '
+                f'({", ".join(metrics_opt)}) skipped for its {count} image(s); the restored images are still saved.')
+        if metrics_opt and scored:
+            self.metric_results = {name: total / scored for name, total in totals.items()}
             for name, value in self.metric_results.items():
                 self._update_best_metric_result(dataset_name, name, value, current_iter)
             if log_input:
-                self._log_input_metrics(dataset_name, {name: v / count for name, v in input_totals.items()},
+                self._log_input_metrics(dataset_name, {name: v / scored for name, v in input_totals.items()},
                                         tb_logger)
             self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
-        if table is not None:
+        if table is not None and any(table.rows.values()):  # no table of image counts alone (no ground truth)
             table.write()
             get_root_logger().info(f'Metrics table ({table.md_path}, per image: {table.csv_path}):\n'
                                    + table.markdown())

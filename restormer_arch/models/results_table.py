@@ -71,16 +71,16 @@ def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values) if values else float('nan')
 
 
-def _format(value: float) -> str:
-    return f'{value:.4f}'
-
-
 class ResultsTable:
     """Metric values per image, grouped by dataset, with per-dataset and combined averages.
 
     Args:
         out_dir: Folder of ``metrics.csv`` and ``metrics.md`` (created on the first write).
         combined_rows: The ``val.combined_rows`` option (see the module docstring).
+
+    Attributes:
+        csv_path: Path of the per-image table, ``<out_dir>/metrics.csv``.
+        md_path: Path of the averages table, ``<out_dir>/metrics.md``.
     """
 
     def __init__(self, out_dir: str, combined_rows: Optional[List[Mapping[str, Any]]] = None) -> None:
@@ -88,19 +88,10 @@ class ResultsTable:
         if problems:
             raise ValueError('; '.join(problems))
         self.out_dir = out_dir
+        self.csv_path, self.md_path = osp.join(out_dir, 'metrics.csv'), osp.join(out_dir, 'metrics.md')
         self.combined_rows = list(combined_rows or [])
         self.rows: Dict[str, List[Dict[str, Any]]] = {}  # dataset -> [{'image': name, metric: value, ...}]
         self.metric_names: List[str] = []
-
-    @property
-    def csv_path(self) -> str:
-        """Path of the per-image table."""
-        return osp.join(self.out_dir, 'metrics.csv')
-
-    @property
-    def md_path(self) -> str:
-        """Path of the averages table."""
-        return osp.join(self.out_dir, 'metrics.md')
 
     def add(self, dataset: str, image: str, values: Mapping[str, float]) -> None:
         """Record the metric values of one image.
@@ -149,7 +140,7 @@ class ResultsTable:
         notes = []
         for row in self.summary():
             name = f'**{row["dataset"]}**' if 'combined' in row else row['dataset']
-            cells = [name, str(row['count'])] + [_format(row[m]) for m in self.metric_names]
+            cells = [name, str(row['count'])] + [f'{row[m]:.4f}' for m in self.metric_names]
             lines.append('| ' + ' | '.join(cells) + ' |')
             if 'combined' in row:
                 notes.append(f'- **{row["dataset"]}**: {row["combined"]}')

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from basicsr.utils import get_root_logger
 
-from ..checkpoint import CheckpointError, atomic_save, compare_state_dicts, find_state_dict, load_file
+from ..checkpoint import CheckpointError, atomic_save, compare_state_dicts, find_state_dict, load_file, param_entry
 from ..compat import map_location_for
 
 __all__ = ['RunError', 'CheckpointLoadError', 'TrainingRun', 'CheckpointHooks', 'applied', 'load_resume_state',
@@ -377,13 +377,20 @@ class CheckpointHooks:
             load_path: The checkpoint file, of any layout :mod:`restormer_arch.checkpoint` accepts.
             strict: Refuse any missing, unexpected or shape-mismatched tensor.
             param_key: Preferred entry (``params``, ``params_ema``, ``state_dict`` ...); when the file has no such
-                entry, the entry is found as ``basicsr restore`` finds it (and the log says which).
+                entry, or the model passes BasicSR's default ``'params'`` for an unset ``path.param_key_<x>``, the
+                entry is found by :func:`~restormer_arch.checkpoint.param_entry` (and the log says which).
 
         Raises:
             MissingCheckpointError: The file does not exist.
             CheckpointLoadError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
                 non-strict load that would leave most of the network random.
         """
+        label = next((key for key, value in vars(self).items() if value is net and key.startswith('net_')), '')
+        path_opt = self.opt.get('path') or {}
+        if param_key == 'params' and f'param_key{label[3:]}' not in path_opt:
+            # BasicSR passes the default 'params' for an unset path.param_key_<x>: unset means checkpoint.param_entry's
+            # rule (params_ema first: what validation scored); a resume continues from the network's trained weights.
+            param_key = 'params' if path_opt.get('resume_state') else None
         net = self.get_bare_model(net)
         name = net.__class__.__name__
         expected = net.state_dict()
@@ -392,8 +399,7 @@ class CheckpointHooks:
         report = mismatch.describe(limit=6)
         loadable = {k: v for k, v in state_dict.items() if k in expected and expected[k].shape == v.shape}
         net.load_state_dict(loadable, strict=strict)
-        logger.info(f'Loading {name} from {load_path} [{used_key}]: {mismatch.matched} of {len(expected)} tensors '
-                    'loaded.')
+        logger.info(f'{load_path}: loaded {used_key} into {name}, {mismatch.matched} of {len(expected)} tensors.')
         if mismatch:
             logger.warning(f'{load_path}: not loaded into {name} (strict_load off): {report}')
 
@@ -515,14 +521,12 @@ def check_checkpoint_fits(expected: Dict[str, torch.Tensor], load_path: str, str
 
 def _read_parameters(load_path: str, param_key: Optional[str], log: bool = True) -> tuple:
     checkpoint = load_file(load_path, 'path.pretrain_network_*')
-    if param_key is not None and isinstance(checkpoint, dict) and isinstance(checkpoint.get(param_key), dict):
-        return find_state_dict(checkpoint, load_path, param_key), param_key
-    state_dict = find_state_dict(checkpoint, load_path)
-    found = next((key for key in ('params_ema', 'params', 'state_dict', 'model', 'net_g')
-                  if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict)), 'bare state dict')
-    if param_key is not None and log:
-        get_root_logger().info(f'{load_path} has no {param_key!r} entry; using {found!r} (as basicsr restore does).')
-    return state_dict, found
+    # An absent param_key falls back to the rule every command uses (restormer_arch.checkpoint.param_entry).
+    state_dict, entry = find_state_dict(checkpoint, load_path,
+                                        param_key if param_entry(checkpoint, param_key) == param_key else None)
+    if param_key not in (None, entry) and log:
+        get_root_logger().info(f'{load_path} has no {param_key!r} entry; using {entry!r} (as basicsr restore does).')
+    return state_dict, entry
 
 
 # ---------------------------------------------------------------------------------------------------- the pipeline

@@ -14,7 +14,7 @@ BasicSR's ``calculate_psnr`` / ``calculate_ssim`` hard-code the peak 255, so the
 
 ``val.tile`` / ``val.tile_overlap`` (and ``val.tile_blend``) run the network on overlapping tiles
 (:func:`restormer_arch.tiling.tiled_forward`: bounded memory for huge test images) through
-:func:`restormer_arch.restorer.run_network`, the one forward of restore and validation.
+:func:`restormer_arch.tiling.run_network`, the one forward of restore and validation.
 """
 from typing import Any, List, Mapping
 
@@ -24,7 +24,7 @@ from basicsr.utils import tensor2img
 from torch import Tensor
 
 from restormer_arch.data.image_io import write_image
-from restormer_arch.tiling import BLEND_MODES
+from restormer_arch.tiling import BLEND_MODES, check_tile_options
 
 IMAGE_DTYPES = ('uint8', 'uint16', 'float32')
 UINT8_ONLY_METRICS = ('calculate_psnr', 'calculate_ssim', 'calculate_niqe')
@@ -53,13 +53,11 @@ def check_val_options(val_opt: Mapping[str, Any]) -> List[str]:
         elif dtype == 'float32' and (metric or {}).get('data_range') is None:
             problems.append(f'val.metrics.{name}: val.image_dtype float32 passes images in [0, 1]; add '
                             '"data_range: 1" to this metric.')
-    tile, overlap = val_opt.get('tile'), val_opt.get('tile_overlap', DEFAULT_TILE_OVERLAP)
-    if tile is not None:
-        if not isinstance(tile, int) or isinstance(tile, bool) or tile <= 0 or tile % 8:
-            problems.append(f'val.tile: {tile!r} must be a positive multiple of 8 (or ~ for whole images).')
-        elif not isinstance(overlap, int) or overlap < 0 or 2 * overlap >= tile:
-            problems.append(f'val.tile_overlap: {overlap!r} must be an integer in [0, tile / 2) = '
-                            f'[0, {(tile - 1) // 2}].')
+    if val_opt.get('tile') is not None:
+        try:  # the one tile rule of restore, validation and the library
+            check_tile_options(val_opt['tile'], val_opt.get('tile_overlap', DEFAULT_TILE_OVERLAP))
+        except ValueError as err:
+            problems.append(f'val.tile / val.tile_overlap: {err}')
     blend = val_opt.get('tile_blend', 'cosine')
     if blend not in BLEND_MODES:
         problems.append(f'val.tile_blend: {blend!r} is not one of {", ".join(BLEND_MODES)}.')
@@ -85,22 +83,17 @@ def to_metric_image(tensor: Tensor, dtype: str = 'uint8') -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def to_saved_image(img: np.ndarray) -> np.ndarray:
-    """The array written by ``save_img``: uint8/uint16 as they are, float32 as 8-bit."""
-    if img.dtype == np.float32:
-        return np.round(img * 255.0).astype(np.uint8)
-    return img
-
-
 def save_val_image(img: np.ndarray, path: str) -> None:
-    """Write a validation/test image atomically (:func:`~restormer_arch.data.image_io.write_image`).
+    """Write a validation/test image atomically (:func:`~restormer_arch.data.image_io.write_image`): uint8 and uint16
+    as they are, float32 (in [0, 1]) as 8-bit.
 
     Args:
-        img: ``(H, W)`` or ``(H, W, C)`` BGR from :func:`to_metric_image`; saved as :func:`to_saved_image` gives it.
+        img: ``(H, W)`` or ``(H, W, C)`` BGR from :func:`to_metric_image`.
         path: Output file (its folder is created).
     """
-    pixels = to_saved_image(img)
-    write_image(path, pixels, 16 if pixels.dtype == np.uint16 else 8)
+    if img.dtype == np.float32:
+        img = np.round(img * 255.0).astype(np.uint8)
+    write_image(path, img, 16 if img.dtype == np.uint16 else 8)
 
 
-__all__ = ['IMAGE_DTYPES', 'check_val_options', 'to_metric_image', 'to_saved_image', 'save_val_image']
+__all__ = ['IMAGE_DTYPES', 'check_val_options', 'to_metric_image', 'save_val_image']
