@@ -401,6 +401,17 @@ def memory_fit(variant: str, device: str, arch_json: str, fit_shapes: Tuple[str,
     return mean_y - slope * mean_x, slope
 
 
+def arch_key(arch: dict) -> str:
+    """The constructor arguments that differ from Restormer's defaults, as JSON (one fit per network)."""
+    import inspect
+
+    def plain(value: object) -> object:
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    defaults = {k: plain(p.default) for k, p in inspect.signature(Restormer).parameters.items()}
+    return json.dumps({k: v for k, v in arch.items() if defaults.get(k) != plain(v)}, sort_keys=True)
+
+
 def plan_stages(path: Path) -> Tuple[List[Tuple[int, int]], dict]:
     """``(batch, patch)`` per progressive stage and the Restormer arguments of an option file."""
     import yaml
@@ -552,7 +563,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             n, c, h, w = parse_shape(text)
             rows = {}
             for name, spec in MEMORY_VARIANTS.items():
-                a, b = memory_fit(name, args.device, json.dumps({'inp_channels': c, 'out_channels': c}), fit_shapes)
+                a, b = memory_fit(name, args.device, arch_key({'inp_channels': c, 'out_channels': c}), fit_shapes)
                 peak, r = a + b * n * h * w, None
                 if peak <= args.max_gib:
                     peak, r = train_peak_gib(dict(spec, device=args.device, shape=(n, c, h, w), runs=2,
@@ -566,7 +577,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         emit('')
     if 'plan' in args.sections:
         stages, arch = plan_stages(args.plan_options)
-        fits = {name: memory_fit(name, args.device, json.dumps(arch, sort_keys=True), fit_shapes)
+        fits = {name: memory_fit(name, args.device, arch_key(arch), fit_shapes)
                 for name in MEMORY_VARIANTS}
         emit(f'## Memory plan for {args.plan_options} ({args.device}; fitted from {", ".join(fit_shapes)})', '',
              'Peak training memory per progressive stage, GiB (and the smallest of '

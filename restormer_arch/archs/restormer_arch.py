@@ -79,9 +79,10 @@ class Restormer(nn.Module):
         use_checkpoint: Activation checkpointing per transformer block when training (less memory for large patches,
             about one extra forward of compute). Not part of the weights: checkpoints load either way. Can be changed
             later with :meth:`set_checkpointing`.
-        memory: ``'lean'`` (selective recompute: the blocks keep only their 1x1 convolution outputs for the backward
-            pass, about 0.4x the activations of ``'full'``, exact gradients) or ``'full'``. Training only; inference,
-            weights and ONNX export are the same either way. ``use_checkpoint`` takes precedence.
+        memory: ``'full'`` or ``'lean'`` (selective recompute: the blocks keep only their 1x1 convolution outputs for
+            the backward pass, ~0.4x the activations of ``'full'``, exact gradients, ~1.3x the step time on CPU; see
+            docs/performance.md). Training only; inference, weights and ONNX export are the same either way.
+            ``use_checkpoint`` takes precedence.
     """
 
     def __init__(self,
@@ -96,7 +97,7 @@ class Restormer(nn.Module):
                  LayerNorm_type: str = 'WithBias',  # noqa: N803 (official argument name)
                  dual_pixel_task: bool = False,
                  use_checkpoint: bool = False,
-                 memory: str = 'lean') -> None:
+                 memory: str = 'full') -> None:
         super().__init__()
         if memory not in MEMORY_MODES:
             raise ValueError(f'Restormer: memory must be one of {list(MEMORY_MODES)}, got {memory!r}.')
@@ -225,7 +226,7 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
                  LayerNorm_type: str, use_checkpoint: bool = False,  # noqa: N803 (official argument name)
-                 memory: str = 'lean') -> None:
+                 memory: str = 'full') -> None:
         super().__init__()
         self.norm1 = ChannelLayerNorm(dim, LayerNorm_type)
         self.attn = MDTA(dim, num_heads, bias)
@@ -257,19 +258,16 @@ class TransformerBlock(nn.Module):
 def _lean_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: ARG001 (the checkpoint API's signature)
     """Which intermediates of a block a lean training step keeps (the rest is recomputed in the backward pass).
 
-    Kept: the outputs of 1x1 convolutions that do not reduce the channels (qkv, the folded MDTA projection, GDFN's
-    project_in: each costs a GEMM to recompute) and of matrix products (the Gram and folded matrices, C/heads wide).
-    GDFN's project_out (which reduces the channels) only feeds the residual sum, whose backward reads nothing.
-    Recomputed: LayerNorms, depthwise convolutions (~1/20 of a 1x1's FLOPs at these widths), pixel norms, softmax,
-    GELU, the gate product, slices, casts and residual sums. The ops are aten's, so the same rule holds eagerly, under
-    autocast and inside torch.compile's traced graph.
+    Kept: the outputs of the 1x1 convolutions (qkv, the folded MDTA projection, GDFN's project_in and project_out: each
+    costs a GEMM to recompute) and of the matrix products (the Gram and folded matrices, C/heads wide). Recomputed:
+    LayerNorms, depthwise convolutions, pixel norms, softmax, GELU, the gate product, slices, casts and residual sums.
+    The ops are aten's, so the same rule holds eagerly, under autocast and in torch.compile's traced graph.
     """
     if op in (torch.ops.aten.bmm.default, torch.ops.aten.mm.default):
         return CheckpointPolicy.MUST_SAVE
-    if op is torch.ops.aten.convolution.default:
-        weight, groups = args[1], args[8]
-        if groups == 1 and tuple(weight.shape[2:]) == (1, 1) and weight.shape[0] >= weight.shape[1]:
-            return CheckpointPolicy.MUST_SAVE
+    groups_and_kernel = (args[8], tuple(args[1].shape[2:])) if op is torch.ops.aten.convolution.default else None
+    if groups_and_kernel == (1, (1, 1)):
+        return CheckpointPolicy.MUST_SAVE
     return CheckpointPolicy.PREFER_RECOMPUTE
 
 
