@@ -13,7 +13,7 @@ Sections:
               packages are installed (``pip install -e .[bench]``); bf16 rows give PSNR against our fp32 output
     infer     forward (eval, inference_mode) per input shape: fast vs plain, interleaved; GFLOP/s (FlopCounterMode)
     train     training step (zero_grad + forward + L1 + backward + AdamW step): plain fp32 (for-loop AdamW) vs ours
-              fp32 and bf16 autocast (fused AdamW), memory 'full' and 'lean', interleaved
+              fp32 and bf16 autocast (fused AdamW), memory 'full' and 'lean', fp32 use_checkpoint, interleaved
     trainmem  training step peak memory above the process's baseline (fresh process per row) for the official math
               (fp32) and ours (fp32/bf16, memory full/lean, use_checkpoint): measured at small shapes, fitted as
               a + b * batch * pixels, then measured at each --train-memory shape whose fitted peak is under --max-gib
@@ -302,6 +302,9 @@ def bench_train(shape: Shape, device: str, warmup: int, repeats: int) -> dict:
                     block.memory = memory
             variants[f'ours {precision} {memory}, fused AdamW'] = train_step_fn(net, x, target, precision, device,
                                                                               fused=True)
+    net = copy.deepcopy(fast)
+    net.set_checkpointing(True)
+    variants['ours fp32 use_checkpoint, fused AdamW'] = train_step_fn(net, x, target, 'fp32', device, fused=True)
     result = interleave(variants, device, warmup, repeats)
     for name, fn in variants.items():
         result[name]['peak_cuda_mb'] = peak_cuda_mb(device, fn)
