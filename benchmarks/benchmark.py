@@ -13,9 +13,13 @@ Sections:
               packages are installed (``pip install -e .[bench]``); bf16 rows give PSNR against our fp32 output
     infer     forward (eval, inference_mode) per input shape: fast vs plain, interleaved; GFLOP/s (FlopCounterMode)
     train     training step (zero_grad + forward + L1 + backward + AdamW step): plain fp32 (for-loop AdamW) vs ours
-              fp32 and bf16 autocast (fused AdamW), interleaved
-    trainmem  training step time and peak memory (fresh process per row) at the paper's first-stage shape, fp32/bf16,
-              with and without use_checkpoint
+              fp32 and bf16 autocast (fused AdamW), memory 'full' and 'lean', fp32 use_checkpoint, interleaved
+    trainmem  training step peak memory above the process's baseline (fresh process per row) for the official math
+              (fp32) and ours (fp32/bf16, memory full/lean, use_checkpoint): measured at small shapes, fitted as
+              a + b * batch * pixels, then measured at each --train-memory shape whose fitted peak is under --max-gib
+              (else the fitted value is printed, marked)
+    plan      the memory planner: per progressive stage of --plan-options (mini_batch_sizes x gt_sizes, network_g),
+              the fitted peak of every trainmem variant and the smallest of 12/24/40/80 GB it fits in
     allocator fast forward in two subprocesses, glibc default (RESTORMER_ALLOCATOR=system) vs configure_allocator()
     e2e       what the ``basicsr`` command does (configure_allocator + fast network) vs the plain math with the default
               environment, each in a fresh subprocess
@@ -37,6 +41,7 @@ import sys
 import tempfile
 import time
 import warnings
+from functools import cache
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -56,6 +61,17 @@ from restormer_arch.perf import (  # noqa: E402
 )
 from restormer_arch.tiling import tile_grid, tiled_forward  # noqa: E402
 from tests.reference_restormer import PlainRestormer  # noqa: E402
+
+# Training-memory variants: worker specs (the official math is the plain model with a for-loop AdamW).
+MEMORY_VARIANTS = {
+    'official math fp32': {'network': 'plain', 'precision': 'fp32'},
+    'ours fp32 full': {'precision': 'fp32', 'memory': 'full'},
+    'ours fp32 lean': {'precision': 'fp32', 'memory': 'lean'},
+    'ours bf16 full': {'precision': 'bf16', 'memory': 'full'},
+    'ours bf16 lean': {'precision': 'bf16', 'memory': 'lean'},
+    'ours fp32 use_checkpoint': {'precision': 'fp32', 'use_checkpoint': True},
+}
+CARDS_GB = (12, 24, 40, 80)
 
 Shape = Tuple[int, ...]
 
@@ -275,14 +291,20 @@ def train_step_fn(net: nn.Module, x: torch.Tensor, target: torch.Tensor, precisi
 def bench_train(shape: Shape, device: str, warmup: int, repeats: int) -> dict:
     fast, plain = build_pair(device, inp_channels=shape[1], out_channels=shape[1])
     fast = fast.to(memory_format=torch.channels_last)
-    fast_bf16 = copy.deepcopy(fast)
     x = torch.rand(*shape, device=device)
     target = torch.rand(*shape, device=device)
-    variants = {
-        'plain fp32, for-loop AdamW': train_step_fn(plain, x, target, 'fp32', device, fused=False),
-        'ours fp32, fused AdamW': train_step_fn(fast, x, target, 'fp32', device, fused=True),
-        'ours bf16 autocast, fused AdamW': train_step_fn(fast_bf16, x, target, 'bf16', device, fused=True),
-    }
+    variants = {'plain fp32, for-loop AdamW': train_step_fn(plain, x, target, 'fp32', device, fused=False)}
+    for precision in ('fp32', 'bf16'):
+        for memory in ('full', 'lean'):
+            net = copy.deepcopy(fast)
+            for block in net.modules():
+                if hasattr(block, 'memory'):
+                    block.memory = memory
+            variants[f'ours {precision} {memory}, fused AdamW'] = train_step_fn(net, x, target, precision, device,
+                                                                              fused=True)
+    net = copy.deepcopy(fast)
+    net.set_checkpointing(True)
+    variants['ours fp32 use_checkpoint, fused AdamW'] = train_step_fn(net, x, target, 'fp32', device, fused=True)
     result = interleave(variants, device, warmup, repeats)
     for name, fn in variants.items():
         result[name]['peak_cuda_mb'] = peak_cuda_mb(device, fn)
@@ -340,17 +362,69 @@ def peak_cuda_total(device: str) -> Optional[float]:
 
 
 def train_worker(spec: dict) -> dict:
-    """Training steps of the fast network (fused AdamW, channels_last) at one shape, precision and checkpointing."""
+    """Training steps at one shape: ours (fused AdamW, channels_last; precision, memory, use_checkpoint) or the
+    official math (``network: plain``, fp32, for-loop AdamW). ``arch`` holds extra constructor arguments."""
     device = spec['device']
-    net = Restormer(use_checkpoint=spec.get('use_checkpoint', False)).to(device, memory_format=torch.channels_last)
-    n, c, h, w = spec['shape']
-    x, target = torch.rand(n, c, h, w, device=device), torch.rand(n, c, h, w, device=device)
-    step = train_step_fn(net, x, target, spec.get('precision', 'fp32'), device, fused=True)
+    arch = dict(spec.get('arch', {}))
+    if spec.get('network') == 'plain':
+        net = PlainRestormer(**arch).to(device)
+    else:
+        net = Restormer(**arch, use_checkpoint=spec.get('use_checkpoint', False), memory=spec.get('memory', 'lean'))
+        net = net.to(device, memory_format=torch.channels_last)
+    n, _, h, w = spec['shape']
+    x = torch.rand(n, net.patch_embed.proj.in_channels, h, w, device=device)
+    target = torch.rand(n, arch.get('out_channels', 3), h, w, device=device)
+    step = train_step_fn(net, x, target, spec.get('precision', 'fp32'), device, fused=spec.get('network') != 'plain')
     rss0 = peak_rss_gib()
     timer = Timer(device)
     samples = [timer(step) for _ in range(spec['runs'])]
     return {'times': [t for t, _ in samples], 'cpu_share': [c for _, c in samples], 'peak_rss_gib': peak_rss_gib(),
             'rss_before_gib': rss0, 'peak_cuda_mb': peak_cuda_total(device)}
+
+
+def train_peak_gib(spec: dict) -> Tuple[float, dict]:
+    """Peak memory of a training step above the process's baseline (RSS; CUDA: max allocated), fresh process."""
+    r = run_worker(dict(spec, job='train', configure_allocator=True))
+    if r['peak_cuda_mb'] is not None:
+        return r['peak_cuda_mb'] / 1024, r
+    return r['peak_rss_gib'] - r['rss_before_gib'], r
+
+
+@cache
+def memory_fit(variant: str, device: str, arch_json: str, fit_shapes: Tuple[str, ...]) -> Tuple[float, float]:
+    """Least-squares ``peak GiB = a + b * batch * pixels`` from measurements at the small ``fit_shapes``."""
+    points = []
+    for text in fit_shapes:
+        n, c, h, w = parse_shape(text)
+        spec = dict(MEMORY_VARIANTS[variant], device=device, shape=(n, c, h, w), runs=2, arch=json.loads(arch_json))
+        points.append((n * h * w, train_peak_gib(spec)[0]))
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+    return mean_y - slope * mean_x, slope
+
+
+def arch_key(arch: dict) -> str:
+    """The constructor arguments that differ from Restormer's defaults, as JSON (one fit per network)."""
+    import inspect
+
+    def plain(value: object) -> object:
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    defaults = {k: plain(p.default) for k, p in inspect.signature(Restormer).parameters.items()}
+    return json.dumps({k: v for k, v in arch.items() if defaults.get(k) != plain(v)}, sort_keys=True)
+
+
+def plan_stages(path: Path) -> Tuple[List[Tuple[int, int]], dict]:
+    """``(batch, patch)`` per progressive stage and the Restormer arguments of an option file."""
+    import yaml
+
+    opt = yaml.safe_load(path.read_text(encoding='utf-8'))
+    train = opt['datasets']['train']
+    batches = train.get('mini_batch_sizes') or [train['batch_size_per_gpu']]
+    sizes = train.get('gt_sizes') or [train['gt_size']]
+    arch = {k: v for k, v in opt['network_g'].items() if k not in ('type', 'use_checkpoint', 'memory')}
+    return list(zip(batches, sizes)), arch
 
 
 def run_worker(spec: dict, allocator: str = '') -> dict:
@@ -392,16 +466,22 @@ def fmt(value: Optional[float], digits: int = 2) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    sections = ['peers', 'infer', 'train', 'trainmem', 'allocator', 'e2e', 'memory']
-    parser.add_argument('--sections', nargs='+', default=sections, choices=sections)
+    sections = ['peers', 'infer', 'train', 'trainmem', 'plan', 'allocator', 'e2e', 'memory']
+    parser.add_argument('--sections', nargs='+', default=[s for s in sections if s != 'plan'], choices=sections)
     parser.add_argument('--peers', default='1x3x256x256', help='peers table input shape NxCxHxW')
     parser.add_argument('--no-compile', action='store_true', help='peers: skip the torch.compile rows (1-2 min each)')
     parser.add_argument('--no-runtimes', action='store_true',
                         help='peers: skip ONNX Runtime / OpenVINO (their arenas take several GiB at 256x256)')
     parser.add_argument('--infer', nargs='*', default=['1x3x256x256'], help='inference shapes NxCxHxW')
     parser.add_argument('--train', nargs='*', default=['2x3x128x128'], help='training shapes NxCxHxW')
-    parser.add_argument('--train-memory', nargs='*', default=['8x3x128x128'],
+    parser.add_argument('--train-memory', nargs='*', default=['2x3x128x128', '8x3x128x128'],
                         help='trainmem shapes (8x3x128x128 is the paper\'s first progressive stage)')
+    parser.add_argument('--fit-shapes', nargs='+', default=['1x3x48x48', '1x3x64x64', '2x3x64x64'],
+                        help='trainmem/plan: small shapes measured for the linear memory fit')
+    parser.add_argument('--max-gib', type=float, default=6.0,
+                        help='trainmem: run a shape only when its fitted peak is below this (GiB); else print the fit')
+    parser.add_argument('--plan-options', type=Path, default=REPO_ROOT / 'options' / 'Deraining.yml',
+                        help='plan: the option file whose progressive stages to plan')
     parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
                         help='infer section: autocast precision; memory section: network precision')
     parser.add_argument('--warmup', type=int, default=1)
@@ -475,19 +555,44 @@ def main(argv: Optional[List[str]] = None) -> int:
                      f"| {v['cpu_s']:.2f} | {base['cpu_s'] / v['cpu_s']:.2f}x | {v['cpu_share']:.2f} "
                      f"| {fmt(v['peak_cuda_mb'], 0)} |")
         emit('')
+    fit_shapes = tuple(args.fit_shapes)
     if 'trainmem' in args.sections:
-        emit('## Training step time and peak memory (ours, fused AdamW, fresh process per row, first step dropped)', '',
-             '| input | precision | use_checkpoint | median s | CPU share | peak RSS GiB | peak CUDA MiB |',
-             '|---|---|---|---|---|---|---|')
+        emit('## Training step peak memory above the baseline (fresh process per row, forward + L1 + backward + AdamW)',
+             '', f'Fit: a + b * batch * pixels from {", ".join(fit_shapes)}; shapes whose fitted peak exceeds '
+             f'--max-gib {args.max_gib} are not run (*fitted*). Ratio: against the official math fp32 at that shape.',
+             '', '| input | variant | peak GiB | vs official fp32 | step s (2nd) | CPU share | fit a GiB '
+             '| fit b KiB/px |', '|---|---|---|---|---|---|---|---|')
         for text in args.train_memory:
-            for precision in ('fp32', 'bf16'):
-                for use_checkpoint in (False, True):
-                    r = run_worker({'job': 'train', 'device': args.device, 'shape': parse_shape(text),
-                                    'precision': precision, 'use_checkpoint': use_checkpoint, 'runs': 3,
-                                    'configure_allocator': True})
-                    emit(f"| {text} | {precision} | {use_checkpoint} | {median_time(r, True):.2f} "
-                         f"| {statistics.median(r['cpu_share']):.2f} | {r['peak_rss_gib']:.2f} "
-                         f"| {fmt(r['peak_cuda_mb'], 0)} |")
+            n, c, h, w = parse_shape(text)
+            rows = {}
+            for name, spec in MEMORY_VARIANTS.items():
+                a, b = memory_fit(name, args.device, arch_key({'inp_channels': c, 'out_channels': c}), fit_shapes)
+                peak, r = a + b * n * h * w, None
+                if peak <= args.max_gib:
+                    peak, r = train_peak_gib(dict(spec, device=args.device, shape=(n, c, h, w), runs=2,
+                                                  arch={'inp_channels': c, 'out_channels': c}))
+                rows[name] = (peak, r, a, b)
+            base = rows['official math fp32'][0]
+            for name, (peak, r, a, b) in rows.items():
+                emit(f"| {text} | {name} | {peak:.2f}{'' if r else ' *fitted*'} | **{peak / base:.2f}x** "
+                     f"| {fmt(r and r['times'][-1])} | {fmt(r and r['cpu_share'][-1])} | {a:.2f} "
+                     f"| {b * 2**20:.1f} |")
+        emit('')
+    if 'plan' in args.sections:
+        stages, arch = plan_stages(args.plan_options)
+        fits = {name: memory_fit(name, args.device, arch_key(arch), fit_shapes)
+                for name in MEMORY_VARIANTS}
+        emit(f'## Memory plan for {args.plan_options} ({args.device}; fitted from {", ".join(fit_shapes)})', '',
+             'Peak training memory per progressive stage, GiB (and the smallest of '
+             f'{"/".join(map(str, CARDS_GB))} GB it fits in, "-" if none).', '',
+             '| stage | batch x patch | ' + ' | '.join(fits) + ' |', '|---|---|' + '---|' * len(fits))
+        for i, (batch, patch) in enumerate(stages, 1):
+            cells = []
+            for a, b in fits.values():
+                peak = a + b * batch * patch * patch
+                card = next((f'{gb} GB' for gb in CARDS_GB if peak * 2**30 <= gb * 1e9), '-')
+                cells.append(f'{peak:.1f} ({card})')
+            emit(f'| {i} | {batch} x {patch}x{patch} | ' + ' | '.join(cells) + ' |')
         emit('')
     size = tuple(int(v) for v in args.e2e_size.split('x'))
     runs = args.repeats + 1

@@ -6,13 +6,14 @@ One command when a GPU is lent (about 5-10 minutes on one GPU, most of it torch.
 
 Checks, each printed as PASS/FAIL with its figure:
 
-1. training steps of the full Restormer on CUDA, fp32 and bf16 autocast (fused AdamW, channels_last, with and without
-   ``use_checkpoint``): finite losses, the weights change, and bf16 gradients point the same way as fp32 ones;
+1. training steps of the full Restormer on CUDA, fp32 and bf16 autocast (fused AdamW, channels_last; memory 'full',
+   'lean' and ``use_checkpoint``): finite losses, the weights change, and bf16 gradients point the same way as fp32
+   ones; lean gradients equal full ones (TF32 off) and lean's peak memory is below full's;
 2. inference: fp32 fast path vs the plain reference math (max |diff| <= 1e-4, TF32 off), bf16 and fp16 networks
    (:func:`restormer_arch.perf.prepare_inference`) and autocast against fp32 (PSNR >= 50 dB);
 3. ``torch.compile`` with freezing (:func:`restormer_arch.perf.compile_for_inference`) against eager (<= 1e-4);
 4. tiled inference on the GPU against the same tiles on the CPU;
-5. then ``benchmarks/benchmark.py --device cuda`` (peers, infer, train, trainmem, memory sections).
+5. then ``benchmarks/benchmark.py --device cuda`` (peers, infer, train, trainmem, plan, memory sections).
 
 Exits 2 with a message when no CUDA device is available, 1 when a check fails, 0 otherwise.
 """
@@ -65,9 +66,11 @@ class Checks:
             print(f'FAIL  {name}: {type(exc).__name__}: {exc}', flush=True)
 
 
-def check_training(precision: str, use_checkpoint: bool, steps: int = 3) -> str:
+def check_training(precision: str, mode: str, steps: int = 3) -> str:
+    """``mode``: 'full', 'lean' or 'use_checkpoint'."""
     torch.manual_seed(0)
-    net = Restormer(use_checkpoint=use_checkpoint).cuda().to(memory_format=torch.channels_last)
+    net = Restormer(use_checkpoint=mode == 'use_checkpoint', memory='full' if mode == 'full' else 'lean')
+    net = net.cuda().to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=True)
     x, target = smooth(2, 128, 'cuda'), smooth(2, 128, 'cuda').flip(-1)
     before = net.output.weight.detach().clone()
@@ -85,6 +88,28 @@ def check_training(precision: str, use_checkpoint: bool, steps: int = 3) -> str:
     assert all(map(lambda v: v == v and abs(v) < 1e3, losses)), f'losses {losses}'
     assert not torch.equal(before, net.output.weight), 'weights did not change'
     return f'losses {[round(v, 4) for v in losses]}, peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB'
+
+
+def check_lean_gradients() -> str:
+    """memory='lean' recomputes the cheap intermediates: fp32 gradients equal the full graph's, at a lower peak."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    x, target = smooth(2, 128, 'cuda'), smooth(2, 128, 'cuda').flip(-1)
+    grads, peaks = [], []
+    for memory in ('full', 'lean'):
+        torch.manual_seed(0)
+        net = Restormer(memory=memory).cuda().to(memory_format=torch.channels_last)
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        nn.functional.l1_loss(net(x), target).backward()
+        peaks.append((torch.cuda.max_memory_allocated() - base) / 2**20)
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+        del net
+    error = float((grads[0] - grads[1]).abs().max() / grads[0].abs().max())
+    assert error <= 1e-4, f'lean vs full gradient relative error {error:.1e}'
+    assert peaks[1] < peaks[0], f'lean peak {peaks[1]:.0f} MiB >= full {peaks[0]:.0f} MiB'
+    return f'relative error {error:.1e}; step peak above weights: full {peaks[0]:.0f} MiB, lean {peaks[1]:.0f} MiB'
 
 
 def check_bf16_gradients() -> str:
@@ -166,17 +191,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}', flush=True)
     checks = Checks()
     for precision in ('fp32', 'bf16'):
-        for use_checkpoint in (False, True):
-            checks.run(f'training {precision} use_checkpoint={use_checkpoint}',
-                       lambda p=precision, u=use_checkpoint: check_training(p, u))
+        for mode in ('full', 'lean', 'use_checkpoint'):
+            checks.run(f'training {precision} {mode}', lambda p=precision, m=mode: check_training(p, m))
+    checks.run('lean gradients vs full (fp32)', check_lean_gradients)
     checks.run('bf16 gradients vs fp32', check_bf16_gradients)
     checks.run('inference fp32 / bf16 / fp16', check_inference)
     checks.run('torch.compile (freezing)', check_compile)
     checks.run('tiled inference on the GPU', check_tiling)
     if not args.skip_benchmark:
         command = [sys.executable, str(REPO_ROOT / 'benchmarks' / 'benchmark.py'), '--device', 'cuda', '--sections',
-                   'peers', 'infer', 'train', 'trainmem', 'memory', '--infer', '1x3x256x256', '1x3x512x512',
-                   '--train', '2x3x128x128', '8x3x128x128', '--memory-sizes', '1024x1024', '3840x2160',
+                   'peers', 'infer', 'train', 'trainmem', 'plan', 'memory', '--infer', '1x3x256x256', '1x3x512x512',
+                   '--train', '2x3x128x128', '8x3x128x128', '--max-gib', '120', '--fit-shapes', '2x3x64x64',
+                   '4x3x96x96', '8x3x128x128', '--memory-sizes', '1024x1024', '3840x2160',
                    '--whole-max-pixels', str(2048 * 2048), '--repeats', '5']
         if args.output:
             command += ['--output', str(args.output)]

@@ -11,8 +11,9 @@ applied by :func:`apply_performance_options` and :func:`autocast_context`) is::
 For inference outside a training run, :func:`prepare_inference` casts the network itself to bf16/fp16 (weights and
 activations in low precision end to end; Restormer keeps its attention norms, softmax and residual in fp32) and
 :func:`compile_for_inference` compiles it with freezing (weights folded into the graph as constants). On the command
-line, BasicSR's ``--force_yml performance:precision=bf16`` overrides a key. Activation checkpointing is a network
-argument (``network_g: {use_checkpoint: true}``), and the allocator is set up by :func:`configure_allocator` (the
+line, BasicSR's ``--force_yml performance:precision=bf16`` overrides a key. Training memory is set by network arguments
+(``network_g: {memory: lean}`` recomputes each block's cheap intermediates, ``use_checkpoint: true`` whole blocks),
+and the allocator is set up by :func:`configure_allocator` (the
 ``basicsr`` command calls it; ``RESTORMER_ALLOCATOR=system`` turns it off).
 """
 import contextlib

@@ -79,6 +79,8 @@ def test_bad_constructor_arguments():
         Restormer(**TINY, inp_channels=6)
     with pytest.raises(ValueError, match='4 entries'):
         Restormer(dim=8, num_blocks=[1, 1, 1], heads=[1, 2, 4, 8])
+    with pytest.raises(ValueError, match="'full', 'lean'"):
+        Restormer(**TINY, memory='low')
 
 
 @pytest.mark.parametrize('kwargs', [{}, {'LayerNorm_type': 'BiasFree', 'bias': True},

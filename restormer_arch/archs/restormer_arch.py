@@ -24,12 +24,18 @@ gradients, to 1e-4):
 
 Precision: a network cast to bfloat16 (``net.to(torch.bfloat16)``, see :func:`restormer_arch.perf.prepare_inference`)
 runs its convolutions, matmuls and elementwise work in bf16, while the attention norms and softmax and the global
-residual stay in fp32; inputs and outputs keep the caller's dtype. ``use_checkpoint`` recomputes every transformer block
-in the backward pass (activation checkpointing) to train large patches in less memory.
+residual stay in fp32; inputs and outputs keep the caller's dtype.
+
+Training memory: ``memory='lean'`` (selective recompute, see :func:`_lean_policy`) keeps, per transformer block, only
+what is expensive to recompute - the outputs of the 1x1 convolutions and the small Gram/fused matrices - and recomputes
+the LayerNorms, depthwise convolutions, norms, softmax, GELU, gate product and residual sums from them in the backward
+pass; the gradients are those of the full graph. ``use_checkpoint`` recomputes every transformer block whole
+(activation checkpointing), the smallest memory at about one extra forward.
 
 Attribute names (``patch_embed.proj``, ``down1_2.body.0``, ``norm1.body``, ``attn.qkv_dwconv`` ...) are those of the
 official implementation so that its released checkpoints load with ``strict=True``.
 """
+import functools
 from typing import Optional, Sequence
 
 import torch
@@ -37,11 +43,13 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from einops import rearrange
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 __all__ = ['Restormer', 'TransformerBlock', 'MDTA', 'GDFN', 'ChannelLayerNorm']
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
+# Training memory modes: 'full' keeps every intermediate the backward pass reads, 'lean' recomputes the cheap ones.
+MEMORY_MODES = ('full', 'lean')
 # Three pixel-unshuffle(2) steps: the spatial size must be divisible by 2**3.
 SIZE_MULTIPLE = 8
 # GDFN hidden channels are padded to a multiple of this (16 fp32 lanes of an AVX-512 register).
@@ -71,6 +79,10 @@ class Restormer(nn.Module):
         use_checkpoint: Activation checkpointing per transformer block when training (less memory for large patches,
             about one extra forward of compute). Not part of the weights: checkpoints load either way. Can be changed
             later with :meth:`set_checkpointing`.
+        memory: ``'full'`` or ``'lean'`` (selective recompute: the blocks keep only their 1x1 convolution outputs for
+            the backward pass, ~0.4x the activations of ``'full'``, exact gradients, ~1.3x the step time on CPU; see
+            docs/performance.md). Training only; inference, weights and ONNX export are the same either way.
+            ``use_checkpoint`` takes precedence.
     """
 
     def __init__(self,
@@ -84,8 +96,11 @@ class Restormer(nn.Module):
                  bias: bool = False,
                  LayerNorm_type: str = 'WithBias',  # noqa: N803 (official argument name)
                  dual_pixel_task: bool = False,
-                 use_checkpoint: bool = False) -> None:
+                 use_checkpoint: bool = False,
+                 memory: str = 'full') -> None:
         super().__init__()
+        if memory not in MEMORY_MODES:
+            raise ValueError(f'Restormer: memory must be one of {list(MEMORY_MODES)}, got {memory!r}.')
         if len(num_blocks) != 4 or len(heads) != 4:
             raise ValueError(f'Restormer: num_blocks and heads need 4 entries (levels 1-3 and latent), '
                              f'got num_blocks={list(num_blocks)}, heads={list(heads)}.')
@@ -97,7 +112,8 @@ class Restormer(nn.Module):
         self.dual_pixel_task = dual_pixel_task
 
         def stage(n: int, channels: int, num_heads: int) -> nn.Sequential:
-            return _stage(n, channels, num_heads, ffn_expansion_factor, bias, LayerNorm_type, use_checkpoint)
+            return nn.Sequential(*[TransformerBlock(channels, num_heads, ffn_expansion_factor, bias, LayerNorm_type,
+                                                    use_checkpoint, memory) for _ in range(n)])
 
         self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
 
@@ -195,14 +211,6 @@ def pad_to_multiple(x: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
-def _stage(num_blocks: int, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-           layer_norm_type: str, use_checkpoint: bool) -> nn.Sequential:
-    return nn.Sequential(*[
-        TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layer_norm_type, use_checkpoint)
-        for _ in range(num_blocks)
-    ])
-
-
 class TransformerBlock(nn.Module):
     """Restormer transformer block: ``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``.
 
@@ -213,22 +221,29 @@ class TransformerBlock(nn.Module):
         bias: Whether the convolutions have a bias.
         LayerNorm_type: ``'WithBias'`` or ``'BiasFree'`` (official argument name, kept for YAML compatibility).
         use_checkpoint: Recompute the block in the backward pass instead of storing its activations (training only).
+        memory: ``'lean'`` or ``'full'`` (see :class:`Restormer`).
     """
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-                 LayerNorm_type: str, use_checkpoint: bool = False) -> None:  # noqa: N803 (official argument name)
+                 LayerNorm_type: str, use_checkpoint: bool = False,  # noqa: N803 (official argument name)
+                 memory: str = 'full') -> None:
         super().__init__()
         self.norm1 = ChannelLayerNorm(dim, LayerNorm_type)
         self.attn = MDTA(dim, num_heads, bias)
         self.norm2 = ChannelLayerNorm(dim, LayerNorm_type)
         self.ffn = GDFN(dim, ffn_expansion_factor, bias)
         self.use_checkpoint = use_checkpoint
+        self.memory = memory
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.use_checkpoint and torch.is_grad_enabled():
+        if torch.is_grad_enabled() and not torch.jit.is_tracing():
             # Non-reentrant checkpointing: exact gradients, works with inputs that do not require grad, and keeps the
-            # RNG state (the block has no randomness anyway).
-            return checkpoint(self._forward, x, use_reentrant=False)
+            # RNG state (the block has no randomness anyway). 'lean' is the same mechanism with a policy that keeps
+            # the expensive intermediates instead of recomputing them.
+            if self.use_checkpoint:
+                return checkpoint(self._forward, x, use_reentrant=False)
+            if self.memory == 'lean':
+                return checkpoint(self._forward, x, use_reentrant=False, context_fn=_LEAN_CONTEXTS)
         return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:
@@ -238,6 +253,25 @@ class TransformerBlock(nn.Module):
         # Inference: add the residual into the branch output, a fresh tensor, instead of allocating a third one.
         x = _add_residual(self.attn(self.norm1(x)), x)
         return _add_residual(self.ffn(self.norm2(x)), x)
+
+
+def _lean_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: ARG001 (the checkpoint API's signature)
+    """Which intermediates of a block a lean training step keeps (the rest is recomputed in the backward pass).
+
+    Kept: the outputs of the 1x1 convolutions (qkv, the folded MDTA projection, GDFN's project_in and project_out: each
+    costs a GEMM to recompute) and of the matrix products (the Gram and folded matrices, C/heads wide). Recomputed:
+    LayerNorms, depthwise convolutions, pixel norms, softmax, GELU, the gate product, slices, casts and residual sums.
+    The ops are aten's, so the same rule holds eagerly, under autocast and in torch.compile's traced graph.
+    """
+    if op in (torch.ops.aten.bmm.default, torch.ops.aten.mm.default):
+        return CheckpointPolicy.MUST_SAVE
+    groups_and_kernel = (args[8], tuple(args[1].shape[2:])) if op is torch.ops.aten.convolution.default else None
+    if groups_and_kernel == (1, (1, 1)):
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+_LEAN_CONTEXTS = functools.partial(create_selective_checkpoint_contexts, _lean_policy)
 
 
 def _add_residual(branch: Tensor, x: Tensor) -> Tensor:
