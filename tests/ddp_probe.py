@@ -15,10 +15,11 @@ import restormer_arch  # noqa: F401  (compat fixes before basicsr is imported)
 from basicsr.utils.registry import MODEL_REGISTRY
 # isort: on
 from restormer_arch.cli import main
-from restormer_arch.models import ImageCleanModel, training_hooks
+from restormer_arch import checkpoint
+from restormer_arch.models import ImageCleanModel
 
 RECORD = {'batches': [], 'validations': 0, 'saved': []}
-_real_atomic_save = training_hooks.atomic_save
+_real_atomic_save = checkpoint.atomic_save
 
 
 def _recording_atomic_save(obj, path):
@@ -26,7 +27,7 @@ def _recording_atomic_save(obj, path):
     _real_atomic_save(obj, path)
 
 
-training_hooks.atomic_save = _recording_atomic_save  # what the checkpoint methods call
+checkpoint.atomic_save = _recording_atomic_save  # what the checkpoint methods call
 
 
 @MODEL_REGISTRY.register()
