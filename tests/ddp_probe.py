@@ -2,7 +2,9 @@
 
 The observer model is ``ImageCleanModel`` unchanged except that it records, per rank, which images each training
 iteration used, how often it validated, which files it saved (through the real atomic writer) and a checksum of the
-final weights; each rank dumps that to ``$DDP_PROBE_DIR/rank<r>.json`` at exit.
+final weights; each rank dumps that to ``$DDP_PROBE_DIR/rank<r>.json`` at exit. Every completed iteration is also
+appended at once to ``rank<r>.jsonl`` (``{"iter", "paths", "lr"}``, surviving a SIGKILL), and each process writes its
+pid to ``rank<r>.pid`` when it starts (for the kill tests).
 """
 import atexit
 import hashlib
@@ -14,8 +16,8 @@ import sys
 import restormer_arch  # noqa: F401  (compat fixes before basicsr is imported)
 from basicsr.utils.registry import MODEL_REGISTRY
 # isort: on
-from restormer_arch.cli import main
 from restormer_arch import checkpoint
+from restormer_arch.cli import main
 from restormer_arch.models import ImageCleanModel
 
 RECORD = {'batches': [], 'validations': 0, 'saved': []}
@@ -42,6 +44,9 @@ class ProbeImageCleanModel(ImageCleanModel):
         RECORD['batches'].append(self._paths)
         super().optimize_parameters(current_iter)
         _PROBE['model'] = self
+        line = {'iter': current_iter, 'paths': self._paths, 'lr': self.get_current_learning_rate()[0]}
+        with open(_out('jsonl'), 'a', encoding='utf-8') as f:
+            f.write(json.dumps(line) + '\n')
 
     def nondist_validation(self, *args, **kwargs):
         RECORD['validations'] += 1
@@ -51,6 +56,10 @@ class ProbeImageCleanModel(ImageCleanModel):
 _PROBE = {}
 
 
+def _out(ext):
+    return os.path.join(os.environ['DDP_PROBE_DIR'], f'rank{os.environ.get("RANK", "0")}.{ext}')
+
+
 def _dump():
     model = _PROBE.get('model')
     if model is not None:
@@ -58,12 +67,13 @@ def _dump():
         for tensor in model.get_bare_model(model.net_g).state_dict().values():
             digest.update(tensor.detach().cpu().numpy().tobytes())
         RECORD['weights_sha256'] = digest.hexdigest()
-    out = os.path.join(os.environ['DDP_PROBE_DIR'], f'rank{os.environ.get("RANK", "0")}.json')
-    with open(out, 'w', encoding='utf-8') as f:
+    with open(_out('json'), 'w', encoding='utf-8') as f:
         json.dump(RECORD, f)
 
 
 atexit.register(_dump)
 
 if __name__ == '__main__':
+    with open(_out('pid'), 'w', encoding='utf-8') as f:
+        f.write(str(os.getpid()))
     sys.exit(main())

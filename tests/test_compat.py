@@ -119,8 +119,8 @@ def test_compat_adds_no_behaviour_to_basicsr_models():
     """Saving, loading and resuming stay BasicSR's own unless a model opts in (or `basicsr train` installs ours)."""
     from basicsr.models.base_model import BaseModel
 
-    from restormer_arch.models import ImageCleanModel
     from restormer_arch.checkpoint import CheckpointHooks
+    from restormer_arch.models import ImageCleanModel
 
     for name in ('save_network', 'save_training_state', 'load_network', 'resume_training'):
         assert getattr(BaseModel, name).__module__.startswith('basicsr.')

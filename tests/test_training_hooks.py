@@ -12,8 +12,8 @@ from basicsr.models import build_model
 from basicsr.models.base_model import BaseModel
 
 from restormer_arch import checkpoint
-from restormer_arch.models import training_hooks
 from restormer_arch.checkpoint import CheckpointHooks, CheckpointLoadError
+from restormer_arch.models import training_hooks
 from restormer_arch.models.training_hooks import RunError
 from tests import test_models
 from tests.test_models import TINY_NET, make_opt, write_pairs
