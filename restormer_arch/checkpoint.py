@@ -418,7 +418,7 @@ def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         problems = [None] * dist.get_world_size()
         dist.all_gather_object(problems, str(problem) if problem else None)
         rank, text = next(((r, p) for r, p in enumerate(problems) if p), (0, None))
-        if text and problem is None:
+        if text:  # the same line on every rank
             problem = CheckpointError(f'rank {rank} cannot resume from {osp.basename(path)}, which rank 0 chose: '
                                       f'{text} Every process must see the same experiments folder (a shared '
                                       'filesystem; docs/training.md).')

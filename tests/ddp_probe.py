@@ -10,6 +10,7 @@ import atexit
 import hashlib
 import json
 import os
+import signal
 import sys
 
 # isort: off
@@ -47,6 +48,12 @@ class ProbeImageCleanModel(ImageCleanModel):
         line = {'iter': current_iter, 'paths': self._paths, 'lr': self.get_current_learning_rate()[0]}
         with open(_out('jsonl'), 'a', encoding='utf-8') as f:
             f.write(json.dumps(line) + '\n')
+        # DDP_PROBE_DIE_AT=<iter>[:<rank>]: SIGKILL this process right after that iteration (first attempt only), at a
+        # point that a kill from outside, racing the run, cannot hit reliably.
+        at, _, rank = os.environ.get('DDP_PROBE_DIE_AT', '').partition(':')
+        if at and int(at) == current_iter and rank in ('', os.environ.get('RANK', '0')) \
+                and os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') == '0':
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def nondist_validation(self, *args, **kwargs):
         RECORD['validations'] += 1

@@ -1,6 +1,5 @@
 """A resumed run continues the interrupted epoch's data: real `basicsr train` processes stopped and resumed."""
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -56,10 +55,8 @@ def test_a_resume_continues_the_epoch_where_it_stopped(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / 'train.yml').write_text(yaml.safe_dump(data_options(tmp_path / name, 8, total)))
     reference = probe_run(tmp_path / 'ref')
-    first = probe_run(tmp_path / 'run', '--auto_resume')
-    first.wait_for_iter(7)  # epoch 1, after the checkpoint of iteration 6 (its batch 2 of 4)
-    os.killpg(first.proc.pid, signal.SIGKILL)
-    first.finish()
+    first = probe_run(tmp_path / 'run', '--auto_resume', env=dict(ENV, DDP_PROBE_DIE_AT='7'))
+    assert first.finish() == -signal.SIGKILL  # after iteration 7: the newest state is 6 (epoch 1, batch 2 of 4)
     second = probe_run(tmp_path / 'run', '--auto_resume')
     second.wait_for_iter(10)
     second.proc.send_signal(signal.SIGTERM)  # saves the state of the last completed iteration, mid-epoch 2
