@@ -306,14 +306,6 @@ RECORDED_OPTIONS = ('network_g', 'train.total_iter', 'train.warmup_iter', 'train
 # Scheduler state entries that are progress, not configuration (they are recomputed on resume).
 SCHEDULER_PROGRESS = {'last_epoch', '_step_count', '_last_lr', '_get_lr_called_within_step', '_is_initial', 'verbose'}
 
-def map_location_for(opt: Dict[str, Any]) -> Any:
-    """Device to load a training state onto: the current CUDA device when the run uses GPUs, else the CPU."""
-    if opt.get('num_gpu', 0) != 0 and torch.cuda.is_available():
-        device_id = torch.cuda.current_device()
-        return lambda storage, loc: storage.cuda(device_id)
-    return 'cpu'
-
-
 def find_resume_states(training_states_dir: str) -> List[str]:
     """Training-state files of an experiment, newest (highest iteration) first.
 
@@ -339,7 +331,9 @@ def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
     if not osp.isfile(path):
         raise MissingCheckpointError(f'path.resume_state: {path} does not exist. Point it at an existing '
                                      'experiments/<name>/training_states/<iter>.state file or use --auto_resume.')
-    state = torch.load(path, map_location=map_location_for(opt), weights_only=True)
+    # Onto the run's device: BasicSR maps storages to the current CUDA device, which fails without one.
+    on_gpu = opt.get('num_gpu', 0) != 0 and torch.cuda.is_available()
+    state = torch.load(path, map_location=f'cuda:{torch.cuda.current_device()}' if on_gpu else 'cpu', weights_only=True)
     if not isinstance(state, dict) or 'iter' not in state or 'optimizers' not in state:
         raise NotATrainingStateError(
             f'{path} is not a BasicSR training state (expected a dict with "iter" and "optimizers"). '
@@ -487,11 +481,8 @@ class CheckpointHooks:
         keys = param_key if isinstance(param_key, list) else [param_key]
         if len(nets) != len(keys):
             raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys.')
-        save_dict = {}
-        for net_, key in zip(nets, keys):
-            state_dict = self.get_bare_model(net_).state_dict()
-            save_dict[key] = {k[len('module.'):] if k.startswith('module.') else k: v.cpu()
-                              for k, v in state_dict.items()}
+        save_dict = {key: {k.removeprefix('module.'): v.cpu() for k, v in self.get_bare_model(n).state_dict().items()}
+                     for n, key in zip(nets, keys)}
         label = 'latest' if current_iter == -1 else current_iter
         atomic_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 

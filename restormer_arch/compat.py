@@ -104,7 +104,7 @@ def _init_dist_pytorch(backend: str = 'nccl', requested: Optional[str] = None, *
     if os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True' and os.environ.get('TORCHELASTIC_MAX_RESTARTS', '0') \
             != '0' and backend == 'gloo' and os.environ['RANK'] == '0':
         warnings.warn('torchrun --max-restarts with gloo: a restarted group can hang in gloo\'s connectFullMesh; '
-                      'launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment.', stacklevel=2)
+                      'launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment.', stacklevel=1)
     dist.init_process_group(backend=backend, **kwargs)
 
 
@@ -136,7 +136,7 @@ def _init_dist_slurm(backend: str = 'nccl', port: Optional[int] = None, requeste
     job_port = str(10000 + int(env.get('SLURM_JOB_ID', 19500)) % 20000)
     if port is not None and str(port) != env.get('MASTER_PORT', job_port) and env['SLURM_PROCID'] == '0':
         warnings.warn(f'dist_params.port: {port} is not used under --launcher slurm, so that jobs sharing a node never '
-                      f'collide; using {env.get("MASTER_PORT", job_port)} (set MASTER_PORT to choose).', stacklevel=2)
+                      f'collide; using {env.get("MASTER_PORT", job_port)} (set MASTER_PORT to choose).', stacklevel=1)
     env.setdefault('MASTER_PORT', job_port)
     env.update(RANK=env['SLURM_PROCID'], WORLD_SIZE=env['SLURM_NTASKS'], LOCAL_RANK=env.get('SLURM_LOCALID', '0'))
     _init_dist_pytorch(backend, requested=requested, **kwargs)

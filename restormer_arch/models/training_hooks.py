@@ -16,6 +16,7 @@ every model is tried on the first training patch before training.
 A library user who builds models directly gets only ``CheckpointHooks``; nothing here touches their process. See
 ``docs/fault_tolerance.md``.
 """
+import functools
 import math
 import os
 import random
@@ -248,22 +249,17 @@ def shape_mismatch_message(opt: Dict[str, Any], net_name: str, lq: tuple, out: t
 
 
 # ---------------------------------------------------------------------------------------------------- the pipeline
-class _WorkerIgnoresStopSignals:
-    """``worker_init_fn`` wrapper: data-loading workers ignore SIGTERM/SIGINT.
+def _ignore_stop_signals(inner: Optional[Callable[[int], None]], worker_id: int) -> None:
+    """``worker_init_fn`` of data-loading workers: they ignore SIGTERM/SIGINT, then run BasicSR's own (``inner``).
 
     Slurm, systemd and ``kill -- -PGID`` signal the whole process group. A worker killed by it makes the main process
     fail with "DataLoader worker ... is killed by signal" before it can save; ignoring the signal lets the main process
     save a state and shut the workers down itself (they also exit when it dies).
     """
-
-    def __init__(self, inner: Optional[Callable[[int], None]]) -> None:
-        self.inner = inner
-
-    def __call__(self, worker_id: int) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if self.inner is not None:
-            self.inner(worker_id)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if inner is not None:
+        inner(worker_id)
 
 
 def _exact_epoch_count(opt: Dict[str, Any], run: TrainingRun, planned: int, total_iters: int, logger: Any) -> int:
@@ -355,7 +351,7 @@ def _install(run: TrainingRun, train: Any, base_model: Any, originals: Dict[str,
             kwargs['sampler'] = ResumedSampler(kwargs['sampler'], None)
         loader = originals['build_dataloader'](dataset, dataset_opt, *args, **kwargs)
         if loader.num_workers > 0:
-            loader.worker_init_fn = _WorkerIgnoresStopSignals(loader.worker_init_fn)
+            loader.worker_init_fn = functools.partial(_ignore_stop_signals, loader.worker_init_fn)
         return loader
 
     @master_only

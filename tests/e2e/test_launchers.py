@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -157,3 +158,14 @@ def test_a_misconfigured_launcher_is_one_line_and_exit_2(tmp_path, launcher, env
     assert run.finish() == 2, run.log()
     assert 'Traceback' not in run.log() and needs in run.log()
     assert not (tmp_path / 'experiments').exists()
+
+
+def _slurm_runs() -> bool:
+    return shutil.which('sbatch') is not None and subprocess.run(['sinfo'], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _slurm_runs(), reason='needs a running Slurm cluster (sbatch, sinfo)')
+def test_slurm_job_preempted_with_sigterm_requeues_and_resumes():
+    from tests.e2e.slurm_preemption import main
+
+    assert main() == 0
