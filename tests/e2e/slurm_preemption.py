@@ -63,7 +63,7 @@ def main() -> int:
     print(f'job {job} in {folder}', flush=True)
     _wait(lambda: re.search(r'iter:\s+8, lr', log()), 300, 'iteration 8')
     subprocess.run(['scancel', '--signal=TERM', job], check=True)
-    _wait(lambda: 'Resuming training' in log(), 300, 'the requeued job to resume')
+    _wait(lambda: 'Resuming training' in log(), 600, 'the requeued job to resume (Slurm delays a requeued job)')
     _wait(lambda: not subprocess.run(['squeue', '-h', '-j', job], capture_output=True, text=True).stdout.strip(),
           300, 'the job to finish')
     text = log()
