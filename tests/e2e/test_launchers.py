@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.test_data_position import data_options, probe_run, trained
+from tests.e2e.test_data_position import PROBE, data_options, probe_run, trained
 from tests.test_resume import sequence
 from tests.train_process import ENV, kill_leftover_runs
 
@@ -169,3 +169,29 @@ def test_slurm_job_preempted_with_sigterm_requeues_and_resumes():
     from tests.e2e.slurm_preemption import main
 
     assert main() == 0
+
+
+def test_two_processes_with_batch_b_train_as_one_process_with_batch_2b(tmp_path):
+    """Same images per iteration and the same averaged step; equal weights (and EMA) once no random draw is left:
+    whole-image patches, no flips, stage batches equal to the loader's, no mixup (docs/training.md says why)."""
+    import torch
+
+    runs = {}
+    for name, procs, batch in (('two', 2, 2), ('one', 1, 4)):
+        opt = ddp_options(tmp_path / name, 8)
+        opt['datasets']['train'].update(geometric_augs=False, gt_size=32, batch_size_per_gpu=batch,
+                                        mini_batch_sizes=[batch, batch], gt_sizes=[32, 32])
+        opt['train'].update(mixing_augs={'mixup': False}, ema_decay=0.9)
+        write(tmp_path / name, opt)
+        launcher = ('--launcher', 'pytorch') if procs > 1 else ()
+        cmd = torchrun('--standalone', '--nproc_per_node', str(procs)) if procs > 1 else PROBE
+        runs[name] = probe_run(tmp_path / name, *launcher, cmd=cmd)
+        assert runs[name].finish() == 0, runs[name].log()
+    one, two = trained(tmp_path / 'one'), [trained(tmp_path / 'two', r) for r in (0, 1)]
+    for it in range(1, 9):
+        assert sorted(two[0][it][0] + two[1][it][0]) == one[it][0]  # the same 4 images in every iteration
+    weights = [torch.load(tmp_path / name / 'experiments' / 'tiny_subprocess' / 'models' / 'net_g_latest.pth',
+                          weights_only=True) for name in ('one', 'two')]
+    for key in ('params', 'params_ema'):
+        for name, value in weights[0][key].items():
+            torch.testing.assert_close(weights[1][key][name], value, rtol=1e-4, atol=1e-6)
