@@ -53,6 +53,8 @@ class ProbeImageCleanModel(ImageCleanModel):
         at, _, rank = os.environ.get('DDP_PROBE_DIE_AT', '').partition(':')
         if at and int(at) == current_iter and rank in ('', os.environ.get('RANK', '0')) \
                 and os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') == '0':
+            if os.environ.get('DDP_PROBE_DIE_WITH_AGENT'):  # torchrun's agent (the parent) too: a node lost
+                os.kill(os.getppid(), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
 
     def nondist_validation(self, *args, **kwargs):

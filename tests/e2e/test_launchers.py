@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -195,3 +196,22 @@ def test_two_processes_with_batch_b_train_as_one_process_with_batch_2b(tmp_path)
     for key in ('params', 'params_ema'):
         for name, value in weights[0][key].items():
             torch.testing.assert_close(weights[1][key][name], value, rtol=1e-4, atol=1e-6)
+
+
+def test_losing_a_whole_node_under_elastic_torchrun_resumes_on_the_other(tmp_path):
+    """torchrun --nnodes=1:2: one agent (with its worker) is SIGKILLed; the other restarts alone and continues."""
+    write(tmp_path, ddp_options(tmp_path, 16))
+    rdzv = ('--nnodes', '1:2', '--nproc_per_node', '1', '--max-restarts', '3', '--rdzv-backend', 'c10d',
+            '--rdzv-id', 'lose-a-node', '--rdzv-endpoint', f'127.0.0.1:{free_port()}', '--rdzv-conf',
+            'last_call_timeout=5')
+    keeper = probe_run(tmp_path, '--launcher', 'pytorch', '--auto_resume', cmd=torchrun(*rdzv), env=ELASTIC_ENV)
+    time.sleep(3)  # the first agent hosts the rendezvous store: it is the one that survives
+    # After iteration 7 (past the checkpoint of 6) the second agent's worker SIGKILLs it and itself: a node gone.
+    lost = probe_run(tmp_path, '--launcher', 'pytorch', '--auto_resume', cmd=torchrun(*rdzv),
+                     env=dict(ELASTIC_ENV, DDP_PROBE_DIE_AT='7', DDP_PROBE_DIE_WITH_AGENT='1'))
+    assert lost.finish(timeout=300) == -signal.SIGKILL, lost.log()
+    assert keeper.finish(timeout=400) == 0, keeper.log()
+    log = keeper.log() + lost.log()
+    resumed = int(re.search(r'Resuming training from epoch: \d+, iter: (\d+)\.', log).group(1))
+    assert resumed == 6 and 'saved by 2 process(es) x batch 2, this run has 1 x 2' in log, log
+    assert re.search(r'iter:\s+16, lr', log) and 'End of training' in log
