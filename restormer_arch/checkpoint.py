@@ -1,4 +1,5 @@
-"""Checkpoints: safe loading, finding the parameters in every layout we accept, the mismatch report, atomic saving.
+"""Checkpoints and training states: safe loading, every parameter layout we accept, the mismatch report, atomic
+saving, the one resume-state finder and the checkpoint methods of training models (:class:`CheckpointHooks`).
 
 This is the one place that reads and writes ``.pth``/``.state`` files. Training (``path.pretrain_network_g``, resume),
 ``basicsr restore`` and the evaluation scripts all go through it, so they accept the same files:
@@ -17,22 +18,28 @@ Every load uses ``torch.load(weights_only=True)``: a file holding arbitrary pick
 unpickling it could run code.
 """
 import errno
+import json
 import logging
 import os
 import pickle
 import shutil
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from os import path as osp
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from basicsr.utils import get_root_logger
 from torch import Tensor
 
 from restormer_arch.atomic import atomic_write
 
 __all__ = ['CheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'BARE', 'atomic_save',
-           'load_file', 'param_entry', 'find_state_dict', 'load_state_dict', 'StateDictMismatch', 'compare_state_dicts']
+           'load_file', 'param_entry', 'find_state_dict', 'load_state_dict', 'StateDictMismatch', 'compare_state_dicts',
+           'CheckpointLoadError', 'MissingCheckpointError', 'NotATrainingStateError', 'find_resume_states',
+           'read_training_state', 'load_resume_state', 'CheckpointHooks', 'check_checkpoint_fits',
+           'MIN_LOADED_FRACTION']
 
 # Entries that hold the parameters, in order of preference: the EMA weights first, because validation during training
 # scores the EMA network (so every command scores what the training log reported).
@@ -299,3 +306,386 @@ def compare_state_dicts(expected: Dict[str, Tensor], loaded: Dict[str, Tensor]) 
     return StateDictMismatch(missing=sorted(set(expected) - set(loaded)),
                              unexpected=sorted(set(loaded) - set(expected)), shapes=shapes,
                              matched=len(common) - len(shapes))
+
+
+# ---------------------------------------------------------------------------------------------------- training states
+class CheckpointLoadError(CheckpointError):
+    """A checkpoint named by the options cannot be used for this network; the message says what differs."""
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """A checkpoint or training state named by the options does not exist."""
+
+
+class NotATrainingStateError(CheckpointError):
+    """``path.resume_state`` names a file that is not a training state (e.g. a network checkpoint)."""
+
+
+# A non-strict pretrained load must fill at least this share of the network's tensors; below it the run would be
+# mostly random weights under a log line that says "Loading".
+MIN_LOADED_FRACTION = 0.5
+# Options stored in each training state so that a resume can list what the option file changed.
+RECORDED_OPTIONS = ('network_g', 'train.total_iter', 'train.warmup_iter', 'train.scheduler', 'train.optim_g')
+# Scheduler state entries that are progress, not configuration (they are recomputed on resume).
+SCHEDULER_PROGRESS = {'last_epoch', '_step_count', '_last_lr', '_get_lr_called_within_step', '_is_initial', 'verbose'}
+
+def find_resume_states(training_states_dir: str) -> List[str]:
+    """Training-state files of an experiment, newest (highest iteration) first.
+
+    Args:
+        training_states_dir: ``experiments/<name>/training_states`` (absolute, from ``opt['path']``).
+
+    Returns:
+        Paths of ``<iter>.state`` files sorted by decreasing iteration; temporary/partial files are ignored.
+    """
+    names = os.listdir(training_states_dir) if osp.isdir(training_states_dir) else []
+    states = sorted((int(n[:-6]), n) for n in names if n.endswith('.state') and n[:-6].isdigit())
+    return [osp.join(training_states_dir, name) for _, name in reversed(states)]
+
+
+def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
+    """Load ``<iter>.state`` onto the run's device; it must be a training state whose network files all exist.
+
+    Raises:
+        MissingCheckpointError: ``path`` or one of its ``models/net_<x>_<iter>.pth`` (which a resume loads too,
+            ``basicsr.utils.check_resume``) does not exist.
+        NotATrainingStateError: ``path`` is not a training state (e.g. a network checkpoint).
+    """
+    if not osp.isfile(path):
+        raise MissingCheckpointError(f'path.resume_state: {path} does not exist. Point it at an existing '
+                                     'experiments/<name>/training_states/<iter>.state file or use --auto_resume.')
+    # Onto the run's device: BasicSR maps storages to the current CUDA device, which fails without one.
+    on_gpu = opt.get('num_gpu', 0) != 0 and torch.cuda.is_available()
+    state = torch.load(path, map_location=f'cuda:{torch.cuda.current_device()}' if on_gpu else 'cpu', weights_only=True)
+    if not isinstance(state, dict) or 'iter' not in state or 'optimizers' not in state:
+        raise NotATrainingStateError(
+            f'{path} is not a BasicSR training state (expected a dict with "iter" and "optimizers"). '
+            'path.resume_state must point at experiments/<name>/training_states/<iter>.state, not at a network '
+            'checkpoint (.pth).')
+    names = [key[len('network_'):] for key in opt if key.startswith('network_')]
+    missing = [p for p in (osp.join(opt['path']['models'], f'net_{n}_{state["iter"]}.pth') for n in names)
+               if not osp.isfile(p)]
+    if missing:
+        raise MissingCheckpointError(f'{path}: its network checkpoint is missing: {", ".join(missing)}')
+    return state
+
+
+def _remove_stale_temporaries(opt: Dict[str, Any]) -> None:
+    # A process killed inside atomic_save leaves its `.<name>.<random>.tmp` behind: never a checkpoint, only litter.
+    for folder in (opt['path'].get('training_states'), opt['path'].get('models')):
+        for name in os.listdir(folder) if folder and osp.isdir(folder) else []:
+            if name.startswith('.') and '.tmp' in name:
+                try:
+                    os.remove(osp.join(folder, name))
+                except FileNotFoundError:  # another rank removed it first
+                    pass
+
+
+def _newest_usable_state(opt: Dict[str, Any]) -> tuple:
+    _remove_stale_temporaries(opt)
+    for path in find_resume_states(opt['path']['training_states']):
+        try:
+            return path, read_training_state(path, opt)
+        except Exception as err:  # a torn or foreign file: fall back to the previous complete state
+            warnings.warn(f'auto_resume: skipping training state {path}: {err}', stacklevel=3)
+    return None, None
+
+
+def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The one resume-state finder (``basicsr.train.load_resume_state``): every rank resumes from the same state.
+
+    BasicSR's ``--auto_resume`` searches the *CWD-relative* ``experiments/<name>/training_states``, trusts the newest
+    file (torn if the process was killed while writing it) and maps it to a CUDA device; each rank decides alone, so
+    ranks that see different folders resume from different iterations and hang. Here rank 0 decides (the newest
+    state under ``opt['path']`` that loads and whose network files exist; torn ones are skipped with a warning) and
+    every rank loads that iteration from its own ``training_states`` folder; without ``--auto_resume``,
+    ``path.resume_state``. States load onto the run's device with ``weights_only=True``. When one rank cannot load
+    the state, every rank stops with the same one-line error.
+
+    Args:
+        opt: The parsed BasicSR options (``path.resume_state`` is set to the chosen file).
+
+    Returns:
+        The training state dict, or ``None`` to start from scratch.
+
+    Raises:
+        CheckpointError: The chosen state (or ``path.resume_state``) is missing or not a training state on some rank
+            (:class:`MissingCheckpointError`, :class:`NotATrainingStateError`).
+    """
+    import torch.distributed as dist
+    from basicsr.utils import check_resume
+
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    path, state, problem = opt['path'].get('resume_state'), None, None
+    if opt.get('auto_resume'):
+        chosen = [None]  # a file name: node-local folders may be mounted at different paths
+        if not distributed or dist.get_rank() == 0:
+            path, state = _newest_usable_state(opt)
+            chosen = [osp.basename(path) if path else None]
+        if distributed:
+            dist.broadcast_object_list(chosen, src=0)
+        path = osp.join(opt['path']['training_states'], chosen[0]) if chosen[0] else None
+    if not path:
+        return None
+    try:
+        state = state or read_training_state(path, opt)
+    except CheckpointError as err:
+        problem = err
+    if distributed:
+        problems = [None] * dist.get_world_size()
+        dist.all_gather_object(problems, str(problem) if problem else None)
+        rank, text = next(((r, p) for r, p in enumerate(problems) if p), (0, None))
+        if text:  # the same line on every rank
+            problem = CheckpointError(f'rank {rank} cannot resume from {osp.basename(path)}, which rank 0 chose: '
+                                      f'{text} Every process must see the same experiments folder (a shared '
+                                      'filesystem; docs/training.md).')
+    if problem is not None:
+        raise problem
+    opt['path']['resume_state'] = path
+    check_resume(opt, state['iter'])
+    return state
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+def _option(opt: Dict[str, Any], dotted: str) -> Any:
+    value: Any = opt
+    for key in dotted.split('.'):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _plain(value: Any) -> Any:
+    # Training states are loaded with weights_only=True: store options as plain JSON types only.
+    return json.loads(json.dumps(value, default=str))
+
+
+def _differences(stored: Dict[str, Any], current: Dict[str, Any], where: str, recurse: bool = True) -> List[str]:
+    lines = []
+    for key in sorted(set(stored) | set(current), key=str):
+        old, new = stored.get(key), current.get(key)
+        if recurse and isinstance(old, dict) and isinstance(new, dict):
+            lines.extend(_differences(old, new, f'{where}.{key}'))
+        elif _plain(old) != _plain(new):
+            lines.append(f'{where}.{key}: {_plain(old)} in the state -> {_plain(new)} in the option file')
+    return lines
+
+
+class CheckpointHooks:
+    """Checkpoint methods for a BasicSR model (a base class placed before ``BaseModel``; ``basicsr train`` also puts
+    them on ``BaseModel`` itself).
+
+    - ``save_network`` / ``save_training_state``: atomic (:func:`~restormer_arch.checkpoint.atomic_save`), rank 0
+      only, and a failed write raises (BasicSR logs "Just ignore it" and trains on without checkpoints). States also
+      record the options of :data:`RECORDED_OPTIONS`, so a later resume can list what changed.
+    - ``load_network``: every layout ``basicsr restore`` accepts; logs how many tensors were loaded and what was
+      missing, unexpected or of another shape; refuses a strict load with any difference and a non-strict one that
+      fills less than :data:`MIN_LOADED_FRACTION` of the network.
+    - ``resume_training``: optimizer moments from the state; learning rates, schedule and every other hyperparameter
+      from the option file, replayed to the resumed iteration, with each difference listed in the log.
+    """
+
+    def save_network(self, net: Any, net_label: str, current_iter: Any, param_key: Any = 'params') -> None:
+        """Save one network (or several under several keys) to ``models/<net_label>_<iter>.pth``, atomically.
+
+        Args:
+            net: A network or a list of networks (DDP/DataParallel wrappers are unwrapped).
+            net_label: File name prefix, e.g. ``net_g``.
+            current_iter: The iteration (``-1`` for ``latest``).
+            param_key: The entry of each network, e.g. ``params`` / ``['params', 'params_ema']``.
+
+        Raises:
+            CheckpointSaveError: The file could not be written (one line with the path and the reason).
+        """
+        from basicsr.utils.dist_util import get_dist_info
+
+        if get_dist_info()[0] != 0:
+            return
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys.')
+        save_dict = {key: {k.removeprefix('module.'): v.cpu() for k, v in self.get_bare_model(n).state_dict().items()}
+                     for n, key in zip(nets, keys)}
+        label = 'latest' if current_iter == -1 else current_iter
+        atomic_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """Save optimizers, schedulers, the recorded options and, in ``basicsr train``, the data position (so that a
+        resume continues the epoch: :meth:`~restormer_arch.models.training_hooks.TrainingRun.position`) to
+        ``training_states/<iter>.state`` (rank 0).
+
+        Args:
+            epoch: The epoch BasicSR's loop is in.
+            current_iter: The last *completed* iteration (a resume continues with the next one).
+        """
+        from basicsr.utils.dist_util import get_dist_info
+
+        if current_iter == -1 or get_dist_info()[0] != 0:
+            return
+        run = getattr(self, 'run', None)
+        state = {'epoch': epoch, 'iter': current_iter,
+                 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [_plain_scheduler_state(s.state_dict()) for s in self.schedulers],
+                 'options': {key: _plain(_option(self.opt, key)) for key in RECORDED_OPTIONS},
+                 'data': run.position(epoch, current_iter) if run is not None else None}
+        atomic_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True,
+                     param_key: Optional[str] = 'params') -> None:
+        """Load ``path.pretrain_network_*`` into ``net``, safely and with a report of what was loaded.
+
+        Args:
+            net: The network (wrappers are unwrapped).
+            load_path: The checkpoint file, of any layout :mod:`restormer_arch.checkpoint` accepts.
+            strict: Refuse any missing, unexpected or shape-mismatched tensor.
+            param_key: Preferred entry (``params``, ``params_ema``, ``state_dict`` ...); when the file has no such
+                entry, or the model passes BasicSR's default ``'params'`` for an unset ``path.param_key_<x>``, the
+                entry is found by :func:`param_entry` (and the log says which).
+
+        Raises:
+            MissingCheckpointError: The file does not exist.
+            CheckpointLoadError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
+                non-strict load that would leave most of the network random.
+        """
+        label = next((key for key, value in vars(self).items() if value is net and key.startswith('net_')), '')
+        path_opt = self.opt.get('path') or {}
+        if param_key == 'params' and f'param_key{label[3:]}' not in path_opt:
+            # BasicSR passes the default 'params' for an unset path.param_key_<x>: unset means param_entry's rule
+            # (params_ema first: what validation scored); a resume continues from the network's trained weights.
+            param_key = 'params' if path_opt.get('resume_state') else None
+        net = self.get_bare_model(net)
+        name = net.__class__.__name__
+        expected = net.state_dict()
+        state_dict, used_key, mismatch = check_checkpoint_fits(expected, load_path, strict, param_key, name)
+        logger = get_root_logger()
+        report = mismatch.describe(limit=6)
+        loadable = {k: v for k, v in state_dict.items() if k in expected and expected[k].shape == v.shape}
+        net.load_state_dict(loadable, strict=strict)
+        logger.info(f'{load_path}: loaded {used_key} into {name}, {mismatch.matched} of {len(expected)} tensors.')
+        if mismatch:
+            logger.warning(f'{load_path}: not loaded into {name} (strict_load off): {report}')
+
+    def resume_training(self, resume_state: Dict[str, Any]) -> None:
+        """Continue a run from a training state: the option file's schedule wins, the optimizer keeps its moments.
+
+        The learning rate of every iteration after the resume is the one an uninterrupted run of the *current* option
+        file has: the scheduler is rebuilt from the file and replayed up to ``resume_state['iter']`` (whatever the
+        stored scheduler says: a state saved on a stop signal may have been one step ahead). Every difference between
+        the stored options/schedule and the file is logged as a warning.
+
+        Args:
+            resume_state: What :func:`load_resume_state` returned.
+
+        Raises:
+            CheckpointLoadError: The state has another number of optimizers/schedulers than this model.
+        """
+        optimizers, schedulers = resume_state['optimizers'], resume_state.get('schedulers', [])
+        if len(optimizers) != len(self.optimizers) or len(schedulers) != len(self.schedulers):
+            raise CheckpointLoadError(
+                f'the training state has {len(optimizers)} optimizer(s) and {len(schedulers)} scheduler(s), this '
+                f'model {len(self.optimizers)} and {len(self.schedulers)}: it was saved by another model_type.')
+        changes = []
+        if resume_state.get('options'):  # states written by BasicSR itself or before this feature have none
+            current = {key: _option(self.opt, key) for key in RECORDED_OPTIONS}
+            changes += [line.replace('options.', '', 1)
+                        for line in _differences(resume_state['options'], current, 'options')]
+        for index, (optimizer, stored) in enumerate(zip(self.optimizers, optimizers)):
+            changes += _load_optimizer_keeping_hyperparameters(optimizer, stored, index)
+        for index, (scheduler, stored) in enumerate(zip(self.schedulers, schedulers)):
+            fresh = _plain_scheduler_state(scheduler.state_dict())
+            stored = {k: v for k, v in stored.items() if k not in SCHEDULER_PROGRESS}
+            changes += _differences(stored, {k: v for k, v in fresh.items() if k not in SCHEDULER_PROGRESS},
+                                    f'scheduler[{index}]', recurse=False)
+        self._replay_schedule(int(resume_state['iter']))
+        logger = get_root_logger()
+        if changes:
+            logger.warning('Resume: the option file differs from the training state; the option file wins (the '
+                           'schedule is recomputed from it for every iteration):\n\t' + '\n\t'.join(changes))
+        logger.info(f'Resume: learning rate(s) at iteration {resume_state["iter"]}: '
+                    f'{self.get_current_learning_rate()}')
+
+    def _replay_schedule(self, iteration: int) -> None:
+        # Exactly what BasicSR's loop did for iterations 1..iteration (scheduler steps and warm-up), on the freshly
+        # built schedulers: about 1 s per 300k iterations.
+        warmup_iter = self.opt['train'].get('warmup_iter', -1)
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Detected call of `lr_scheduler.step\\(\\)`')
+            for current in range(1, iteration + 1):
+                self.update_learning_rate(current, warmup_iter=warmup_iter)
+
+
+def _plain_scheduler_state(state: Dict[str, Any]) -> Dict[str, Any]:
+    # BasicSR's MultiStepRestartLR keeps its milestones in a Counter; store {milestone: count} as a plain dict.
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in state.items()}
+
+
+def _load_optimizer_keeping_hyperparameters(optimizer: torch.optim.Optimizer, stored: Dict[str, Any],
+                                            index: int) -> List[str]:
+    own = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(stored)
+    except ValueError as err:
+        raise CheckpointLoadError(f'the training state does not fit optimizer {index}: {err}') from None
+    changes = []
+    for group_index, (group, file_values) in enumerate(zip(optimizer.param_groups, own)):
+        for key, value in file_values.items():
+            if key != 'lr' and key in group and _plain(group[key]) != _plain(value):
+                changes.append(f'optimizer[{index}].param_groups[{group_index}].{key}: {_plain(group[key])} in the '
+                               f'state -> {_plain(value)} in the option file')
+            group[key] = value
+    return changes
+
+
+def check_checkpoint_fits(expected: Dict[str, torch.Tensor], load_path: str, strict: bool,
+                          param_key: Optional[str], name: str, log: bool = True) -> tuple:
+    """Read ``path.pretrain_network_*`` and check it against a network's state dict, without loading it.
+
+    Shared by :meth:`CheckpointHooks.load_network` and the option check (which runs it on a network built on the meta
+    device, so a checkpoint that cannot be loaded is refused before any folder is made).
+
+    Args:
+        expected: The network's ``state_dict()`` (only names and shapes are used).
+        load_path: The checkpoint file.
+        strict: ``path.strict_load_*``: any difference is an error.
+        param_key: ``path.param_key_*``.
+        name: The network's class name, for messages.
+        log: Log which entry was used when ``param_key`` is absent (False before the logger is set up).
+
+    Returns:
+        ``(state_dict, used_key, mismatch)``.
+
+    Raises:
+        MissingCheckpointError: The file does not exist.
+        CheckpointLoadError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
+            non-strict load that would leave most of the network random.
+    """
+    try:
+        state_dict, used_key = _read_parameters(load_path, param_key, log)
+    except FileNotFoundError as err:
+        raise MissingCheckpointError(str(err)) from None
+    except CheckpointError as err:
+        raise CheckpointLoadError(str(err)) from None
+    mismatch = compare_state_dicts(expected, state_dict)
+    report = mismatch.describe(limit=6)
+    if mismatch and strict:
+        raise CheckpointLoadError(
+            f'{load_path} [{used_key}] does not match network {name}: {report}. The checkpoint was made for '
+            'another configuration: check network_g (LayerNorm_type BiasFree for denoising, '
+            'inp_channels/out_channels 1 for gray, inp_channels 6 + dual_pixel_task for dual-pixel), or set '
+            'path.strict_load_g: false to load the matching part only.')
+    if mismatch.matched < MIN_LOADED_FRACTION * len(expected):
+        raise CheckpointLoadError(
+            f'{load_path} [{used_key}] fills only {mismatch.matched} of the {len(expected)} tensors of {name} '
+            f'({report}); training would start from mostly random weights. Check that the file was saved from '
+            'this architecture and these network_g options.')
+    return state_dict, used_key, mismatch
+
+
+def _read_parameters(load_path: str, param_key: Optional[str], log: bool = True) -> tuple:
+    checkpoint = load_file(load_path, 'path.pretrain_network_*')
+    # An absent param_key falls back to the rule every command uses (param_entry).
+    state_dict, entry = find_state_dict(checkpoint, load_path,
+                                        param_key if param_entry(checkpoint, param_key) == param_key else None)
+    if param_key not in (None, entry) and log:
+        get_root_logger().info(f'{load_path} has no {param_key!r} entry; using {entry!r} (as basicsr restore does).')
+    return state_dict, entry

@@ -69,6 +69,7 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
         print(problem, file=sys.stderr)
         return 2
     from restormer_arch.checkpoint import CheckpointError, CheckpointSaveError
+    from restormer_arch.errors import UserError
     from restormer_arch.models import training_hooks
     from restormer_arch.models.training_hooks import RunError
 
@@ -89,6 +90,9 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
     except (RunError, CheckpointError, CheckpointSaveError) as err:  # the user's run, not our code: no traceback
         print(f'basicsr {command}: error: {err}', file=sys.stderr)
         return 1
+    except UserError as err:
+        print(f'basicsr {command}: error: {err}', file=sys.stderr)
+        return 2
     finally:
         _teardown_distributed(synchronise=finished)
     if command == 'test':

@@ -9,30 +9,31 @@ Shims (all applied on import; tests in ``tests/test_compat.py``; the list with r
 
 - ``torchvision.transforms.functional_tensor`` alias (removed in torchvision 0.17: ``import basicsr`` fails);
 - ``scipy.ndimage.filters`` alias (deprecated, to be removed in SciPy 2.0);
-- ``basicsr.train.load_resume_state`` loads on the CPU (BasicSR's maps storages to the current CUDA device);
-- ``dist_util._init_dist_pytorch``: gloo without CUDA, ``dist_params.backend`` (:func:`use_dist_backend`),
-  ``LOCAL_RANK``;
+- ``basicsr.train.load_resume_state``: :func:`restormer_arch.checkpoint.load_resume_state` (BasicSR's maps storages
+  to the current CUDA device, trusts torn files and lets each rank pick its own state);
+- ``dist_util._init_dist_pytorch`` / ``_init_dist_slurm``: gloo without CUDA, ``dist_params.backend``
+  (:func:`use_dist_backend`), ``LOCAL_RANK``, one master port per Slurm job, one-line errors outside a launcher;
 - ``BaseModel.model_to_device``: no CUDA ``device_ids`` for CPU DDP;
 - ``BaseModel.get_optimizer``: AdamW (today's option files, Restormer's included) and any ``torch.optim`` class;
 - ``degradations.add_jpg_compression``: integer JPEG quality (OpenCV >= 4.5.5 rejects floats).
 
-Behaviour we *add* to BasicSR is not here: atomic saves that fail loudly, pretrained loading of every layout with a
-report, resume on the option file's schedule, root-based ``--auto_resume`` that skips torn states and never archives,
-saves on stop signals, exact epoch counts and the dry forward check live in
-:mod:`restormer_arch.models.training_hooks` (inherited by ``ImageCleanModel``; applied to BasicSR's models and
-pipeline by ``basicsr train`` only).
+Behaviour we *add* to BasicSR's training pipeline (data position on resume, saves on stop signals, exact epoch counts,
+the dry forward check ...) lives in :mod:`restormer_arch.models.training_hooks`, applied by ``basicsr train`` only;
+checkpoint methods in :mod:`restormer_arch.checkpoint`.
 
 Call :func:`apply` again to re-apply the shims (it is idempotent); :data:`APPLIED` lists what was done.
 """
 import functools
 import importlib
 import os
+import subprocess
 import sys
 import warnings
-from os import path as osp
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
+
+from restormer_arch.errors import UserError
 
 APPLIED: List[str] = []
 
@@ -66,40 +67,6 @@ def _fix_scipy_ndimage_filters() -> None:
     APPLIED.append('scipy.ndimage.filters -> scipy.ndimage')
 
 
-def map_location_for(opt: Dict[str, Any]) -> Any:
-    """Device to load a training state onto: the current CUDA device when the run uses GPUs, else the CPU."""
-    if opt.get('num_gpu', 0) != 0 and torch.cuda.is_available():
-        device_id = torch.cuda.current_device()
-        return lambda storage, loc: storage.cuda(device_id)
-    return 'cpu'
-
-
-def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """Replacement for ``basicsr.train.load_resume_state`` that works without CUDA.
-
-    BasicSR's version maps every storage with ``torch.cuda.current_device()``, which fails on a machine without a GPU
-    (and with ``num_gpu: 0``). This one finds the state as BasicSR does (``path.resume_state``, or with
-    ``--auto_resume`` the newest ``experiments/<name>/training_states/<iter>.state`` under the current directory) and
-    loads it onto the run's device. ``basicsr train`` replaces it with the root-based, torn-state-skipping search of
-    :func:`restormer_arch.models.training_hooks.load_resume_state`.
-    """
-    from basicsr.utils import check_resume
-
-    path = opt['path'].get('resume_state')
-    if opt.get('auto_resume'):
-        folder = osp.join('experiments', opt['name'], 'training_states')
-        iterations = [int(n[:-len('.state')]) for n in (os.listdir(folder) if osp.isdir(folder) else [])
-                      if n.endswith('.state') and n[:-len('.state')].isdigit()]
-        path = osp.join(folder, f'{max(iterations)}.state') if iterations else None
-        if path:
-            opt['path']['resume_state'] = path
-    if not path:
-        return None
-    state = torch.load(path, map_location=map_location_for(opt), weights_only=True)
-    check_resume(opt, state['iter'])
-    return state
-
-
 def resolve_dist_backend(requested: Optional[str] = None) -> str:
     """The torch.distributed backend to use: the requested one, else nccl with CUDA and gloo without.
 
@@ -115,20 +82,64 @@ def resolve_dist_backend(requested: Optional[str] = None) -> str:
 
 
 def _init_dist_pytorch(backend: str = 'nccl', requested: Optional[str] = None, **kwargs: Any) -> None:
-    """Replacement for ``basicsr.utils.dist_util._init_dist_pytorch``.
+    """Replacement for ``basicsr.utils.dist_util._init_dist_pytorch`` (``--launcher pytorch``, i.e. torchrun).
 
     BasicSR's version does ``torch.cuda.set_device(rank % torch.cuda.device_count())`` (ZeroDivisionError without a GPU)
     and always uses nccl (``parse_options`` passes no ``dist_params`` for torchrun), which needs CUDA. We use
     ``requested`` (``dist_params.backend``, bound by :func:`use_dist_backend`), else nccl with CUDA and gloo on CPU,
     and select the GPU by ``LOCAL_RANK`` (correct on multi-node jobs too).
+
+    Raises:
+        UserError: A variable a launcher sets (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) is missing.
     """
     import torch.distributed as dist
 
+    missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
+    if missing:
+        raise UserError(f'--launcher pytorch: {", ".join(missing)} not set: start the command with torchrun (e.g. '
+                        'torchrun --nproc_per_node=2 -m restormer_arch train ...), or drop --launcher.')
     backend = resolve_dist_backend(requested)
     if torch.cuda.is_available() and backend != 'gloo':
-        local_rank = int(os.environ.get('LOCAL_RANK', os.environ.get('RANK', 0)))
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', os.environ['RANK'])) % torch.cuda.device_count())
+    if os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True' and os.environ.get('TORCHELASTIC_MAX_RESTARTS', '0') \
+            != '0' and backend == 'gloo' and os.environ['RANK'] == '0':
+        warnings.warn('torchrun --max-restarts with gloo: a restarted group can hang in gloo\'s connectFullMesh; '
+                      'launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment.', stacklevel=1)
     dist.init_process_group(backend=backend, **kwargs)
+
+
+def _init_dist_slurm(backend: str = 'nccl', port: Optional[int] = None, requested: Optional[str] = None,
+                     **kwargs: Any) -> None:
+    """Replacement for ``basicsr.utils.dist_util._init_dist_slurm`` (``--launcher slurm``: srun, one task per device).
+
+    BasicSR's version divides by ``torch.cuda.device_count()`` (ZeroDivisionError on CPU nodes) and takes
+    ``dist_params.port`` (29500 in every official option file) before ``MASTER_PORT``, so a second job on a node dies
+    with EADDRINUSE. Here the srun variables become torchrun's and :func:`_init_dist_pytorch` does the rest; the port is
+    ``MASTER_PORT`` when set, else ``10000 + SLURM_JOB_ID % 20000`` (one per job, shared by its tasks and kept on
+    requeue); the address is ``MASTER_ADDR`` when set, else the job's first node.
+
+    Raises:
+        UserError: Not started by srun, or ``scontrol`` missing.
+    """
+    env = os.environ
+    missing = [k for k in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST') if k not in env]
+    if missing:
+        raise UserError(f'--launcher slurm: {", ".join(missing)} not set: start one task per device with srun (e.g. '
+                        'srun --ntasks-per-node=2 basicsr train ... --launcher slurm), or use --launcher pytorch.')
+    if 'MASTER_ADDR' not in env:
+        try:
+            env['MASTER_ADDR'] = subprocess.run(['scontrol', 'show', 'hostnames', env['SLURM_NODELIST']], check=True,
+                                                capture_output=True, text=True).stdout.split()[0]
+        except (OSError, subprocess.CalledProcessError, IndexError) as err:
+            raise UserError(f'--launcher slurm: cannot find the first node of {env["SLURM_NODELIST"]} with scontrol '
+                            f'({err}); set MASTER_ADDR.') from None
+    job_port = str(10000 + int(env.get('SLURM_JOB_ID', 19500)) % 20000)
+    if port is not None and str(port) != env.get('MASTER_PORT', job_port) and env['SLURM_PROCID'] == '0':
+        warnings.warn(f'dist_params.port: {port} is not used under --launcher slurm, so that jobs sharing a node never '
+                      f'collide; using {env.get("MASTER_PORT", job_port)} (set MASTER_PORT to choose).', stacklevel=1)
+    env.setdefault('MASTER_PORT', job_port)
+    env.update(RANK=env['SLURM_PROCID'], WORLD_SIZE=env['SLURM_NTASKS'], LOCAL_RANK=env.get('SLURM_LOCALID', '0'))
+    _init_dist_pytorch(backend, requested=requested, **kwargs)
 
 
 def use_dist_backend(requested: Optional[str]) -> None:
@@ -140,6 +151,7 @@ def use_dist_backend(requested: Optional[str]) -> None:
     import basicsr.utils.dist_util as dist_util
 
     dist_util._init_dist_pytorch = functools.partial(_init_dist_pytorch, requested=requested)
+    dist_util._init_dist_slurm = functools.partial(_init_dist_slurm, requested=requested)
 
 
 def _model_to_device(self: Any, net: torch.nn.Module) -> torch.nn.Module:
@@ -187,15 +199,19 @@ def _patch_basicsr() -> None:
     import basicsr.utils.dist_util as dist_util
     from basicsr.models.base_model import BaseModel
 
+    from restormer_arch.checkpoint import load_resume_state
+
     basicsr.train.load_resume_state = load_resume_state
     dist_util._init_dist_pytorch = _init_dist_pytorch
+    dist_util._init_dist_slurm = _init_dist_slurm
     BaseModel.model_to_device = _model_to_device
     BaseModel.get_optimizer = _get_optimizer
     if not hasattr(degradations.add_jpg_compression, '__wrapped__'):
         degradations.add_jpg_compression = _int_jpeg_quality(degradations.add_jpg_compression)
     APPLIED.extend([
         'basicsr.train.load_resume_state (loads on CPU; BasicSR maps storages to the current CUDA device)',
-        'basicsr.utils.dist_util._init_dist_pytorch (gloo on CPU, dist_params.backend, LOCAL_RANK)',
+        'basicsr.utils.dist_util._init_dist_pytorch/_init_dist_slurm (gloo on CPU, dist_params.backend, one port per '
+        'Slurm job)',
         'BaseModel.model_to_device (no CUDA device_ids on CPU)',
         'BaseModel.get_optimizer (AdamW and any torch.optim class)',
         'degradations.add_jpg_compression (int JPEG quality for OpenCV >= 4.5.5)',

@@ -306,7 +306,7 @@ def _check_pretrained_network(opt: Dict[str, Any], problems: List[str]) -> None:
     # without the run's log file.
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from restormer_arch.models.training_hooks import CheckpointLoadError, check_checkpoint_fits
+    from restormer_arch.checkpoint import CheckpointLoadError, check_checkpoint_fits
 
     path_opt = opt.get('path') if isinstance(opt.get('path'), dict) else {}
     load_path = os.path.expanduser(str(path_opt.get('pretrain_network_g') or ''))

@@ -92,29 +92,35 @@ def test_jpeg_compression_accepts_float_quality():
     assert out.shape == img.shape and out.dtype == np.float32
 
 
-def test_resume_state_shim_loads_on_cpu(tmp_path, monkeypatch):
-    """BasicSR's own load_resume_state maps storages to the current CUDA device; the shim loads on the CPU."""
-    states = tmp_path / 'experiments' / 'run' / 'training_states'
-    states.mkdir(parents=True)
+def test_resume_state_shim_is_the_one_finder_and_loads_on_cpu(tmp_path):
+    """BasicSR's own load_resume_state maps storages to the current CUDA device; the shim is checkpoint's finder."""
+    import basicsr.train
+
+    from restormer_arch import checkpoint
+
+    assert basicsr.train.load_resume_state is checkpoint.load_resume_state
+    states, models = tmp_path / 'training_states', tmp_path / 'models'
+    states.mkdir()
+    models.mkdir()
     for iteration in (4, 12):
         torch.save({'epoch': 0, 'iter': iteration, 'optimizers': [{}], 'schedulers': [{}]},
                    states / f'{iteration}.state')
+        torch.save({'params': {}}, models / f'net_g_{iteration}.pth')
     opt = {'name': 'run', 'num_gpu': 0, 'auto_resume': True, 'network_g': {'type': 'X'},
-           'path': {'models': str(tmp_path / 'models'), 'resume_state': None}}
-    monkeypatch.chdir(tmp_path)  # BasicSR's search is relative to the current directory
-    assert compat.load_resume_state(opt)['iter'] == 12
+           'path': {'models': str(models), 'training_states': str(states), 'resume_state': None}}
+    assert basicsr.train.load_resume_state(opt)['iter'] == 12
     assert opt['path']['resume_state'].endswith('12.state')
     opt.update(auto_resume=False)
     opt['path']['resume_state'] = str(states / '4.state')
-    assert compat.load_resume_state(opt)['iter'] == 4
+    assert basicsr.train.load_resume_state(opt)['iter'] == 4
 
 
 def test_compat_adds_no_behaviour_to_basicsr_models():
     """Saving, loading and resuming stay BasicSR's own unless a model opts in (or `basicsr train` installs ours)."""
     from basicsr.models.base_model import BaseModel
 
+    from restormer_arch.checkpoint import CheckpointHooks
     from restormer_arch.models import ImageCleanModel
-    from restormer_arch.models.training_hooks import CheckpointHooks
 
     for name in ('save_network', 'save_training_state', 'load_network', 'resume_training'):
         assert getattr(BaseModel, name).__module__.startswith('basicsr.')

@@ -12,8 +12,9 @@ from basicsr.models import build_model
 from basicsr.models.base_model import BaseModel
 
 from restormer_arch import checkpoint
+from restormer_arch.checkpoint import CheckpointHooks, CheckpointLoadError
 from restormer_arch.models import training_hooks
-from restormer_arch.models.training_hooks import CheckpointHooks, CheckpointLoadError, RunError
+from restormer_arch.models.training_hooks import RunError
 from tests import test_models
 from tests.test_models import TINY_NET, make_opt, write_pairs
 
@@ -43,7 +44,7 @@ def test_auto_resume_uses_root_path_not_cwd(tmp_path, monkeypatch):
     for it in (4, 12, 8):
         _save_checkpoint(states, it)
     monkeypatch.chdir('/')  # BasicSR's version would look in /experiments/run/training_states and start from 0
-    state = training_hooks.load_resume_state(opt)
+    state = checkpoint.load_resume_state(opt)
     assert state['iter'] == 12
     assert opt['path']['resume_state'].endswith('12.state')
     assert opt['path']['pretrain_network_g'].endswith('net_g_12.pth')  # check_resume points the net at it
@@ -56,7 +57,7 @@ def test_auto_resume_skips_a_torn_state(tmp_path):
     torch.save(_training_state(12), states / '12.state')  # its net_g_12.pth was never written
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        state = training_hooks.load_resume_state(opt)
+        state = checkpoint.load_resume_state(opt)
     assert state['iter'] == 4
     messages = ' '.join(str(w.message) for w in caught)
     assert '8.state' in messages and 'net_g_12.pth' in messages
@@ -64,26 +65,29 @@ def test_auto_resume_skips_a_torn_state(tmp_path):
 
 def test_auto_resume_without_states_starts_fresh(tmp_path):
     opt, _ = _resume_opt(tmp_path)
-    assert training_hooks.load_resume_state(opt) is None
+    assert checkpoint.load_resume_state(opt) is None
 
 
 def test_resume_state_loads_on_cpu(tmp_path):
     opt, states = _resume_opt(tmp_path, auto_resume=False)
     torch.save(_training_state(6), states / '6.state')
     opt['path']['resume_state'] = str(states / '6.state')
-    assert training_hooks.load_resume_state(opt)['iter'] == 6
+    with pytest.raises(FileNotFoundError, match='net_g_6.pth'):  # checked before any folder or log, not in the model
+        checkpoint.load_resume_state(opt)
+    _save_checkpoint(states, 6)
+    assert checkpoint.load_resume_state(opt)['iter'] == 6
 
 
 def test_resume_state_errors_name_the_file(tmp_path):
     opt, states = _resume_opt(tmp_path, auto_resume=False)
     opt['path']['resume_state'] = str(states / 'missing.state')
     with pytest.raises(FileNotFoundError, match='missing.state'):
-        training_hooks.load_resume_state(opt)
+        checkpoint.load_resume_state(opt)
     net_file = tmp_path / 'net_g_4.pth'
     torch.save({'params': {'w': torch.zeros(1)}}, net_file)
     opt['path']['resume_state'] = str(net_file)
     with pytest.raises(ValueError, match='net_g_4.pth.*not a BasicSR training state'):
-        training_hooks.load_resume_state(opt)
+        checkpoint.load_resume_state(opt)
 
 
 class _Evil:
@@ -326,7 +330,7 @@ def test_basicsr_train_changes_basicsr_only_while_its_pipeline_runs():
     before = {name: getattr(train, name) for name in ('build_model', 'load_resume_state', 'make_exp_dirs')}
     with training_hooks.applied(training_hooks.TrainingRun()) as run:
         assert BaseModel.save_network is CheckpointHooks.save_network
-        assert train.load_resume_state is training_hooks.load_resume_state
+        assert train.load_resume_state is not before['load_resume_state']  # records the resumed data position
         assert run.epoch == 0
     assert BaseModel.save_network.__module__.startswith('basicsr.')
     assert not hasattr(BaseModel, '_replay_schedule')

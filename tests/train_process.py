@@ -28,9 +28,10 @@ class TrainProcess:
     """``basicsr train -opt train.yml ARGS`` in ``folder``, in its own process group (as a scheduler starts it), its
     output collected line by line in the background."""
 
-    def __init__(self, folder: Path, *args: str, **popen) -> None:
-        cmd = [sys.executable, '-m', 'restormer_arch', 'train', '-opt', 'train.yml', *args]
-        self.proc = subprocess.Popen(cmd, cwd=folder, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    def __init__(self, folder: Path, *args: str, cmd: tuple = (sys.executable, '-m', 'restormer_arch'), env=None,
+                 **popen) -> None:
+        cmd = [*cmd, 'train', '-opt', 'train.yml', *args]
+        self.proc = subprocess.Popen(cmd, cwd=folder, env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, start_new_session=True, **popen)
         _RUNNING.append(self.proc)
         self.lines: List[str] = []

@@ -18,6 +18,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..archs.restormer_arch import pad_to_multiple
+from ..checkpoint import CheckpointHooks
 from ..perf import (
     apply_performance_options,
     autocast_context,
@@ -31,7 +32,7 @@ from .lr_scheduler import CosineAnnealingRestartCyclicLR
 from .model_options import FP16_TRAINING
 from .progressive import Mixup, ProgressiveSchedule, stage_table
 from .results_table import ResultsTable
-from .training_hooks import CheckpointHooks, RunError, TrainingRun, first_pair, preserved_rng, shape_mismatch_message
+from .training_hooks import RunError, TrainingRun, first_pair, preserved_rng, shape_mismatch_message
 from .val_utils import DEFAULT_TILE_OVERLAP, save_val_image, to_metric_image
 
 SCHEDULERS = {
