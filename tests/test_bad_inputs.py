@@ -32,9 +32,9 @@ from basicsr.utils.options import parse_options
 
 from restormer_arch import inference
 from restormer_arch.archs.restormer_arch import Restormer
+from restormer_arch.errors import OptionsError
 from restormer_arch.inference import RestoreError
 from restormer_arch.models.training_hooks import RunError
-from restormer_arch.errors import OptionsError
 from restormer_arch.options import OptionsWarning, check_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -301,7 +301,8 @@ def gray_data_color_network(tmp):
     check(tmp, opt)
 
 
-@case(OptionsError, "network_g (Restormer) fails on datasets.train's first sample, 3x16x16", 'expects an (N, 1, H, W) input')
+@case(OptionsError, "network_g (Restormer) fails on datasets.train's first sample, 3x16x16",
+      'expects an (N, 1, H, W) input')
 def color_data_gray_network(tmp):
     opt = base_options(tmp)
     opt['network_g'].update(inp_channels=1, out_channels=1)

@@ -18,6 +18,7 @@ from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
+import numpy as np
 import torch
 
 from restormer_arch.errors import OptionsError, OutputError, UserError
@@ -133,9 +134,7 @@ def build_network(key: str, net_opt: Any) -> torch.nn.Module:
         try:
             with torch.device('meta'):
                 return cls(**kwargs)
-        except TypeError:
-            raise
-        except Exception:  # noqa: BLE001  (e.g. a constructor that fills weights with numpy: build it for real)
+        except Exception:  # noqa: BLE001  (a constructor that needs real tensors; a mistake fails again, for real)
             return cls(**kwargs)
 
 
@@ -234,6 +233,7 @@ def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
 
 def _build_validation(opt: Dict[str, Any], built: Built) -> None:
     from basicsr.metrics import calculate_metric
+    from basicsr.utils.registry import METRIC_REGISTRY
 
     from restormer_arch.models.results_table import ResultsTable
     from restormer_arch.models.val_utils import DEFAULT_TILE_OVERLAP, to_metric_image
@@ -245,11 +245,12 @@ def _build_validation(opt: Dict[str, Any], built: Built) -> None:
     dtype = val.get('image_dtype', 'uint8') if built.image_clean_model else 'uint8'
     pair = [to_metric_image(t, dtype) for t in torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))]
     for name, metric_opt in (val.get('metrics') or {}).items():
-        from basicsr.utils.registry import METRIC_REGISTRY
-
         lookup(METRIC_REGISTRY, 'metric', (metric_opt or {}).get('type'), f'val.metrics.{name}.type')
-        with building(f'val.metrics.{name}'):
-            calculate_metric({'img': pair[0], 'img2': pair[1]}, metric_opt)
+        with building(f'val.metrics.{name}', metric_opt, METRIC_REGISTRY.get(metric_opt['type'])):
+            try:
+                calculate_metric({'img': pair[0], 'img2': pair[1]}, metric_opt)
+            except (RuntimeError, np.linalg.LinAlgError):  # numbers of a random 64x64 pair (NIQE needs real images)
+                pass
     if built.image_clean_model and val.get('tile') is not None:
         with building('val'):
             check_tile_options(val.get('tile'), val.get('tile_overlap', DEFAULT_TILE_OVERLAP),
@@ -285,7 +286,11 @@ def build(opt: Dict[str, Any], data: bool = True) -> Built:
         raise OptionsError('network_g: missing (a mapping with "type" and the network\'s constructor arguments).')
     for key, net_opt in opt.items():
         if str(key).startswith('network_'):
-            built.networks[key] = build_network(key, net_opt)
+            try:
+                built.networks[key] = build_network(key, net_opt)
+            except OptionsError as err:  # without data, files a constructor reads (e.g. SpyNet weights) are not judged
+                if data or not isinstance(err.__cause__, FileNotFoundError):
+                    raise
     if not isinstance(opt.get('path'), dict):
         raise OptionsError('path: missing (a mapping; e.g. path: {pretrain_network_g: ~}).')
     _build_weights(opt, built)

@@ -159,7 +159,9 @@ def _patch_sizes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     from restormer_arch.archs.restormer_arch import SIZE_MULTIPLE, Restormer
 
     train_set = opt['datasets'].get('train') or {}
-    net = built.networks['network_g']
+    net = built.networks.get('network_g')
+    if net is None:
+        return
     channels = next((m.in_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
     if not (built.image_clean_model and opt['is_train'] and channels):
         return
@@ -180,8 +182,8 @@ def _patch_sizes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
 def _dry_forward(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     from restormer_arch.models.training_hooks import shape_mismatch_message
 
-    net = built.networks['network_g']
-    for phase, sample in built.samples.items():
+    net = built.networks.get('network_g')
+    for phase, sample in built.samples.items() if net is not None else ():
         if not (isinstance(sample, dict) and torch.is_tensor(sample.get('lq')) and torch.is_tensor(sample.get('gt'))):
             continue  # e.g. Real-ESRGAN data, whose lq is made inside the model
         lq, gt = tuple(sample['lq'].shape), tuple(sample['gt'].shape)
@@ -208,6 +210,12 @@ def _image_dtype(opt: Dict[str, Any], built: Built) -> Iterable[str]:
                    f'val.image_dtype is {dtype}; use calculate_psnr_rgb_matlab or remove image_dtype.')
         elif dtype == 'float32' and (metric or {}).get('data_range') is None:
             yield f'val.metrics.{name}: val.image_dtype float32 passes images in [0, 1]; add "data_range: 1".'
+    names = [d.get('name') for d in opt['datasets'].values() if isinstance(d, dict)]
+    for row in val.get('combined_rows') or []:
+        unknown = [d for d in row['datasets'] if d not in names]
+        if unknown:
+            yield (f'val.combined_rows ({row["name"]}): {", ".join(map(str, unknown))} is not the name of a dataset '
+                   f'of this file (names: {", ".join(map(str, names))}), so the row would never be written.')
 
 
 def _evaluation_notes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
@@ -251,7 +259,8 @@ RULES: Tuple[Rule, ...] = (
          'first sample)', _dry_forward),
     Rule('datasets.train.gt_size, gt_sizes', 'error', 'patch sizes the network cannot take (meta forward)',
          _patch_sizes),
-    Rule('val.image_dtype, val.metrics', 'error', 'metrics that would score the wrong peak', _image_dtype),
+    Rule('val.image_dtype, val.metrics, val.combined_rows', 'error', 'metrics that would score the wrong peak; '
+         'table rows naming no dataset', _image_dtype),
     Rule('path.pretrain_network_g, val', 'warning', 'random weights tested; sets never evaluated', _evaluation_notes),
 )
 
