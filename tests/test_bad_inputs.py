@@ -285,7 +285,7 @@ def batch_smaller_than_mini_batch_sizes(tmp):
     check(tmp, opt)
 
 
-@case(OptionsError, 'datasets.train.gt_sizes: 12 is not a multiple of 8', 'e.g. 8')
+@case(OptionsError, 'datasets.train.gt_sizes: 12 does not fit network_g (Restormer): not a multiple of 8', 'e.g. 8')
 def gt_sizes_not_multiple_of_8(tmp):
     opt = base_options(tmp)
     train_set(opt)['gt_sizes'] = [12, 16]

@@ -8,10 +8,10 @@ See docs/options.md.
 """
 import contextlib
 import warnings
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from restormer_arch.errors import OptionsError
-from restormer_arch.options.build import Built, build, planned_outputs
+from restormer_arch.options.build import Built, build, build_datasets, planned_outputs
 from restormer_arch.options.report import unread_keys, written_vs_used
 from restormer_arch.options.resolve import CommandLine, basicsr_options, load_options, parse_command_line, resolve
 from restormer_arch.options.rules import RULES, evaluate
@@ -40,17 +40,29 @@ def check(opt: Dict[str, Any], written: Dict[str, Any], force_yml: Sequence[str]
         OptionsError: A component cannot be built, or a rule finds an error (the first, in one line).
         OutputError: Two outputs share one path, or an output location cannot be written.
     """
-    notes = written_vs_used(written, opt, force_yml)
-    built = build(opt, data)
-    errors, rule_notes = evaluate(opt, built)
+    built = build(opt)  # the options first (cheap, and a fresh clone has no data yet) ...
+    errors, notes = evaluate(opt, built)
+    _raise_first(errors)
+    planned_outputs(opt)
+    notes = _warn(opt, written_vs_used(written, opt, force_yml) + notes + unread_keys(opt, built))
+    if data:  # ... then the datasets and their first samples, and the rules that need them
+        build_datasets(opt, built)
+        errors, data_notes = evaluate(opt, built)
+        _warn(opt, [n for n in data_notes + unread_keys(opt, built) if n not in notes])
+        _raise_first(errors)
+    return built
+
+
+def _warn(opt: Dict[str, Any], notes: List[str]) -> List[str]:
+    for note in notes if opt.get('rank', 0) == 0 else ():
+        warnings.warn(note, OptionsWarning, stacklevel=3)
+    return notes
+
+
+def _raise_first(errors: Sequence[str]) -> None:
     if errors:
         more = f' (and {len(errors) - 1} more problem(s), reported once this one is fixed)' if len(errors) > 1 else ''
         raise OptionsError(errors[0] + more)
-    planned_outputs(opt)
-    if opt.get('rank', 0) == 0:
-        for note in notes + rule_notes + unread_keys(opt, built):
-            warnings.warn(note, OptionsWarning, stacklevel=2)
-    return built
 
 
 def check_file(path: str, is_train: bool, force_yml: Sequence[str] = (), root_path: Optional[str] = None,

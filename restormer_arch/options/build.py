@@ -57,6 +57,7 @@ class Built:
     dataset_reads: Dict[str, Set[str]] = field(default_factory=dict)
     lrs: List[float] = field(default_factory=list)  # the learning rate of train.optim_g at iterations 1..total_iter
     total_iter: Optional[int] = None
+    missing_files: List[str] = field(default_factory=list)  # files a network constructor could not read
     image_clean_model: bool = False
 
 
@@ -138,7 +139,10 @@ def build_network(key: str, net_opt: Any) -> torch.nn.Module:
             return cls(**kwargs)
 
 
-def _build_datasets(opt: Dict[str, Any], built: Built) -> None:
+def build_datasets(opt: Dict[str, Any], built: Built) -> None:
+    """Build every dataset, its first sample and its loader; what each dataset read is recorded in ``built``."""
+    if built.missing_files:
+        raise OptionsError(built.missing_files[0])
     from basicsr.data import build_dataloader
     from basicsr.data.data_sampler import EnlargedSampler
     from basicsr.utils.registry import DATASET_REGISTRY
@@ -268,12 +272,12 @@ def _build_performance(opt: Dict[str, Any], built: Built) -> None:
             apply_performance_options(built.networks['network_g'], opt['performance'])
 
 
-def build(opt: Dict[str, Any], data: bool = True) -> Built:
-    """Build every component of ``opt`` (resolved by BasicSR) as the run will; nothing is written.
+def build(opt: Dict[str, Any]) -> Built:
+    """Build every component of ``opt`` (resolved by BasicSR) as the run will, but the datasets (:func:`build_datasets`
+    builds those); nothing is written.
 
     Args:
         opt: The options from BasicSR's ``parse_options``.
-        data: Build the datasets and read their first sample (off to judge options without their data).
 
     Returns:
         What was built, for :mod:`.rules` and :mod:`.report`.
@@ -288,16 +292,15 @@ def build(opt: Dict[str, Any], data: bool = True) -> Built:
         if str(key).startswith('network_'):
             try:
                 built.networks[key] = build_network(key, net_opt)
-            except OptionsError as err:  # without data, files a constructor reads (e.g. SpyNet weights) are not judged
-                if data or not isinstance(err.__cause__, FileNotFoundError):
+            except OptionsError as err:  # a file a constructor reads (e.g. SpyNet weights): judged with the data
+                if not isinstance(err.__cause__, FileNotFoundError):
                     raise
+                built.missing_files.append(str(err))
     if not isinstance(opt.get('path'), dict):
         raise OptionsError('path: missing (a mapping; e.g. path: {pretrain_network_g: ~}).')
     _build_weights(opt, built)
     if not isinstance(opt.get('datasets'), dict) or not opt['datasets']:
         raise OptionsError('datasets: missing (a mapping of phases such as train / val / test_1).')
-    if data:
-        _build_datasets(opt, built)
     if opt['is_train']:
         _build_training(opt, model_class(opt), built)
     _build_validation(opt, built)

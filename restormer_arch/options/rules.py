@@ -160,23 +160,25 @@ def _patch_sizes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
 
     train_set = opt['datasets'].get('train') or {}
     net = built.networks.get('network_g')
-    if net is None:
-        return
-    channels = next((m.in_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    channels = next((m.in_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None) if net else None
     if not (built.image_clean_model and opt['is_train'] and channels):
         return
-    for key, sizes in (('gt_size', [train_set.get('gt_size')]), ('gt_sizes', train_set.get('gt_sizes') or [])):
-        for size in sizes:
-            if isinstance(net, Restormer) and isinstance(size, int) and size % SIZE_MULTIPLE:
-                yield (f'datasets.train.{key}: {size} is not a multiple of {SIZE_MULTIPLE} (Restormer halves the '
-                       f'patch three times, and would train on padded patches); e.g. '
-                       f'{size // SIZE_MULTIPLE * SIZE_MULTIPLE or SIZE_MULTIPLE}.')
-                return
-            out = _meta_forward(net, (1, channels, size, size)) if isinstance(size, int) else None
-            if isinstance(out, Exception):
-                yield (f'datasets.train.{key}: network_g ({type(net).__name__}) cannot take a {size}x{size} patch '
-                       f'({" ".join(str(out).split())}); use a size it can (Restormer: a multiple of 8).')
-                return
+    sizes: Dict[int, str] = {}
+    for key in ('gt_size', 'gt_sizes'):
+        value = train_set.get(key)
+        for size in value if isinstance(value, list) else [value]:
+            if isinstance(size, int):
+                sizes.setdefault(size, key)
+    for size, key in sizes.items():
+        if isinstance(net, Restormer):  # it pads any size: a patch that is not a multiple trains on padding
+            problem = f'not a multiple of {SIZE_MULTIPLE}' if size % SIZE_MULTIPLE else None
+        else:
+            out = _meta_forward(net, (1, channels, size, size))
+            problem = ' '.join(str(out).split()) if isinstance(out, Exception) else None
+        if problem:
+            yield (f'datasets.train.{key}: {size} does not fit network_g ({type(net).__name__}): {problem}; e.g. '
+                   f'{max(size // SIZE_MULTIPLE, 1) * SIZE_MULTIPLE}.')
+            return
 
 
 def _dry_forward(opt: Dict[str, Any], built: Built) -> Iterable[str]:
