@@ -76,6 +76,7 @@ def building(key: str, section: Any = None, target: Any = None) -> Iterator[None
     except Exception as err:  # noqa: BLE001  (whatever the constructor says is the message)
         message = f'missing key {err.args[0]!r}' if isinstance(err, KeyError) and err.args else ' '.join(
             str(err).split()) or type(err).__name__
+        message = re.sub(r'^path\.pretrain_network_\*: ', '', message)  # the loader's own prefix: the key says it
         raise OptionsError(f'{key}: {message}{_hint(message, section, target)}') from err
 
 
