@@ -148,7 +148,7 @@ def _check(opt, tmp_path, is_train=True):
 
 
 @pytest.mark.parametrize('key, value, message', [
-    ('train.total_iter', 300001, 'periods sums to 300000 but train.total_iter is 300001'),
+    ('train.total_iter', 300001, 'iters sums to 300000 but train.total_iter is 300001'),
     ('datasets.train.iters', [92000, 64000, 48000, 36000, 60000], 'need one entry per stage'),
     ('datasets.train.gt_sizes', [128, 160, 192, 256, 320, 380], 'gt_sizes: 380 does not fit network_g (Restormer)'),
     ('datasets.train.gt_sizes', [128, 160, 192, 256, 320, 392], 'exceeds gt_size 384'),

@@ -49,10 +49,9 @@ class RecordingDict(dict):
 
 @dataclass
 class Built:
-    """What :func:`build` made: networks (meta or CPU), datasets and their first samples, the stepped schedule."""
+    """What :func:`build` made: networks (meta or CPU), the datasets' first samples, the stepped schedule."""
 
     networks: Dict[str, torch.nn.Module] = field(default_factory=dict)
-    datasets: Dict[str, Any] = field(default_factory=dict)
     samples: Dict[str, Any] = field(default_factory=dict)
     dataset_reads: Dict[str, Set[str]] = field(default_factory=dict)
     lrs: List[float] = field(default_factory=list)  # the learning rate of train.optim_g at iterations 1..total_iter
@@ -163,8 +162,11 @@ def build_datasets(opt: Dict[str, Any], built: Built) -> None:
             sample = dataset[0]
             sampler = (EnlargedSampler(dataset, opt['world_size'], opt['rank'],
                                        dataset_opt.get('dataset_enlarge_ratio', 1)) if phase == 'train' else None)
-            build_dataloader(dataset, recording, opt['num_gpu'], opt['dist'], sampler, opt['manual_seed'])
-        built.datasets[phase], built.samples[phase], built.dataset_reads[phase] = dataset, sample, recording.read
+            # prefetch_mode off: BasicSR's cpu prefetcher logs, and logging now would set its logger up without the
+            # run's log file.
+            build_dataloader(dataset, dict(dataset_opt, prefetch_mode=None), opt['num_gpu'], opt['dist'], sampler,
+                             opt['manual_seed'])
+        built.samples[phase], built.dataset_reads[phase] = sample, recording.read
 
 
 def _build_weights(opt: Dict[str, Any], built: Built) -> None:

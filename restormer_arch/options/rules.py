@@ -250,11 +250,11 @@ RULES: Tuple[Rule, ...] = (
     Rule('logger.*, val.val_freq, val.save_img', 'error', 'keys BasicSR reads without a default', _pipeline_keys),
     Rule('logger.wandb, logger.use_tb_logger', 'error', 'a logger whose package is missing', _loggers),
     Rule('path.resume_state', 'error', 'a missing state, or a network checkpoint given as one', _resume_state),
+    Rule('datasets.train.iters, gt_sizes, gt_size', 'error', 'progressive stages that end before the run, or crop '
+         'more than the loader gives', _progressive),
     Rule('train.scheduler.periods, train.total_iter', 'error', 'cycles that end before the run', _schedule),
     Rule('train.scheduler, train.optim_g.lr', 'warning', 'a last cycle cut short, milestones after the run, a '
          'learning rate that rises above lr (eta_min above lr)', _schedule_notes),
-    Rule('datasets.train.iters, gt_sizes, gt_size', 'error', 'progressive stages that end before the run, or crop '
-         'more than the loader gives', _progressive),
     Rule('datasets.train.mini_batch_sizes', 'warning', 'a stage batch above the loader\'s (trains on the loader\'s, '
          'as the official runner)', _progressive_notes),
     Rule('network_g, datasets.*', 'error', 'channels or scale of the network against the data (meta forward of each '
