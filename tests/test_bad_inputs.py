@@ -32,7 +32,7 @@ from basicsr.utils.options import parse_options
 
 from restormer_arch import inference
 from restormer_arch.archs.restormer_arch import Restormer
-from restormer_arch.errors import OptionsError
+from restormer_arch.errors import OptionsError, OutputError
 from restormer_arch.inference import RestoreError
 from restormer_arch.models.training_hooks import RunError
 from restormer_arch.options import OptionsWarning, check_file
@@ -521,6 +521,34 @@ def lpips_metric_without_lpips(tmp):
     opt = base_options(tmp)
     opt['val']['metrics']['lpips'] = {'type': 'calculate_lpips'}
     check(tmp, opt)
+
+
+@case(OptionsError, 'train.ema_decay: 2 must be in [0, 1)')
+def ema_decay_above_1(tmp):
+    opt = base_options(tmp)
+    opt['train']['ema_decay'] = 2  # BasicSR would train with averaged weights that diverge
+    check(tmp, opt)
+
+
+@case(OptionsError, 'logger.print_freq: expected a positive whole number of iterations, got 0')
+def print_freq_zero(tmp):
+    opt = base_options(tmp)
+    opt['logger']['print_freq'] = 0  # BasicSR: ZeroDivisionError at the first iteration, after the run folder
+    check(tmp, opt)
+
+
+@case(OptionsError, 'basicsr train: error: train.optim_g: Invalid learning rate: -0.0003')
+def cli_negative_learning_rate(tmp):
+    opt = base_options(tmp)
+    opt['train']['optim_g']['lr'] = -3e-4
+    write_options(tmp, opt)
+    cli(tmp, 'train', '-opt', 'options.yml')
+
+
+@case(OutputError, 'name: cannot create', 'experiments is a file, not a folder')
+def experiments_location_is_a_file(tmp):
+    (tmp / 'experiments').write_text('')
+    check(tmp, base_options(tmp))
 
 
 # ------------------------------------------------------------------------------------------------------- data mistakes

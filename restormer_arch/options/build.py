@@ -176,10 +176,11 @@ def _build_weights(opt: Dict[str, Any], built: Built) -> None:
     for key, value in path_opt.items():
         if not (str(key).startswith('pretrain_network_') and value):
             continue
+        if os.path.isdir(value):
+            raise OptionsError(f'path.{key}: {value} is a folder, not a checkpoint file; name the .pth file inside it.')
         if not os.path.isfile(value):
-            raise OptionsError(f'path.{key}: file {value} does not exist' + (
-                ' (a folder: name the .pth file inside it)' if os.path.isdir(value) else '; fix the path (relative to '
-                f'{os.getcwd()}), fetch released weights with `basicsr weights`, or set it to ~.'))
+            raise OptionsError(f'path.{key}: file {value} does not exist; fix the path (relative to {os.getcwd()}), '
+                               'fetch released weights with `basicsr weights`, or set it to ~.')
         network = built.networks.get(key.replace('pretrain_', ''))
         if built.image_clean_model and network is not None:  # our loader: read and matched now, on the meta device
             suffix = key[len('pretrain_network_'):]
@@ -192,6 +193,7 @@ def _build_weights(opt: Dict[str, Any], built: Built) -> None:
 def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
     from basicsr.utils.registry import LOSS_REGISTRY
 
+    from restormer_arch.models.guards import NonFiniteLossGuard
     from restormer_arch.models.image_clean_model import DEFAULT_PIXEL_OPT
     from restormer_arch.models.lr_scheduler import SCHEDULERS
     from restormer_arch.models.progressive import Mixup, ProgressiveSchedule
@@ -231,7 +233,11 @@ def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
                 for _ in range(built.total_iter):  # the whole run: a schedule that fails at iteration N fails now
                     scheduler.step()
                     built.lrs.append(optimizers[0].param_groups[0]['lr'])
-    if built.image_clean_model:
+    if built.image_clean_model:  # the settings ImageCleanModel converts as it starts
+        for key, convert in (('grad_clip_norm', float), ('ema_decay', float),
+                             ('max_nonfinite_steps', lambda n: NonFiniteLossGuard(int(n)))):
+            with building(f'train.{key}', train):
+                convert(train.get(key, 0))
         with building('datasets.train', (opt['datasets'] or {}).get('train')):
             ProgressiveSchedule.from_options((opt['datasets'] or {}).get('train'))
         with building('train.mixing_augs'):

@@ -24,7 +24,9 @@ def _name(opt: Dict[str, Any], built: Built) -> Iterable[str]:
 
 def _devices(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     count = torch.cuda.device_count()
-    if not opt['dist'] and isinstance(opt['num_gpu'], int) and opt['num_gpu'] > count:
+    if not isinstance(opt['num_gpu'], int) or isinstance(opt['num_gpu'], bool) or opt['num_gpu'] < 0:
+        yield f'num_gpu: expected auto, 0 (CPU) or a number of GPUs, got {opt["num_gpu"]!r}.'
+    elif not opt['dist'] and isinstance(opt['num_gpu'], int) and opt['num_gpu'] > count:
         yield (f'num_gpu: {opt["num_gpu"]}, but this machine has {count} usable CUDA GPU(s); set num_gpu: auto (the '
                'GPUs that are there, 0 without CUDA) or num_gpu: 0 to run on the CPU.')
 
@@ -55,6 +57,9 @@ def _fp16_training(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     precision = (opt.get('performance') or {}).get('precision')
     if opt['is_train'] and built.image_clean_model and precision and resolve_precision(precision) == torch.float16:
         yield FP16_TRAINING
+    decay = (opt.get('train') or {}).get('ema_decay', 0) if opt['is_train'] and built.image_clean_model else 0
+    if not 0 <= float(decay) < 1:
+        yield f'train.ema_decay: {decay!r} must be in [0, 1) (e.g. 0.999; 0 turns the EMA off), or the EMA diverges.'
 
 
 # Keys BasicSR's pipelines read without a default, after the run folder exists: (phase, section, key).
@@ -67,8 +72,12 @@ def _pipeline_keys(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     evaluates = opt.get('val') is not None and any(p != 'train' for p in opt['datasets'])
     for phase, section, key in PIPELINE_KEYS:
         applies = {'train': opt['is_train'], 'validate': opt['is_train'] and evaluates, 'test': not opt['is_train']}
+        value = opt[section].get(key) if isinstance(opt.get(section), dict) else None
         if applies[phase] and (not isinstance(opt.get(section), dict) or key not in opt[section]):
             yield f'{section}.{key}: missing (BasicSR reads it and would stop after making the run folder); add it.'
+        elif applies[phase] and key.endswith('_freq') and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 and value == int(value)):
+            yield f'{section}.{key}: expected a positive whole number of iterations, got {value!r}.'
 
 
 def _loggers(opt: Dict[str, Any], built: Built) -> Iterable[str]:
@@ -246,7 +255,8 @@ RULES: Tuple[Rule, ...] = (
     Rule('num_gpu', 'error', 'more GPUs than the machine has, without a launcher (under one: as BasicSR)', _devices),
     Rule('datasets.*', 'error', 'phase names BasicSR does not know; training without a train set', _phases),
     Rule('datasets.train.prefetch_mode, pin_memory', 'error', 'a prefetcher BasicSR stops on', _prefetch),
-    Rule('performance.precision', 'error', 'fp16 training (no loss scaling)', _fp16_training),
+    Rule('performance.precision, train.ema_decay', 'error', 'fp16 training (no loss scaling); an EMA that diverges',
+         _fp16_training),
     Rule('logger.*, val.val_freq, val.save_img', 'error', 'keys BasicSR reads without a default', _pipeline_keys),
     Rule('logger.wandb, logger.use_tb_logger', 'error', 'a logger whose package is missing', _loggers),
     Rule('path.resume_state', 'error', 'a missing state, or a network checkpoint given as one', _resume_state),
