@@ -235,7 +235,7 @@ def unknown_top_level_key_warns(tmp):
     check(tmp, opt)
 
 
-@case(warning=OptionsWarning)  # BasicSR's key for another dataset: flips stay off here, as BasicSR would run it
+@case(None, 'datasets.train.use_hflip: not read by this run', 'did you mean geometric_augs?', warning=OptionsWarning)
 def basicsr_flip_keys(tmp):
     opt = base_options(tmp)
     train_set(opt)['use_hflip'] = train_set(opt).pop('geometric_augs')
@@ -432,7 +432,7 @@ def force_yml_num_gpu_override_is_judged(tmp):
     check_with(tmp, opt, 'num_gpu=0')
 
 
-@case(warning=OptionsWarning)  # a key nothing reads: a warning, never an error (issue 17)
+@case(None, 'train.total_iters: not read by this run', 'did you mean total_iter?', warning=OptionsWarning)
 def force_yml_unknown_key(tmp):
     check_with(tmp, base_options(tmp), 'train:total_iters=8')
 
@@ -452,7 +452,7 @@ def force_yml_breaks_the_schedule(tmp):
     check_with(tmp, base_options(tmp), 'train:total_iter=9')
 
 
-@case(warning=OptionsWarning)  # 'train.mixing_augs.mixup_bta: not read by this run ...; did you mean mixup_beta?'
+@case(None, 'train.mixing_augs.mixup_bta: not read by this run', 'did you mean mixup_beta?', warning=OptionsWarning)
 def mixup_beta_typo(tmp):
     opt = base_options(tmp)
     opt['train']['mixing_augs'] = {'mixup': True, 'mixup_bta': 2}

@@ -24,6 +24,10 @@ MIXUP_KEYS = ('mixup', 'mixup_beta', 'use_identity')
 LOADER_KEYS = ('name', 'type', 'phase', 'scale', 'batch_size_per_gpu', 'num_worker_per_gpu', 'use_shuffle',
                'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue',
                'iters', 'mini_batch_sizes', 'gt_sizes')
+# Keys of BasicSR's or other projects' files that mean something else here: the hint names ours.
+FOREIGN_KEYS = {'use_hflip': 'geometric_augs', 'use_rot': 'geometric_augs', 'use_flip': 'geometric_augs',
+                'meta_info': 'meta_info_file', 'gpu_ids': 'num_gpu', 'niter': 'total_iter',
+                'batch_size': 'batch_size_per_gpu'}
 
 
 def _leaves(section: Any, prefix: str = '') -> Iterator[Tuple[str, Any]]:
@@ -74,7 +78,8 @@ def _unknown(section: Any, known: Iterable[str], where: str) -> Iterator[str]:
         constructed = str(key).startswith(('network_', 'optim_')) or str(key).endswith('_opt') and where == 'train'
         if key in known or constructed or (where == 'path' and str(key).startswith(PATH_PREFIXES)):
             continue
-        close = difflib.get_close_matches(str(key), [k for k in known if k not in section], n=1, cutoff=0.6)
+        close = [FOREIGN_KEYS[key]] if key in FOREIGN_KEYS else difflib.get_close_matches(
+            str(key), known, n=1, cutoff=0.6)
         hint = f'; did you mean {close[0]}?' if close else ''
         yield f'{where + "." if where else ""}{key}: not read by this run (BasicSR ignores unknown keys){hint}'
 
