@@ -7,6 +7,7 @@ makes any folder (:func:`checked_pipeline`); :func:`check_file` does the same fo
 See docs/options.md.
 """
 import contextlib
+import os
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
@@ -69,13 +70,23 @@ def check_file(path: str, is_train: bool, force_yml: Sequence[str] = (), root_pa
                data: bool = True) -> Dict[str, Any]:
     """Read ``path`` as ``basicsr train|test -opt path [--force_yml ...]`` would, and :func:`check` it.
 
+    Args:
+        path: The option file.
+        is_train: ``basicsr train`` (True) or ``basicsr test``.
+        force_yml: ``--force_yml`` entries (``key:sub=value``).
+        root_path: Where ``experiments/``, ``results/`` and ``tb_logger/`` go (the current directory by default).
+        data: Build the datasets too (off: the options alone, e.g. for files whose data is elsewhere).
+
     Returns:
         The options BasicSR resolved.
+
+    Raises:
+        OptionsError, OutputError: As :func:`check`.
     """
     cmd = CommandLine(path, 'none', tuple(force_yml))
     written = load_options(path)
     opt = resolve(cmd, is_train, root_path)
-    check(opt, written, cmd.force_yml, data)
+    check(dict(opt, root_path=root_path or os.getcwd()), written, cmd.force_yml, data)
     return opt
 
 

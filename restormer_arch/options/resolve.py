@@ -87,7 +87,8 @@ def parse_command_line(argv: Sequence[str]) -> Optional[CommandLine]:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
     parser.add_argument('--force_yml', nargs='+', action='append', default=[])
     try:
-        args, _ = parser.parse_known_args(list(argv))
+        with contextlib.redirect_stderr(io.StringIO()):  # BasicSR prints its own usage error
+            args, _ = parser.parse_known_args(list(argv))
     except (argparse.ArgumentError, SystemExit):
         return None
     if len(args.force_yml) > 1:
