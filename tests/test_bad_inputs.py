@@ -447,7 +447,7 @@ def force_yml_missing_section(tmp):
     check_with(tmp, base_options(tmp), 'train:optim:lr=0.1')
 
 
-@case(OptionsError, 'train.scheduler.periods sums to 4 but train.total_iter is 9')
+@case(OptionsError, 'iters sums to 4 but train.total_iter is 9', '(and 1 more problem(s)')
 def force_yml_breaks_the_schedule(tmp):
     check_with(tmp, base_options(tmp), 'train:total_iter=9')
 
