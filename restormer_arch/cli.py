@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 import warnings
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from restormer_arch.version import __version__
 
@@ -33,20 +33,14 @@ Run 'basicsr train --help' for BasicSR's own flags."""
 
 def _run_pipeline(command: str, argv: List[str]) -> int:
     import restormer_arch  # noqa: F401  (compat fixes + registration before BasicSR parses anything)
-    from restormer_arch import compat
+    from restormer_arch.options import checked_pipeline
+
+    # The file is read now (one-line YAML errors); BasicSR's pipeline then checks what its parse_options returns.
+    checked = checked_pipeline(command, argv)
     from restormer_arch.checkpoint import CheckpointError, CheckpointSaveError
     from restormer_arch.models.training_hooks import RunError
-    from restormer_arch.options import checked_pipeline, load_options, parse_command_line
 
-    cmd = None if '-h' in argv or '--help' in argv else parse_command_line(argv)
-    checked: Any = contextlib.nullcontext()
-    if cmd is not None:  # else BasicSR prints its help or its usage error
-        written = load_options(cmd.opt_path)
-        # Before BasicSR's parse_options, which starts the process group.
-        dist_params = written.get('dist_params')
-        compat.use_dist_backend(dist_params.get('backend') if isinstance(dist_params, dict) else None)
-        checked = checked_pipeline(command, cmd, written)
-    hooks: Any = contextlib.nullcontext()
+    hooks = contextlib.nullcontext()
     if command == 'train':
         from basicsr.train import train_pipeline as pipeline
 

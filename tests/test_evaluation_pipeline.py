@@ -320,9 +320,9 @@ def test_results_table_combined_rows(tmp_path):
      "BasicSR's calculate_psnr assumes"),
     ({'image_dtype': 'float32', 'metrics': {'p': {'type': 'calculate_mae'}}}, 'add "data_range: 1"'),
     ({'image_dtype': 'float16'}, "val.image_dtype: 'float16' is not one of"),
-    ({'tile': 0}, 'val: tile=0: the tile size must be a positive whole number'),
-    ({'tile': 64, 'tile_overlap': 32}, 'val: overlap=32 with tile=64: the overlap must be below half the tile size'),
-    ({'tile': 64, 'tile_overlap': 8, 'tile_blend': 'gauss'}, "val: blend='gauss': the overlap window must be one of"),
+    ({'tile': 0}, 'val.tile / val.tile_overlap: tile=0: the tile size must be a positive'),
+    ({'tile': 64, 'tile_overlap': 32}, 'val.tile / val.tile_overlap: overlap=32 with tile=64: the overlap must be'),
+    ({'tile': 64, 'tile_blend': 'gauss'}, "val.tile_blend: 'gauss' is not one of"),
     ({'combined_rows': [{'name': 'x', 'datasets': ['Rain100X']}]}, 'Rain100X is not the name of a dataset'),
 ])
 def test_val_options_are_checked(val, message, tmp_path):

@@ -91,15 +91,34 @@ def check_file(path: str, is_train: bool, force_yml: Sequence[str] = (), root_pa
 
 
 @contextlib.contextmanager
-def checked_pipeline(command: str, cmd: CommandLine, written: Dict[str, Any]) -> Iterator[None]:
+def checked_pipeline(command: str, argv: Sequence[str]) -> Iterator[None]:
     """While the block runs, BasicSR's ``train``/``test`` pipeline checks its options right after parsing them.
 
-    The pipeline's own ``parse_options`` is wrapped: the options it returns are :func:`check`-ed before the pipeline
-    goes on to make folders, loggers and the model, so a mistake stops the command with nothing created.
+    The option file is read first (:func:`load_options`: one line for a YAML error) and ``dist_params.backend`` set
+    before BasicSR's ``parse_options`` starts the process group. Then the pipeline's own ``parse_options`` is wrapped:
+    the options it returns are :func:`check`-ed before the pipeline goes on to make folders, loggers and the model, so
+    a mistake stops the command with nothing created. Nothing is wrapped for ``--help`` or a command line BasicSR
+    refuses with its usage message.
+
+    Args:
+        command: ``train`` or ``test``.
+        argv: The arguments after the command.
+
+    Raises:
+        OptionsError, OutputError: From :func:`load_options`, :func:`parse_command_line` and :func:`check`.
     """
     import basicsr.test
     import basicsr.train
 
+    from restormer_arch import compat
+
+    cmd = None if '-h' in argv or '--help' in argv else parse_command_line(argv)
+    if cmd is None:
+        yield
+        return
+    written = load_options(cmd.opt_path)
+    dist_params = written.get('dist_params')
+    compat.use_dist_backend(dist_params.get('backend') if isinstance(dist_params, dict) else None)
     module = basicsr.train if command == 'train' else basicsr.test
     parse_options = module.parse_options
 

@@ -250,7 +250,7 @@ def _build_validation(opt: Dict[str, Any], built: Built) -> None:
 
     from restormer_arch.models.results_table import ResultsTable
     from restormer_arch.models.val_utils import DEFAULT_TILE_OVERLAP, to_metric_image
-    from restormer_arch.tiling import check_tile_options
+    from restormer_arch.tiling import BLEND_MODES, check_tile_options
 
     val = opt.get('val')
     if not isinstance(val, dict):
@@ -264,10 +264,11 @@ def _build_validation(opt: Dict[str, Any], built: Built) -> None:
                 calculate_metric({'img': pair[0], 'img2': pair[1]}, metric_opt)
             except (RuntimeError, np.linalg.LinAlgError):  # numbers of a random 64x64 pair (NIQE needs real images)
                 pass
+    if built.image_clean_model and val.get('tile_blend', 'cosine') not in BLEND_MODES:
+        raise OptionsError(f'val.tile_blend: {val["tile_blend"]!r} is not one of {", ".join(BLEND_MODES)}.')
     if built.image_clean_model and val.get('tile') is not None:
-        with building('val'):
-            check_tile_options(val.get('tile'), val.get('tile_overlap', DEFAULT_TILE_OVERLAP),
-                               val.get('tile_blend', 'cosine'))
+        with building('val.tile / val.tile_overlap'):  # the one tile rule of restore, validation and the library
+            check_tile_options(val['tile'], val.get('tile_overlap', DEFAULT_TILE_OVERLAP))
     if built.image_clean_model:
         with building('val.combined_rows'):
             ResultsTable(opt['path'].get('visualization', ''), val.get('combined_rows'))
