@@ -31,43 +31,12 @@ EPILOG = """examples:
 Run 'basicsr train --help' for BasicSR's own flags."""
 
 
-def _configure_from_options(argv: List[str]) -> None:
-    """Read the settings that must be known before BasicSR parses the file (it initialises DDP first)."""
-    from restormer_arch import compat
-    from restormer_arch.options import OptionsError, load_options, parse_command_line, resolve_options
-
-    cmd = parse_command_line(argv)
-    if cmd is None or '-h' in argv or '--help' in argv:
-        return
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # the check right after gives them
-            opt, _, _ = resolve_options(load_options(cmd.opt_path), is_train=False, cmd=cmd)
-    except OptionsError:
-        return  # _check_options reports it
-    dist_params = opt.get('dist_params')
-    compat.use_dist_backend(dist_params.get('backend') if isinstance(dist_params, dict) else None)
-
-
-def _check_options(command: str, argv: List[str]) -> Optional[str]:
-    """Validate what BasicSR will run (:func:`restormer_arch.options.check_command_line`); the error, or None."""
-    from restormer_arch.options import OptionsError, check_command_line
-
-    try:
-        check_command_line(command, argv)
-    except OptionsError as err:
-        return f'basicsr {command}: {err}'
-    return None
-
-
 def _run_pipeline(command: str, argv: List[str]) -> int:
     import restormer_arch  # noqa: F401  (compat fixes + registration before BasicSR parses anything)
+    from restormer_arch.options import checked_pipeline
 
-    _configure_from_options(argv)
-    problem = _check_options(command, argv)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 2
+    # The file is read now (one-line YAML errors); BasicSR's pipeline then checks what its parse_options returns.
+    checked = checked_pipeline(command, argv)
     from restormer_arch.checkpoint import CheckpointError, CheckpointSaveError
     from restormer_arch.errors import UserError
     from restormer_arch.models import training_hooks
@@ -84,7 +53,7 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
     sys.argv = [f'basicsr {command}'] + argv
     finished = False
     try:
-        with hooks:
+        with hooks, checked:
             pipeline(os.getcwd())
         finished = True
     except (RunError, CheckpointError, CheckpointSaveError) as err:  # the user's run, not our code: no traceback
@@ -207,7 +176,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Before the network and data exist: keeps glibc from unmapping big buffers after every layer
     # (RESTORMER_ALLOCATOR=system turns it off).
     configure_allocator()
-    return COMMANDS[argv[0]](argv[1:])
+    from restormer_arch.errors import UserError
+
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except UserError as err:  # a user's mistake, wherever it was found: one line, no traceback
+        print(f'basicsr {argv[0]}: error: {" ".join(str(err).split())}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

@@ -24,9 +24,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from restormer_arch.data import Dataset_GaussianDenoising, Dataset_PairedImage, Dataset_SIDDBlocks
+from restormer_arch.errors import OptionsError
 from restormer_arch.models import ImageCleanModel
 from restormer_arch.models.results_table import ResultsTable, read_metrics_csv
-from restormer_arch.options import OptionsError, validate_options
+from restormer_arch.options import check_file
 from tests.test_models import make_opt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -315,7 +316,8 @@ def test_results_table_combined_rows(tmp_path):
 
 
 @pytest.mark.parametrize('val, message', [
-    ({'image_dtype': 'uint16', 'metrics': {'psnr': {'type': 'calculate_psnr'}}}, "BasicSR's calculate_psnr assumes"),
+    ({'image_dtype': 'uint16', 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}},
+     "BasicSR's calculate_psnr assumes"),
     ({'image_dtype': 'float32', 'metrics': {'p': {'type': 'calculate_mae'}}}, 'add "data_range: 1"'),
     ({'image_dtype': 'float16'}, "val.image_dtype: 'float16' is not one of"),
     ({'tile': 0}, 'val.tile / val.tile_overlap: tile=0: the tile size must be a positive'),
@@ -323,11 +325,13 @@ def test_results_table_combined_rows(tmp_path):
     ({'tile': 64, 'tile_blend': 'gauss'}, "val.tile_blend: 'gauss' is not one of"),
     ({'combined_rows': [{'name': 'x', 'datasets': ['Rain100X']}]}, 'Rain100X is not the name of a dataset'),
 ])
-def test_val_options_are_checked(val, message):
+def test_val_options_are_checked(val, message, tmp_path):
     opt = yaml.safe_load((TEST_OPTIONS / 'Deraining.yml').read_text())
     opt['val'].update(val)
+    opt['path']['pretrain_network_g'] = None
+    (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
     with pytest.raises(OptionsError, match=re.escape(message)):
-        validate_options(opt)
+        check_file(str(tmp_path / 'o.yml'), is_train=False, root_path=str(tmp_path), data=False)
 
 
 # ------------------------------------------------------------------------------------------------------------ tiling

@@ -1,4 +1,4 @@
-"""Option files in options/ and their up-front validation (restormer_arch/options.py)."""
+"""Option files in options/ and their check before anything is written (restormer_arch/options/)."""
 import importlib.util
 from copy import deepcopy
 from pathlib import Path
@@ -10,14 +10,8 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 
 from restormer_arch.cli import main
-from restormer_arch.options import (
-    OptionsError,
-    apply_overrides,
-    load_options,
-    parse_command_line,
-    validate_options,
-    validate_options_file,
-)
+from restormer_arch.errors import OptionsError
+from restormer_arch.options import OptionsWarning, check_file, load_options, parse_command_line
 from tests.test_models import make_opt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,12 +64,12 @@ def test_option_file_validates_and_builds(path, tmp_path, monkeypatch):
     if 'calculate_lpips' in path.read_text() and importlib.util.find_spec('lpips') is None:
         # Refused up front without the optional package (the metric would stop the run); the rest must be valid.
         with pytest.raises(OptionsError, match='lpips'):
-            validate_options_file(str(path))
+            check_file(str(path), 'train' in load_options(str(path)), root_path=str(tmp_path), data=False)
         opt = load_options(str(path))
         opt['val']['metrics'] = {k: m for k, m in opt['val']['metrics'].items() if m['type'] != 'calculate_lpips'}
         path = tmp_path / path.name
         path.write_text(yaml.safe_dump(opt), encoding='utf-8')
-    opt = validate_options_file(str(path))
+    opt = check_file(str(path), 'train' in load_options(str(path)), root_path=str(tmp_path), data=False)
     is_train = 'train' in opt
     # The network: constructor arguments as written, with tiny sizes so the test stays fast.
     net_opt = dict(opt['network_g'], **(TINY if opt['network_g']['type'] == 'Restormer' else {}))
@@ -146,58 +140,69 @@ def _set(opt, dotted, value):
     opt[last] = value
 
 
+def _check(opt, tmp_path, is_train=True):
+    """``check_file`` of ``opt`` written to a file (the options only: the official files' data is not here)."""
+    path = tmp_path / 'Deraining.yml'
+    path.write_text(yaml.safe_dump(opt))
+    return check_file(str(path), is_train, root_path=str(tmp_path), data=False)
+
+
 @pytest.mark.parametrize('key, value, message', [
     ('train.total_iter', 300001, 'iters sums to 300000 but train.total_iter is 300001'),
     ('datasets.train.iters', [92000, 64000, 48000, 36000, 60000], 'need one entry per stage'),
-    ('datasets.train.gt_sizes', [128, 160, 192, 256, 320, 380], 'gt_sizes: [380] are not multiples of 8'),
+    ('datasets.train.gt_sizes', [128, 160, 192, 256, 320, 380], 'gt_sizes: 380 does not fit network_g (Restormer)'),
     ('datasets.train.gt_sizes', [128, 160, 192, 256, 320, 392], 'exceeds gt_size 384'),
-    ('datasets.train.gt_size', 100, 'gt_size: 100 must be a multiple of 8'),
-    ('datasets.train.mini_batch_sizes', [16, 5, 4, 2, 1, 1], 'mini_batch_sizes: 16 exceeds batch_size_per_gpu 8'),
+    ('datasets.train.gt_size', 100, 'gt_sizes: 384 exceeds gt_size 100'),
     ('train.scheduler.periods', [92000, 200000], 'periods sums to 292000 but train.total_iter is 300000'),
-    ('train.scheduler.eta_mins', [0.0003], 'need the same length'),
+    ('train.scheduler.eta_mins', [0.0003], 'restart_weights and eta_mins need the same length'),
     ('datasets.train.gt_sizes', None, 'gt_sizes missing'),
     ('network_g.type', 'Restormr', "unknown arch type 'Restormr'; did you mean Restormer?"),
-    ('network_g.LayerNorm_typ', 'BiasFree', "unknown argument 'LayerNorm_typ'; did you mean LayerNorm_type?"),
+    ('network_g.LayerNorm_typ', 'BiasFree', "argument 'LayerNorm_typ'; did you mean LayerNorm_type?"),
     ('model_type', 'ImageCleanModle', 'did you mean ImageCleanModel'),
-    ('datasets.train.type', 'Dataset_PairedImages', 'did you mean Dataset_PairedImage'),
-    ('datasets.val.type', 'Dataset_GaussianDenoisng', 'did you mean Dataset_GaussianDenoising'),
     ('train.pixel_opt.type', 'L1loss', 'did you mean L1Loss'),
     ('train.pixel_opt.type', 'PSNRLos', 'did you mean PSNRLoss'),
-    ('train.optim_g.type', 'Adamw', 'did you mean AdamW'),
-    ('train.scheduler.type', 'CosineAnnealingRestartCyclic', 'did you mean CosineAnnealingRestartCyclicLR'),
+    ('train.optim_g.type', 'Adamw', "train.optim_g: train.optim_g.type: optimizer 'Adamw' is not supported"),
+    ('train.optim_g.lr', -3e-4, 'train.optim_g: Invalid learning rate: -0.0003'),
+    ('train.scheduler.type', 'CosineAnnealingRestartCyclic', 'train.scheduler:'),
     ('val.metrics.psnr.type', 'calculate_pnsr', 'did you mean calculate_psnr'),
 ])
-def test_invalid_options_are_reported_clearly(key, value, message):
+def test_invalid_options_are_reported_clearly(key, value, message, tmp_path):
     opt = _deraining()
     _set(opt, key, value)
     with pytest.raises(OptionsError) as err:
-        validate_options(opt, source='Deraining.yml')
-    assert str(err.value).startswith('Deraining.yml: ')
-    assert message in str(err.value)
+        _check(opt, tmp_path)
+    assert message in str(err.value) and len(str(err.value).splitlines()) == 1
 
 
-def test_all_problems_are_reported_at_once():
+def test_dataset_types_are_judged_with_the_data(tmp_path):
+    opt = _deraining()
+    opt['datasets']['train']['type'] = 'Dataset_PairedImages'
+    path = tmp_path / 'Deraining.yml'
+    path.write_text(yaml.safe_dump(opt))
+    with pytest.raises(OptionsError, match='did you mean Dataset_PairedImage'):
+        check_file(str(path), True, root_path=str(tmp_path))
+
+
+def test_the_first_problem_is_reported_with_the_count_of_the_others(tmp_path):
     opt = _deraining()
     opt['train']['total_iter'] = 400000  # longer than the progressive stages and the LR cycles
-    opt['network_g']['type'] = 'restormer'
-    with pytest.raises(OptionsError, match=r'3 problem\(s\)') as err:
-        validate_options(opt)
-    assert 'did you mean Restormer' in str(err.value)
+    with pytest.raises(OptionsError, match=r'\(and 1 more problem\(s\)'):
+        _check(opt, tmp_path)
 
 
-def test_test_mode_skips_training_sections():
+def test_test_mode_skips_training_sections(tmp_path):
     opt = _deraining()
     del opt['train']
-    validate_options(opt, is_train=False)
+    _check(opt, tmp_path, is_train=False)
     with pytest.raises(OptionsError, match='train: missing'):
-        validate_options(opt, is_train=True)
+        _check(opt, tmp_path, is_train=True)
 
 
 def test_bad_yaml_names_the_file(tmp_path):
     bad = tmp_path / 'bad.yml'
     bad.write_text('name: [unclosed\n')
     with pytest.raises(OptionsError, match='bad.yml: invalid YAML'):
-        validate_options_file(str(bad))
+        check_file(str(bad), True)
 
 
 def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
@@ -210,18 +215,18 @@ def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
     assert load_options(str(path)) == {'base': {'a': 1}, 'derived': {'a': 2}, 'shape': (1, 2)}  # merges, tuples
 
 
-def test_overrides_follow_basicsr_parsing():
-    from basicsr.utils.options import _postprocess_yml_value
-
+def test_overrides_are_applied_by_basicsr(tmp_path):
     cmd = parse_command_line(['-opt', 'x.yml', '--force_yml', 'train:optim_g:lr=!!float 1e-4', 'path:resume_state=~',
-                              'datasets:train:gt_sizes=[8, 16]', '--debug'])
-    assert cmd.overrides[0] == 'train:optim_g:lr=!!float 1e-4' and cmd.debug and cmd.override_flags == 1
-    opt = {'train': {'optim_g': {'lr': 3e-4}}, 'path': {'resume_state': 'a.state'}, 'datasets': {'train': {}}}
-    problems, created = apply_overrides(opt, cmd.overrides)
-    assert not problems and created == {'datasets.train.gt_sizes'}
-    assert opt['train']['optim_g']['lr'] == _postprocess_yml_value('!!float 1e-4') == 1e-4
-    assert opt['path']['resume_state'] is None and opt['datasets']['train']['gt_sizes'] == [8, 16]
-    assert parse_command_line(['-opt', 'x.yml', '--force_y', 'a=1', '--force_yml', 'b=2']).override_flags == 2
+                              'datasets:train:gt_sizes=[128, 128, 128, 128, 128, 128]', '--debug'])
+    assert cmd.force_yml[0] == 'train:optim_g:lr=!!float 1e-4'
+    path = tmp_path / 'o.yml'
+    path.write_text(yaml.safe_dump(_deraining()))
+    with pytest.warns(OptionsWarning):  # the overridden values are not reported as changed: debug mode's are
+        opt = check_file(str(path), True, cmd.force_yml, root_path=str(tmp_path), data=False)
+    assert opt['train']['optim_g']['lr'] == 1e-4 and opt['path']['resume_state'] is None
+    assert opt['datasets']['train']['gt_sizes'] == [128] * 6
+    with pytest.raises(OptionsError, match='given 2 times'):
+        parse_command_line(['-opt', 'x.yml', '--force_y', 'a=1', '--force_yml', 'b=2'])
     assert parse_command_line(['--launcher', 'none']) is None  # BasicSR reports its own usage error
 
 
@@ -234,9 +239,9 @@ def test_resolved_options_are_what_basicsr_runs(tmp_path, monkeypatch):
     opt['train'].update(total_iter=4, scheduler={'type': 'MultiStepLR', 'milestones': [2], 'gamma': 0.5})
     path = tmp_path / 'o.yml'
     path.write_text(yaml.safe_dump(opt))
-    argv = ['-opt', str(path), '--force_yml', 'num_gpu=0', 'train:optim_g:lr=0.001', '--debug']
-    ours = validate_options_file(str(path), True, cmd=parse_command_line(argv), root_path=str(tmp_path))
-    monkeypatch.setattr('sys.argv', ['train', *argv])
+    force = ('num_gpu=0', 'train:optim_g:lr=0.001')
+    ours = check_file(str(path), True, force, root_path=str(tmp_path), data=False)
+    monkeypatch.setattr('sys.argv', ['train', '-opt', str(path), '--force_yml', *force])
     theirs, _ = parse_options(str(tmp_path), is_train=True)
     for key in ('name', 'num_gpu', 'path', 'datasets', 'train', 'val', 'logger', 'dist', 'is_train', 'auto_resume'):
         assert ours[key] == theirs[key], key
@@ -250,7 +255,7 @@ def test_cli_checks_the_option_file_before_training(tmp_path, capsys):
     path.write_text(opt_text)
     assert main(['train', '-opt', str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f'basicsr train: {path}: ')
+    assert err.startswith('basicsr train: error: ') and len(err.splitlines()) == 1
     assert 'train.total_iter is 3000000' in err
 
 
@@ -259,9 +264,9 @@ def test_fp16_training_is_refused_before_any_folder_but_fp16_testing_is_not(name
     opt = _deraining()
     opt['performance'] = {'precision': name}
     with pytest.raises(OptionsError, match='performance.precision'):
-        validate_options(opt, is_train=True)
+        _check(opt, tmp_path)
     del opt['train']
-    validate_options(opt, is_train=False)
+    _check(opt, tmp_path, is_train=False)
     monkeypatch.chdir(tmp_path)
     path = tmp_path / 'Deraining.yml'
     path.write_text((REPO_ROOT / 'options' / 'Deraining.yml').read_text() + f'\nperformance:\n  precision: {name}\n')
@@ -284,7 +289,7 @@ def test_a_pretrained_network_that_cannot_load_is_refused_before_any_folder(tmp_
         path.write_text(text.replace('pretrain_network_g: ~', f'pretrain_network_g: {tmp_path / name}'))
         assert f'pretrain_network_g: {tmp_path / name}' in path.read_text()
         try:
-            validate_options_file(str(path))
+            check_file(str(path), True, data=False)
             problems = ''
         except OptionsError as err:
             problems = str(err)

@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from restormer_arch.cli import main
+from restormer_arch.errors import OptionsError
+from restormer_arch.options import OptionsWarning, check_file
 from tests.test_bad_inputs import base_options, write_options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +52,8 @@ def refused_in_process(tmp: Path, capsys: Any, *argv: str) -> bool:
         os.chdir(cwd)
     err = capsys.readouterr().err
     created = [d for d in ('experiments', 'results', 'tb_logger') if (tmp / d).exists()]
-    return code == 2 and err.startswith(f'basicsr {argv[0]}: ') and not created
+    errors = [line for line in err.splitlines() if line.startswith(f'basicsr {argv[0]}: error: ')]
+    return code == 2 and len(errors) == 1 and 'Traceback' not in err and not created
 
 
 def small_run(tmp: Path, total_iter: int = 4, **train: Any) -> Dict[str, Any]:
@@ -82,7 +85,7 @@ def test_force_yml_gets_the_same_verdict_as_the_file(tmp_path, capsys, override)
     assert refused_in_process(tmp_path, capsys, 'train', '-opt', 'options.yml', '--force_yml', *override)
 
 
-@pytest.mark.parametrize('argv', [['--force_yml', 'train:total_iters=8'], ['--force_yml', 'train:total_iter=many'],
+@pytest.mark.parametrize('argv', [['--force_yml', 'train:total_iter=many'],
                                   ['--force_yml', 'train:optim:lr=0.1'], ['--force_yml', 'train:total_iter'],
                                   ['--force_yml', 'logger:print_freq=1', '--force_yml', 'num_gpu=0']])
 def test_bad_overrides_are_refused_before_anything_is_made(tmp_path, capsys, argv):
@@ -187,11 +190,48 @@ def test_option_warnings_are_one_line_each(tmp_path):
 
 
 def test_force_yml_number_forms_as_basicsr_reads_them(tmp_path):
-    from restormer_arch.options_resolve import apply_overrides
-
-    opt = small_run(tmp_path)
-    problems, _ = apply_overrides(opt, ['train:optim_g:lr=1e-4'])  # BasicSR would set the text '1e-4'
-    assert problems and opt['train']['optim_g']['lr'] != '1e-4'
+    path = write_options(tmp_path, small_run(tmp_path))
+    with pytest.raises(OptionsError, match="lr: '1e-4' is text"):  # BasicSR sets the text '1e-4'
+        check_file(str(path), True, ['train:optim_g:lr=1e-4'], root_path=str(tmp_path), data=False)
     for form in ('!!float 1e-4', '0.0001'):
-        problems, _ = apply_overrides(opt, [f'train:optim_g:lr={form}'])
-        assert not problems and opt['train']['optim_g']['lr'] == pytest.approx(1e-4)
+        opt = check_file(str(path), True, [f'train:optim_g:lr={form}'], root_path=str(tmp_path), data=False)
+        assert opt['train']['optim_g']['lr'] == pytest.approx(1e-4)
+
+
+def test_force_yml_key_nothing_reads_is_a_did_you_mean_warning(tmp_path):
+    path = write_options(tmp_path, small_run(tmp_path))
+    with pytest.warns(OptionsWarning, match='train.total_iters: not read by this run'):
+        check_file(str(path), True, ['train:total_iters=8'], root_path=str(tmp_path), data=False)
+
+
+def test_settings_basicsr_overrides_are_reported(tmp_path):
+    opt = small_run(tmp_path)
+    opt['name'] = 'debug_run'  # BasicSR's debug mode: validation every 8 iterations, logs every iteration
+    opt['logger']['print_freq'] = 100
+    opt['path']['experiments_root'] = 'elsewhere'
+    with pytest.warns(OptionsWarning) as record:
+        check_file(str(write_options(tmp_path, opt)), True, root_path=str(tmp_path), data=False)
+    notes = '\n'.join(str(w.message) for w in record)
+    assert "logger.print_freq: you wrote 100, BasicSR uses 1" in notes
+    assert "path.experiments_root: you wrote 'elsewhere'" in notes
+
+
+def test_two_test_sets_with_one_name_are_refused_before_any_work(tmp_path, capsys):
+    opt = small_run(tmp_path)
+    del opt['train']
+    opt['datasets'] = {'test_1': dict(opt['datasets']['val']), 'test_2': dict(opt['datasets']['val'])}
+    write_options(tmp_path, opt)
+    assert refused_in_process(tmp_path, capsys, 'test', '-opt', 'options.yml')
+
+
+def test_read_only_experiments_location_is_one_line(tmp_path, capsys):
+    write_options(tmp_path, small_run(tmp_path))
+    (tmp_path / 'experiments').mkdir()
+    (tmp_path / 'experiments').chmod(0o555)
+    try:
+        if os.access(tmp_path / 'experiments', os.W_OK):
+            pytest.skip('running as a user who can write anywhere')
+        assert main(['train', '-opt', str(tmp_path / 'options.yml')]) == 2
+        assert 'experiments' in capsys.readouterr().err and not (tmp_path / 'experiments' / 'bad_input').exists()
+    finally:
+        (tmp_path / 'experiments').chmod(0o755)

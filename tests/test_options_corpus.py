@@ -1,9 +1,10 @@
-"""The option check never refuses what BasicSR runs: every option file shipped with BasicSR 1.4.2.
+"""The option check never refuses what BasicSR runs: every option file shipped with BasicSR 1.4.2, and public fork
+option files of Restormer.
 
-The files are read where the project keeps third-party corpora, ``../shared/corpus/basicsr-1.4.2-options`` beside the
-checkout (``$RESTORMER_CORPUS_DIR`` overrides it); they are never copied into the project. The check judges the
-options, not the data: the weights a test file names are stood in by empty files, dataset folders are not looked at,
-and ``num_gpu`` is set to 0 with ``--force_yml`` as a user without GPUs would.
+The files are read where the project keeps third-party corpora, ``../shared/corpus/`` beside the checkout
+(``$RESTORMER_CORPUS_DIR`` overrides the BasicSR one); they are never copied into the project. The check judges the
+options, not the data: the weights a test file names are stood in by empty files, datasets are not built
+(``data=False``), and ``num_gpu`` is set to 0 with ``--force_yml`` as a user without GPUs would.
 """
 import os
 import warnings
@@ -13,7 +14,8 @@ import pytest
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 
-from restormer_arch.options import CommandLine, OptionsError, load_options, validate_options_file
+from restormer_arch.errors import OptionsError
+from restormer_arch.options import check_file, load_options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +29,7 @@ def _corpus_dir() -> Path:
 
 CORPUS = _corpus_dir()
 FILES = sorted(CORPUS.glob('**/*.yml'))
+FORKS = sorted((CORPUS.parent / 'forks').glob('*.yml'))
 
 
 def _edvr_network_gets_ema_decay(opt):
@@ -69,23 +72,32 @@ def test_the_corpus_is_complete():
     assert set(BASICSR_CANNOT_RUN) <= {_name(p) for p in FILES}
 
 
-@pytest.mark.parametrize('path', FILES, ids=[_name(p) for p in FILES])
-def test_check_refuses_only_what_basicsr_cannot_run(path, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def _check(path: Path, tmp_path: Path, is_train: bool) -> dict:
     opt = load_options(str(path))
     for key, value in (opt.get('path') or {}).items():
         if key.startswith('pretrain_network') and value:  # weights the test files name: judge options, not files
             (tmp_path / value).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / value).touch()
-    cmd = CommandLine(str(path), overrides=('num_gpu=0',), override_flags=1)
-    is_train = _name(path).startswith('train/')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # keys of other models are warned about: allowed
-        if _name(path) in BASICSR_CANNOT_RUN:
-            with pytest.raises(OptionsError):
-                validate_options_file(str(path), is_train, cmd=cmd)
-            BASICSR_CANNOT_RUN[_name(path)](opt)
-        else:
-            resolved = validate_options_file(str(path), is_train, cmd=cmd)
-            assert resolved['num_gpu'] == 0
-            assert resolved['path']['experiments_root' if is_train else 'results_root'].startswith(str(tmp_path))
+        return check_file(str(path), is_train, force_yml=('num_gpu=0',), root_path=str(tmp_path), data=False)
+
+
+@pytest.mark.parametrize('path', FILES, ids=[_name(p) for p in FILES])
+def test_check_refuses_only_what_basicsr_cannot_run(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    is_train = _name(path).startswith('train/')
+    if _name(path) in BASICSR_CANNOT_RUN:
+        with pytest.raises(OptionsError):
+            _check(path, tmp_path, is_train)
+        BASICSR_CANNOT_RUN[_name(path)](load_options(str(path)))
+    else:
+        resolved = _check(path, tmp_path, is_train)
+        assert resolved['num_gpu'] == 0
+        assert resolved['path']['experiments_root' if is_train else 'results_root'].startswith(str(tmp_path))
+
+
+@pytest.mark.parametrize('path', FORKS, ids=[p.name for p in FORKS])
+def test_fork_option_files_are_not_refused(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _check(path, tmp_path, 'train' in load_options(str(path)))['num_gpu'] == 0

@@ -5,7 +5,6 @@ import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
-from .options import check_dataset_options
 from .transforms import to_tensor
 
 
@@ -35,9 +34,3 @@ class Dataset_DefocusDeblur_DualPixel_16bit(FolderDataset):  # noqa: N801  (offi
         left, right, gt = (to_tensor(img, self.mean, self.std) for img in imgs)
         return {'lq': torch.cat([left, right], dim=0), 'gt': gt, 'lq_path': paths['lqL_path'],
                 'gt_path': paths['gt_path']}
-
-    @classmethod
-    def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
-        """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
-        return check_dataset_options(opt, phase, keys=('dataroot_lqL', 'dataroot_lqR'),
-                                     required=('dataroot_gt', 'dataroot_lqL', 'dataroot_lqR'))

@@ -20,7 +20,7 @@ import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
-from .options import check_dataset_options, require_option
+from .options import require_option
 from .transforms import to_tensor
 
 SIGMA_TYPES = ('constant', 'random', 'choice')
@@ -152,16 +152,3 @@ class Dataset_GaussianDenoising(FolderDataset):  # noqa: N801  (official Restorm
             std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
             gt_t, lq_t = (gt_t - mean) / std, (lq_t - mean) / std
         return {'lq': lq_t, 'gt': gt_t, 'lq_path': path, 'gt_path': path}
-
-    @classmethod
-    def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
-        """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
-        problems = check_dataset_options(
-            opt, phase, keys=('in_ch', 'sigma_type', 'sigma_range', 'sigma_test', 'noise_seed', 'noise_protocol'),
-            required=('dataroot_gt',), required_train=('sigma_type', 'sigma_range'), required_eval=('sigma_test',))
-        if not problems:  # the noise levels' values, as the constructor checks them
-            try:
-                check_sigma_options(opt, phase.split('_')[0], f'datasets.{phase} ({cls.__name__})')
-            except ValueError as err:
-                problems.append(str(err))
-        return problems

@@ -4,7 +4,7 @@ from typing import Any, Dict
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
-from .options import check_dataset_options, read_flag
+from .options import read_flag
 from .transforms import to_tensor
 
 
@@ -46,8 +46,3 @@ class Dataset_PairedImage(FolderDataset):  # noqa: N801  (official Restormer nam
         paths, (lq, gt) = self.read_sample(index)
         return {'lq': to_tensor(lq, self.mean, self.std), 'gt': to_tensor(gt, self.mean, self.std),
                 'lq_path': paths['lq_path'], 'gt_path': paths['gt_path']}
-
-    @classmethod
-    def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
-        """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
-        return check_dataset_options(opt, phase, keys=('in_ch', 'bit_depth'), required=('dataroot_gt', 'dataroot_lq'))

@@ -12,7 +12,7 @@ import torch
 import torch.utils.data as data
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from .options import check_dataset_options, get_folder, get_phase
+from .options import get_folder, get_phase
 from .sidd_mat import load_sidd_blocks
 
 
@@ -79,8 +79,3 @@ class Dataset_SIDDBlocks(data.Dataset):  # noqa: N801  (named like the other Res
 
     def __len__(self) -> int:
         return self.noisy.shape[0] * self.noisy.shape[1]
-
-    @classmethod
-    def check_options(cls, opt: Dict[str, Any], phase: str) -> list[str]:
-        """Problems with this dataset's options, found before it is built (``restormer_arch.options`` calls it)."""
-        return check_dataset_options(opt, phase, keys=('key_lq', 'key_gt'), required=('dataroot_lq',))

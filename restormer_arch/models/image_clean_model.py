@@ -10,7 +10,6 @@ import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
-from basicsr.models import lr_scheduler as basicsr_lr_scheduler
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
@@ -28,19 +27,14 @@ from ..perf import (
 )
 from ..tiling import fixed_tile_shape, run_network
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
-from .lr_scheduler import CosineAnnealingRestartCyclicLR
-from .model_options import FP16_TRAINING
+from .lr_scheduler import SCHEDULERS
 from .progressive import Mixup, ProgressiveSchedule, stage_table
 from .results_table import ResultsTable
 from .training_hooks import RunError, TrainingRun, first_pair, preserved_rng, shape_mismatch_message
 from .val_utils import DEFAULT_TILE_OVERLAP, save_val_image, to_metric_image
 
-SCHEDULERS = {
-    'MultiStepLR': basicsr_lr_scheduler.MultiStepRestartLR,
-    'MultiStepRestartLR': basicsr_lr_scheduler.MultiStepRestartLR,
-    'CosineAnnealingRestartLR': basicsr_lr_scheduler.CosineAnnealingRestartLR,
-    'CosineAnnealingRestartCyclicLR': CosineAnnealingRestartCyclicLR,
-}
+FP16_TRAINING = ('performance.precision: fp16 is for inference only (training would need loss scaling, which '
+                 'interacts with the non-finite-step guard); train in bf16 or fp32, and use fp16 for basicsr test.')
 DEFAULT_PIXEL_OPT = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
 DEFAULT_GRAD_CLIP_NORM = 0.01
 DEFAULT_MAX_NONFINITE_STEPS = 10

@@ -30,15 +30,12 @@ COMBINED_WEIGHTS = ('image', 'dataset')
 WRITTEN_TABLES: List[str] = []
 
 
-def check_combined_rows(rows: Any, where: str = 'val.combined_rows',
-                        dataset_names: Optional[Sequence[Any]] = None) -> List[str]:
+def check_combined_rows(rows: Any, where: str = 'val.combined_rows') -> List[str]:
     """Problems with a ``val.combined_rows`` option (an empty list when it is fine).
 
     Args:
         rows: The option value.
         where: Name of the option, for messages.
-        dataset_names: The ``name`` of every dataset of the file; when given, each row's datasets must be among them
-            (a row naming no dataset of the file would never be written).
 
     Returns:
         One message per problem.
@@ -59,11 +56,6 @@ def check_combined_rows(rows: Any, where: str = 'val.combined_rows',
         if row.get('weight', 'image') not in COMBINED_WEIGHTS:
             problems.append(f'{here} ({row["name"]}): weight must be one of {", ".join(COMBINED_WEIGHTS)}, got '
                             f'{row.get("weight")!r}.')
-        elif dataset_names is not None and isinstance(datasets, list):
-            unknown = [d for d in datasets if d not in dataset_names]
-            if unknown:
-                problems.append(f'{where} ({row["name"]}): {", ".join(map(str, unknown))} is not the name of a '
-                                f'dataset of this file (names: {", ".join(sorted(map(str, dataset_names)))}).')
     return problems
 
 
