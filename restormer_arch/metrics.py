@@ -391,21 +391,6 @@ def calculate_ssim_dpdd(a, b, peak, channel_order, uint8, **kwargs) -> float:
     return ssim[rim:-rim, rim:-rim].mean(axis=(0, 1)).mean()
 
 
-def _lpips_model(net: str, device: torch.device):
-    key = (net, str(device))
-    if key not in _lpips_models:
-        try:
-            import lpips
-        except ImportError as err:
-            raise ImportError(f'calculate_lpips needs the optional lpips package: {LPIPS_INSTALL_HINT}.') from err
-        try:
-            model = lpips.LPIPS(net=net, version='0.1', verbose=False)
-        except Exception as err:  # weights download or cache problems surface here
-            raise RuntimeError(f'Could not load the LPIPS {net} weights ({err}). {LPIPS_INSTALL_HINT}.') from err
-        _lpips_models[key] = model.eval().to(device)
-    return _lpips_models[key]
-
-
 @_metric
 def calculate_lpips(a, b, peak, channel_order, uint8, net: str = 'alex', device: Optional[str] = None,
                     **kwargs) -> float:
@@ -425,7 +410,17 @@ def calculate_lpips(a, b, peak, channel_order, uint8, net: str = 'alex', device:
         RuntimeError: Its backbone weights could not be loaded.
     """
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    model = _lpips_model(net, dev)
+    if (net, str(dev)) not in _lpips_models:  # one model per backbone and device for the whole run
+        try:
+            import lpips
+        except ImportError as err:
+            raise ImportError(f'calculate_lpips needs the optional lpips package: {LPIPS_INSTALL_HINT}.') from err
+        try:
+            model = lpips.LPIPS(net=net, version='0.1', verbose=False)
+        except Exception as err:  # weights download or cache problems surface here
+            raise RuntimeError(f'Could not load the LPIPS {net} weights ({err}). {LPIPS_INSTALL_HINT}.') from err
+        _lpips_models[net, str(dev)] = model.eval().to(dev)
+    model = _lpips_models[net, str(dev)]
     if channel_order == 'bgr':
         a, b = a[..., ::-1], b[..., ::-1]
 

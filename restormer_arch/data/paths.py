@@ -68,16 +68,14 @@ def read_meta_info(meta_info_file: str, gt_root: Optional[str] = None) -> List[s
     real_root = osp.realpath(gt_root) if gt_root else None
     relative, outside = [], []
     for name in names:
-        if osp.isabs(name):
-            if real_root is None or not _inside(osp.realpath(name), real_root):
-                outside.append(name)
-                continue
-            name = osp.relpath(osp.realpath(name), real_root)
-        name = osp.normpath(name)
-        if name == '..' or name.startswith('..' + os.sep):
+        rel = name
+        if osp.isabs(name):  # inside dataroot_gt: made relative to it; anywhere else the relative path leaves it
+            rel = osp.relpath(osp.realpath(name), real_root) if real_root else '..'
+        rel = osp.normpath(rel)
+        if rel == '..' or rel.startswith('..' + os.sep):
             outside.append(name)
-            continue
-        relative.append(name)
+        else:
+            relative.append(rel)
     if outside:
         where = f'dataroot_gt "{gt_root}"' if gt_root else 'the LMDB'
         raise ValueError(f'meta_info_file "{meta_info_file}": {len(outside)} line(s) name files outside {where}: '
@@ -96,10 +94,6 @@ def _meta_name(line: str) -> str:
     if len(parts) >= 2 and parts[-1].startswith('(') and parts[-1].endswith(')'):
         return text.rsplit(None, 1)[0]
     return text
-
-
-def _inside(real_path: str, real_root: str) -> bool:
-    return real_path == real_root or real_path.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 # ------------------------------------------------------------------------------------------------------------- LMDB

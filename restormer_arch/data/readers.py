@@ -101,10 +101,7 @@ class ImageReader:
             f.seek(size - TAIL_BYTES)
             return head, f.read(), size, None
 
-    def decode(self, path: str, key: str) -> DecodedImage:
-        """Decode one image with :func:`~restormer_arch.data.image_io.read_image`."""
-        return read_image(self.get_bytes(path, key), self.describe(path, key))
-
     def read(self, path: str, key: str, flag: str = 'color', require_16bit: bool = False) -> np.ndarray:
         """Read one image as a dataset does (:func:`to_dataset_image`); ``path`` is a file (disk) or an LMDB key."""
-        return to_dataset_image(self.decode(path, key), self.describe(path, key), flag, require_16bit)
+        name = self.describe(path, key)
+        return to_dataset_image(read_image(self.get_bytes(path, key), name), name, flag, require_16bit)

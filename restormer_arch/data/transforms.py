@@ -77,7 +77,6 @@ def to_tensor(img: np.ndarray, mean: Optional[Sequence[float]] = None,
         img = img[..., ::-1]  # BGR (OpenCV) -> RGB
     tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
     if mean is not None:
-        shape = (-1, 1, 1)
-        tensor = (tensor - torch.tensor(mean, dtype=torch.float32).view(shape)) / torch.tensor(
-            std, dtype=torch.float32).view(shape)
+        tensor = (tensor - torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)) / torch.tensor(
+            std, dtype=torch.float32).view(-1, 1, 1)
     return tensor
