@@ -42,15 +42,6 @@ class ImageInfo:
     digest: Optional[bytes] = None
 
 
-def _quarter_turned(head: bytes) -> bool:
-    # EXIF orientations 5-8 turn the image by a quarter: height and width swap when it is read upright.
-    try:
-        with Image.open(io.BytesIO(head)) as img:
-            return img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except Exception:  # noqa: BLE001  (no readable EXIF: shown as stored)
-        return False
-
-
 def _pil_info(head: bytes) -> Optional[ImageInfo]:
     try:
         with Image.open(io.BytesIO(head)) as img:  # lazy: parses the header only
@@ -61,6 +52,8 @@ def _pil_info(head: bytes) -> Optional[ImageInfo]:
             if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # read upright, as the datasets do
                 width, height = height, width
             channels = 3 if img.mode in ('P', 'CMYK', 'YCbCr') else len(img.getbands())
+            if img.format == 'PNG':  # PIL reads 16-bit colour PNGs as 8-bit RGB: the IHDR says what is stored
+                bits, channels = head[24], _PNG_CHANNELS.get(head[25], 3)
             return ImageInfo(height, width, channels, int(bits))
     except Exception:  # noqa: BLE001  (unknown to PIL or header beyond `head`: the caller decodes the file)
         return None
@@ -96,13 +89,8 @@ def probe(reader: ImageReader, path: str, key: str, decode: bool = False) -> Ima
         problem = check_complete(head, tail, size, read_all)
         if problem:
             raise ImageReadError(f'image "{name}" {problem}')
-        if head.startswith(_PNG_SIGNATURE):
-            if len(head) < 33 or head[12:16] != b'IHDR':
-                raise ImageReadError(f'image "{name}" is corrupt (a PNG without its IHDR header); replace or remove '
-                                     'it.')
+        if head.startswith(_PNG_SIGNATURE) and b'eXIf' not in head:  # the IHDR (checked by check_complete) says it all
             width, height = struct.unpack('>II', head[16:24])
-            if b'eXIf' in head and _quarter_turned(head):  # read upright, as the datasets do
-                width, height = height, width
             info = ImageInfo(height, width, _PNG_CHANNELS.get(head[25], 3), head[24])
         else:
             info = _pil_info(head) or _pil_info(read_all())
