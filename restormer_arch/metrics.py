@@ -106,7 +106,6 @@ _RIM = 5  # radius of the 11-pixel Gaussian SSIM window
 # Normalised 11-tap Gaussian, sigma 1.5; the outer product of two is MATLAB's fspecial('gaussian', 11, 1.5).
 _GAUSSIAN = np.exp(-np.arange(-_RIM, _RIM + 1, dtype=np.float64) ** 2 / (2 * 1.5 ** 2))
 _GAUSSIAN /= _GAUSSIAN.sum()
-ECC_ITERATIONS = 100
 LPIPS_INSTALL_HINT = ("pip install 'restormer-basicsr[lpips]' (or: pip install lpips); the first use downloads "
                       "torchvision's AlexNet weights into $TORCH_HOME (pre-fill that cache on offline machines)")
 _last_alignment: Dict[str, tuple] = {}
@@ -291,7 +290,7 @@ def align_realblur(restored: np.ndarray, gt: np.ndarray,
         x_gray, z_gray = cv2.cvtColor(x, code), cv2.cvtColor(z, code)
     else:
         x_gray, z_gray = x[..., 0], z[..., 0]
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 0)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 0)  # 100 iterations, epsilon 0
     try:
         _, warp = cv2.findTransformECC(x_gray, z_gray, np.eye(3, dtype=np.float32), cv2.MOTION_HOMOGRAPHY, criteria,
                                        None, 5)

@@ -160,7 +160,20 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
         partners[name] = osp.join(osp.dirname(stem), filename_tmpl.format(osp.basename(stem)) + ext)
     check_distinct_folders(roots, filename_tmpl)
     for key in keys[:-1]:
-        _check_partners(roots, key, gt_key, partners, bool(meta_info_file), filename_tmpl)
+        if meta_info_file:  # only the listed images matter
+            missing, extra = [p for p in partners.values() if not osp.isfile(osp.join(roots[key], p))], []
+        else:
+            present = set(list_images(roots[key]))
+            missing = [p for p in partners.values() if p not in present]
+            extra = sorted(present - set(partners.values()))
+        if missing or extra:
+            msg = f'dataroot_{key} "{roots[key]}" does not match dataroot_{gt_key} "{roots[gt_key]}" by file name'
+            if missing:
+                msg += f'; {len(missing)} file(s) missing in dataroot_{key}: {listing(missing)}'
+            if extra:
+                msg += f'; {len(extra)} file(s) without a {gt_key} partner: {listing(extra)}'
+            raise ValueError(msg + f'. Each {gt_key} image needs a partner with the same name (filename_tmpl '
+                             f'{filename_tmpl!r}).')
     if meta_info_file:
         missing_gt = [n for n in gt_names if not osp.isfile(osp.join(roots[gt_key], n))]
         if missing_gt:
@@ -173,25 +186,6 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
         samples.append(sample)
     _check_not_one_file(samples, keys)
     return samples
-
-
-def _check_partners(roots: Dict[str, str], key: str, gt_key: str, partners: Dict[str, str], listed: bool,
-                    filename_tmpl: str) -> None:
-    if listed:
-        missing = [p for p in partners.values() if not osp.isfile(osp.join(roots[key], p))]
-        extra: List[str] = []
-    else:
-        present = set(list_images(roots[key]))
-        missing = [p for p in partners.values() if p not in present]
-        extra = sorted(present - set(partners.values()))
-    if missing or extra:
-        msg = f'dataroot_{key} "{roots[key]}" does not match dataroot_{gt_key} "{roots[gt_key]}" by file name'
-        if missing:
-            msg += f'; {len(missing)} file(s) missing in dataroot_{key}: {listing(missing)}'
-        if extra:
-            msg += f'; {len(extra)} file(s) without a {gt_key} partner: {listing(extra)}'
-        raise ValueError(msg + f'. Each {gt_key} image needs a partner with the same name (filename_tmpl '
-                         f'{filename_tmpl!r}).')
 
 
 def check_distinct_folders(roots: Dict[str, str], filename_tmpl: str = '{}') -> None:
