@@ -160,18 +160,24 @@ def _metric(fn: Callable[..., float]) -> Callable[..., float]:
     return METRIC_REGISTRY.register()(metric)
 
 
-def _ssim_map(a: np.ndarray, b: np.ndarray, data_range: float, axes: Tuple[int, ...], mode: str) -> np.ndarray:
-    # Per-pixel SSIM with 11x11 (x11) Gaussian-weighted statistics, population covariance (Wang et al., MATLAB),
-    # K1 = 0.01, K2 = 0.03. `axes` the window extends over; `mode` scipy's border handling ('nearest' = 'replicate').
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-
+def _gaussian(axes: Tuple[int, ...], mode: str) -> Callable[[np.ndarray], np.ndarray]:
+    # Local means under the 11-tap (per axis) Gaussian window along `axes`; `mode` is scipy's border handling
+    # ('nearest' = MATLAB 'replicate').
     def blur(x: np.ndarray) -> np.ndarray:
         for axis in axes:
             x = ndimage.correlate1d(x, _GAUSSIAN, axis=axis, mode=mode)
         return x
+    return blur
 
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
+
+def _ssim_map(a: np.ndarray, b: np.ndarray, data_range: float, mean: Callable[[np.ndarray], np.ndarray],
+              sample: float = 1.0) -> np.ndarray:
+    # Per-pixel SSIM from the local means `mean` (K1 = 0.01, K2 = 0.03); population (co)variances as Wang et al. and
+    # MATLAB, times `sample` = N / (N - 1) for scikit-image's sample covariance.
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = mean(a), mean(b)
+    var_a, var_b = sample * (mean(a * a) - mu_a ** 2), sample * (mean(b * b) - mu_b ** 2)
+    cov = sample * (mean(a * b) - mu_a * mu_b)
     return (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
 
 
@@ -236,7 +242,7 @@ def calculate_ssim_y_matlab(a, b, peak, channel_order, uint8, **kwargs) -> float
     if min(y.shape) < 2 * _RIM + 1:
         raise ValueError(f'SSIM needs images of at least 11x11 pixels (after crop_border), got {y.shape}.')
     # 'valid' filtering = the full map without the rim where the window overhangs, so the padding mode is irrelevant.
-    return float(_ssim_map(y, y2, 255.0, axes=(0, 1), mode='nearest')[_RIM:-_RIM, _RIM:-_RIM].mean())
+    return float(_ssim_map(y, y2, 255.0, _gaussian((0, 1), 'nearest'))[_RIM:-_RIM, _RIM:-_RIM].mean())
 
 
 @_metric
@@ -263,7 +269,7 @@ def calculate_ssim_rgb_matlab(a, b, peak, channel_order, uint8, **kwargs) -> flo
     Returns:
         Mean SSIM.
     """
-    return _ssim_map(a, b, peak, axes=(0, 1) if a.shape[2] == 1 else (0, 1, 2), mode='nearest').mean()
+    return _ssim_map(a, b, peak, _gaussian((0, 1) if a.shape[2] == 1 else (0, 1, 2), 'nearest')).mean()
 
 
 # --------------------------------------------------------------------------------------------------------- RealBlur
@@ -341,7 +347,7 @@ def calculate_ssim_realblur(a, b, peak, channel_order, uint8, **kwargs) -> float
         Mean SSIM.
     """
     aligned, gt, mask, _ = _aligned_pair(a, b, peak, channel_order)
-    ssim = _ssim_map(gt.astype(np.float64), aligned.astype(np.float64), 1.0, axes=(0, 1), mode='reflect')
+    ssim = _ssim_map(gt.astype(np.float64), aligned.astype(np.float64), 1.0, _gaussian((0, 1), 'reflect'))
     ssim, mask = (ssim * mask)[_RIM:-_RIM, _RIM:-_RIM], mask[_RIM:-_RIM, _RIM:-_RIM]
     return (ssim.sum(axis=(0, 1)) / np.maximum(mask.sum(axis=(0, 1)), 1)).mean()
 
@@ -373,21 +379,11 @@ def calculate_ssim_dpdd(a, b, peak, channel_order, uint8, **kwargs) -> float:
     Raises:
         ValueError: The images (after ``crop_border``) are smaller than the 7x7 window.
     """
-    a, b = a / peak, b / peak
-    win, rim = 7, 3
-    if min(a.shape[:2]) < win:
+    if min(a.shape[:2]) < 7:
         raise ValueError(f'SSIM needs images of at least 7x7 pixels (after crop_border), got {a.shape[:2]}.')
-    sample = win * win / (win * win - 1)  # unbiased (N-1) local covariance
-
-    def mean(x: np.ndarray) -> np.ndarray:
-        return ndimage.uniform_filter(x, size=(win, win, 1), mode='reflect')
-
-    mu_a, mu_b = mean(a), mean(b)
-    var_a, var_b = sample * (mean(a * a) - mu_a ** 2), sample * (mean(b * b) - mu_b ** 2)
-    cov = sample * (mean(a * b) - mu_a * mu_b)
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    ssim = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-    return ssim[rim:-rim, rim:-rim].mean(axis=(0, 1)).mean()
+    ssim = _ssim_map(a / peak, b / peak, 1.0, lambda x: ndimage.uniform_filter(x, size=(7, 7, 1), mode='reflect'),
+                     sample=49 / 48)  # 7x7 window, unbiased (N-1) local covariance
+    return ssim[3:-3, 3:-3].mean(axis=(0, 1)).mean()  # without the rim where the window overhangs
 
 
 @_metric
