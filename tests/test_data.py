@@ -316,14 +316,14 @@ def test_error_lmdb_missing_key(pairs, tmp_path):
     for db in (lq_db, gt_db):
         with open(osp.join(db, 'meta_info.txt'), 'a') as f:
             f.write('lost.png (24,32,3) 1\n')
-    with pytest.raises(ValueError, match=r'missing from the LMDB: lost'):
+    with pytest.raises(ValueError, match=r'LMDB key "lost" not found in .*rebuild the LMDB'):
         Dataset_PairedImage(paired_opt(lq_db, gt_db, io_backend={'type': 'lmdb'}))
 
 
 def test_error_lmdb_size_mismatch_found_before_training(tmp_path):
     lq_db = make_lmdb(make_folder(tmp_path / 'lq', random_images(1, shape=(H, W + 8, 3))), tmp_path / 'lq.lmdb')
     gt_db = make_lmdb(make_folder(tmp_path / 'gt', random_images(1)), tmp_path / 'gt.lmdb')
-    with pytest.raises(ValueError, match=r'differ in size, e.g. img0: \(24, 40, 3\) vs \(24, 32, 3\)'):
+    with pytest.raises(ValueError, match=r'sizes differ \(lq "img0" 24x40, gt "img0" 24x32\)'):
         Dataset_PairedImage(paired_opt(lq_db, gt_db, io_backend={'type': 'lmdb'}))
 
 

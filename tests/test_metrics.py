@@ -9,6 +9,7 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
+from restormer_arch import metrics
 from restormer_arch.metrics import (
     align_realblur,
     calculate_lpips,
@@ -20,7 +21,6 @@ from restormer_arch.metrics import (
     calculate_ssim_realblur,
     calculate_ssim_rgb_matlab,
     calculate_ssim_y_matlab,
-    dpdd_metrics,
     rgb2y_matlab,
 )
 
@@ -155,7 +155,7 @@ def test_ssim_dpdd_is_skimage_default_ssim():
 
 def test_lpips_without_the_package_raises_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, 'lpips', None)  # makes `import lpips` fail as if it were not installed
-    monkeypatch.setattr(dpdd_metrics, '_lpips_models', {})
+    monkeypatch.setattr(metrics, '_lpips_models', {})
     img, gt = _pair()
     with pytest.raises(ImportError, match=r"pip install 'restormer-basicsr\[lpips\]'"):
         calculate_lpips(img, gt)

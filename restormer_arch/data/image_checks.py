@@ -9,8 +9,8 @@ import hashlib
 import io
 import struct
 import warnings
-from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, List, Mapping, Optional, Sequence
 
 from PIL import Image
 
@@ -25,7 +25,7 @@ _MAX_PROBLEMS = 50  # stop checking after this many: enough to see what is wrong
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What :func:`probe_image` reads from an image header.
+    """What :func:`probe` reads from an image header.
 
     Attributes:
         height: Height in pixels, upright (after the EXIF orientation, as the datasets read the image).
@@ -42,15 +42,6 @@ class ImageInfo:
     digest: Optional[bytes] = None
 
 
-def _quarter_turned(head: bytes) -> bool:
-    # EXIF orientations 5-8 turn the image by a quarter: height and width swap when it is read upright.
-    try:
-        with Image.open(io.BytesIO(head)) as img:
-            return img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except Exception:  # noqa: BLE001  (no readable EXIF: shown as stored)
-        return False
-
-
 def _pil_info(head: bytes) -> Optional[ImageInfo]:
     try:
         with Image.open(io.BytesIO(head)) as img:  # lazy: parses the header only
@@ -61,55 +52,30 @@ def _pil_info(head: bytes) -> Optional[ImageInfo]:
             if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # read upright, as the datasets do
                 width, height = height, width
             channels = 3 if img.mode in ('P', 'CMYK', 'YCbCr') else len(img.getbands())
+            if img.format == 'PNG':  # PIL reads 16-bit colour PNGs as 8-bit RGB: the IHDR says what is stored
+                bits, channels = head[24], _PNG_CHANNELS.get(head[25], 3)
             return ImageInfo(height, width, channels, int(bits))
     except Exception:  # noqa: BLE001  (unknown to PIL or header beyond `head`: the caller decodes the file)
         return None
 
 
-def probe_image(head: bytes, tail: bytes, size: int, name: str,
-                read_all: Optional[Callable[[], bytes]] = None) -> Optional[ImageInfo]:
-    """Check an image is complete and read its size, channels and bit depth from its first bytes.
-
-    Args:
-        head: The first bytes of the file (4 KiB is plenty for PNG and most JPEGs).
-        tail: The last bytes of the file.
-        size: The file size in bytes.
-        name: File name or LMDB key, for messages.
-        read_all: Returns the whole file (a JPEG with data after its end marker needs it).
-
-    Returns:
-        The header information, or ``None`` when ``head`` is not enough to tell (decode the whole file then).
-
-    Raises:
-        ImageReadError: An empty or truncated file, a PNG without its header.
-    """
-    problem = check_complete(head, tail, size, read_all)
-    if problem:
-        raise ImageReadError(f'image "{name}" {problem}')
-    if head.startswith(_PNG_SIGNATURE):
-        if len(head) < 33 or head[12:16] != b'IHDR':
-            raise ImageReadError(f'image "{name}" is corrupt (a PNG without its IHDR header); replace or remove it.')
-        width, height = struct.unpack('>II', head[16:24])
-        if b'eXIf' in head and _quarter_turned(head):  # read upright, as the datasets do
-            width, height = height, width
-        return ImageInfo(height, width, _PNG_CHANNELS.get(head[25], 3), head[24])
-    info = _pil_info(head)
-    if info is None and read_all is not None:  # e.g. a phone JPEG whose EXIF block is longer than `head`
-        info = _pil_info(read_all())
-    return info
-
-
 def probe(reader: ImageReader, path: str, key: str, decode: bool = False) -> ImageInfo:
-    """Header information of one image of a dataset; ``decode`` decodes the whole image instead.
+    """Check one image of a dataset is complete and read its size, channels and bit depth from its first bytes.
+
+    The header comes from the first bytes (4 KiB is plenty for PNG and most JPEGs; a JPEG whose EXIF block is longer,
+    or with data after its end marker, is read whole); when they cannot tell, the image is decoded.
 
     Args:
         reader: The dataset's reader.
         path: File path (disk) or LMDB key.
         key: The folder key (``lq``, ``gt`` ...).
-        decode: Decode the whole image with the datasets' decoder.
+        decode: Decode the whole image with the datasets' decoder instead of reading its header and end marker.
 
     Returns:
         The image's information, with ``digest`` set.
+
+    Raises:
+        ImageReadError: An empty, truncated or undecodable file, a PNG without its header.
     """
     name = reader.describe(path, key)
     head, tail, size, whole = reader.head_tail(path, key)
@@ -118,12 +84,21 @@ def probe(reader: ImageReader, path: str, key: str, decode: bool = False) -> Ima
     def read_all() -> bytes:
         return whole if whole is not None else reader.get_bytes(path, key)
 
-    info = None if decode else probe_image(head, tail, size, name, read_all)
+    info = None
+    if not decode:
+        problem = check_complete(head, tail, size, read_all)
+        if problem:
+            raise ImageReadError(f'image "{name}" {problem}')
+        if head.startswith(_PNG_SIGNATURE) and b'eXIf' not in head:  # the IHDR (checked by check_complete) says it all
+            width, height = struct.unpack('>II', head[16:24])
+            info = ImageInfo(height, width, _PNG_CHANNELS.get(head[25], 3), head[24])
+        else:
+            info = _pil_info(head) or _pil_info(read_all())
     if info is None:
         decoded = read_image(read_all(), name)
         h, w, c = decoded.pixels.shape
         info = ImageInfo(h, w, c + (decoded.alpha is not None), decoded.bit_depth)
-    return ImageInfo(info.height, info.width, info.channels, info.bits, digest)
+    return replace(info, digest=digest)
 
 
 def check_images(reader: ImageReader, samples: Sequence[Mapping[str, str]], keys: Sequence[str], dataset: str,
@@ -165,9 +140,21 @@ def check_images(reader: ImageReader, samples: Sequence[Mapping[str, str]], keys
                 problems.append(str(err))
                 continue
             infos[key] = info
-            problems += _depth_problems(info, name, dataset, require_16bit)
+            if info.bits > 16:
+                problems.append(f'image "{name}" has {info.bits}-bit samples; use 8- or 16-bit images.')
+            elif require_16bit and info.bits != 16:
+                problems.append(f'image "{name}" is {info.bits}-bit but {dataset} expects 16-bit PNGs (values are '
+                                'divided by 65535); use the 16-bit DPDD data, or Dataset_PairedImage for 8-bit images.')
         if len(infos) == len(keys):
-            problems += _pair_problems(infos, sample, keys, min_size)
+            sizes = {k: (i.height, i.width) for k, i in infos.items()}
+            height, width = sizes[keys[-1]]
+            if len(set(sizes.values())) > 1:
+                listing = ', '.join(f'{k} "{sample[f"{k}_path"]}" {h}x{w}' for k, (h, w) in sizes.items())
+                problems.append(f'sizes differ ({listing}); restoration pairs must have the same height and width.')
+            elif min_size and min(height, width) < min_size:
+                problems.append(f'image "{sample[f"{keys[-1]}_path"]}" ({height}x{width}) is smaller than the '
+                                f'training patch gt_size={min_size} and use_padding is false; set use_padding: true, '
+                                'lower gt_size, or remove the small images.')
             gray += infos[keys[-1]].channels <= 2
             identical += len(keys) > 1 and len({i.digest for i in infos.values()}) == 1
         if len(problems) >= _MAX_PROBLEMS:
@@ -186,26 +173,3 @@ def check_images(reader: ImageReader, samples: Sequence[Mapping[str, str]], keys
         warnings.warn(f'{where}: all {len(samples)} target images are gray, but the dataset reads them as RGB '
                       '(in_ch: 3, three equal channels); for a gray model set in_ch: 1 and network_g '
                       'inp_channels/out_channels: 1.', UserWarning, stacklevel=3)
-
-
-def _depth_problems(info: ImageInfo, name: str, dataset: str, require_16bit: bool) -> List[str]:
-    if info.bits > 16:
-        return [f'image "{name}" has {info.bits}-bit samples; use 8- or 16-bit images.']
-    if require_16bit and info.bits != 16:
-        return [f'image "{name}" is {info.bits}-bit but {dataset} expects 16-bit PNGs (values are divided by 65535); '
-                'use the 16-bit DPDD data, or Dataset_PairedImage for 8-bit images.']
-    return []
-
-
-def _pair_problems(infos: Mapping[str, ImageInfo], sample: Mapping[str, str], keys: Sequence[str],
-                   min_size: Optional[int]) -> List[str]:
-    sizes = {k: (i.height, i.width) for k, i in infos.items()}
-    height, width = sizes[keys[-1]]
-    if len(set(sizes.values())) > 1:
-        listing = ', '.join(f'{k} "{sample[f"{k}_path"]}" {h}x{w}' for k, (h, w) in sizes.items())
-        return [f'sizes differ ({listing}); restoration pairs must have the same height and width.']
-    if min_size and min(height, width) < min_size:
-        return [f'image "{sample[f"{keys[-1]}_path"]}" ({height}x{width}) is smaller than the training patch '
-                f'gt_size={min_size} and use_padding is false; set use_padding: true, lower gt_size, or remove the '
-                'small images.']
-    return []

@@ -7,10 +7,9 @@ file.
 """
 import os
 from os import path as osp
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 from .image_io import IMAGE_EXTENSIONS
-from .readers import open_lmdb
 
 # How many offending names an error message lists before it summarises the rest.
 _MAX_LISTED = 5
@@ -69,16 +68,14 @@ def read_meta_info(meta_info_file: str, gt_root: Optional[str] = None) -> List[s
     real_root = osp.realpath(gt_root) if gt_root else None
     relative, outside = [], []
     for name in names:
-        if osp.isabs(name):
-            if real_root is None or not _inside(osp.realpath(name), real_root):
-                outside.append(name)
-                continue
-            name = osp.relpath(osp.realpath(name), real_root)
-        name = osp.normpath(name)
-        if name == '..' or name.startswith('..' + os.sep):
+        rel = name
+        if osp.isabs(name):  # inside dataroot_gt: made relative to it; anywhere else the relative path leaves it
+            rel = osp.relpath(osp.realpath(name), real_root) if real_root else '..'
+        rel = osp.normpath(rel)
+        if rel == '..' or rel.startswith('..' + os.sep):
             outside.append(name)
-            continue
-        relative.append(name)
+        else:
+            relative.append(rel)
     if outside:
         where = f'dataroot_gt "{gt_root}"' if gt_root else 'the LMDB'
         raise ValueError(f'meta_info_file "{meta_info_file}": {len(outside)} line(s) name files outside {where}: '
@@ -99,20 +96,21 @@ def _meta_name(line: str) -> str:
     return text
 
 
-def _inside(real_path: str, real_root: str) -> bool:
-    return real_path == real_root or real_path.startswith(real_root.rstrip(os.sep) + os.sep)
-
-
 # ------------------------------------------------------------------------------------------------------------- LMDB
-def read_lmdb_meta(folder: str, key: str) -> Dict[str, Optional[Tuple[int, ...]]]:
-    """Read an LMDB folder's ``meta_info.txt`` (``name.png (h,w,c) level``) and check the keys exist in the database.
+def read_lmdb_meta(folder: str, key: str) -> Set[str]:
+    """The keys an LMDB folder's ``meta_info.txt`` lists (``name.png (h,w,c) level``: the name without extension).
+
+    Keys listed but missing from the database are found by the image check (``check_images``), which reads them.
 
     Args:
         folder: The ``.lmdb`` folder.
         key: Option name of the folder, for messages.
 
     Returns:
-        Mapping from LMDB key (name without extension) to image shape (None when the line has no shape).
+        The LMDB keys.
+
+    Raises:
+        FileNotFoundError: The folder is missing or is not a BasicSR LMDB.
     """
     folder = check_folder(folder, key)
     meta_file = osp.join(folder, 'meta_info.txt')
@@ -120,22 +118,8 @@ def read_lmdb_meta(folder: str, key: str) -> Dict[str, Optional[Tuple[int, ...]]
         raise FileNotFoundError(f'{key}: "{folder}" is not a BasicSR LMDB (needs data.mdb and meta_info.txt); build '
                                 'it with "python datasets/make_lmdb.py <image folder> <name>.lmdb" or use '
                                 'io_backend: {type: disk}.')
-    shapes: Dict[str, Optional[Tuple[int, ...]]] = {}
     with open(meta_file, encoding='utf-8') as f:
-        for line in f:
-            if not line.strip():
-                continue
-            name = _meta_name(line)
-            rest = line.strip()[len(name):].split()
-            shape = tuple(int(v) for v in rest[0].strip('()').split(',')) if rest else None
-            shapes[osp.splitext(name)[0]] = shape
-    with open_lmdb(folder).begin(write=False) as txn:
-        stored = {k.decode('utf-8', 'replace') for k in txn.cursor().iternext(keys=True, values=False)}
-    missing = [k for k in shapes if k not in stored]
-    if missing:
-        raise ValueError(f'{key}: {len(missing)} key(s) listed in {meta_file} are missing from the LMDB: '
-                         f'{listing(missing)}. The LMDB is incomplete; rebuild it with datasets/make_lmdb.py.')
-    return shapes
+        return {osp.splitext(_meta_name(line))[0] for line in f if line.strip()}
 
 
 # ---------------------------------------------------------------------------------------------------------- pairing
@@ -176,7 +160,20 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
         partners[name] = osp.join(osp.dirname(stem), filename_tmpl.format(osp.basename(stem)) + ext)
     check_distinct_folders(roots, filename_tmpl)
     for key in keys[:-1]:
-        _check_partners(roots, key, gt_key, partners, bool(meta_info_file), filename_tmpl)
+        if meta_info_file:  # only the listed images matter
+            missing, extra = [p for p in partners.values() if not osp.isfile(osp.join(roots[key], p))], []
+        else:
+            present = set(list_images(roots[key]))
+            missing = [p for p in partners.values() if p not in present]
+            extra = sorted(present - set(partners.values()))
+        if missing or extra:
+            msg = f'dataroot_{key} "{roots[key]}" does not match dataroot_{gt_key} "{roots[gt_key]}" by file name'
+            if missing:
+                msg += f'; {len(missing)} file(s) missing in dataroot_{key}: {listing(missing)}'
+            if extra:
+                msg += f'; {len(extra)} file(s) without a {gt_key} partner: {listing(extra)}'
+            raise ValueError(msg + f'. Each {gt_key} image needs a partner with the same name (filename_tmpl '
+                             f'{filename_tmpl!r}).')
     if meta_info_file:
         missing_gt = [n for n in gt_names if not osp.isfile(osp.join(roots[gt_key], n))]
         if missing_gt:
@@ -189,25 +186,6 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
         samples.append(sample)
     _check_not_one_file(samples, keys)
     return samples
-
-
-def _check_partners(roots: Dict[str, str], key: str, gt_key: str, partners: Dict[str, str], listed: bool,
-                    filename_tmpl: str) -> None:
-    if listed:
-        missing = [p for p in partners.values() if not osp.isfile(osp.join(roots[key], p))]
-        extra: List[str] = []
-    else:
-        present = set(list_images(roots[key]))
-        missing = [p for p in partners.values() if p not in present]
-        extra = sorted(present - set(partners.values()))
-    if missing or extra:
-        msg = f'dataroot_{key} "{roots[key]}" does not match dataroot_{gt_key} "{roots[gt_key]}" by file name'
-        if missing:
-            msg += f'; {len(missing)} file(s) missing in dataroot_{key}: {listing(missing)}'
-        if extra:
-            msg += f'; {len(extra)} file(s) without a {gt_key} partner: {listing(extra)}'
-        raise ValueError(msg + f'. Each {gt_key} image needs a partner with the same name (filename_tmpl '
-                         f'{filename_tmpl!r}).')
 
 
 def check_distinct_folders(roots: Dict[str, str], filename_tmpl: str = '{}') -> None:
@@ -267,29 +245,21 @@ def _check_not_one_file(samples: Sequence[Dict[str, str]], keys: Sequence[str]) 
 
 def _collect_lmdb(folders: Dict[str, Any], meta_info_file: Optional[str] = None) -> List[Dict[str, str]]:
     keys = list(folders)
-    gt_key = keys[-1]
     metas = {k: read_lmdb_meta(str(v), f'dataroot_{k}') for k, v in folders.items()}
     check_distinct_folders({k: str(v) for k, v in folders.items()})
-    if meta_info_file:
-        wanted = [osp.splitext(n)[0].replace(os.sep, '/') for n in read_meta_info(meta_info_file)]
+    if meta_info_file:  # it selects keys, which every database must hold
+        wanted = {osp.splitext(n)[0].replace(os.sep, '/') for n in read_meta_info(meta_info_file)}
         for key, meta in metas.items():
-            missing = [n for n in wanted if n not in meta]
+            missing = list(wanted - meta)
             if missing:
                 raise ValueError(f'{len(missing)} image(s) of meta_info_file "{meta_info_file}" are not in the LMDB '
                                  f'dataroot_{key} "{folders[key]}": {listing(missing)}.')
-        metas = {k: {n: meta[n] for n in wanted} for k, meta in metas.items()}
-    gt_meta = metas[gt_key]
+        metas = dict.fromkeys(keys, wanted)
+    gt = metas[keys[-1]]
     for key in keys[:-1]:
-        missing = sorted(set(gt_meta) - set(metas[key]))
-        extra = sorted(set(metas[key]) - set(gt_meta))
+        missing, extra = list(gt - metas[key]), list(metas[key] - gt)
         if missing or extra:
-            raise ValueError(f'LMDB dataroot_{key} and dataroot_{gt_key} hold different keys (missing in {key}: '
-                             f'{listing(missing) or "none"}; missing in {gt_key}: {listing(extra) or "none"}). '
+            raise ValueError(f'LMDB dataroot_{key} and dataroot_{keys[-1]} hold different keys (missing in {key}: '
+                             f'{listing(missing) or "none"}; missing in {keys[-1]}: {listing(extra) or "none"}). '
                              'Build both LMDBs from folders with identical file names.')
-        # The stored shapes let us catch LQ/GT size mismatches before training starts (channels may differ).
-        bad = [k for k in gt_meta if gt_meta[k] and metas[key][k] and gt_meta[k][:2] != metas[key][k][:2]]
-        if bad:
-            raise ValueError(f'LMDB dataroot_{key} and dataroot_{gt_key}: {len(bad)} image(s) differ in size, e.g. '
-                             f'{bad[0]}: {metas[key][bad[0]]} vs {gt_meta[bad[0]]}. Restoration pairs must have equal '
-                             'height and width.')
-    return [{f'{k}_path': name for k in keys} for name in sorted(gt_meta)]
+    return [{f'{k}_path': name for k in keys} for name in sorted(gt)]

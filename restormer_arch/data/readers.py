@@ -14,9 +14,6 @@ import numpy as np
 
 from .image_io import HEAD_BYTES, TAIL_BYTES, DecodedImage, ImageReadError, read_file_bytes, read_image, to_float
 
-# How a dataset reads its images (``read_flag`` in data/options.py picks one from the options).
-READ_FLAGS = ('color', 'grayscale', 'color_8bit', 'grayscale_8bit')
-
 # Open LMDB environments of this process, by real path. py-lmdb refuses to open one database twice in a process
 # ("already open in this process"), which happens when train and val share an LMDB, when a dataset is built twice,
 # and in forked DataLoader workers that inherit the parent's handle. Environments are opened read-only without the
@@ -31,11 +28,6 @@ def open_lmdb(folder: str) -> Any:
     if real not in _LMDB_ENVS:
         _LMDB_ENVS[real] = lmdb.open(real, readonly=True, lock=False, readahead=False)
     return _LMDB_ENVS[real]
-
-
-def lmdb_key(name: str) -> bytes:
-    """The LMDB key of an image name: UTF-8 (ASCII names give the keys BasicSR writes)."""
-    return name.encode('utf-8')
 
 
 def to_dataset_image(decoded: DecodedImage, name: str, flag: str = 'color', require_16bit: bool = False) -> np.ndarray:
@@ -89,14 +81,11 @@ class ImageReader:
         """The encoded image: a file's bytes, or the value of LMDB key ``path`` in the database of ``key``."""
         if self.kind == 'lmdb':
             with open_lmdb(self.folders[key]).begin(write=False) as txn:
-                content = txn.get(lmdb_key(path))
+                content = txn.get(path.encode('utf-8'))  # ASCII names give the keys BasicSR writes
             if content is None:
                 raise ImageReadError(f'LMDB key "{path}" not found in "{self.folders[key]}"; rebuild the LMDB with '
                                      'datasets/make_lmdb.py.')
             return content
-        if not osp.exists(path):
-            raise FileNotFoundError(f'image "{path}" does not exist (it was listed when the dataset was built; was '
-                                    'it moved or deleted?).')
         return read_file_bytes(path)
 
     def head_tail(self, path: str, key: str) -> Tuple[bytes, bytes, int, Optional[bytes]]:
@@ -112,10 +101,7 @@ class ImageReader:
             f.seek(size - TAIL_BYTES)
             return head, f.read(), size, None
 
-    def decode(self, path: str, key: str) -> DecodedImage:
-        """Decode one image with :func:`~restormer_arch.data.image_io.read_image`."""
-        return read_image(self.get_bytes(path, key), self.describe(path, key))
-
     def read(self, path: str, key: str, flag: str = 'color', require_16bit: bool = False) -> np.ndarray:
         """Read one image as a dataset does (:func:`to_dataset_image`); ``path`` is a file (disk) or an LMDB key."""
-        return to_dataset_image(self.decode(path, key), self.describe(path, key), flag, require_16bit)
+        name = self.describe(path, key)
+        return to_dataset_image(read_image(self.get_bytes(path, key), name), name, flag, require_16bit)

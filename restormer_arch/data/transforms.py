@@ -22,27 +22,6 @@ def check_same_size(imgs: Sequence[np.ndarray], names: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- patches
-def pad_to_size(img: np.ndarray, size: int) -> np.ndarray:
-    """Reflect-pad the bottom/right of an image whose height or width is below ``size`` (OpenCV BORDER_REFLECT)."""
-    h, w = img.shape[:2]
-    pad_h, pad_w = max(0, size - h), max(0, size - w)
-    if pad_h == 0 and pad_w == 0:
-        return img
-    padded = cv2.copyMakeBorder(img, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT)
-    return padded.reshape(padded.shape[:2] + img.shape[2:])  # OpenCV drops a trailing channel axis of size 1
-
-
-def paired_random_crop(imgs: Sequence[np.ndarray], size: int, names: Sequence[str]) -> List[np.ndarray]:
-    """Crop the same random ``size`` x ``size`` window from every image (all of the same height and width)."""
-    h, w = imgs[0].shape[:2]
-    if h < size or w < size:
-        raise ValueError(f'image "{names[0]}" ({h}x{w}) is smaller than the training patch gt_size={size} and '
-                         'padding is disabled (use_padding: false); lower gt_size, drop small images, or enable '
-                         'use_padding to reflect-pad them.')
-    top, left = random.randint(0, h - size), random.randint(0, w - size)
-    return [img[top:top + size, left:left + size] for img in imgs]
-
-
 def apply_dihedral(img: np.ndarray, mode: int) -> np.ndarray:
     """Apply one of the 8 flip/rot90 transforms: ``mode // 2`` quarter turns, then a vertical flip if ``mode`` odd."""
     out = np.rot90(img, k=mode // 2, axes=(0, 1))
@@ -51,30 +30,43 @@ def apply_dihedral(img: np.ndarray, mode: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def random_augmentation(imgs: Sequence[np.ndarray]) -> List[np.ndarray]:
-    """Apply one random flip/rot90 mode, the same to all images so inputs and targets stay aligned."""
-    mode = random.randint(0, 7)
-    return [apply_dihedral(img, mode) for img in imgs]
-
-
 def make_train_patches(imgs: Sequence[np.ndarray], names: Sequence[str], gt_size: int, use_padding: bool,
                        geometric_augs: bool) -> List[np.ndarray]:
     """Training transform shared by the datasets: pad small images, paired random crop, optional augmentation.
+
+    Every image gets the same crop window and the same flip/rot90 mode, so inputs and targets stay aligned.
 
     Args:
         imgs: Aligned images of the same size (GT last or first, order is kept).
         names: Their names, for messages.
         gt_size: Patch size.
-        use_padding: Reflect-pad images smaller than ``gt_size`` (as the official code always does).
-        geometric_augs: Apply one of the 8 flip/rot90 modes.
+        use_padding: Reflect-pad the bottom/right of images smaller than ``gt_size`` (OpenCV BORDER_REFLECT, as the
+            official code always does).
+        geometric_augs: Apply one of the 8 flip/rot90 modes (:func:`apply_dihedral`).
 
     Returns:
         The patches, in the order of ``imgs``.
+
+    Raises:
+        ValueError: An image is smaller than ``gt_size`` and ``use_padding`` is off.
     """
-    if use_padding:
-        imgs = [pad_to_size(img, gt_size) for img in imgs]
-    imgs = paired_random_crop(imgs, gt_size, names)
-    return random_augmentation(imgs) if geometric_augs else list(imgs)
+    h, w = imgs[0].shape[:2]
+    pad_h, pad_w = max(0, gt_size - h), max(0, gt_size - w)
+    if use_padding and (pad_h or pad_w):
+        # OpenCV drops a trailing channel axis of size 1, hence the reshape.
+        imgs = [cv2.copyMakeBorder(img, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT).reshape(
+            (h + pad_h, w + pad_w) + img.shape[2:]) for img in imgs]
+        h, w = h + pad_h, w + pad_w
+    if h < gt_size or w < gt_size:
+        raise ValueError(f'image "{names[0]}" ({h}x{w}) is smaller than the training patch gt_size={gt_size} and '
+                         'padding is disabled (use_padding: false); lower gt_size, drop small images, or enable '
+                         'use_padding to reflect-pad them.')
+    top, left = random.randint(0, h - gt_size), random.randint(0, w - gt_size)
+    patches = [img[top:top + gt_size, left:left + gt_size] for img in imgs]
+    if not geometric_augs:
+        return patches
+    mode = random.randint(0, 7)
+    return [apply_dihedral(img, mode) for img in patches]
 
 
 # ---------------------------------------------------------------------------------------------------------- tensors
@@ -85,7 +77,6 @@ def to_tensor(img: np.ndarray, mean: Optional[Sequence[float]] = None,
         img = img[..., ::-1]  # BGR (OpenCV) -> RGB
     tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
     if mean is not None:
-        shape = (-1, 1, 1)
-        tensor = (tensor - torch.tensor(mean, dtype=torch.float32).view(shape)) / torch.tensor(
-            std, dtype=torch.float32).view(shape)
+        tensor = (tensor - torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)) / torch.tensor(
+            std, dtype=torch.float32).view(-1, 1, 1)
     return tensor
