@@ -211,7 +211,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--param-key', help='checkpoint entry to load (default: params_ema, then params, ...)')
     parser.add_argument('--allow-random-weights', action='store_true',
                         help='run without --weights (a seeded random network; for tests and demos only)')
-    parser.add_argument('--arch-options', default='{}', type=_json_object,
+    parser.add_argument('--arch-options', default='{}',
                         help='JSON object of Restormer constructor arguments to force, e.g. \'{"dim": 8}\'')
     parser.add_argument('--suffix', default='', help='append _SUFFIX to the output names (default: none)')
     parser.add_argument('--ext', default='auto', choices=['auto'] + [e[1:] for e in IMAGE_EXTENSIONS],
@@ -233,16 +233,15 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _json_object(text: str) -> dict:
-    options = json.loads(text)  # argparse reports a ValueError as a usage error (exit 2)
-    if not isinstance(options, dict):
-        raise argparse.ArgumentTypeError(f'a JSON object like \'{{"dim": 8}}\' is needed, got {text!r}')
-    return options
-
-
-def _check_arguments(args: argparse.Namespace) -> None:
-    """Every check that needs no weights and no pixels."""
-    network_options(None, args.task, args.arch_options)  # names and types of the arch options
+def _check_arguments(args: argparse.Namespace) -> dict:
+    """Every check that needs no weights and no pixels; returns the parsed ``--arch-options``."""
+    try:
+        arch_options = json.loads(args.arch_options)
+    except json.JSONDecodeError as err:
+        raise RestoreError(f'--arch-options is not valid JSON ({err}): {args.arch_options!r}') from None
+    if not isinstance(arch_options, dict):
+        raise RestoreError(f'--arch-options must be a JSON object like \'{{"dim": 8}}\', got {args.arch_options!r}.')
+    network_options(None, args.task, arch_options)  # names and types of the arch options
     check_tile_options(args.tile, args.tile_overlap)
     check_precision(args.precision, pick_device(args.device))
     if args.max_memory is not None and not args.max_memory > 0:
@@ -260,12 +259,13 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if folders and not any(_list_images(folder) for folder in folders):
         raise RestoreError(f'-i {inp}: no images found (extensions: {", ".join(IMAGE_EXTENSIONS)}).')
     _check_output_folder(args)
+    return arch_options
 
 
 def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[Path]]]]:
-    _check_arguments(args)
+    arch_options = _check_arguments(args)
     # Without --weights: the same random network in every run, so results compare.
-    net = load_restormer(resolve(args.weights) if args.weights else None, args.task, args.arch_options, args.param_key)
+    net = load_restormer(resolve(args.weights) if args.weights else None, args.task, arch_options, args.param_key)
     budget = int(args.max_memory * 2**30) if args.max_memory else None
     restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,
                         progress=not args.no_progress, compile=args.compile)
