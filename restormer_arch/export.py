@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from restormer_arch.archs.restormer_arch import SIZE_MULTIPLE, Restormer
 from restormer_arch.atomic import atomic_write
+from restormer_arch.errors import UserError
 
 __all__ = ['DEFAULT_OPSET', 'MIN_OPSET', 'ExportError', 'check_opset', 'max_opset', 'PaddedRestormer', 'export_onnx',
            'compare_onnx', 'main']
@@ -47,7 +48,7 @@ CHECK_TOLERANCE = 1e-4
 _TORCHSCRIPT_EXPORTER = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A user-facing export error (bad checkpoint, missing onnx packages); the message says how to fix it."""
 
 
@@ -82,14 +83,17 @@ class PaddedRestormer(nn.Module):
 
     Args:
         network: The Restormer (any configuration).
+        pad: False runs ``forward_features`` only (H and W must then be multiples of 8).
     """
 
-    def __init__(self, network: Restormer) -> None:
+    def __init__(self, network: Restormer, pad: bool = True) -> None:
         super().__init__()
-        self.network = network
+        self.network, self.pad = network, pad
 
     def forward(self, x: Tensor) -> Tensor:
         """Restore ``x`` of shape ``(N, C, H, W)``; returns ``(N, out_channels, H, W)``."""
+        if not self.pad:
+            return self.network.forward_features(x)
         # Plain ints when run eagerly; while tracing, shape entries are tensors and these lines become graph nodes.
         h, w = x.shape[-2], x.shape[-1]
         pad_h, pad_w = -h % SIZE_MULTIPLE, -w % SIZE_MULTIPLE
@@ -124,7 +128,7 @@ def export_onnx(network: nn.Module, path: str, opset: int = DEFAULT_OPSET,
     param = next(network.parameters())
     h, w = example_size
     example = torch.rand(2, network.inp_channels, h, w, device=param.device, dtype=param.dtype)
-    module = PaddedRestormer(network) if pad_in_graph else _FeaturesOnly(network)
+    module = PaddedRestormer(network, pad=pad_in_graph)
     axes = {0: 'batch', 2: 'height', 3: 'width'}
     graph = io.BytesIO()
     # Grad mode selects MDTA's batched Gram matmul; its no-grad path loops over the batch in Python, which tracing
@@ -143,15 +147,6 @@ def export_onnx(network: nn.Module, path: str, opset: int = DEFAULT_OPSET,
     with atomic_write(path, 'wb') as f:
         f.write(graph.getvalue())
     return path
-
-
-class _FeaturesOnly(nn.Module):
-    def __init__(self, network: Restormer) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.network.forward_features(x)
 
 
 def _require(package: str):
@@ -216,8 +211,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         Exit code: 0; 1 when ``--check`` finds a difference above :data:`CHECK_TOLERANCE`; 2 for a user error
         (message on stderr).
     """
-    from restormer_arch.restorer import RestoreError, load_restormer
-    from restormer_arch.weights import WeightsError, resolve
+    from restormer_arch.restorer import load_restormer
+    from restormer_arch.weights import resolve
 
     args = _build_parser().parse_args(argv)
     output = args.output or f'{osp.splitext(osp.basename(args.weights))[0]}.onnx'
@@ -230,7 +225,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             _require('onnxruntime')
         network = load_restormer(resolve(args.weights))  # the architecture is read from the weights
         export_onnx(network, output, opset=args.opset)
-    except (ExportError, RestoreError, WeightsError) as err:
+    except UserError as err:  # ExportError, RestoreError, WeightsError
         print(f'basicsr export: error: {err}', file=sys.stderr)
         return 2
     print(output)

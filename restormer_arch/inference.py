@@ -19,7 +19,6 @@ from typing import List, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
-import torch
 
 from restormer_arch import perf
 from restormer_arch.archs.presets import TASK_PRESETS
@@ -30,18 +29,18 @@ from restormer_arch.data.image_io import (
     read_image,
     write_image,
 )
+from restormer_arch.errors import UserError
 from restormer_arch.restorer import (
     RestoreError,
     Restorer,
-    build_network,
     check_precision,
     check_tile_options,
-    load_state_dict,
-    load_weights,
+    load_restormer,
     network_options,
     pick_device,
 )
 from restormer_arch.tiling import fixed_tile_shape
+from restormer_arch.weights import resolve
 
 __all__ = ['RestoreError', 'IMAGE_EXTENSIONS', 'collect_inputs', 'output_paths', 'run', 'main']
 
@@ -49,20 +48,6 @@ __all__ = ['RestoreError', 'IMAGE_EXTENSIONS', 'collect_inputs', 'output_paths',
 EXTENSIONS_16BIT = ('.png', '.tif', '.tiff')
 EXTENSIONS_WITHOUT_ALPHA = ('.jpg', '.jpeg', '.bmp', '.ppm', '.pgm')
 SIDE_BY_SIDE = '_side_by_side'
-
-
-# ------------------------------------------------------------------------------------------------------- image I/O
-def write_output(path: Path, pixels: np.ndarray, like: DecodedImage) -> None:
-    """Write one result atomically with the input's alpha, ICC profile and EXIF (orientation upright) where the format
-    holds them (:func:`restormer_arch.data.image_io.write_image`).
-
-    Raises:
-        RestoreError: The format cannot hold the image.
-    """
-    try:
-        write_image(path, pixels, like.bit_depth, like.alpha, like.icc_profile, like.exif)
-    except ValueError as err:
-        raise RestoreError(str(err)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------- inputs
@@ -82,10 +67,9 @@ def collect_inputs(path: Path, dual_pixel: bool) -> List[Tuple[str, List[Path]]]
         The jobs, sorted by name.
 
     Raises:
-        RestoreError: Nothing to restore, or a view without its partner.
+        RestoreError: Nothing to restore, or a view without its partner (a missing ``-i`` is refused before the
+            weights load, by :func:`run`).
     """
-    if not path.exists():
-        raise RestoreError(f'-i {path}: no such file or folder.')
     if not dual_pixel:
         files = [path] if path.is_file() else _list_images(path)
         if not files:
@@ -151,14 +135,6 @@ def _check_output_folder(args: argparse.Namespace) -> None:
                            'originals), or pass --overwrite to replace them.')
 
 
-def _make_output_folder(out_dir: Path) -> None:
-    """Create ``-o`` once every check has passed, before the network runs (so a failure there costs no work)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RestoreError(f'-o {out_dir}: cannot create the output folder ({err.strerror}).') from None
-
-
 def _check_existing_outputs(jobs: List[Tuple[str, List[Path]]], args: argparse.Namespace) -> None:
     """Refuse outputs that would replace an input or an existing file (before anything is read or written), and two
     inputs that would give the same output name (``a.jpg`` and ``a.png`` with ``--ext png``) in any case."""
@@ -222,16 +198,6 @@ def _warn_recompiles(sizes: Set[Tuple[int, int]], tile: Optional[int], overlap: 
           f'compiles again (1-3 minutes on a CPU); {advice}.', file=sys.stderr)
 
 
-def _resolve_weights(value: str) -> str:
-    """The checkpoint file a ``--weights`` value names: a file, or a released name fetched into the cache."""
-    from restormer_arch.weights import WeightsError, resolve
-
-    try:
-        return resolve(value)
-    except WeightsError as err:
-        raise RestoreError(str(err)) from None
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='basicsr restore', description='Restore images with a Restormer checkpoint (see docs/restore.md).',
@@ -267,19 +233,14 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_arch_options(text: str) -> dict:
-    try:
-        options = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise RestoreError(f'--arch-options is not valid JSON ({err}): {text!r}') from None
-    if not isinstance(options, dict):
-        raise RestoreError(f'--arch-options must be a JSON object like \'{{"dim": 8}}\', got {text!r}.')
-    return options
-
-
 def _check_arguments(args: argparse.Namespace) -> dict:
     """Every check that needs no weights and no pixels; returns the parsed ``--arch-options``."""
-    arch_options = _parse_arch_options(args.arch_options)
+    try:
+        arch_options = json.loads(args.arch_options)
+    except json.JSONDecodeError as err:
+        raise RestoreError(f'--arch-options is not valid JSON ({err}): {args.arch_options!r}') from None
+    if not isinstance(arch_options, dict):
+        raise RestoreError(f'--arch-options must be a JSON object like \'{{"dim": 8}}\', got {args.arch_options!r}.')
     network_options(None, args.task, arch_options)  # names and types of the arch options
     check_tile_options(args.tile, args.tile_overlap)
     check_precision(args.precision, pick_device(args.device))
@@ -303,13 +264,8 @@ def _check_arguments(args: argparse.Namespace) -> dict:
 
 def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[Path]]]]:
     arch_options = _check_arguments(args)
-    weights = _resolve_weights(args.weights) if args.weights else None
-    state_dict = load_state_dict(weights, args.param_key) if weights else None
-    if state_dict is None:
-        torch.manual_seed(0)  # --allow-random-weights: the same random network in every run, so results compare
-    net = build_network(network_options(state_dict, args.task, arch_options))
-    if state_dict is not None:
-        load_weights(net, state_dict, weights, args.task, arch_options)
+    # Without --weights: the same random network in every run, so results compare.
+    net = load_restormer(resolve(args.weights) if args.weights else None, args.task, arch_options, args.param_key)
     budget = int(args.max_memory * 2**30) if args.max_memory else None
     restorer = Restorer(net, args.device, args.precision, args.tile, args.tile_overlap, budget,
                         progress=not args.no_progress, compile=args.compile)
@@ -322,7 +278,10 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
     sizes = _check_inputs_readable(jobs)
     if args.compile:
         _warn_recompiles(sizes, args.tile, args.tile_overlap)
-    _make_output_folder(Path(args.output))
+    try:  # once every check has passed, before the network runs (so a failure here costs no work)
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RestoreError(f'-o {args.output}: cannot create the output folder ({err.strerror}).') from None
     return restorer, jobs
 
 
@@ -335,7 +294,7 @@ def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argpars
     restored = restorer.restore(*[v.pixels for v in views], bgr=True)
     targets = output_paths(name, Path(args.output), args.suffix, args.ext, args.side_by_side)
     first, restored = _fit_format(targets[0], first, restored)
-    write_output(targets[0], restored, first)
+    _write(targets[0], restored, first)
     if args.side_by_side:
         before = first.pixels
         if before.shape[2] != restored.shape[2]:  # a colour photo through a gray model shown gray, and vice versa
@@ -343,8 +302,17 @@ def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argpars
                 cv2.cvtColor(before, cv2.COLOR_GRAY2BGR)
         shown = np.concatenate([before, restored], axis=1)
         alpha = None if first.alpha is None else np.concatenate([first.alpha, first.alpha], axis=1)
-        write_output(targets[1], shown, DecodedImage(shown, alpha, first.bit_depth, first.icc_profile, first.exif))
+        _write(targets[1], shown, DecodedImage(shown, alpha, first.bit_depth, first.icc_profile, first.exif))
     return targets
+
+
+def _write(path: Path, pixels: np.ndarray, like: DecodedImage) -> None:
+    """Write one result atomically with the input's alpha, ICC profile and EXIF (orientation upright) where the format
+    holds them (:func:`restormer_arch.data.image_io.write_image`; a ValueError: the format cannot hold the image)."""
+    try:
+        write_image(path, pixels, like.bit_depth, like.alpha, like.icc_profile, like.exif)
+    except ValueError as err:
+        raise RestoreError(str(err)) from None
 
 
 def _fit_format(path: Path, image: DecodedImage, restored: np.ndarray) -> Tuple[DecodedImage, np.ndarray]:
@@ -368,7 +336,7 @@ def run(args: argparse.Namespace) -> List[Path]:
     """Restore every input of ``args`` (parsed ``basicsr restore`` options) and return the written files.
 
     Raises:
-        RestoreError: A user error (the message says what to change).
+        UserError: A user error (RestoreError, WeightsError; the message says what to change).
     """
     restorer, jobs = _prepare(args)
     from tqdm import tqdm
@@ -391,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         written = run(args)
-    except (RestoreError, ImageReadError) as err:
+    except (UserError, ImageReadError) as err:
         print(f'basicsr restore: error: {err}', file=sys.stderr)
         return 2
     count = len([p for p in written if not p.stem.endswith(SIDE_BY_SIDE)])

@@ -16,7 +16,7 @@ layouts from :mod:`restormer_arch.checkpoint` and network configurations from :m
 import json
 import math
 import os
-from typing import Dict, Mapping, Optional, Union
+from typing import Mapping, Optional, Union
 
 import cv2
 import numpy as np
@@ -34,18 +34,18 @@ from restormer_arch.archs.presets import (
     task_options,
 )
 from restormer_arch.archs.restormer_arch import Restormer
+from restormer_arch.errors import UserError
 from restormer_arch.tiling import run_network
 
 __all__ = ['RestoreError', 'Restorer', 'load_restormer', 'run_network', 'network_options', 'build_network',
-           'load_state_dict', 'load_weights', 'check_tile_options', 'check_precision', 'pick_device',
-           'estimate_memory', 'available_memory']
+           'check_tile_options', 'check_precision', 'pick_device', 'estimate_memory', 'available_memory']
 
 # Peak working memory of a forward pass, measured on CPU for the default model (dim 48): about 2,300 float32 values
 # per pixel (docs/performance.md, 'Memory'). It scales with the width; half precision roughly halves the activations.
 BYTES_PER_PIXEL_DIM48 = 9.2e3
 
 
-class RestoreError(ValueError):
+class RestoreError(UserError, ValueError):
     """A user-facing restore error (bad input, checkpoint or option); the message says how to fix it."""
 
 
@@ -137,16 +137,18 @@ def network_options(state_dict: Optional[Mapping[str, Tensor]] = None, task: Opt
     return {**base, **preset, **explicit}
 
 
-def load_restormer(path: str, task: Optional[str] = None, arch_options: Optional[Mapping] = None,
+def load_restormer(path: Optional[str], task: Optional[str] = None, arch_options: Optional[Mapping] = None,
                    param_key: Optional[str] = None, device: Union[str, torch.device, None] = 'cpu') -> Restormer:
     """Load a Restormer checkpoint into the network it was saved from, ready to run.
 
     Every hyper-parameter that shapes the weights is read from the state dict
     (:func:`~restormer_arch.archs.presets.arch_options_from_state_dict`), so released, ablation and custom
-    checkpoints load without naming a configuration. The weights are loaded strictly.
+    checkpoints load without naming a configuration; ``task`` fixes the channels, norm type and dual-pixel, and
+    ``arch_options`` win over both. The weights are loaded strictly.
 
     Args:
-        path: Checkpoint file of any layout :mod:`restormer_arch.checkpoint` accepts (official, BasicSR, mmagic, bare).
+        path: Checkpoint file of any layout :mod:`restormer_arch.checkpoint` accepts (official, BasicSR, mmagic, bare),
+            or None for a random network seeded with 0 (the same in every run; for tests and demos).
         task: Optional released task the checkpoint must be (an error names the task it is instead).
         arch_options: Optional constructor arguments to force (e.g. ``{'use_checkpoint': True}``); ones that
             contradict the weights are reported with the options that would load them.
@@ -159,38 +161,19 @@ def load_restormer(path: str, task: Optional[str] = None, arch_options: Optional
     Raises:
         RestoreError: Missing/unsafe/unreadable file, not a Restormer, or a mismatch with ``task``/``arch_options``.
     """
-    state_dict = load_state_dict(path, param_key)
-    net = build_network(network_options(state_dict, task, arch_options))
-    load_weights(net, state_dict, path, task, arch_options)
-    return net.to(pick_device(device))
-
-
-def load_state_dict(path: str, param_key: Optional[str] = None) -> Dict[str, Tensor]:
-    """A checkpoint's state dict (:func:`restormer_arch.checkpoint.load_state_dict`), errors as RestoreError."""
     try:
-        return checkpoint.load_state_dict(path, param_key, '--weights')[0]
+        state_dict = checkpoint.load_state_dict(path, param_key, '--weights')[0] if path is not None else None
     except (FileNotFoundError, checkpoint.CheckpointError) as err:
         raise RestoreError(str(err)) from None
-
-
-def load_weights(net: nn.Module, state_dict: Mapping[str, Tensor], path: str, task: Optional[str] = None,
-                 arch_options: Optional[Mapping] = None) -> None:
-    """Load ``state_dict`` strictly; a mismatch names the keys, the task it fits and options that load it.
-
-    Args:
-        net: The network built by :func:`network_options` + :func:`build_network`.
-        state_dict: Weights from :func:`load_state_dict`.
-        path: The checkpoint path (for the message).
-        task: The ``--task`` the user gave, if any (for the message).
-        arch_options: The ``--arch-options`` the user gave, if any (for the message).
-
-    Raises:
-        RestoreError: The weights do not fit ``net``.
-    """
-    mismatch = checkpoint.compare_state_dicts(net.state_dict(), dict(state_dict))
-    if mismatch:
-        raise RestoreError(_mismatch_message(mismatch, state_dict, path, task, arch_options))
-    net.load_state_dict(state_dict, strict=True)
+    if state_dict is None:
+        torch.manual_seed(0)
+    net = build_network(network_options(state_dict, task, arch_options))
+    if state_dict is not None:
+        mismatch = checkpoint.compare_state_dicts(net.state_dict(), state_dict)
+        if mismatch:
+            raise RestoreError(_mismatch_message(mismatch, state_dict, path, task, arch_options))
+        net.load_state_dict(state_dict, strict=True)
+    return net.to(pick_device(device))
 
 
 def _mismatch_message(mismatch: checkpoint.StateDictMismatch, state_dict: Mapping[str, Tensor], path: str,
@@ -354,16 +337,14 @@ class Restorer:
             The restored image: same shape (channels of ``image``), same dtype.
 
         Raises:
-            RestoreError: A network whose channels are not an image's, wrong number of views, views of different
-                sizes, or too large for memory (without tiles).
+            RestoreError: A network whose channels are not an image's, wrong number of views, or too large for memory
+                (without tiles).
         """
         self.check_image_channels()
         if len(views) != (1 if self.dual_pixel else 0):
             raise RestoreError('the dual-pixel network needs the left and the right view; other networks one image.'
                                if self.dual_pixel else 'only the dual-pixel network takes a second view.')
-        arrays = (image, *views)
-        if any(a.shape[:2] != image.shape[:2] for a in arrays):
-            raise RestoreError(f'the views differ in size: {[a.shape for a in arrays]}.')
+        arrays = (image, *views)  # views of different sizes: numpy's concatenate says so
         height, width = image.shape[:2]
         self.check_memory(height, width)
         color, alpha = _split(image)

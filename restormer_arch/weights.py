@@ -26,6 +26,7 @@ from typing import Callable, List, Optional
 from urllib.parse import unquote, urlparse
 
 from restormer_arch.archs.presets import RELEASES, Release
+from restormer_arch.errors import UserError
 
 __all__ = ['RELEASES', 'RELEASE_URL', 'CACHE_ENV', 'URL_ENV', 'Release', 'WeightsError', 'cache_dir', 'base_url',
            'release_url', 'cached_path', 'resolve', 'fetch', 'download', 'verify_release', 'copy_into']
@@ -39,7 +40,7 @@ PARTIAL_SUFFIX = '.partial'
 NAMES = ', '.join(RELEASES)  # for messages
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A checkpoint name or file cannot be used (unknown name, failed or refused download); the message says why."""
 
 
@@ -112,23 +113,6 @@ def verify_release(path: str, name: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------- transfer
-def _local_source(url: str) -> Optional[str]:
-    """The file behind a ``file://`` URL or a plain path, None for http(s)."""
-    parsed = urlparse(url)
-    if parsed.scheme == 'file':
-        return unquote(parsed.path)
-    if parsed.scheme in ('http', 'https'):
-        return None
-    return url
-
-
-def _progress(total: Optional[int], initial: int, label: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit='B', unit_scale=True, unit_divisor=1024, desc=label,
-                disable=not enabled, file=sys.stderr, dynamic_ncols=True)
-
-
 def _start_offset(response, have: int) -> int:
     """Where the body of ``response`` starts in the file: ``have`` for a matching 206, 0 for a full 200."""
     if response.status_code == 206:
@@ -141,15 +125,11 @@ def _start_offset(response, have: int) -> int:
     return 0
 
 
-def _total_size(response, offset: int) -> Optional[int]:
-    length = response.headers.get('Content-Length')
-    return offset + int(length) if length and length.isdigit() else None
-
-
 def _http_download(url: str, partial: str, label: str, progress: bool) -> None:
     """Append the rest of ``url`` to ``partial`` (Range request when part of it is there)."""
     import requests
     import urllib3
+    from tqdm import tqdm
 
     have = osp.getsize(partial) if osp.exists(partial) else 0
     # identity: byte ranges must count the file's bytes, not those of a compressed stream.
@@ -172,8 +152,10 @@ def _http_download(url: str, partial: str, label: str, progress: bool) -> None:
         except WeightsError:
             os.remove(partial)  # the next call starts from byte 0 instead of failing the same way again
             raise
-        total = _total_size(response, offset)
-        bar = _progress(total, offset, label, progress)
+        length = response.headers.get('Content-Length')
+        total = offset + int(length) if length and length.isdigit() else None
+        bar = tqdm(total=total, initial=offset, unit='B', unit_scale=True, unit_divisor=1024, desc=label,
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
         try:
             with open(partial, 'ab' if offset else 'wb') as f, bar:
                 # read1 hands over whatever has arrived, so a broken transfer keeps every byte received.
@@ -186,12 +168,6 @@ def _http_download(url: str, partial: str, label: str, progress: bool) -> None:
     if total is not None and osp.getsize(partial) != total:
         raise WeightsError(f'{url}: got {osp.getsize(partial)} of {total} bytes; run the same command again to '
                            'resume.')
-
-
-def _copy_download(source: str, partial: str, url: str) -> None:
-    if not osp.isfile(source):
-        raise WeightsError(f'{url}: no such file in the mirror folder ({URL_ENV}).')
-    shutil.copyfile(source, partial)
 
 
 def download(url: str, path: str, verify: Optional[Callable[[str], None]] = None, progress: bool = True) -> str:
@@ -214,11 +190,14 @@ def download(url: str, path: str, verify: Optional[Callable[[str], None]] = None
     """
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     partial = path + PARTIAL_SUFFIX
-    source = _local_source(url)
-    if source is None:
+    parsed = urlparse(url)
+    source = unquote(parsed.path) if parsed.scheme == 'file' else url  # a file:// URL or a plain path: a mirror folder
+    if parsed.scheme in ('http', 'https'):
         _http_download(url, partial, osp.basename(path), progress)
+    elif osp.isfile(source):
+        shutil.copyfile(source, partial)
     else:
-        _copy_download(source, partial, url)
+        raise WeightsError(f'{url}: no such file in the mirror folder ({URL_ENV}).')
     if verify is not None:
         try:
             verify(partial)

@@ -36,7 +36,7 @@ from torch import Tensor
 from .restormer_arch import LAYER_NORM_TYPES, Restormer
 
 __all__ = ['RELEASES', 'Release', 'TASK_PRESETS', 'TASK_KEYS', 'ArchOptionsError', 'default_arch_options',
-           'check_arch_options', 'task_options', 'matching_tasks', 'arch_options_from_state_dict', 'hidden_width']
+           'check_arch_options', 'task_options', 'matching_tasks', 'arch_options_from_state_dict']
 
 
 @dataclass(frozen=True)
@@ -172,11 +172,6 @@ def _type_problem(key: str, value) -> Optional[str]:
     return None
 
 
-def hidden_width(channels: int, ffn_expansion_factor: float) -> int:
-    """The GDFN hidden width of a level with ``channels`` channels (the architecture's own rule)."""
-    return int(channels * ffn_expansion_factor)
-
-
 def _block_count(state_dict: Mapping[str, Tensor], stage: str) -> int:
     indices = [int(m.group(1)) for k in state_dict for m in [re.match(rf'{stage}\.(\d+)\.', k)] if m]
     return max(indices) + 1 if indices else 0
@@ -205,7 +200,7 @@ def _read_ffn_factor(state_dict: Mapping[str, Tensor]) -> Optional[float]:
     high = min((h + 1) / c for c, h in widths.items())
 
     def fits(factor: float) -> bool:
-        return all(hidden_width(c, factor) == h for c, h in widths.items())
+        return all(int(c * factor) == h for c, h in widths.items())  # GDFN's hidden width
 
     default = default_arch_options()['ffn_expansion_factor']
     if fits(default):

@@ -75,9 +75,12 @@ def evaluate_folders(restored: Path, gt: Path, protocol: str, lpips: bool = Fals
 
     Returns:
         One dict per image: ``{'name': stem, <metric>: value, ...}``.
+
+    Raises:
+        KeyError: Unknown ``protocol`` (the command line offers only the known ones).
+        FileNotFoundError: A folder is missing or empty, or a ground truth has no restored image.
+        ValueError: A restored image and its ground truth differ in bit depth.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f'Unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}.')
     metrics = dict(PROTOCOLS[protocol], **({'lpips': calculate_lpips} if lpips else {}))
     outputs, targets = _by_stem(Path(restored)), _by_stem(Path(gt))
     missing = sorted(set(targets) - set(outputs))
