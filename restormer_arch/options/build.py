@@ -275,10 +275,11 @@ def _build_validation(opt: Dict[str, Any], built: Built) -> None:
 
 
 def _build_performance(opt: Dict[str, Any], built: Built) -> None:
-    from restormer_arch.perf import apply_performance_options
+    from restormer_arch.perf import apply_performance_options, resolve_precision
 
     if opt.get('performance') is not None and built.networks.get('network_g') is not None:
-        with building('performance'):
+        with building('performance', opt['performance']):  # torch.compile judges its own arguments
+            resolve_precision(opt['performance'].get('precision'))
             apply_performance_options(built.networks['network_g'], opt['performance'])
 
 
