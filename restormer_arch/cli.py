@@ -6,6 +6,7 @@ to BasicSR's own ``train_pipeline`` / ``test_pipeline`` with the *current direct
 ``--launcher {none,pytorch,slurm}``, ``--auto_resume``, ``--debug``, ``--local_rank``, ``--force_yml``.
 """
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -18,6 +19,10 @@ PIPELINE_HELP = {
     'train': 'train with a BasicSR option file (basicsr.train.train_pipeline)',
     'test': 'evaluate with a BasicSR option file (basicsr.test.test_pipeline)',
 }
+# The other commands: the module whose main() runs them, and their help line.
+TOOLS = {'restore': ('restormer_arch.inference', 'restore images with a checkpoint (basicsr restore --help)'),
+         'weights': ('restormer_arch.weights', 'list / fetch the released checkpoints (basicsr weights --help)'),
+         'export': ('restormer_arch.export', 'export a checkpoint to ONNX (basicsr export --help)')}
 
 EPILOG = """examples:
   basicsr train -opt options/Demo.yml
@@ -32,13 +37,12 @@ Run 'basicsr train --help' for BasicSR's own flags."""
 
 
 def _run_pipeline(command: str, argv: List[str]) -> int:
-    import restormer_arch  # noqa: F401  (compat fixes + registration before BasicSR parses anything)
+    # Importing this module imported the package: compat fixes and registration are done before BasicSR parses.
     from restormer_arch.options import checked_pipeline
 
     # The file is read now (one-line YAML errors); BasicSR's pipeline then checks what its parse_options returns.
     checked = checked_pipeline(command, argv)
     from restormer_arch.checkpoint import CheckpointError, CheckpointSaveError
-    from restormer_arch.errors import UserError
     from restormer_arch.models import training_hooks
     from restormer_arch.models.training_hooks import RunError
 
@@ -59,10 +63,7 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
     except (RunError, CheckpointError, CheckpointSaveError) as err:  # the user's run, not our code: no traceback
         print(f'basicsr {command}: error: {err}', file=sys.stderr)
         return 1
-    except UserError as err:
-        print(f'basicsr {command}: error: {err}', file=sys.stderr)
-        return 2
-    finally:
+    finally:  # a UserError goes on to main(): one line, exit 2
         _teardown_distributed(synchronise=finished)
     if command == 'test':
         _print_results_tables()
@@ -99,44 +100,14 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--version', action='version', version=f'restormer-basicsr {__version__}')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for name, help_text in PIPELINE_HELP.items():
+    for name, help_text in {**PIPELINE_HELP, **{name: help_text for name, (_, help_text) in TOOLS.items()}}.items():
         subparsers.add_parser(name, help=help_text, add_help=False)
-    subparsers.add_parser('restore', help='restore images with a checkpoint (basicsr restore --help)', add_help=False)
-    subparsers.add_parser('weights', help='list / fetch the released checkpoints (basicsr weights --help)',
-                          add_help=False)
-    subparsers.add_parser('export', help='export a checkpoint to ONNX (basicsr export --help)', add_help=False)
     return parser
 
 
-COMMANDS: Dict[str, Callable[[List[str]], int]] = {name: (lambda argv, n=name: _run_pipeline(n, argv))
-                                                   for name in PIPELINE_HELP}
-
-
-def _run_restore(argv: List[str]) -> int:
-    import restormer_arch  # noqa: F401  (compat fixes before torch/basicsr are used)
-    from restormer_arch.inference import main as restore_main
-
-    return restore_main(argv)
-
-
-COMMANDS['restore'] = _run_restore
-
-
-def _run_weights(argv: List[str]) -> int:
-    from restormer_arch.weights import main as weights_main
-
-    return weights_main(argv)
-
-
-def _run_export(argv: List[str]) -> int:
-    import restormer_arch  # noqa: F401  (compat fixes before torch/basicsr are used)
-    from restormer_arch.export import main as export_main
-
-    return export_main(argv)
-
-
-COMMANDS['weights'] = _run_weights
-COMMANDS['export'] = _run_export
+COMMANDS: Dict[str, Callable[[List[str]], int]] = {
+    **{name: (lambda argv, n=name: _run_pipeline(n, argv)) for name in PIPELINE_HELP},
+    **{name: (lambda argv, m=module: importlib.import_module(m).main(argv)) for name, (module, _) in TOOLS.items()}}
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 (warnings' signature)

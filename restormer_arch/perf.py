@@ -1,7 +1,8 @@
 """Performance options: CPU allocator, channels_last, precision (bf16/fp16) and ``torch.compile``.
 
-Everything here is opt-in and leaves the weights' values untouched. The YAML section (checked by :func:`check_options`,
-applied by :func:`apply_performance_options` and :func:`autocast_context`) is::
+Everything here is opt-in and leaves the weights' values untouched. The YAML section (applied by
+:func:`apply_performance_options` and :func:`autocast_context`; its unknown keys are reported with the option file's)
+is::
 
     performance:
       channels_last: true     # store the network's 4-D weights channels_last (activations already are)
@@ -19,15 +20,14 @@ and the allocator is set up by :func:`configure_allocator` (the
 import contextlib
 import ctypes
 import ctypes.util
-import difflib
 import os
 import sys
-from typing import Any, ContextManager, Dict, List, Optional
+from typing import Any, ContextManager, Dict, Optional
 
 import torch
 from torch import nn
 
-__all__ = ['configure_allocator', 'check_options', 'apply_performance_options', 'autocast_context', 'resolve_precision',
+__all__ = ['configure_allocator', 'apply_performance_options', 'autocast_context', 'resolve_precision',
            'prepare_inference', 'compile_for_inference', 'optimizer_defaults', 'PRECISIONS', 'OPTION_KEYS',
            'COMPILE_KEYS', 'ALLOCATOR_ENV']
 
@@ -37,7 +37,6 @@ _PRECISION_ALIASES = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16', 
 # Keys of the `performance:` section and of its `compile:` mapping (torch.compile arguments, plus inductor freezing).
 OPTION_KEYS = ('channels_last', 'precision', 'compile')
 COMPILE_KEYS = ('mode', 'dynamic', 'fullgraph', 'freezing')
-COMPILE_MODES = (None, 'default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -134,56 +133,6 @@ def autocast_context(precision: Optional[str], device_type: str = 'cpu') -> Cont
     return torch.autocast(device_type=device_type, dtype=dtype)
 
 
-def check_options(section: Any, where: str = 'performance') -> List[str]:
-    """Check an option file's ``performance:`` section without raising.
-
-    Args:
-        section: The section's value (a dict, or None when absent).
-        where: The section's name in messages (e.g. ``'performance'``).
-
-    Returns:
-        One message per problem (unknown keys with a did-you-mean, wrong types, unknown precision or compile mode);
-        empty when the section is valid.
-    """
-    if section is None:
-        return []
-    if not isinstance(section, dict):
-        return [f'{where}: expected a mapping with keys {list(OPTION_KEYS)}, got {type(section).__name__} {section!r}.']
-    errors = [_unknown_key(where, key, OPTION_KEYS) for key in section if key not in OPTION_KEYS]
-    if 'channels_last' in section and not isinstance(section['channels_last'], bool):
-        errors.append(f'{where}.channels_last: expected true or false, got {section["channels_last"]!r}.')
-    if section.get('precision') is not None:
-        try:
-            resolve_precision(section['precision'])
-        except ValueError as exc:
-            errors.append(str(exc).replace('performance.precision', f'{where}.precision'))
-    errors.extend(_check_compile(section.get('compile', False), f'{where}.compile'))
-    return errors
-
-
-def _check_compile(value: Any, where: str) -> List[str]:
-    if value is None or isinstance(value, bool):
-        return []
-    if not isinstance(value, dict):
-        return [f'{where}: expected true, false or a mapping with keys {list(COMPILE_KEYS)}, got {value!r}.']
-    errors = [_unknown_key(where, key, COMPILE_KEYS) for key in value if key not in COMPILE_KEYS]
-    if value.get('mode') not in COMPILE_MODES:
-        errors.append(f'{where}.mode: expected one of {[m for m in COMPILE_MODES if m]}, got {value["mode"]!r}.')
-    for key in ('dynamic', 'fullgraph', 'freezing'):
-        if value.get(key) is not None and not isinstance(value[key], bool):
-            errors.append(f'{where}.{key}: expected true or false, got {value[key]!r}.')
-    if value.get('freezing') and value.get('mode') not in (None, 'default'):
-        # torch.compile takes either a mode or inductor options (freezing is one), not both.
-        errors.append(f'{where}: freezing cannot be combined with mode {value["mode"]!r}; drop one of them.')
-    return errors
-
-
-def _unknown_key(where: str, key: Any, valid: tuple) -> str:
-    close = difflib.get_close_matches(str(key), valid, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ''
-    return f'{where}: unknown key {key!r}; valid keys are {list(valid)}.{hint}'
-
-
 def apply_performance_options(network: nn.Module, options: Optional[Dict[str, Any]]) -> nn.Module:
     """Apply an option file's ``performance:`` section to a network (channels_last, then compile).
 
@@ -197,11 +146,9 @@ def apply_performance_options(network: nn.Module, options: Optional[Dict[str, An
         The network to call (compiled if requested; its parameters are those of ``network``).
 
     Raises:
-        ValueError: With every message of :func:`check_options` when the section is invalid.
+        TypeError, RuntimeError: From ``torch.compile`` for arguments or a mode it does not take (``basicsr train``
+            builds this before anything is written: one line naming ``performance``).
     """
-    errors = check_options(options)
-    if errors:
-        raise ValueError(' '.join(errors))
     options = options or {}
     if options.get('channels_last', False):
         network.to(memory_format=torch.channels_last)  # weights only: keys, shapes and values are unchanged
@@ -210,7 +157,8 @@ def apply_performance_options(network: nn.Module, options: Optional[Dict[str, An
         kwargs = dict(compile_opt) if isinstance(compile_opt, dict) else {}
         if kwargs.pop('freezing', False):
             kwargs['options'] = {'freezing': True}
-            kwargs.pop('mode', None)  # None or 'default' here (check_options)
+            if kwargs.get('mode') in (None, 'default'):  # torch takes a mode or options, not both: others stop
+                kwargs.pop('mode', None)
         network = torch.compile(network, **kwargs)
     return network
 

@@ -221,7 +221,7 @@ def typo_network_argument(tmp):
     check(tmp, opt)
 
 
-@case(OptionsError, "needs the key 'num_gpu', which is missing; the file has 'num_gpus': did you mean num_gpu?")
+@case(OptionsError, "needs the key 'num_gpu', which is missing (the file has 'num_gpus': did you mean num_gpu?)")
 def typo_num_gpus(tmp):
     opt = base_options(tmp)
     opt['num_gpus'] = opt.pop('num_gpu')

@@ -275,6 +275,16 @@ def test_fp16_training_is_refused_before_any_folder_but_fp16_testing_is_not(name
     assert not (tmp_path / 'experiments').exists()
 
 
+def test_performance_typos_warn_and_arguments_torch_compile_refuses_are_errors(tmp_path):
+    opt = _deraining()
+    opt['performance'] = {'chanels_last': True, 'compile': {'moed': 'default'}}
+    with pytest.raises(OptionsError, match='performance: .*moed'):  # torch.compile's own refusal, naming the section
+        _check(opt, tmp_path)
+    opt['performance'] = {'chanels_last': True}
+    with pytest.warns(OptionsWarning, match='performance.chanels_last: .*did you mean channels_last'):
+        _check(opt, tmp_path)
+
+
 def test_a_pretrained_network_that_cannot_load_is_refused_before_any_folder(tmp_path, monkeypatch, capsys):
     """path.pretrain_network_g is read and matched with network_g by the option check (exit 2, nothing created)."""
     monkeypatch.chdir(tmp_path)

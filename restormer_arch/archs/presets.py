@@ -33,7 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from torch import Tensor
 
-from .restormer_arch import LAYER_NORM_TYPES, Restormer
+from .restormer_arch import LAYER_NORM_TYPES, MEMORY_MODES, Restormer
 
 __all__ = ['RELEASES', 'Release', 'TASK_PRESETS', 'TASK_KEYS', 'ArchOptionsError', 'default_arch_options',
            'check_arch_options', 'task_options', 'matching_tasks', 'arch_options_from_state_dict']
@@ -79,8 +79,8 @@ TASK_PRESETS: Dict[str, dict] = {release.task: release.arch_options for release 
 TASK_KEYS = ('inp_channels', 'out_channels', 'LayerNorm_type', 'dual_pixel_task')
 LEVELS = ('encoder_level1', 'encoder_level2', 'encoder_level3', 'latent')
 
-_POSITIVE_INTS = ('inp_channels', 'out_channels', 'dim')
-_BOOLS = ('bias', 'dual_pixel_task', 'use_checkpoint')
+# The text arguments' choices (the constructor's own tables).
+_CHOICES = {'LayerNorm_type': LAYER_NORM_TYPES, 'memory': MEMORY_MODES}
 
 
 class ArchOptionsError(ValueError):
@@ -117,12 +117,12 @@ def matching_tasks(options: Mapping) -> List[str]:
     return [task for task in TASK_PRESETS if all(task_options(task)[k] == full[k] for k in TASK_KEYS)]
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_arch_options(options: Mapping, what: str = 'arch options') -> dict:
-    """Check the names, types and ranges of Restormer constructor arguments.
+    """Check the names, types and ranges of Restormer constructor arguments against the constructor's defaults.
+
+    Each value must have its default's type (an integer, never a boolean, where the default is one; any number for
+    ``ffn_expansion_factor``; four of them for the per-level lists), numbers must be positive (block counts may be 0)
+    and text one of the constructor's choices.
 
     Args:
         options: Some of Restormer's constructor arguments (from JSON or YAML).
@@ -134,42 +134,35 @@ def check_arch_options(options: Mapping, what: str = 'arch options') -> dict:
     Raises:
         ArchOptionsError: Naming the first wrong key and what it needs.
     """
-    names = list(default_arch_options())
-    unknown = sorted(set(options) - set(names))
+    defaults = default_arch_options()
+    unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise ArchOptionsError(f'{what}: unknown Restormer argument(s) {unknown}; valid: {names}.')
+        raise ArchOptionsError(f'{what}: unknown Restormer argument(s) {unknown}; valid: {list(defaults)}.')
     checked = dict(options)
     for key, value in options.items():
-        problem = _type_problem(key, value)
+        problem = _problem(key, value, defaults[key])
         if problem:
-            raise ArchOptionsError(f'{what}: {key} must be {problem}, got {value!r} ({type(value).__name__}).')
-        if key in ('num_blocks', 'heads'):
-            checked[key] = list(value)
-        elif key == 'ffn_expansion_factor':
-            checked[key] = float(value)
+            raise ArchOptionsError(f'{what}: {key} must be {problem}, e.g. {defaults[key]!r}; got {value!r} '
+                                   f'({type(value).__name__}).')
+        if isinstance(defaults[key], (list, float)):  # per-level sequences as lists, the factor as a float
+            checked[key] = list(value) if isinstance(value, (list, tuple)) else float(value)
     return checked
 
 
-def _type_problem(key: str, value) -> Optional[str]:
-    """What ``value`` must be for ``key`` when it is not; None when it is fine."""
-    if key in _POSITIVE_INTS:
-        return None if _is_int(value) and value > 0 else 'a positive integer'
-    if key == 'num_refinement_blocks':
-        return None if _is_int(value) and value >= 0 else 'an integer >= 0'
-    if key == 'num_blocks':
-        ok = isinstance(value, (list, tuple)) and len(value) == 4 and all(_is_int(v) and v >= 0 for v in value)
-        return None if ok else 'a list of 4 integers >= 0 (levels 1-3 and the latent level), e.g. [4, 6, 6, 8]'
-    if key == 'heads':
-        ok = isinstance(value, (list, tuple)) and len(value) == 4 and all(_is_int(v) and v > 0 for v in value)
-        return None if ok else 'a list of 4 positive integers (levels 1-3 and the latent level), e.g. [1, 2, 4, 8]'
-    if key == 'ffn_expansion_factor':
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-        return None if ok else 'a positive number, e.g. 2.66'
-    if key in _BOOLS:
+def _problem(key: str, value: object, default: object) -> Optional[str]:
+    """What ``value`` must be for ``key``, whose Restormer default is ``default``; None when it is fine."""
+    least = '>= 0' if 'blocks' in key else '> 0'  # a level may have no blocks, but not zero channels or heads
+    if isinstance(default, list):
+        ok = isinstance(value, (list, tuple)) and len(value) == 4 and not any(_problem(key, v, 1) for v in value)
+        return None if ok else f'a list of 4 integers {least} (levels 1-3 and the latent level)'
+    if isinstance(default, bool):
         return None if isinstance(value, bool) else 'true or false'
-    if key == 'LayerNorm_type':
-        return None if value in LAYER_NORM_TYPES else f'one of {list(LAYER_NORM_TYPES)}'
-    return None
+    if isinstance(default, str):
+        return None if value in _CHOICES[key] else f'one of {list(_CHOICES[key])}'
+    kinds = (int, float) if isinstance(default, float) else int
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    return None if ok and (value >= 0 if 'blocks' in key else value > 0) else (
+        f'{"a number" if isinstance(default, float) else "an integer"} {least}')
 
 
 def _block_count(state_dict: Mapping[str, Tensor], stage: str) -> int:

@@ -151,8 +151,6 @@ def build_datasets(opt: Dict[str, Any], built: Built) -> None:
 
     for phase, dataset_opt in opt['datasets'].items():
         key = f'datasets.{phase}'
-        if not isinstance(dataset_opt, dict):
-            raise OptionsError(f'{key}: expected a mapping (name, type, dataroot_gt, ...), got {dataset_opt!r}.')
         cls = lookup(DATASET_REGISTRY, 'dataset', dataset_opt.get('type'), f'{key}.type')
         recording = RecordingDict(deepcopy(dataset_opt))
         with building(key, dataset_opt), preserved_rng():
@@ -238,8 +236,8 @@ def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
                              ('max_nonfinite_steps', lambda n: NonFiniteLossGuard(int(n)))):
             with building(f'train.{key}', train):
                 convert(train.get(key, 0))
-        with building('datasets.train', (opt['datasets'] or {}).get('train')):
-            ProgressiveSchedule.from_options((opt['datasets'] or {}).get('train'))
+        with building('datasets.train', opt['datasets'].get('train')):
+            ProgressiveSchedule.from_options(opt['datasets'].get('train'))
         with building('train.mixing_augs'):
             Mixup.from_options(train)
 
@@ -275,10 +273,11 @@ def _build_validation(opt: Dict[str, Any], built: Built) -> None:
 
 
 def _build_performance(opt: Dict[str, Any], built: Built) -> None:
-    from restormer_arch.perf import apply_performance_options
+    from restormer_arch.perf import apply_performance_options, resolve_precision
 
     if opt.get('performance') is not None and built.networks.get('network_g') is not None:
-        with building('performance'):
+        with building('performance', opt['performance']):  # torch.compile judges its own arguments
+            resolve_precision(opt['performance'].get('precision'))
             apply_performance_options(built.networks['network_g'], opt['performance'])
 
 
@@ -306,10 +305,8 @@ def build(opt: Dict[str, Any]) -> Built:
                 if not isinstance(err.__cause__, FileNotFoundError):
                     raise
                 built.missing_files.append(str(err))
-    if not isinstance(opt.get('path'), dict):
-        raise OptionsError('path: missing (a mapping; e.g. path: {pretrain_network_g: ~}).')
-    _build_weights(opt, built)
-    if not isinstance(opt.get('datasets'), dict) or not opt['datasets']:
+    _build_weights(opt, built)  # BasicSR's parse_options has made sure path and datasets are mappings
+    if not opt['datasets']:
         raise OptionsError('datasets: missing (a mapping of phases such as train / val / test_1).')
     if opt['is_train']:
         _build_training(opt, model_class(opt), built)
@@ -332,7 +329,7 @@ def planned_outputs(opt: Dict[str, Any]) -> List[Tuple[str, str]]:
                                                              opt['name'])))
     seen: Dict[Any, str] = {}
     for phase, dataset_opt in opt['datasets'].items():
-        if phase == 'train' or not isinstance(dataset_opt, dict):
+        if phase == 'train':
             continue
         first = seen.setdefault(dataset_opt.get('name'), phase)
         if first != phase:

@@ -5,6 +5,7 @@ import os
 from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 from restormer_arch.options.build import Built
+from restormer_arch.perf import COMPILE_KEYS, OPTION_KEYS
 
 # Keys read by BasicSR's pipelines and by ImageCleanModel, per section (networks, losses, optimizers, schedulers and
 # metrics are judged by their constructors; a dataset's keys by what it read while it was built).
@@ -97,6 +98,8 @@ def unread_keys(opt: Dict[str, Any], built: Built) -> List[str]:
     notes = list(_unknown(opt, TOP_KEYS, ''))
     notes += _unknown(opt.get('logger'), LOGGER_KEYS, 'logger')
     notes += _unknown(opt.get('path'), PATH_KEYS, 'path')
+    notes += _unknown(opt.get('performance'), OPTION_KEYS, 'performance')
+    notes += _unknown((opt.get('performance') or {}).get('compile'), COMPILE_KEYS, 'performance.compile')
     if built.image_clean_model:  # other models read their own train and val keys
         notes += _unknown(opt.get('train'), TRAIN_KEYS, 'train')
         notes += _unknown((opt.get('train') or {}).get('mixing_augs'), MIXUP_KEYS, 'train.mixing_augs')

@@ -2,7 +2,6 @@
 ``basicsr.utils.options.parse_options``, called as the pipeline calls it)."""
 import argparse
 import contextlib
-import difflib
 import io
 import os
 import sys
@@ -11,6 +10,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import yaml
 
 from restormer_arch.errors import OptionsError
+from restormer_arch.options.build import _hint
 
 
 class _OptionLoader(yaml.SafeLoader):
@@ -117,14 +117,11 @@ def basicsr_options(parse_options: Callable[..., Any], root_path: str, is_train:
     try:
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
             return parse_options(root_path, is_train=is_train)
-    except KeyError as err:
-        written = load_options(cmd.opt_path)
-        close = difflib.get_close_matches(str(err.args[0]), [str(k) for k in written], n=1, cutoff=0.75)
-        hint = f'; the file has {close[0]!r}: did you mean {err.args[0]}?' if close else ''
-        where = f'--force_yml {" ".join(cmd.force_yml)}' if cmd.force_yml else cmd.opt_path
-        raise OptionsError(f'{where}: BasicSR needs the key {err.args[0]!r}, which is missing{hint}') from None
     except Exception as err:  # noqa: BLE001  (anything parse_options raises is about the file or the flags)
         where = f'--force_yml {" ".join(cmd.force_yml)}' if cmd.force_yml else cmd.opt_path
+        if isinstance(err, KeyError):  # a key it reads: perhaps misspelled in the file
+            hint = _hint(repr(err.args[0]), load_options(cmd.opt_path), None)
+            raise OptionsError(f'{where}: BasicSR needs the key {err.args[0]!r}, which is missing{hint}') from None
         raise OptionsError(f'{where}: BasicSR cannot read the options: {type(err).__name__}: {err}') from None
 
 

@@ -17,7 +17,7 @@ from restormer_arch.options.build import Built
 
 def _name(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     name = opt['name']
-    if not isinstance(name, str) or not name.strip() or name in ('.', '..') or any(s in name for s in '/\\\0'):
+    if not name.strip() or name in ('.', '..') or any(s in name for s in '/\\\0'):
         yield (f'name: {name!r} cannot be a folder name (experiments/<name>, and the log file is named after it); '
                'use letters, digits, "-" and "_".')
 
@@ -221,7 +221,7 @@ def _image_dtype(opt: Dict[str, Any], built: Built) -> Iterable[str]:
                    f'val.image_dtype is {dtype}; use calculate_psnr_rgb_matlab or remove image_dtype.')
         elif dtype == 'float32' and (metric or {}).get('data_range') is None:
             yield f'val.metrics.{name}: val.image_dtype float32 passes images in [0, 1]; add "data_range: 1".'
-    names = [d.get('name') for d in opt['datasets'].values() if isinstance(d, dict)]
+    names = [d.get('name') for d in opt['datasets'].values()]
     for row in val.get('combined_rows') or []:
         unknown = [d for d in row['datasets'] if d not in names]
         if unknown:
