@@ -35,11 +35,10 @@ from torch import Tensor
 
 from restormer_arch.atomic import atomic_write
 
-__all__ = ['CheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'BARE', 'atomic_save',
-           'load_file', 'param_entry', 'find_state_dict', 'load_state_dict', 'StateDictMismatch', 'compare_state_dicts',
-           'CheckpointLoadError', 'MissingCheckpointError', 'NotATrainingStateError', 'find_resume_states',
-           'read_training_state', 'load_resume_state', 'CheckpointHooks', 'check_checkpoint_fits',
-           'MIN_LOADED_FRACTION']
+__all__ = ['CheckpointError', 'MissingCheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES',
+           'BARE', 'atomic_save', 'load_file', 'param_entry', 'find_state_dict', 'load_state_dict', 'StateDictMismatch',
+           'compare_state_dicts', 'read_training_state', 'load_resume_state', 'CheckpointHooks',
+           'check_checkpoint_fits', 'MIN_LOADED_FRACTION']
 
 # Entries that hold the parameters, in order of preference: the EMA weights first, because validation during training
 # scores the EMA network (so every command scores what the training log reported).
@@ -50,7 +49,12 @@ STRIPPED_PREFIXES = ('module.', '_orig_mod.', 'generator.', 'net_g.')
 
 
 class CheckpointError(ValueError):
-    """A checkpoint cannot be used (unsafe pickle, corrupt file, no parameters inside); the message says why."""
+    """A checkpoint or training state cannot be used (unsafe pickle, corrupt file, no parameters inside, not a training
+    state, does not fit the network or model); the message says why."""
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """A checkpoint or training state does not exist."""
 
 
 class CheckpointSaveError(OSError):
@@ -124,13 +128,13 @@ def load_file(path: str, what: str = 'checkpoint') -> Any:
         The loaded object (tensors on the CPU).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        MissingCheckpointError: ``path`` does not exist.
         CheckpointError: The file holds other pickled objects than tensors and containers, or is truncated/corrupt.
     """
     if osp.isdir(path):
         raise CheckpointError(f'{what}: {path} is a folder, not a checkpoint file; name the .pth file inside it.')
     if not osp.isfile(path):
-        raise FileNotFoundError(f'{what}: {path} does not exist.')
+        raise MissingCheckpointError(f'{what}: {path} does not exist.')
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{what}: {path} is empty (0 bytes): an interrupted download or copy? Fetch it again.')
     try:
@@ -212,22 +216,24 @@ def _strip_prefixes(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return state_dict
 
 
-def find_state_dict(checkpoint: Any, path: str = 'checkpoint',
-                    param_key: Optional[str] = None) -> Tuple[Dict[str, Tensor], str]:
+def find_state_dict(checkpoint: Any, path: str = 'checkpoint', param_key: Optional[str] = None,
+                    fallback: bool = False) -> Tuple[Dict[str, Tensor], str]:
     """Find the network parameters in a loaded checkpoint, whatever its layout (see the module docstring).
 
     Args:
         checkpoint: What :func:`load_file` returned.
         path: The file it came from (for messages).
         param_key: Entry to use (``params_ema``, ``params`` ...); default: :func:`param_entry`'s choice.
+        fallback: When ``param_key`` is absent, use :func:`param_entry`'s choice instead of refusing (training's
+            ``path.param_key_*``, whose default ``params`` is BasicSR's, not the user's).
 
     Returns:
         The state dict (tensors only) with wrapper prefixes removed, and the entry it came from (or :data:`BARE`).
 
     Raises:
-        CheckpointError: ``param_key`` is absent, or no tensors were found.
+        CheckpointError: ``param_key`` is absent (without ``fallback``), or no tensors were found.
     """
-    if isinstance(checkpoint, dict) and param_key is not None and param_key not in checkpoint:
+    if isinstance(checkpoint, dict) and param_key is not None and param_key not in checkpoint and not fallback:
         raise CheckpointError(f'{path}: no {param_key!r} entry (top-level keys: {sorted(map(str, checkpoint))[:10]}); '
                               'name one of them, or none for a bare state dict.')
     entry = param_entry(checkpoint, param_key)
@@ -240,8 +246,8 @@ def find_state_dict(checkpoint: Any, path: str = 'checkpoint',
     return _strip_prefixes(tensors), entry
 
 
-def load_state_dict(path: str, param_key: Optional[str] = None,
-                    what: str = 'checkpoint') -> Tuple[Dict[str, Tensor], str]:
+def load_state_dict(path: str, param_key: Optional[str] = None, what: str = 'checkpoint',
+                    fallback: bool = False) -> Tuple[Dict[str, Tensor], str]:
     """Read a network's parameters from a checkpoint file of any accepted layout, safely; logs the entry used
     (``loaded params_ema, 98 tensors``) on the ``restormer_arch`` logger.
 
@@ -249,15 +255,16 @@ def load_state_dict(path: str, param_key: Optional[str] = None,
         path: Checkpoint file (``.pth``/``.pt``).
         param_key: See :func:`find_state_dict`.
         what: The option key or flag that named the file (for messages).
+        fallback: See :func:`find_state_dict`.
 
     Returns:
         The state dict (prefixes removed, tensors on the CPU) and the entry it came from.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        MissingCheckpointError: ``path`` does not exist.
         CheckpointError: Unsafe, unreadable, or no parameters inside.
     """
-    state_dict, entry = find_state_dict(load_file(path, what), path, param_key)
+    state_dict, entry = find_state_dict(load_file(path, what), path, param_key, fallback)
     logging.getLogger('restormer_arch').info(f'{path}: loaded {entry}, {len(state_dict)} tensors')
     return state_dict, entry
 
@@ -309,18 +316,6 @@ def compare_state_dicts(expected: Dict[str, Tensor], loaded: Dict[str, Tensor]) 
 
 
 # ---------------------------------------------------------------------------------------------------- training states
-class CheckpointLoadError(CheckpointError):
-    """A checkpoint named by the options cannot be used for this network; the message says what differs."""
-
-
-class MissingCheckpointError(CheckpointError, FileNotFoundError):
-    """A checkpoint or training state named by the options does not exist."""
-
-
-class NotATrainingStateError(CheckpointError):
-    """``path.resume_state`` names a file that is not a training state (e.g. a network checkpoint)."""
-
-
 # A non-strict pretrained load must fill at least this share of the network's tensors; below it the run would be
 # mostly random weights under a log line that says "Loading".
 MIN_LOADED_FRACTION = 0.5
@@ -329,27 +324,13 @@ RECORDED_OPTIONS = ('network_g', 'train.total_iter', 'train.warmup_iter', 'train
 # Scheduler state entries that are progress, not configuration (they are recomputed on resume).
 SCHEDULER_PROGRESS = {'last_epoch', '_step_count', '_last_lr', '_get_lr_called_within_step', '_is_initial', 'verbose'}
 
-def find_resume_states(training_states_dir: str) -> List[str]:
-    """Training-state files of an experiment, newest (highest iteration) first.
-
-    Args:
-        training_states_dir: ``experiments/<name>/training_states`` (absolute, from ``opt['path']``).
-
-    Returns:
-        Paths of ``<iter>.state`` files sorted by decreasing iteration; temporary/partial files are ignored.
-    """
-    names = os.listdir(training_states_dir) if osp.isdir(training_states_dir) else []
-    states = sorted((int(n[:-6]), n) for n in names if n.endswith('.state') and n[:-6].isdigit())
-    return [osp.join(training_states_dir, name) for _, name in reversed(states)]
-
-
 def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
     """Load ``<iter>.state`` onto the run's device; it must be a training state whose network files all exist.
 
     Raises:
         MissingCheckpointError: ``path`` or one of its ``models/net_<x>_<iter>.pth`` (which a resume loads too,
             ``basicsr.utils.check_resume``) does not exist.
-        NotATrainingStateError: ``path`` is not a training state (e.g. a network checkpoint).
+        CheckpointError: ``path`` is not a training state (e.g. a network checkpoint).
     """
     if not osp.isfile(path):
         raise MissingCheckpointError(f'path.resume_state: {path} does not exist. Point it at an existing '
@@ -358,7 +339,7 @@ def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
     on_gpu = opt.get('num_gpu', 0) != 0 and torch.cuda.is_available()
     state = torch.load(path, map_location=f'cuda:{torch.cuda.current_device()}' if on_gpu else 'cpu', weights_only=True)
     if not isinstance(state, dict) or 'iter' not in state or 'optimizers' not in state:
-        raise NotATrainingStateError(
+        raise CheckpointError(
             f'{path} is not a BasicSR training state (expected a dict with "iter" and "optimizers"). '
             'path.resume_state must point at experiments/<name>/training_states/<iter>.state, not at a network '
             'checkpoint (.pth).')
@@ -383,7 +364,11 @@ def _remove_stale_temporaries(opt: Dict[str, Any]) -> None:
 
 def _newest_usable_state(opt: Dict[str, Any]) -> tuple:
     _remove_stale_temporaries(opt)
-    for path in find_resume_states(opt['path']['training_states']):
+    folder = opt['path']['training_states']
+    names = os.listdir(folder) if osp.isdir(folder) else []
+    # `<iter>.state` files, highest iteration first; temporary/partial files do not match.
+    for _, name in sorted(((int(n[:-6]), n) for n in names if n.endswith('.state') and n[:-6].isdigit()), reverse=True):
+        path = osp.join(folder, name)
         try:
             return path, read_training_state(path, opt)
         except Exception as err:  # a torn or foreign file: fall back to the previous complete state
@@ -409,8 +394,7 @@ def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         The training state dict, or ``None`` to start from scratch.
 
     Raises:
-        CheckpointError: The chosen state (or ``path.resume_state``) is missing or not a training state on some rank
-            (:class:`MissingCheckpointError`, :class:`NotATrainingStateError`).
+        CheckpointError: The chosen state (or ``path.resume_state``) is missing or not a training state on some rank.
     """
     import torch.distributed as dist
     from basicsr.utils import check_resume
@@ -544,7 +528,7 @@ class CheckpointHooks:
 
         Raises:
             MissingCheckpointError: The file does not exist.
-            CheckpointLoadError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
+            CheckpointError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
                 non-strict load that would leave most of the network random.
         """
         label = next((key for key, value in vars(self).items() if value is net and key.startswith('net_')), '')
@@ -557,13 +541,14 @@ class CheckpointHooks:
         name = net.__class__.__name__
         expected = net.state_dict()
         state_dict, used_key, mismatch = check_checkpoint_fits(expected, load_path, strict, param_key, name)
-        logger = get_root_logger()
-        report = mismatch.describe(limit=6)
         loadable = {k: v for k, v in state_dict.items() if k in expected and expected[k].shape == v.shape}
         net.load_state_dict(loadable, strict=strict)
-        logger.info(f'{load_path}: loaded {used_key} into {name}, {mismatch.matched} of {len(expected)} tensors.')
+        absent = f' (no {param_key!r} in the file)' if param_key not in (None, used_key) else ''
+        logger = get_root_logger()
+        logger.info(f'{load_path}: loaded {used_key}{absent} into {name}, {mismatch.matched} of {len(expected)} '
+                    'tensors.')
         if mismatch:
-            logger.warning(f'{load_path}: not loaded into {name} (strict_load off): {report}')
+            logger.warning(f'{load_path}: not loaded into {name} (strict_load off): {mismatch.describe(limit=6)}')
 
     def resume_training(self, resume_state: Dict[str, Any]) -> None:
         """Continue a run from a training state: the option file's schedule wins, the optimizer keeps its moments.
@@ -577,11 +562,11 @@ class CheckpointHooks:
             resume_state: What :func:`load_resume_state` returned.
 
         Raises:
-            CheckpointLoadError: The state has another number of optimizers/schedulers than this model.
+            CheckpointError: The state has another number of optimizers/schedulers than this model.
         """
         optimizers, schedulers = resume_state['optimizers'], resume_state.get('schedulers', [])
         if len(optimizers) != len(self.optimizers) or len(schedulers) != len(self.schedulers):
-            raise CheckpointLoadError(
+            raise CheckpointError(
                 f'the training state has {len(optimizers)} optimizer(s) and {len(schedulers)} scheduler(s), this '
                 f'model {len(self.optimizers)} and {len(self.schedulers)}: it was saved by another model_type.')
         changes = []
@@ -625,7 +610,7 @@ def _load_optimizer_keeping_hyperparameters(optimizer: torch.optim.Optimizer, st
     try:
         optimizer.load_state_dict(stored)
     except ValueError as err:
-        raise CheckpointLoadError(f'the training state does not fit optimizer {index}: {err}') from None
+        raise CheckpointError(f'the training state does not fit optimizer {index}: {err}') from None
     changes = []
     for group_index, (group, file_values) in enumerate(zip(optimizer.param_groups, own)):
         for key, value in file_values.items():
@@ -637,7 +622,7 @@ def _load_optimizer_keeping_hyperparameters(optimizer: torch.optim.Optimizer, st
 
 
 def check_checkpoint_fits(expected: Dict[str, torch.Tensor], load_path: str, strict: bool,
-                          param_key: Optional[str], name: str, log: bool = True) -> tuple:
+                          param_key: Optional[str], name: str) -> tuple:
     """Read ``path.pretrain_network_*`` and check it against a network's state dict, without loading it.
 
     Shared by :meth:`CheckpointHooks.load_network` and the option check (which runs it on a network built on the meta
@@ -647,45 +632,29 @@ def check_checkpoint_fits(expected: Dict[str, torch.Tensor], load_path: str, str
         expected: The network's ``state_dict()`` (only names and shapes are used).
         load_path: The checkpoint file.
         strict: ``path.strict_load_*``: any difference is an error.
-        param_key: ``path.param_key_*``.
+        param_key: ``path.param_key_*``; when the file has no such entry, :func:`param_entry`'s choice.
         name: The network's class name, for messages.
-        log: Log which entry was used when ``param_key`` is absent (False before the logger is set up).
 
     Returns:
         ``(state_dict, used_key, mismatch)``.
 
     Raises:
         MissingCheckpointError: The file does not exist.
-        CheckpointLoadError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
+        CheckpointError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
             non-strict load that would leave most of the network random.
     """
-    try:
-        state_dict, used_key = _read_parameters(load_path, param_key, log)
-    except FileNotFoundError as err:
-        raise MissingCheckpointError(str(err)) from None
-    except CheckpointError as err:
-        raise CheckpointLoadError(str(err)) from None
+    state_dict, used_key = load_state_dict(load_path, param_key, 'path.pretrain_network_*', fallback=True)
     mismatch = compare_state_dicts(expected, state_dict)
     report = mismatch.describe(limit=6)
     if mismatch and strict:
-        raise CheckpointLoadError(
+        raise CheckpointError(
             f'{load_path} [{used_key}] does not match network {name}: {report}. The checkpoint was made for '
             'another configuration: check network_g (LayerNorm_type BiasFree for denoising, '
             'inp_channels/out_channels 1 for gray, inp_channels 6 + dual_pixel_task for dual-pixel), or set '
             'path.strict_load_g: false to load the matching part only.')
     if mismatch.matched < MIN_LOADED_FRACTION * len(expected):
-        raise CheckpointLoadError(
+        raise CheckpointError(
             f'{load_path} [{used_key}] fills only {mismatch.matched} of the {len(expected)} tensors of {name} '
             f'({report}); training would start from mostly random weights. Check that the file was saved from '
             'this architecture and these network_g options.')
     return state_dict, used_key, mismatch
-
-
-def _read_parameters(load_path: str, param_key: Optional[str], log: bool = True) -> tuple:
-    checkpoint = load_file(load_path, 'path.pretrain_network_*')
-    # An absent param_key falls back to the rule every command uses (param_entry).
-    state_dict, entry = find_state_dict(checkpoint, load_path,
-                                        param_key if param_entry(checkpoint, param_key) == param_key else None)
-    if param_key not in (None, entry) and log:
-        get_root_logger().info(f'{load_path} has no {param_key!r} entry; using {entry!r} (as basicsr restore does).')
-    return state_dict, entry

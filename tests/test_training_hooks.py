@@ -12,7 +12,7 @@ from basicsr.models import build_model
 from basicsr.models.base_model import BaseModel
 
 from restormer_arch import checkpoint
-from restormer_arch.checkpoint import CheckpointHooks, CheckpointLoadError
+from restormer_arch.checkpoint import CheckpointError, CheckpointHooks
 from restormer_arch.models import training_hooks
 from restormer_arch.models.training_hooks import RunError
 from tests import test_models
@@ -231,7 +231,7 @@ def test_resume_refuses_a_state_of_another_model_type(tmp_path):
     model = build_model(make_opt(tmp_path))
     state = _state(model, 1)
     state['optimizers'].append(state['optimizers'][0])
-    with pytest.raises(CheckpointLoadError):
+    with pytest.raises(CheckpointError):
         model.resume_training(state)
 
 
@@ -267,7 +267,7 @@ def test_non_strict_pretrain_that_fills_too_little_is_refused(tmp_path, basicsr_
     torch.save({'params': other}, path)
     opt = make_opt(tmp_path, is_train=False)
     opt['path'].update(pretrain_network_g=str(path), strict_load_g=False)
-    with pytest.raises(CheckpointLoadError):
+    with pytest.raises(CheckpointError):
         build_model(opt)
     # More than half matches: loaded, and what was left out is reported.
     torch.manual_seed(5)
