@@ -38,25 +38,6 @@ class RunError(Exception):
     """A problem with the user's run (options, files, disk) that ``basicsr train`` reports in one line, no traceback."""
 
 
-class DatasetError(RunError, ValueError):
-    """A dataset cannot be built from the user's options and files (bad image, pairing, option); message as raised."""
-
-
-class MissingDataError(RunError, FileNotFoundError):
-    """A folder, LMDB or file named by a dataset's options does not exist; message as raised."""
-
-
-def _as_run_error(err: Exception) -> Exception:
-    # The datasets check the user's files and options up front and raise ValueError/FileNotFoundError with a message
-    # that names the file or key; keep the type (callers may catch it) and add RunError so basicsr train prints one
-    # line instead of a traceback.
-    if isinstance(err, FileNotFoundError):
-        return MissingDataError(str(err))
-    if isinstance(err, ValueError) and not isinstance(err, RunError):
-        return DatasetError(str(err))
-    return err
-
-
 # ---------------------------------------------------------------------------------------------------- the run
 def remaining_indices(position: Dict[str, int], world_size: int, rank: int) -> List[int]:
     """This rank's share of the images an interrupted epoch had not reached (dataset indices, in order).
@@ -282,11 +263,6 @@ def _exact_epoch_count(opt: Dict[str, Any], run: TrainingRun, planned: int, tota
     return exact
 
 
-def _folders_of(opt: Dict[str, Any]) -> List[str]:
-    skip = ('strict_load', 'pretrain_network', 'resume', 'param_key')
-    return [p for key, p in opt['path'].items() if isinstance(p, str) and not any(s in key for s in skip)]
-
-
 @contextmanager
 def applied(run: TrainingRun) -> Iterator[TrainingRun]:
     """Apply our additions to BasicSR's training pipeline while the block runs (``basicsr train`` wraps the pipeline).
@@ -335,11 +311,9 @@ def _install(run: TrainingRun, train: Any, base_model: Any, originals: Dict[str,
         return resumed['state']
 
     def create_loaders(opt: Dict[str, Any], logger: Any) -> Any:
-        try:
-            train_loader, sampler, val_loaders, total_epochs, total_iters = originals['create_train_val_dataloader'](
-                opt, logger)
-        except (ValueError, FileNotFoundError) as err:
-            raise _as_run_error(err) from err
+        # A dataset that cannot be built was refused (one line, exit 2) by the option check, which builds them all.
+        train_loader, sampler, val_loaders, total_epochs, total_iters = originals['create_train_val_dataloader'](
+            opt, logger)
         run.train_loader, run.train_sampler = train_loader, sampler
         if train_loader is not None:
             train_loader.sampler.position = run.resume_data(resumed.get('state'), train_loader.dataset, logger)
@@ -361,7 +335,8 @@ def _install(run: TrainingRun, train: Any, base_model: Any, originals: Dict[str,
             return originals['make_exp_dirs'](opt)
         print(f'auto_resume: no usable training state in {opt["path"]["experiments_root"]}; starting from '
               'iteration 0 in the same folder.', flush=True)
-        for folder in _folders_of(opt):
+        skip = ('strict_load', 'pretrain_network', 'resume', 'param_key')
+        for folder in [p for key, p in opt['path'].items() if isinstance(p, str) and not any(s in key for s in skip)]:
             os.makedirs(folder, exist_ok=True)
 
     def mkdir_and_rename(path: str) -> None:
