@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
 from torch import Tensor
 
 from restormer_arch.atomic import atomic_write
@@ -325,19 +326,17 @@ RECORDED_OPTIONS = ('network_g', 'train.total_iter', 'train.warmup_iter', 'train
 SCHEDULER_PROGRESS = {'last_epoch', '_step_count', '_last_lr', '_get_lr_called_within_step', '_is_initial', 'verbose'}
 
 def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
-    """Load ``<iter>.state`` onto the run's device; it must be a training state whose network files all exist.
+    """Load ``<iter>.state`` (:func:`load_file`); it must be a training state whose network files all exist.
+
+    Tensors stay on the CPU (BasicSR maps them to the current CUDA device, which fails without one): the optimizers'
+    ``load_state_dict`` moves each moment to its parameter's device.
 
     Raises:
         MissingCheckpointError: ``path`` or one of its ``models/net_<x>_<iter>.pth`` (which a resume loads too,
             ``basicsr.utils.check_resume``) does not exist.
-        CheckpointError: ``path`` is not a training state (e.g. a network checkpoint).
+        CheckpointError: ``path`` is unreadable (torn) or not a training state (e.g. a network checkpoint).
     """
-    if not osp.isfile(path):
-        raise MissingCheckpointError(f'path.resume_state: {path} does not exist. Point it at an existing '
-                                     'experiments/<name>/training_states/<iter>.state file or use --auto_resume.')
-    # Onto the run's device: BasicSR maps storages to the current CUDA device, which fails without one.
-    on_gpu = opt.get('num_gpu', 0) != 0 and torch.cuda.is_available()
-    state = torch.load(path, map_location=f'cuda:{torch.cuda.current_device()}' if on_gpu else 'cpu', weights_only=True)
+    state = load_file(path, 'path.resume_state')
     if not isinstance(state, dict) or 'iter' not in state or 'optimizers' not in state:
         raise CheckpointError(
             f'{path} is not a BasicSR training state (expected a dict with "iter" and "optimizers"). '
@@ -468,6 +467,7 @@ class CheckpointHooks:
       from the option file, replayed to the resumed iteration, with each difference listed in the log.
     """
 
+    @master_only
     def save_network(self, net: Any, net_label: str, current_iter: Any, param_key: Any = 'params') -> None:
         """Save one network (or several under several keys) to ``models/<net_label>_<iter>.pth``, atomically.
 
@@ -480,10 +480,6 @@ class CheckpointHooks:
         Raises:
             CheckpointSaveError: The file could not be written (one line with the path and the reason).
         """
-        from basicsr.utils.dist_util import get_dist_info
-
-        if get_dist_info()[0] != 0:
-            return
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]
         if len(nets) != len(keys):
@@ -493,6 +489,7 @@ class CheckpointHooks:
         label = 'latest' if current_iter == -1 else current_iter
         atomic_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 
+    @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
         """Save optimizers, schedulers, the recorded options and, in ``basicsr train``, the data position (so that a
         resume continues the epoch: :meth:`~restormer_arch.models.training_hooks.TrainingRun.position`) to
@@ -502,9 +499,7 @@ class CheckpointHooks:
             epoch: The epoch BasicSR's loop is in.
             current_iter: The last *completed* iteration (a resume continues with the next one).
         """
-        from basicsr.utils.dist_util import get_dist_info
-
-        if current_iter == -1 or get_dist_info()[0] != 0:
+        if current_iter == -1:
             return
         run = getattr(self, 'run', None)
         state = {'epoch': epoch, 'iter': current_iter,
