@@ -322,8 +322,6 @@ def compare_state_dicts(expected: Dict[str, Tensor], loaded: Dict[str, Tensor]) 
 MIN_LOADED_FRACTION = 0.5
 # Options stored in each training state so that a resume can list what the option file changed.
 RECORDED_OPTIONS = ('network_g', 'train.total_iter', 'train.warmup_iter', 'train.scheduler', 'train.optim_g')
-# Scheduler state entries that are progress, not configuration (they are recomputed on resume).
-SCHEDULER_PROGRESS = {'last_epoch', '_step_count', '_last_lr', '_get_lr_called_within_step', '_is_initial', 'verbose'}
 
 def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
     """Load ``<iter>.state`` (:func:`load_file`); it must be a training state whose network files all exist.
@@ -442,14 +440,14 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _differences(stored: Dict[str, Any], current: Dict[str, Any], where: str, recurse: bool = True) -> List[str]:
+def _differences(stored: Dict[str, Any], current: Dict[str, Any], where: str = '') -> List[str]:
     lines = []
     for key in sorted(set(stored) | set(current), key=str):
         old, new = stored.get(key), current.get(key)
-        if recurse and isinstance(old, dict) and isinstance(new, dict):
-            lines.extend(_differences(old, new, f'{where}.{key}'))
+        if isinstance(old, dict) and isinstance(new, dict):
+            lines.extend(_differences(old, new, f'{where}{key}.'))
         elif _plain(old) != _plain(new):
-            lines.append(f'{where}.{key}: {_plain(old)} in the state -> {_plain(new)} in the option file')
+            lines.append(f'{where}{key}: {_plain(old)} in the state -> {_plain(new)} in the option file')
     return lines
 
 
@@ -502,9 +500,11 @@ class CheckpointHooks:
         if current_iter == -1:
             return
         run = getattr(self, 'run', None)
+        # BasicSR's MultiStepRestartLR keeps its milestones in a Counter; store {milestone: count} as a plain dict.
         state = {'epoch': epoch, 'iter': current_iter,
                  'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [_plain_scheduler_state(s.state_dict()) for s in self.schedulers],
+                 'schedulers': [{k: dict(v) if isinstance(v, dict) else v for k, v in s.state_dict().items()}
+                                for s in self.schedulers],
                  'options': {key: _plain(_option(self.opt, key)) for key in RECORDED_OPTIONS},
                  'data': run.position(epoch, current_iter) if run is not None else None}
         atomic_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
@@ -550,8 +550,9 @@ class CheckpointHooks:
 
         The learning rate of every iteration after the resume is the one an uninterrupted run of the *current* option
         file has: the scheduler is rebuilt from the file and replayed up to ``resume_state['iter']`` (whatever the
-        stored scheduler says: a state saved on a stop signal may have been one step ahead). Every difference between
-        the stored options/schedule and the file is logged as a warning.
+        stored scheduler says: a state saved on a stop signal may have been one step ahead); every optimizer
+        hyperparameter comes from the file too. Every difference between the options recorded in the state
+        (:data:`RECORDED_OPTIONS`) and the file is logged as a warning.
 
         Args:
             resume_state: What :func:`load_resume_state` returned.
@@ -564,21 +565,21 @@ class CheckpointHooks:
             raise CheckpointError(
                 f'the training state has {len(optimizers)} optimizer(s) and {len(schedulers)} scheduler(s), this '
                 f'model {len(self.optimizers)} and {len(self.schedulers)}: it was saved by another model_type.')
-        changes = []
-        if resume_state.get('options'):  # states written by BasicSR itself or before this feature have none
-            current = {key: _option(self.opt, key) for key in RECORDED_OPTIONS}
-            changes += [line.replace('options.', '', 1)
-                        for line in _differences(resume_state['options'], current, 'options')]
         for index, (optimizer, stored) in enumerate(zip(self.optimizers, optimizers)):
-            changes += _load_optimizer_keeping_hyperparameters(optimizer, stored, index)
-        for index, (scheduler, stored) in enumerate(zip(self.schedulers, schedulers)):
-            fresh = _plain_scheduler_state(scheduler.state_dict())
-            stored = {k: v for k, v in stored.items() if k not in SCHEDULER_PROGRESS}
-            changes += _differences(stored, {k: v for k, v in fresh.items() if k not in SCHEDULER_PROGRESS},
-                                    f'scheduler[{index}]', recurse=False)
+            own = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
+            try:
+                optimizer.load_state_dict(stored)
+            except ValueError as err:
+                raise CheckpointError(f'the training state does not fit optimizer {index}: {err}') from None
+            for group, file_values in zip(optimizer.param_groups, own):
+                group.update(file_values)  # the moments come from the state, every hyperparameter from the file
         self._replay_schedule(int(resume_state['iter']))
         logger = get_root_logger()
-        if changes:
+        changes = _differences(resume_state.get('options') or {}, {k: _option(self.opt, k) for k in RECORDED_OPTIONS})
+        if not resume_state.get('options'):  # written by BasicSR itself, whose resume keeps the state's schedule
+            logger.warning('Resume: the training state records no options; the learning rate, schedule and optimizer '
+                           'settings come from the option file.')
+        elif changes:
             logger.warning('Resume: the option file differs from the training state; the option file wins (the '
                            'schedule is recomputed from it for every iteration):\n\t' + '\n\t'.join(changes))
         logger.info(f'Resume: learning rate(s) at iteration {resume_state["iter"]}: '
@@ -592,28 +593,6 @@ class CheckpointHooks:
             warnings.filterwarnings('ignore', message='Detected call of `lr_scheduler.step\\(\\)`')
             for current in range(1, iteration + 1):
                 self.update_learning_rate(current, warmup_iter=warmup_iter)
-
-
-def _plain_scheduler_state(state: Dict[str, Any]) -> Dict[str, Any]:
-    # BasicSR's MultiStepRestartLR keeps its milestones in a Counter; store {milestone: count} as a plain dict.
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in state.items()}
-
-
-def _load_optimizer_keeping_hyperparameters(optimizer: torch.optim.Optimizer, stored: Dict[str, Any],
-                                            index: int) -> List[str]:
-    own = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
-    try:
-        optimizer.load_state_dict(stored)
-    except ValueError as err:
-        raise CheckpointError(f'the training state does not fit optimizer {index}: {err}') from None
-    changes = []
-    for group_index, (group, file_values) in enumerate(zip(optimizer.param_groups, own)):
-        for key, value in file_values.items():
-            if key != 'lr' and key in group and _plain(group[key]) != _plain(value):
-                changes.append(f'optimizer[{index}].param_groups[{group_index}].{key}: {_plain(group[key])} in the '
-                               f'state -> {_plain(value)} in the option file')
-            group[key] = value
-    return changes
 
 
 def check_checkpoint_fits(expected: Dict[str, torch.Tensor], load_path: str, strict: bool,

@@ -205,6 +205,13 @@ def test_resume_follows_the_edited_schedule_and_lists_the_changes(tmp_path, basi
     assert changes and '10' in changes[0]  # periods and total_iter are both listed
 
 
+def test_resume_from_a_state_without_recorded_options_warns_that_the_file_wins(tmp_path, basicsr_log):
+    state = _state(build_model(make_opt(tmp_path)), 1)
+    del state['options']  # as BasicSR's own save_training_state writes it
+    build_model(make_opt(tmp_path)).resume_training(state)
+    assert any('records no options' in m for m in basicsr_log)
+
+
 def test_resume_after_a_signal_save_continues_the_uninterrupted_schedule(tmp_path):
     """The stop signal is seen inside iteration 7, after its scheduler step: the state of iteration 6 is saved."""
     train = {'total_iter': 12, 'warmup_iter': 4,
