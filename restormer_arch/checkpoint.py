@@ -87,9 +87,7 @@ def _save_error(err: BaseException, path: str, directory: str) -> Optional[Check
             errno.EACCES: 'make the folder writable and resume with --auto_resume',
             errno.EROFS: 'the file system is read-only; train on a writable one'}.get(cause.errno, 'fix it and resume '
                                                                                        'with --auto_resume')
-    free = ''
-    if osp.isdir(directory):
-        free = f' ({shutil.disk_usage(directory).free / 2**20:.1f} MiB free in {directory})'
+    free = f' ({shutil.disk_usage(directory).free / 2**20:.1f} MiB free in {directory})' if osp.isdir(directory) else ''
     return CheckpointSaveError(cause.errno, f'cannot save {path}: {reason}{free}; {hint}. The previous checkpoints '
                                             'are intact.')
 
@@ -207,14 +205,9 @@ def _strip_prefixes(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     # mmagic checkpoints hold the generator next to other modules (discriminator, EMA copies): keep the generator.
     if any(k.startswith('generator.') for k in state_dict):
         state_dict = {k: v for k, v in state_dict.items() if k.startswith('generator.')}
-    changed = True
-    while changed:
-        changed = False
-        for prefix in STRIPPED_PREFIXES:
-            if all(k.startswith(prefix) for k in state_dict):
-                state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
-                changed = True
-    return state_dict
+    # Wrappers nest in any order (module._orig_mod., _orig_mod.module. ...): strip one, then look again.
+    prefix = next((p for p in STRIPPED_PREFIXES if state_dict and all(k.startswith(p) for k in state_dict)), None)
+    return _strip_prefixes({k[len(prefix):]: v for k, v in state_dict.items()}) if prefix else state_dict
 
 
 def find_state_dict(checkpoint: Any, path: str = 'checkpoint', param_key: Optional[str] = None,

@@ -185,11 +185,10 @@ def _get_optimizer(self: Any, optim_type: str, params: Any, lr: float, **kwargs:
 
 def _int_jpeg_quality(add_jpg_compression: Callable[..., Any]) -> Callable[..., Any]:
     # OpenCV >= 4.5.5 rejects a float JPEG quality, which `random_add_jpg_compression` passes (XPixelGroup/BasicSR#578).
+    @functools.wraps(add_jpg_compression)  # also sets __wrapped__, by which apply() sees the shim is in place
     def wrapper(img: Any, quality: float = 90) -> Any:
         return add_jpg_compression(img, int(quality))
 
-    wrapper.__wrapped__ = add_jpg_compression
-    wrapper.__doc__ = add_jpg_compression.__doc__
     return wrapper
 
 
