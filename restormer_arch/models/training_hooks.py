@@ -279,31 +279,26 @@ def applied(run: TrainingRun) -> Iterator[TrainingRun]:
     import basicsr.train as train
     from basicsr.models.base_model import BaseModel
 
-    saved = {name: BaseModel.__dict__.get(name) for name in _MODEL_HOOKS}
-    saved_train = {name: getattr(train, name) for name in _PIPELINE_HOOKS}
+    names = ('save_network', 'save_training_state', 'load_network', 'resume_training', '_replay_schedule')
+    hooks = {(BaseModel, name): getattr(CheckpointHooks, name) for name in names}
+    hooks.update({(train, name): hook for name, hook in _pipeline_hooks(run, dict(vars(train))).items()})
+    saved = {(owner, name): vars(owner).get(name) for owner, name in hooks}  # None: BaseModel has no such method
     try:
-        _install(run, train, BaseModel, dict(saved_train))
+        for (owner, name), hook in hooks.items():
+            setattr(owner, name, hook)
         yield run
     finally:
-        for name, value in saved.items():
+        for (owner, name), value in saved.items():
             if value is None:
-                delattr(BaseModel, name)
+                delattr(owner, name)
             else:
-                setattr(BaseModel, name, value)
-        for name, value in saved_train.items():
-            setattr(train, name, value)
+                setattr(owner, name, value)
 
 
-_MODEL_HOOKS = ('save_network', 'save_training_state', 'load_network', 'resume_training', '_replay_schedule')
-_PIPELINE_HOOKS = ('load_resume_state', 'create_train_val_dataloader', 'build_model', 'build_dataloader',
-                   'make_exp_dirs', 'mkdir_and_rename')
-
-
-def _install(run: TrainingRun, train: Any, base_model: Any, originals: Dict[str, Any]) -> None:
+def _pipeline_hooks(run: TrainingRun, originals: Dict[str, Any]) -> Dict[str, Callable[..., Any]]:
+    # `originals`: a copy of basicsr.train's namespace before the hooks, so each hook calls BasicSR's own function.
     from basicsr.utils.dist_util import master_only
 
-    for name in _MODEL_HOOKS:
-        setattr(base_model, name, getattr(CheckpointHooks, name))
     resumed = {}
 
     def load_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -345,9 +340,6 @@ def _install(run: TrainingRun, train: Any, base_model: Any, originals: Dict[str,
         else:
             originals['mkdir_and_rename'](path)
 
-    train.load_resume_state = load_state
-    train.create_train_val_dataloader = create_loaders
-    train.build_dataloader = build_dataloader
-    train.build_model = lambda opt: run.attach(originals['build_model'](opt))
-    train.make_exp_dirs = make_exp_dirs
-    train.mkdir_and_rename = mkdir_and_rename
+    return {'load_resume_state': load_state, 'create_train_val_dataloader': create_loaders,
+            'build_dataloader': build_dataloader, 'build_model': lambda opt: run.attach(originals['build_model'](opt)),
+            'make_exp_dirs': make_exp_dirs, 'mkdir_and_rename': mkdir_and_rename}
