@@ -374,7 +374,7 @@ def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     ranks that see different folders resume from different iterations and hang. Here rank 0 decides (the newest
     state under ``opt['path']`` that loads and whose network files exist; torn ones are skipped with a warning) and
     every rank loads that iteration from its own ``training_states`` folder; without ``--auto_resume``,
-    ``path.resume_state``. States load onto the run's device with ``weights_only=True``. When one rank cannot load
+    ``path.resume_state``. States load on the CPU with ``weights_only=True``. When one rank cannot load
     the state, every rank stops with the same one-line error.
 
     Args:

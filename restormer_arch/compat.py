@@ -21,7 +21,8 @@ Behaviour we *add* to BasicSR's training pipeline (data position on resume, save
 the dry forward check ...) lives in :mod:`restormer_arch.models.training_hooks`, applied by ``basicsr train`` only;
 checkpoint methods in :mod:`restormer_arch.checkpoint`.
 
-Call :func:`apply` again to re-apply the shims (it is idempotent); :data:`APPLIED` lists what was done.
+Call :func:`apply` again to re-apply the shims (it is idempotent); :data:`APPLIED` names what was patched (the reasons:
+above and in ``docs/compat.md``).
 """
 import functools
 import importlib
@@ -207,14 +208,8 @@ def _patch_basicsr() -> None:
     BaseModel.get_optimizer = _get_optimizer
     if not hasattr(degradations.add_jpg_compression, '__wrapped__'):
         degradations.add_jpg_compression = _int_jpeg_quality(degradations.add_jpg_compression)
-    APPLIED.extend([
-        'basicsr.train.load_resume_state (loads on CPU; BasicSR maps storages to the current CUDA device)',
-        'basicsr.utils.dist_util._init_dist_pytorch/_init_dist_slurm (gloo on CPU, dist_params.backend, one port per '
-        'Slurm job)',
-        'BaseModel.model_to_device (no CUDA device_ids on CPU)',
-        'BaseModel.get_optimizer (AdamW and any torch.optim class)',
-        'degradations.add_jpg_compression (int JPEG quality for OpenCV >= 4.5.5)',
-    ])
+    APPLIED.extend(['basicsr.train.load_resume_state', 'dist_util._init_dist_pytorch', 'dist_util._init_dist_slurm',
+                    'BaseModel.model_to_device', 'BaseModel.get_optimizer', 'degradations.add_jpg_compression'])
 
 
 def apply() -> List[str]:
