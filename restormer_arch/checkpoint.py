@@ -63,35 +63,6 @@ class CheckpointSaveError(OSError):
     operating system's reason. The previous file of that name, if any, is untouched."""
 
 
-def _os_cause(err: BaseException) -> Optional[OSError]:
-    # torch's zip writer reports a full disk as "RuntimeError: [enforce fail at inline_container.cc] unexpected pos";
-    # the OSError that says why is in the exception chain.
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _save_error(err: BaseException, path: str, directory: str) -> Optional[CheckpointSaveError]:
-    cause = _os_cause(err)
-    if cause is None and isinstance(err, RuntimeError) and 'unexpected pos' in str(err):
-        cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # the zip writer's only short-write symptom
-    if cause is None:
-        return None
-    reason = cause.strerror or str(cause)
-    hint = {errno.ENOSPC: 'free space there (or point the experiment elsewhere) and resume with --auto_resume',
-            errno.EDQUOT: 'free space within your quota and resume with --auto_resume',
-            errno.EACCES: 'make the folder writable and resume with --auto_resume',
-            errno.EROFS: 'the file system is read-only; train on a writable one'}.get(cause.errno, 'fix it and resume '
-                                                                                       'with --auto_resume')
-    free = f' ({shutil.disk_usage(directory).free / 2**20:.1f} MiB free in {directory})' if osp.isdir(directory) else ''
-    return CheckpointSaveError(cause.errno, f'cannot save {path}: {reason}{free}; {hint}. The previous checkpoints '
-                                            'are intact.')
-
-
 def atomic_save(obj: Any, path: str) -> None:
     """``torch.save`` that never leaves a torn file (:func:`restormer_arch.atomic.atomic_write`).
 
@@ -110,10 +81,25 @@ def atomic_save(obj: Any, path: str) -> None:
         with atomic_write(path, 'wb') as f:
             torch.save(obj, f)
     except Exception as err:
-        save_error = _save_error(err, path, osp.dirname(osp.abspath(path)))
-        if save_error is not None:
-            raise save_error from None
-        raise
+        # torch's zip writer reports a full disk as "RuntimeError: [enforce fail at inline_container.cc] unexpected
+        # pos"; the OSError that says why is in the exception chain (if not, that message is its only symptom).
+        cause, seen = err, set()
+        while cause is not None and not isinstance(cause, OSError) and id(cause) not in seen:
+            seen.add(id(cause))
+            cause = cause.__cause__ or cause.__context__
+        if not isinstance(cause, OSError) and isinstance(err, RuntimeError) and 'unexpected pos' in str(err):
+            cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if not isinstance(cause, OSError):
+            raise
+        folder = osp.dirname(osp.abspath(path))
+        hint = {errno.ENOSPC: 'free space there (or point the experiment elsewhere) and resume with --auto_resume',
+                errno.EDQUOT: 'free space within your quota and resume with --auto_resume',
+                errno.EACCES: 'make the folder writable and resume with --auto_resume',
+                errno.EROFS: 'the file system is read-only; train on a writable one'}.get(
+                    cause.errno, 'fix it and resume with --auto_resume')
+        free = f' ({shutil.disk_usage(folder).free / 2**20:.1f} MiB free in {folder})' if osp.isdir(folder) else ''
+        raise CheckpointSaveError(cause.errno, f'cannot save {path}: {cause.strerror or cause}{free}; {hint}. The '
+                                               'previous checkpoints are intact.') from None
 
 
 def load_file(path: str, what: str = 'checkpoint') -> Any:
@@ -139,12 +125,14 @@ def load_file(path: str, what: str = 'checkpoint') -> Any:
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
-        if not _unsupported_global(err):  # not a pickle of forbidden objects: random bytes, another file format
+        # torch's message is long; the line naming the offending global is the useful part.
+        offending = [line.strip() for line in str(err).splitlines() if 'global' in line.lower() and 'GLOBAL' in line]
+        if not offending:  # not a pickle of forbidden objects: random bytes, another file format
             raise _not_a_checkpoint(path, what) from None
         raise CheckpointError(f'{what}: refusing to load {path}: it contains pickled objects other than tensors and '
                               'plain containers, which could run code when loaded (weights_only=True). If you trust '
                               'the file, load it yourself and re-save only its state_dict: '
-                              f'torch.save({{"params": sd}}, "clean.pth"). {_unsupported_global(err)}') from None
+                              f'torch.save({{"params": sd}}, "clean.pth"). Offending object: {offending[0]}') from None
     except Exception:  # truncated archives (RuntimeError, EOFError); arbitrary bytes make the weights-only unpickler
         raise _not_a_checkpoint(path, what) from None  # fail with KeyError, ValueError, struct.error, ...
 
@@ -174,12 +162,6 @@ def _not_a_checkpoint(path: str, what: str) -> 'CheckpointError':
         kind = 'not a PyTorch checkpoint (corrupt or truncated, or another file format)'
     return CheckpointError(f'{what}: {path} is {kind}. Pass the .pth file that torch.save wrote (e.g. a released '
                            'Restormer checkpoint).')
-
-
-def _unsupported_global(err: Exception) -> str:
-    # torch's message is long; the line naming the offending global is the useful part.
-    lines = [line.strip() for line in str(err).splitlines() if 'global' in line.lower() and 'GLOBAL' in line]
-    return f'Offending object: {lines[0]}' if lines else ''
 
 
 def param_entry(checkpoint: Any, param_key: Optional[str] = None) -> str:
