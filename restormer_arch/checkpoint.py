@@ -323,7 +323,7 @@ def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
     return state
 
 
-def _remove_stale_temporaries(opt: Dict[str, Any]) -> None:
+def _newest_usable_state(opt: Dict[str, Any]) -> tuple:
     # A process killed inside atomic_save leaves its `.<name>.<random>.tmp` behind: never a checkpoint, only litter.
     for folder in (opt['path'].get('training_states'), opt['path'].get('models')):
         for name in os.listdir(folder) if folder and osp.isdir(folder) else []:
@@ -332,10 +332,6 @@ def _remove_stale_temporaries(opt: Dict[str, Any]) -> None:
                     os.remove(osp.join(folder, name))
                 except FileNotFoundError:  # another rank removed it first
                     pass
-
-
-def _newest_usable_state(opt: Dict[str, Any]) -> tuple:
-    _remove_stale_temporaries(opt)
     folder = opt['path']['training_states']
     names = os.listdir(folder) if osp.isdir(folder) else []
     # `<iter>.state` files, highest iteration first; temporary/partial files do not match.

@@ -76,8 +76,7 @@ def resolve_dist_backend(requested: Optional[str] = None) -> str:
     """
     if requested == 'nccl' and not torch.cuda.is_available():
         warnings.warn('dist_params.backend: nccl needs CUDA, which is not available here; using gloo.', stacklevel=2)
-        return 'gloo'
-    if requested:
+    elif requested:
         return requested
     return 'nccl' if torch.cuda.is_available() else 'gloo'
 
