@@ -588,7 +588,9 @@ def check_checkpoint_fits(expected: Dict[str, torch.Tensor], load_path: str, str
         CheckpointError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
             non-strict load that would leave most of the network random.
     """
-    state_dict, used_key = load_state_dict(load_path, param_key, 'path.pretrain_network_*', fallback=True)
+    # Read without load_state_dict's log line: load_network reports what it loaded, in the run's log.
+    state_dict, used_key = find_state_dict(load_file(load_path, 'path.pretrain_network_*'), load_path, param_key,
+                                           fallback=True)
     mismatch = compare_state_dicts(expected, state_dict)
     report = mismatch.describe(limit=6)
     if mismatch and strict:
