@@ -12,23 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Union
 
-__all__ = ['atomic_write', 'fsync_dir']
+__all__ = ['atomic_write']
 
 PathLike = Union[str, 'os.PathLike[str]']
-
-
-def fsync_dir(folder: PathLike) -> None:
-    """Flush a folder's entries to disk so that a rename survives a power loss (a no-op where unsupported)."""
-    try:
-        fd = os.open(os.fspath(folder), os.O_RDONLY)
-    except OSError:  # Windows cannot open folders; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+# mkstemp creates files 0600; a normal open() gives 0666 minus the umask, which users expect for outputs. The umask can
+# only be read by setting it, so it is read once, at import.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -68,24 +58,17 @@ def atomic_write(path: PathLike, mode: str = 'wb', encoding: Union[str, None] = 
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp_name, _default_mode())
+        os.chmod(tmp_name, 0o666 & ~_UMASK)
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    fsync_dir(folder)
-
-
-def _default_mode() -> int:
-    # mkstemp creates files 0600; a normal open() gives 0666 minus the umask, which users expect for outputs. The umask
-    # can only be read by setting it, so it is read once (at the first write) and cached.
-    global _MODE
-    if _MODE is None:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        _MODE = 0o666 & ~umask
-    return _MODE
-
-
-_MODE = None
+    # Flush the folder's entries so that the rename survives a power loss (Windows cannot open folders; the rename is
+    # atomic there all the same).
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -31,15 +31,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
 from torch import Tensor
 
 from restormer_arch.atomic import atomic_write
 
-__all__ = ['CheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'BARE', 'atomic_save',
-           'load_file', 'param_entry', 'find_state_dict', 'load_state_dict', 'StateDictMismatch', 'compare_state_dicts',
-           'CheckpointLoadError', 'MissingCheckpointError', 'NotATrainingStateError', 'find_resume_states',
-           'read_training_state', 'load_resume_state', 'CheckpointHooks', 'check_checkpoint_fits',
-           'MIN_LOADED_FRACTION']
+__all__ = ['CheckpointError', 'MissingCheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES',
+           'BARE', 'atomic_save', 'load_file', 'param_entry', 'find_state_dict', 'load_state_dict', 'StateDictMismatch',
+           'compare_state_dicts', 'read_training_state', 'load_resume_state', 'CheckpointHooks',
+           'check_checkpoint_fits', 'MIN_LOADED_FRACTION']
 
 # Entries that hold the parameters, in order of preference: the EMA weights first, because validation during training
 # scores the EMA network (so every command scores what the training log reported).
@@ -50,43 +50,17 @@ STRIPPED_PREFIXES = ('module.', '_orig_mod.', 'generator.', 'net_g.')
 
 
 class CheckpointError(ValueError):
-    """A checkpoint cannot be used (unsafe pickle, corrupt file, no parameters inside); the message says why."""
+    """A checkpoint or training state cannot be used (unsafe pickle, corrupt file, no parameters inside, not a training
+    state, does not fit the network or model); the message says why."""
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """A checkpoint or training state does not exist."""
 
 
 class CheckpointSaveError(OSError):
     """A checkpoint could not be written (disk full, folder missing or read-only); the message names the file and the
     operating system's reason. The previous file of that name, if any, is untouched."""
-
-
-def _os_cause(err: BaseException) -> Optional[OSError]:
-    # torch's zip writer reports a full disk as "RuntimeError: [enforce fail at inline_container.cc] unexpected pos";
-    # the OSError that says why is in the exception chain.
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _save_error(err: BaseException, path: str, directory: str) -> Optional[CheckpointSaveError]:
-    cause = _os_cause(err)
-    if cause is None and isinstance(err, RuntimeError) and 'unexpected pos' in str(err):
-        cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # the zip writer's only short-write symptom
-    if cause is None:
-        return None
-    reason = cause.strerror or str(cause)
-    hint = {errno.ENOSPC: 'free space there (or point the experiment elsewhere) and resume with --auto_resume',
-            errno.EDQUOT: 'free space within your quota and resume with --auto_resume',
-            errno.EACCES: 'make the folder writable and resume with --auto_resume',
-            errno.EROFS: 'the file system is read-only; train on a writable one'}.get(cause.errno, 'fix it and resume '
-                                                                                       'with --auto_resume')
-    free = ''
-    if osp.isdir(directory):
-        free = f' ({shutil.disk_usage(directory).free / 2**20:.1f} MiB free in {directory})'
-    return CheckpointSaveError(cause.errno, f'cannot save {path}: {reason}{free}; {hint}. The previous checkpoints '
-                                            'are intact.')
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -107,10 +81,25 @@ def atomic_save(obj: Any, path: str) -> None:
         with atomic_write(path, 'wb') as f:
             torch.save(obj, f)
     except Exception as err:
-        save_error = _save_error(err, path, osp.dirname(osp.abspath(path)))
-        if save_error is not None:
-            raise save_error from None
-        raise
+        # torch's zip writer reports a full disk as "RuntimeError: [enforce fail at inline_container.cc] unexpected
+        # pos"; the OSError that says why is in the exception chain (if not, that message is its only symptom).
+        cause, seen = err, set()
+        while cause is not None and not isinstance(cause, OSError) and id(cause) not in seen:
+            seen.add(id(cause))
+            cause = cause.__cause__ or cause.__context__
+        if not isinstance(cause, OSError) and isinstance(err, RuntimeError) and 'unexpected pos' in str(err):
+            cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if not isinstance(cause, OSError):
+            raise
+        folder = osp.dirname(osp.abspath(path))
+        hint = {errno.ENOSPC: 'free space there (or point the experiment elsewhere) and resume with --auto_resume',
+                errno.EDQUOT: 'free space within your quota and resume with --auto_resume',
+                errno.EACCES: 'make the folder writable and resume with --auto_resume',
+                errno.EROFS: 'the file system is read-only; train on a writable one'}.get(
+                    cause.errno, 'fix it and resume with --auto_resume')
+        free = f' ({shutil.disk_usage(folder).free / 2**20:.1f} MiB free in {folder})' if osp.isdir(folder) else ''
+        raise CheckpointSaveError(cause.errno, f'cannot save {path}: {cause.strerror or cause}{free}; {hint}. The '
+                                               'previous checkpoints are intact.') from None
 
 
 def load_file(path: str, what: str = 'checkpoint') -> Any:
@@ -124,24 +113,26 @@ def load_file(path: str, what: str = 'checkpoint') -> Any:
         The loaded object (tensors on the CPU).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        MissingCheckpointError: ``path`` does not exist.
         CheckpointError: The file holds other pickled objects than tensors and containers, or is truncated/corrupt.
     """
     if osp.isdir(path):
         raise CheckpointError(f'{what}: {path} is a folder, not a checkpoint file; name the .pth file inside it.')
     if not osp.isfile(path):
-        raise FileNotFoundError(f'{what}: {path} does not exist.')
+        raise MissingCheckpointError(f'{what}: {path} does not exist.')
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{what}: {path} is empty (0 bytes): an interrupted download or copy? Fetch it again.')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
-        if not _unsupported_global(err):  # not a pickle of forbidden objects: random bytes, another file format
+        # torch's message is long; the line naming the offending global is the useful part.
+        offending = [line.strip() for line in str(err).splitlines() if 'global' in line.lower() and 'GLOBAL' in line]
+        if not offending:  # not a pickle of forbidden objects: random bytes, another file format
             raise _not_a_checkpoint(path, what) from None
         raise CheckpointError(f'{what}: refusing to load {path}: it contains pickled objects other than tensors and '
                               'plain containers, which could run code when loaded (weights_only=True). If you trust '
                               'the file, load it yourself and re-save only its state_dict: '
-                              f'torch.save({{"params": sd}}, "clean.pth"). {_unsupported_global(err)}') from None
+                              f'torch.save({{"params": sd}}, "clean.pth"). Offending object: {offending[0]}') from None
     except Exception:  # truncated archives (RuntimeError, EOFError); arbitrary bytes make the weights-only unpickler
         raise _not_a_checkpoint(path, what) from None  # fail with KeyError, ValueError, struct.error, ...
 
@@ -173,12 +164,6 @@ def _not_a_checkpoint(path: str, what: str) -> 'CheckpointError':
                            'Restormer checkpoint).')
 
 
-def _unsupported_global(err: Exception) -> str:
-    # torch's message is long; the line naming the offending global is the useful part.
-    lines = [line.strip() for line in str(err).splitlines() if 'global' in line.lower() and 'GLOBAL' in line]
-    return f'Offending object: {lines[0]}' if lines else ''
-
-
 def param_entry(checkpoint: Any, param_key: Optional[str] = None) -> str:
     """The one rule for which parameters a loaded checkpoint means.
 
@@ -202,32 +187,29 @@ def _strip_prefixes(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     # mmagic checkpoints hold the generator next to other modules (discriminator, EMA copies): keep the generator.
     if any(k.startswith('generator.') for k in state_dict):
         state_dict = {k: v for k, v in state_dict.items() if k.startswith('generator.')}
-    changed = True
-    while changed:
-        changed = False
-        for prefix in STRIPPED_PREFIXES:
-            if all(k.startswith(prefix) for k in state_dict):
-                state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
-                changed = True
-    return state_dict
+    # Wrappers nest in any order (module._orig_mod., _orig_mod.module. ...): strip one, then look again.
+    prefix = next((p for p in STRIPPED_PREFIXES if state_dict and all(k.startswith(p) for k in state_dict)), None)
+    return _strip_prefixes({k[len(prefix):]: v for k, v in state_dict.items()}) if prefix else state_dict
 
 
-def find_state_dict(checkpoint: Any, path: str = 'checkpoint',
-                    param_key: Optional[str] = None) -> Tuple[Dict[str, Tensor], str]:
+def find_state_dict(checkpoint: Any, path: str = 'checkpoint', param_key: Optional[str] = None,
+                    fallback: bool = False) -> Tuple[Dict[str, Tensor], str]:
     """Find the network parameters in a loaded checkpoint, whatever its layout (see the module docstring).
 
     Args:
         checkpoint: What :func:`load_file` returned.
         path: The file it came from (for messages).
         param_key: Entry to use (``params_ema``, ``params`` ...); default: :func:`param_entry`'s choice.
+        fallback: When ``param_key`` is absent, use :func:`param_entry`'s choice instead of refusing (training's
+            ``path.param_key_*``, whose default ``params`` is BasicSR's, not the user's).
 
     Returns:
         The state dict (tensors only) with wrapper prefixes removed, and the entry it came from (or :data:`BARE`).
 
     Raises:
-        CheckpointError: ``param_key`` is absent, or no tensors were found.
+        CheckpointError: ``param_key`` is absent (without ``fallback``), or no tensors were found.
     """
-    if isinstance(checkpoint, dict) and param_key is not None and param_key not in checkpoint:
+    if isinstance(checkpoint, dict) and param_key is not None and param_key not in checkpoint and not fallback:
         raise CheckpointError(f'{path}: no {param_key!r} entry (top-level keys: {sorted(map(str, checkpoint))[:10]}); '
                               'name one of them, or none for a bare state dict.')
     entry = param_entry(checkpoint, param_key)
@@ -240,8 +222,8 @@ def find_state_dict(checkpoint: Any, path: str = 'checkpoint',
     return _strip_prefixes(tensors), entry
 
 
-def load_state_dict(path: str, param_key: Optional[str] = None,
-                    what: str = 'checkpoint') -> Tuple[Dict[str, Tensor], str]:
+def load_state_dict(path: str, param_key: Optional[str] = None, what: str = 'checkpoint',
+                    fallback: bool = False) -> Tuple[Dict[str, Tensor], str]:
     """Read a network's parameters from a checkpoint file of any accepted layout, safely; logs the entry used
     (``loaded params_ema, 98 tensors``) on the ``restormer_arch`` logger.
 
@@ -249,15 +231,16 @@ def load_state_dict(path: str, param_key: Optional[str] = None,
         path: Checkpoint file (``.pth``/``.pt``).
         param_key: See :func:`find_state_dict`.
         what: The option key or flag that named the file (for messages).
+        fallback: See :func:`find_state_dict`.
 
     Returns:
         The state dict (prefixes removed, tensors on the CPU) and the entry it came from.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        MissingCheckpointError: ``path`` does not exist.
         CheckpointError: Unsafe, unreadable, or no parameters inside.
     """
-    state_dict, entry = find_state_dict(load_file(path, what), path, param_key)
+    state_dict, entry = find_state_dict(load_file(path, what), path, param_key, fallback)
     logging.getLogger('restormer_arch').info(f'{path}: loaded {entry}, {len(state_dict)} tensors')
     return state_dict, entry
 
@@ -309,56 +292,26 @@ def compare_state_dicts(expected: Dict[str, Tensor], loaded: Dict[str, Tensor]) 
 
 
 # ---------------------------------------------------------------------------------------------------- training states
-class CheckpointLoadError(CheckpointError):
-    """A checkpoint named by the options cannot be used for this network; the message says what differs."""
-
-
-class MissingCheckpointError(CheckpointError, FileNotFoundError):
-    """A checkpoint or training state named by the options does not exist."""
-
-
-class NotATrainingStateError(CheckpointError):
-    """``path.resume_state`` names a file that is not a training state (e.g. a network checkpoint)."""
-
-
 # A non-strict pretrained load must fill at least this share of the network's tensors; below it the run would be
 # mostly random weights under a log line that says "Loading".
 MIN_LOADED_FRACTION = 0.5
 # Options stored in each training state so that a resume can list what the option file changed.
 RECORDED_OPTIONS = ('network_g', 'train.total_iter', 'train.warmup_iter', 'train.scheduler', 'train.optim_g')
-# Scheduler state entries that are progress, not configuration (they are recomputed on resume).
-SCHEDULER_PROGRESS = {'last_epoch', '_step_count', '_last_lr', '_get_lr_called_within_step', '_is_initial', 'verbose'}
-
-def find_resume_states(training_states_dir: str) -> List[str]:
-    """Training-state files of an experiment, newest (highest iteration) first.
-
-    Args:
-        training_states_dir: ``experiments/<name>/training_states`` (absolute, from ``opt['path']``).
-
-    Returns:
-        Paths of ``<iter>.state`` files sorted by decreasing iteration; temporary/partial files are ignored.
-    """
-    names = os.listdir(training_states_dir) if osp.isdir(training_states_dir) else []
-    states = sorted((int(n[:-6]), n) for n in names if n.endswith('.state') and n[:-6].isdigit())
-    return [osp.join(training_states_dir, name) for _, name in reversed(states)]
-
 
 def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
-    """Load ``<iter>.state`` onto the run's device; it must be a training state whose network files all exist.
+    """Load ``<iter>.state`` (:func:`load_file`); it must be a training state whose network files all exist.
+
+    Tensors stay on the CPU (BasicSR maps them to the current CUDA device, which fails without one): the optimizers'
+    ``load_state_dict`` moves each moment to its parameter's device.
 
     Raises:
         MissingCheckpointError: ``path`` or one of its ``models/net_<x>_<iter>.pth`` (which a resume loads too,
             ``basicsr.utils.check_resume``) does not exist.
-        NotATrainingStateError: ``path`` is not a training state (e.g. a network checkpoint).
+        CheckpointError: ``path`` is unreadable (torn) or not a training state (e.g. a network checkpoint).
     """
-    if not osp.isfile(path):
-        raise MissingCheckpointError(f'path.resume_state: {path} does not exist. Point it at an existing '
-                                     'experiments/<name>/training_states/<iter>.state file or use --auto_resume.')
-    # Onto the run's device: BasicSR maps storages to the current CUDA device, which fails without one.
-    on_gpu = opt.get('num_gpu', 0) != 0 and torch.cuda.is_available()
-    state = torch.load(path, map_location=f'cuda:{torch.cuda.current_device()}' if on_gpu else 'cpu', weights_only=True)
+    state = load_file(path, 'path.resume_state')
     if not isinstance(state, dict) or 'iter' not in state or 'optimizers' not in state:
-        raise NotATrainingStateError(
+        raise CheckpointError(
             f'{path} is not a BasicSR training state (expected a dict with "iter" and "optimizers"). '
             'path.resume_state must point at experiments/<name>/training_states/<iter>.state, not at a network '
             'checkpoint (.pth).')
@@ -370,7 +323,7 @@ def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
     return state
 
 
-def _remove_stale_temporaries(opt: Dict[str, Any]) -> None:
+def _newest_usable_state(opt: Dict[str, Any]) -> tuple:
     # A process killed inside atomic_save leaves its `.<name>.<random>.tmp` behind: never a checkpoint, only litter.
     for folder in (opt['path'].get('training_states'), opt['path'].get('models')):
         for name in os.listdir(folder) if folder and osp.isdir(folder) else []:
@@ -379,11 +332,11 @@ def _remove_stale_temporaries(opt: Dict[str, Any]) -> None:
                     os.remove(osp.join(folder, name))
                 except FileNotFoundError:  # another rank removed it first
                     pass
-
-
-def _newest_usable_state(opt: Dict[str, Any]) -> tuple:
-    _remove_stale_temporaries(opt)
-    for path in find_resume_states(opt['path']['training_states']):
+    folder = opt['path']['training_states']
+    names = os.listdir(folder) if osp.isdir(folder) else []
+    # `<iter>.state` files, highest iteration first; temporary/partial files do not match.
+    for _, name in sorted(((int(n[:-6]), n) for n in names if n.endswith('.state') and n[:-6].isdigit()), reverse=True):
+        path = osp.join(folder, name)
         try:
             return path, read_training_state(path, opt)
         except Exception as err:  # a torn or foreign file: fall back to the previous complete state
@@ -399,7 +352,7 @@ def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     ranks that see different folders resume from different iterations and hang. Here rank 0 decides (the newest
     state under ``opt['path']`` that loads and whose network files exist; torn ones are skipped with a warning) and
     every rank loads that iteration from its own ``training_states`` folder; without ``--auto_resume``,
-    ``path.resume_state``. States load onto the run's device with ``weights_only=True``. When one rank cannot load
+    ``path.resume_state``. States load on the CPU with ``weights_only=True``. When one rank cannot load
     the state, every rank stops with the same one-line error.
 
     Args:
@@ -409,8 +362,7 @@ def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         The training state dict, or ``None`` to start from scratch.
 
     Raises:
-        CheckpointError: The chosen state (or ``path.resume_state``) is missing or not a training state on some rank
-            (:class:`MissingCheckpointError`, :class:`NotATrainingStateError`).
+        CheckpointError: The chosen state (or ``path.resume_state``) is missing or not a training state on some rank.
     """
     import torch.distributed as dist
     from basicsr.utils import check_resume
@@ -459,14 +411,14 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _differences(stored: Dict[str, Any], current: Dict[str, Any], where: str, recurse: bool = True) -> List[str]:
+def _differences(stored: Dict[str, Any], current: Dict[str, Any], where: str = '') -> List[str]:
     lines = []
     for key in sorted(set(stored) | set(current), key=str):
         old, new = stored.get(key), current.get(key)
-        if recurse and isinstance(old, dict) and isinstance(new, dict):
-            lines.extend(_differences(old, new, f'{where}.{key}'))
+        if isinstance(old, dict) and isinstance(new, dict):
+            lines.extend(_differences(old, new, f'{where}{key}.'))
         elif _plain(old) != _plain(new):
-            lines.append(f'{where}.{key}: {_plain(old)} in the state -> {_plain(new)} in the option file')
+            lines.append(f'{where}{key}: {_plain(old)} in the state -> {_plain(new)} in the option file')
     return lines
 
 
@@ -484,6 +436,7 @@ class CheckpointHooks:
       from the option file, replayed to the resumed iteration, with each difference listed in the log.
     """
 
+    @master_only
     def save_network(self, net: Any, net_label: str, current_iter: Any, param_key: Any = 'params') -> None:
         """Save one network (or several under several keys) to ``models/<net_label>_<iter>.pth``, atomically.
 
@@ -496,10 +449,6 @@ class CheckpointHooks:
         Raises:
             CheckpointSaveError: The file could not be written (one line with the path and the reason).
         """
-        from basicsr.utils.dist_util import get_dist_info
-
-        if get_dist_info()[0] != 0:
-            return
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]
         if len(nets) != len(keys):
@@ -509,6 +458,7 @@ class CheckpointHooks:
         label = 'latest' if current_iter == -1 else current_iter
         atomic_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 
+    @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
         """Save optimizers, schedulers, the recorded options and, in ``basicsr train``, the data position (so that a
         resume continues the epoch: :meth:`~restormer_arch.models.training_hooks.TrainingRun.position`) to
@@ -518,14 +468,14 @@ class CheckpointHooks:
             epoch: The epoch BasicSR's loop is in.
             current_iter: The last *completed* iteration (a resume continues with the next one).
         """
-        from basicsr.utils.dist_util import get_dist_info
-
-        if current_iter == -1 or get_dist_info()[0] != 0:
+        if current_iter == -1:
             return
         run = getattr(self, 'run', None)
+        # BasicSR's MultiStepRestartLR keeps its milestones in a Counter; store {milestone: count} as a plain dict.
         state = {'epoch': epoch, 'iter': current_iter,
                  'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [_plain_scheduler_state(s.state_dict()) for s in self.schedulers],
+                 'schedulers': [{k: dict(v) if isinstance(v, dict) else v for k, v in s.state_dict().items()}
+                                for s in self.schedulers],
                  'options': {key: _plain(_option(self.opt, key)) for key in RECORDED_OPTIONS},
                  'data': run.position(epoch, current_iter) if run is not None else None}
         atomic_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
@@ -544,7 +494,7 @@ class CheckpointHooks:
 
         Raises:
             MissingCheckpointError: The file does not exist.
-            CheckpointLoadError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
+            CheckpointError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
                 non-strict load that would leave most of the network random.
         """
         label = next((key for key, value in vars(self).items() if value is net and key.startswith('net_')), '')
@@ -557,48 +507,50 @@ class CheckpointHooks:
         name = net.__class__.__name__
         expected = net.state_dict()
         state_dict, used_key, mismatch = check_checkpoint_fits(expected, load_path, strict, param_key, name)
-        logger = get_root_logger()
-        report = mismatch.describe(limit=6)
         loadable = {k: v for k, v in state_dict.items() if k in expected and expected[k].shape == v.shape}
         net.load_state_dict(loadable, strict=strict)
-        logger.info(f'{load_path}: loaded {used_key} into {name}, {mismatch.matched} of {len(expected)} tensors.')
+        absent = f' (no {param_key!r} in the file)' if param_key not in (None, used_key) else ''
+        logger = get_root_logger()
+        logger.info(f'{load_path}: loaded {used_key}{absent} into {name}, {mismatch.matched} of {len(expected)} '
+                    'tensors.')
         if mismatch:
-            logger.warning(f'{load_path}: not loaded into {name} (strict_load off): {report}')
+            logger.warning(f'{load_path}: not loaded into {name} (strict_load off): {mismatch.describe(limit=6)}')
 
     def resume_training(self, resume_state: Dict[str, Any]) -> None:
         """Continue a run from a training state: the option file's schedule wins, the optimizer keeps its moments.
 
         The learning rate of every iteration after the resume is the one an uninterrupted run of the *current* option
         file has: the scheduler is rebuilt from the file and replayed up to ``resume_state['iter']`` (whatever the
-        stored scheduler says: a state saved on a stop signal may have been one step ahead). Every difference between
-        the stored options/schedule and the file is logged as a warning.
+        stored scheduler says: a state saved on a stop signal may have been one step ahead); every optimizer
+        hyperparameter comes from the file too. Every difference between the options recorded in the state
+        (:data:`RECORDED_OPTIONS`) and the file is logged as a warning.
 
         Args:
             resume_state: What :func:`load_resume_state` returned.
 
         Raises:
-            CheckpointLoadError: The state has another number of optimizers/schedulers than this model.
+            CheckpointError: The state has another number of optimizers/schedulers than this model.
         """
         optimizers, schedulers = resume_state['optimizers'], resume_state.get('schedulers', [])
         if len(optimizers) != len(self.optimizers) or len(schedulers) != len(self.schedulers):
-            raise CheckpointLoadError(
+            raise CheckpointError(
                 f'the training state has {len(optimizers)} optimizer(s) and {len(schedulers)} scheduler(s), this '
                 f'model {len(self.optimizers)} and {len(self.schedulers)}: it was saved by another model_type.')
-        changes = []
-        if resume_state.get('options'):  # states written by BasicSR itself or before this feature have none
-            current = {key: _option(self.opt, key) for key in RECORDED_OPTIONS}
-            changes += [line.replace('options.', '', 1)
-                        for line in _differences(resume_state['options'], current, 'options')]
         for index, (optimizer, stored) in enumerate(zip(self.optimizers, optimizers)):
-            changes += _load_optimizer_keeping_hyperparameters(optimizer, stored, index)
-        for index, (scheduler, stored) in enumerate(zip(self.schedulers, schedulers)):
-            fresh = _plain_scheduler_state(scheduler.state_dict())
-            stored = {k: v for k, v in stored.items() if k not in SCHEDULER_PROGRESS}
-            changes += _differences(stored, {k: v for k, v in fresh.items() if k not in SCHEDULER_PROGRESS},
-                                    f'scheduler[{index}]', recurse=False)
+            own = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
+            try:
+                optimizer.load_state_dict(stored)
+            except ValueError as err:
+                raise CheckpointError(f'the training state does not fit optimizer {index}: {err}') from None
+            for group, file_values in zip(optimizer.param_groups, own):
+                group.update(file_values)  # the moments come from the state, every hyperparameter from the file
         self._replay_schedule(int(resume_state['iter']))
         logger = get_root_logger()
-        if changes:
+        changes = _differences(resume_state.get('options') or {}, {k: _option(self.opt, k) for k in RECORDED_OPTIONS})
+        if not resume_state.get('options'):  # written by BasicSR itself, whose resume keeps the state's schedule
+            logger.warning('Resume: the training state records no options; the learning rate, schedule and optimizer '
+                           'settings come from the option file.')
+        elif changes:
             logger.warning('Resume: the option file differs from the training state; the option file wins (the '
                            'schedule is recomputed from it for every iteration):\n\t' + '\n\t'.join(changes))
         logger.info(f'Resume: learning rate(s) at iteration {resume_state["iter"]}: '
@@ -614,30 +566,8 @@ class CheckpointHooks:
                 self.update_learning_rate(current, warmup_iter=warmup_iter)
 
 
-def _plain_scheduler_state(state: Dict[str, Any]) -> Dict[str, Any]:
-    # BasicSR's MultiStepRestartLR keeps its milestones in a Counter; store {milestone: count} as a plain dict.
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in state.items()}
-
-
-def _load_optimizer_keeping_hyperparameters(optimizer: torch.optim.Optimizer, stored: Dict[str, Any],
-                                            index: int) -> List[str]:
-    own = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
-    try:
-        optimizer.load_state_dict(stored)
-    except ValueError as err:
-        raise CheckpointLoadError(f'the training state does not fit optimizer {index}: {err}') from None
-    changes = []
-    for group_index, (group, file_values) in enumerate(zip(optimizer.param_groups, own)):
-        for key, value in file_values.items():
-            if key != 'lr' and key in group and _plain(group[key]) != _plain(value):
-                changes.append(f'optimizer[{index}].param_groups[{group_index}].{key}: {_plain(group[key])} in the '
-                               f'state -> {_plain(value)} in the option file')
-            group[key] = value
-    return changes
-
-
 def check_checkpoint_fits(expected: Dict[str, torch.Tensor], load_path: str, strict: bool,
-                          param_key: Optional[str], name: str, log: bool = True) -> tuple:
+                          param_key: Optional[str], name: str) -> tuple:
     """Read ``path.pretrain_network_*`` and check it against a network's state dict, without loading it.
 
     Shared by :meth:`CheckpointHooks.load_network` and the option check (which runs it on a network built on the meta
@@ -647,45 +577,31 @@ def check_checkpoint_fits(expected: Dict[str, torch.Tensor], load_path: str, str
         expected: The network's ``state_dict()`` (only names and shapes are used).
         load_path: The checkpoint file.
         strict: ``path.strict_load_*``: any difference is an error.
-        param_key: ``path.param_key_*``.
+        param_key: ``path.param_key_*``; when the file has no such entry, :func:`param_entry`'s choice.
         name: The network's class name, for messages.
-        log: Log which entry was used when ``param_key`` is absent (False before the logger is set up).
 
     Returns:
         ``(state_dict, used_key, mismatch)``.
 
     Raises:
         MissingCheckpointError: The file does not exist.
-        CheckpointLoadError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
+        CheckpointError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
             non-strict load that would leave most of the network random.
     """
-    try:
-        state_dict, used_key = _read_parameters(load_path, param_key, log)
-    except FileNotFoundError as err:
-        raise MissingCheckpointError(str(err)) from None
-    except CheckpointError as err:
-        raise CheckpointLoadError(str(err)) from None
+    # Read without load_state_dict's log line: load_network reports what it loaded, in the run's log.
+    state_dict, used_key = find_state_dict(load_file(load_path, 'path.pretrain_network_*'), load_path, param_key,
+                                           fallback=True)
     mismatch = compare_state_dicts(expected, state_dict)
     report = mismatch.describe(limit=6)
     if mismatch and strict:
-        raise CheckpointLoadError(
+        raise CheckpointError(
             f'{load_path} [{used_key}] does not match network {name}: {report}. The checkpoint was made for '
             'another configuration: check network_g (LayerNorm_type BiasFree for denoising, '
             'inp_channels/out_channels 1 for gray, inp_channels 6 + dual_pixel_task for dual-pixel), or set '
             'path.strict_load_g: false to load the matching part only.')
     if mismatch.matched < MIN_LOADED_FRACTION * len(expected):
-        raise CheckpointLoadError(
+        raise CheckpointError(
             f'{load_path} [{used_key}] fills only {mismatch.matched} of the {len(expected)} tensors of {name} '
             f'({report}); training would start from mostly random weights. Check that the file was saved from '
             'this architecture and these network_g options.')
     return state_dict, used_key, mismatch
-
-
-def _read_parameters(load_path: str, param_key: Optional[str], log: bool = True) -> tuple:
-    checkpoint = load_file(load_path, 'path.pretrain_network_*')
-    # An absent param_key falls back to the rule every command uses (param_entry).
-    state_dict, entry = find_state_dict(checkpoint, load_path,
-                                        param_key if param_entry(checkpoint, param_key) == param_key else None)
-    if param_key not in (None, entry) and log:
-        get_root_logger().info(f'{load_path} has no {param_key!r} entry; using {entry!r} (as basicsr restore does).')
-    return state_dict, entry

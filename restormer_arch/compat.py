@@ -21,7 +21,8 @@ Behaviour we *add* to BasicSR's training pipeline (data position on resume, save
 the dry forward check ...) lives in :mod:`restormer_arch.models.training_hooks`, applied by ``basicsr train`` only;
 checkpoint methods in :mod:`restormer_arch.checkpoint`.
 
-Call :func:`apply` again to re-apply the shims (it is idempotent); :data:`APPLIED` lists what was done.
+Call :func:`apply` again to re-apply the shims (it is idempotent); :data:`APPLIED` names what was patched (the reasons:
+above and in ``docs/compat.md``).
 """
 import functools
 import importlib
@@ -75,8 +76,7 @@ def resolve_dist_backend(requested: Optional[str] = None) -> str:
     """
     if requested == 'nccl' and not torch.cuda.is_available():
         warnings.warn('dist_params.backend: nccl needs CUDA, which is not available here; using gloo.', stacklevel=2)
-        return 'gloo'
-    if requested:
+    elif requested:
         return requested
     return 'nccl' if torch.cuda.is_available() else 'gloo'
 
@@ -185,11 +185,10 @@ def _get_optimizer(self: Any, optim_type: str, params: Any, lr: float, **kwargs:
 
 def _int_jpeg_quality(add_jpg_compression: Callable[..., Any]) -> Callable[..., Any]:
     # OpenCV >= 4.5.5 rejects a float JPEG quality, which `random_add_jpg_compression` passes (XPixelGroup/BasicSR#578).
+    @functools.wraps(add_jpg_compression)  # also sets __wrapped__, by which apply() sees the shim is in place
     def wrapper(img: Any, quality: float = 90) -> Any:
         return add_jpg_compression(img, int(quality))
 
-    wrapper.__wrapped__ = add_jpg_compression
-    wrapper.__doc__ = add_jpg_compression.__doc__
     return wrapper
 
 
@@ -208,14 +207,8 @@ def _patch_basicsr() -> None:
     BaseModel.get_optimizer = _get_optimizer
     if not hasattr(degradations.add_jpg_compression, '__wrapped__'):
         degradations.add_jpg_compression = _int_jpeg_quality(degradations.add_jpg_compression)
-    APPLIED.extend([
-        'basicsr.train.load_resume_state (loads on CPU; BasicSR maps storages to the current CUDA device)',
-        'basicsr.utils.dist_util._init_dist_pytorch/_init_dist_slurm (gloo on CPU, dist_params.backend, one port per '
-        'Slurm job)',
-        'BaseModel.model_to_device (no CUDA device_ids on CPU)',
-        'BaseModel.get_optimizer (AdamW and any torch.optim class)',
-        'degradations.add_jpg_compression (int JPEG quality for OpenCV >= 4.5.5)',
-    ])
+    APPLIED.extend(['basicsr.train.load_resume_state', 'dist_util._init_dist_pytorch', 'dist_util._init_dist_slurm',
+                    'BaseModel.model_to_device', 'BaseModel.get_optimizer', 'degradations.add_jpg_compression'])
 
 
 def apply() -> List[str]:

@@ -839,7 +839,7 @@ def cli_train_typo_num_gpus(tmp):
 
 @case(OptionsError, 'Dataset_PairedImage "train"', 'gt/b.png" is corrupt (a PNG without its IHDR header)',
       'replace or remove it')
-def cli_train_corrupt_image(tmp):  # one line, no traceback (training_hooks.DatasetError)
+def cli_train_corrupt_image(tmp):  # one line, no traceback (the option check builds the dataset)
     opt = base_options(tmp)
     (tmp / 'train' / 'gt' / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 100)
     write_options(tmp, opt)

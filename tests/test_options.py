@@ -309,6 +309,23 @@ def test_a_pretrained_network_that_cannot_load_is_refused_before_any_folder(tmp_
     capsys.readouterr()
 
 
+def test_the_option_check_reads_the_entry_the_training_load_reads(tmp_path, monkeypatch):
+    """Unset path.param_key_g: params_ema first (what validation scored), in the check as in load_network."""
+    monkeypatch.chdir(tmp_path)
+    options = load_options(str(REPO_ROOT / 'options' / 'Deraining.yml'))
+    _save_matching_checkpoint(dict(options['network_g'], LayerNorm_type='BiasFree'), tmp_path / 'other.pth')
+    _save_matching_checkpoint(options['network_g'], tmp_path / 'mine.pth')
+    torch.save({'params': torch.load(tmp_path / 'other.pth')['params'],
+                'params_ema': torch.load(tmp_path / 'mine.pth')['params']}, tmp_path / 'both.pth')
+    path = tmp_path / 'both.yml'
+    text = (REPO_ROOT / 'options' / 'Deraining.yml').read_text()
+    path.write_text(text.replace('pretrain_network_g: ~', f'pretrain_network_g: {tmp_path / "both.pth"}'))
+    check_file(str(path), True, data=False)  # params_ema fits the network; params (another configuration) is unused
+    path.write_text(path.read_text().replace('pretrain_network_g:', 'param_key_g: params\n  pretrain_network_g:'))
+    with pytest.raises(OptionsError, match='pretrain_network_g'):
+        check_file(str(path), True, data=False)  # named explicitly: params, which does not fit
+
+
 def test_demo_photos_are_prepared_where_demo_yml_reads_them(tmp_path):
     spec = importlib.util.spec_from_file_location('prepare_demo', REPO_ROOT / 'datasets' / 'prepare_demo.py')
     prepare_demo = importlib.util.module_from_spec(spec)

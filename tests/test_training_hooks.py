@@ -12,7 +12,7 @@ from basicsr.models import build_model
 from basicsr.models.base_model import BaseModel
 
 from restormer_arch import checkpoint
-from restormer_arch.checkpoint import CheckpointHooks, CheckpointLoadError
+from restormer_arch.checkpoint import CheckpointError, CheckpointHooks
 from restormer_arch.models import training_hooks
 from restormer_arch.models.training_hooks import RunError
 from tests import test_models
@@ -205,6 +205,13 @@ def test_resume_follows_the_edited_schedule_and_lists_the_changes(tmp_path, basi
     assert changes and '10' in changes[0]  # periods and total_iter are both listed
 
 
+def test_resume_from_a_state_without_recorded_options_warns_that_the_file_wins(tmp_path, basicsr_log):
+    state = _state(build_model(make_opt(tmp_path)), 1)
+    del state['options']  # as BasicSR's own save_training_state writes it
+    build_model(make_opt(tmp_path)).resume_training(state)
+    assert any('records no options' in m for m in basicsr_log)
+
+
 def test_resume_after_a_signal_save_continues_the_uninterrupted_schedule(tmp_path):
     """The stop signal is seen inside iteration 7, after its scheduler step: the state of iteration 6 is saved."""
     train = {'total_iter': 12, 'warmup_iter': 4,
@@ -231,7 +238,7 @@ def test_resume_refuses_a_state_of_another_model_type(tmp_path):
     model = build_model(make_opt(tmp_path))
     state = _state(model, 1)
     state['optimizers'].append(state['optimizers'][0])
-    with pytest.raises(CheckpointLoadError):
+    with pytest.raises(CheckpointError):
         model.resume_training(state)
 
 
@@ -267,7 +274,7 @@ def test_non_strict_pretrain_that_fills_too_little_is_refused(tmp_path, basicsr_
     torch.save({'params': other}, path)
     opt = make_opt(tmp_path, is_train=False)
     opt['path'].update(pretrain_network_g=str(path), strict_load_g=False)
-    with pytest.raises(CheckpointLoadError):
+    with pytest.raises(CheckpointError):
         build_model(opt)
     # More than half matches: loaded, and what was left out is reported.
     torch.manual_seed(5)

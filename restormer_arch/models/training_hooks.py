@@ -38,25 +38,6 @@ class RunError(Exception):
     """A problem with the user's run (options, files, disk) that ``basicsr train`` reports in one line, no traceback."""
 
 
-class DatasetError(RunError, ValueError):
-    """A dataset cannot be built from the user's options and files (bad image, pairing, option); message as raised."""
-
-
-class MissingDataError(RunError, FileNotFoundError):
-    """A folder, LMDB or file named by a dataset's options does not exist; message as raised."""
-
-
-def _as_run_error(err: Exception) -> Exception:
-    # The datasets check the user's files and options up front and raise ValueError/FileNotFoundError with a message
-    # that names the file or key; keep the type (callers may catch it) and add RunError so basicsr train prints one
-    # line instead of a traceback.
-    if isinstance(err, FileNotFoundError):
-        return MissingDataError(str(err))
-    if isinstance(err, ValueError) and not isinstance(err, RunError):
-        return DatasetError(str(err))
-    return err
-
-
 # ---------------------------------------------------------------------------------------------------- the run
 def remaining_indices(position: Dict[str, int], world_size: int, rank: int) -> List[int]:
     """This rank's share of the images an interrupted epoch had not reached (dataset indices, in order).
@@ -282,11 +263,6 @@ def _exact_epoch_count(opt: Dict[str, Any], run: TrainingRun, planned: int, tota
     return exact
 
 
-def _folders_of(opt: Dict[str, Any]) -> List[str]:
-    skip = ('strict_load', 'pretrain_network', 'resume', 'param_key')
-    return [p for key, p in opt['path'].items() if isinstance(p, str) and not any(s in key for s in skip)]
-
-
 @contextmanager
 def applied(run: TrainingRun) -> Iterator[TrainingRun]:
     """Apply our additions to BasicSR's training pipeline while the block runs (``basicsr train`` wraps the pipeline).
@@ -303,31 +279,26 @@ def applied(run: TrainingRun) -> Iterator[TrainingRun]:
     import basicsr.train as train
     from basicsr.models.base_model import BaseModel
 
-    saved = {name: BaseModel.__dict__.get(name) for name in _MODEL_HOOKS}
-    saved_train = {name: getattr(train, name) for name in _PIPELINE_HOOKS}
+    names = ('save_network', 'save_training_state', 'load_network', 'resume_training', '_replay_schedule')
+    hooks = {(BaseModel, name): getattr(CheckpointHooks, name) for name in names}
+    hooks.update({(train, name): hook for name, hook in _pipeline_hooks(run, dict(vars(train))).items()})
+    saved = {(owner, name): vars(owner).get(name) for owner, name in hooks}  # None: BaseModel has no such method
     try:
-        _install(run, train, BaseModel, dict(saved_train))
+        for (owner, name), hook in hooks.items():
+            setattr(owner, name, hook)
         yield run
     finally:
-        for name, value in saved.items():
+        for (owner, name), value in saved.items():
             if value is None:
-                delattr(BaseModel, name)
+                delattr(owner, name)
             else:
-                setattr(BaseModel, name, value)
-        for name, value in saved_train.items():
-            setattr(train, name, value)
+                setattr(owner, name, value)
 
 
-_MODEL_HOOKS = ('save_network', 'save_training_state', 'load_network', 'resume_training', '_replay_schedule')
-_PIPELINE_HOOKS = ('load_resume_state', 'create_train_val_dataloader', 'build_model', 'build_dataloader',
-                   'make_exp_dirs', 'mkdir_and_rename')
-
-
-def _install(run: TrainingRun, train: Any, base_model: Any, originals: Dict[str, Any]) -> None:
+def _pipeline_hooks(run: TrainingRun, originals: Dict[str, Any]) -> Dict[str, Callable[..., Any]]:
+    # `originals`: a copy of basicsr.train's namespace before the hooks, so each hook calls BasicSR's own function.
     from basicsr.utils.dist_util import master_only
 
-    for name in _MODEL_HOOKS:
-        setattr(base_model, name, getattr(CheckpointHooks, name))
     resumed = {}
 
     def load_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -335,11 +306,9 @@ def _install(run: TrainingRun, train: Any, base_model: Any, originals: Dict[str,
         return resumed['state']
 
     def create_loaders(opt: Dict[str, Any], logger: Any) -> Any:
-        try:
-            train_loader, sampler, val_loaders, total_epochs, total_iters = originals['create_train_val_dataloader'](
-                opt, logger)
-        except (ValueError, FileNotFoundError) as err:
-            raise _as_run_error(err) from err
+        # A dataset that cannot be built was refused (one line, exit 2) by the option check, which builds them all.
+        train_loader, sampler, val_loaders, total_epochs, total_iters = originals['create_train_val_dataloader'](
+            opt, logger)
         run.train_loader, run.train_sampler = train_loader, sampler
         if train_loader is not None:
             train_loader.sampler.position = run.resume_data(resumed.get('state'), train_loader.dataset, logger)
@@ -361,7 +330,8 @@ def _install(run: TrainingRun, train: Any, base_model: Any, originals: Dict[str,
             return originals['make_exp_dirs'](opt)
         print(f'auto_resume: no usable training state in {opt["path"]["experiments_root"]}; starting from '
               'iteration 0 in the same folder.', flush=True)
-        for folder in _folders_of(opt):
+        skip = ('strict_load', 'pretrain_network', 'resume', 'param_key')
+        for folder in [p for key, p in opt['path'].items() if isinstance(p, str) and not any(s in key for s in skip)]:
             os.makedirs(folder, exist_ok=True)
 
     def mkdir_and_rename(path: str) -> None:
@@ -370,9 +340,6 @@ def _install(run: TrainingRun, train: Any, base_model: Any, originals: Dict[str,
         else:
             originals['mkdir_and_rename'](path)
 
-    train.load_resume_state = load_state
-    train.create_train_val_dataloader = create_loaders
-    train.build_dataloader = build_dataloader
-    train.build_model = lambda opt: run.attach(originals['build_model'](opt))
-    train.make_exp_dirs = make_exp_dirs
-    train.mkdir_and_rename = mkdir_and_rename
+    return {'load_resume_state': load_state, 'create_train_val_dataloader': create_loaders,
+            'build_dataloader': build_dataloader, 'build_model': lambda opt: run.attach(originals['build_model'](opt)),
+            'make_exp_dirs': make_exp_dirs, 'mkdir_and_rename': mkdir_and_rename}

@@ -184,8 +184,7 @@ def _build_weights(opt: Dict[str, Any], built: Built) -> None:
             suffix = key[len('pretrain_network_'):]
             with building(f'path.{key}'):
                 check_checkpoint_fits(network.state_dict(), value, path_opt.get(f'strict_load_{suffix}', True),
-                                      path_opt.get(f'param_key_{suffix}', 'params'), type(network).__name__,
-                                      log=False)
+                                      path_opt.get(f'param_key_{suffix}'), type(network).__name__)
 
 
 def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
