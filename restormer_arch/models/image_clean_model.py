@@ -4,13 +4,14 @@ import time
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.base_model import BaseModel
+from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
@@ -40,9 +41,8 @@ DEFAULT_GRAD_CLIP_NORM = 0.01
 DEFAULT_MAX_NONFINITE_STEPS = 10
 
 
-
 @MODEL_REGISTRY.register()
-class ImageCleanModel(CheckpointHooks, BaseModel):
+class ImageCleanModel(CheckpointHooks, SRModel):
     """Restoration model of Restormer: L1 (or any loss), AdamW, cyclic cosine LR, progressive patches, mixup.
 
     Works with any network in BasicSR's ``ARCH_REGISTRY`` (``network_g``). Options beyond BasicSR's ``SRModel``:
@@ -60,14 +60,15 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
     - ``val.pbar`` (default: on in ``basicsr test``, off in training): a progress bar per dataset (images, ETA).
     - ``train.save_on_signal`` (default true, ``basicsr train`` only): SIGTERM/SIGINT save a state and exit.
 
-    Checkpoints (saving, ``path.pretrain_network_g`` of any layout, resume) come from :class:`CheckpointHooks`.
+    Checkpoints (saving, ``path.pretrain_network_g`` of any layout, resume) come from :class:`CheckpointHooks`; rank-0
+    validation, the visuals, the validation log and :meth:`save` (``params`` and ``params_ema``) from ``SRModel``.
 
     Args:
         opt: The parsed BasicSR options.
     """
 
     def __init__(self, opt: Dict[str, Any]) -> None:
-        super().__init__(opt)
+        BaseModel.__init__(self, opt)  # not SRModel's: the network is built here, with the performance options
         self.performance = dict(opt.get('performance') or {})
         self.precision = self.performance.get('precision', 'fp32')
         half = resolve_precision(self.precision) == torch.float16
@@ -77,7 +78,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
             # Correct but slow: CPUs have no fast fp16 convolutions (measured ~20x slower than fp32 at dim 48).
             get_root_logger().warning('performance.precision: fp16 on a CPU is correct but about 20x slower than '
                                       'fp32; use bf16 on a CPU (fp16 is for GPUs).')
-        network = build_network(deepcopy(opt['network_g'])).to(self.device)
+        network = build_network(opt['network_g']).to(self.device)
         # channels_last and torch.compile from `performance:`; checkpoints keep the plain module's keys because
         # self.net_g stays the (DDP-wrapped) module and only the forward goes through the compiled wrapper.
         apply_performance_options(network, {k: v for k, v in self.performance.items() if k != 'compile'})
@@ -110,7 +111,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         if self.ema_decay > 0:
             logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
             # The EMA copy only validates and is saved: it is never wrapped in DDP.
-            self.net_g_ema = build_network(deepcopy(self.opt['network_g'])).to(self.device)
+            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
             load_path = self.opt['path'].get('pretrain_network_g')
             if load_path is not None:
                 self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
@@ -119,7 +120,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
             self.net_g_ema.eval()
 
         pixel_opt = train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT
-        self.cri_pix = build_loss(deepcopy(pixel_opt)).to(self.device)
+        self.cri_pix = build_loss(pixel_opt).to(self.device)
         self.use_grad_clip = bool(train_opt.get('use_grad_clip', False))
         max_nonfinite = int(train_opt.get('max_nonfinite_steps', DEFAULT_MAX_NONFINITE_STEPS))
         self.nonfinite_guard = NonFiniteLossGuard(max_nonfinite)
@@ -350,13 +351,6 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
             self._compiled_test_net = compile_for_inference(net)
         return self._compiled_test_net
 
-    def get_current_visuals(self) -> Dict[str, Tensor]:
-        """``lq``, ``result`` and (if fed) ``gt`` of the last batch, on the CPU."""
-        out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())
-        if hasattr(self, 'gt'):
-            out['gt'] = self.gt.detach().cpu()
-        return out
-
     def validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool = False) -> None:
         """Validate on ``dataloader`` (see :meth:`nondist_validation`).
 
@@ -372,11 +366,6 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
                                            f'{total_iter}.')
                     return
         super().validation(dataloader, current_iter, tb_logger, save_img)
-
-    def dist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
-        """Validate on rank 0 only (as BasicSR's SRModel)."""
-        if self.opt['rank'] == 0:
-            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
 
     def _image_path(self, dataset_name: str, img_name: str, current_iter: Any) -> str:
         val_opt = self.opt['val']
@@ -420,7 +409,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
                     save_val_image(restored, self._image_path(dataset_name, img_name, current_iter))
                 if 'gt' in visuals and metrics_opt:
                     gt_img = to_metric_image(visuals['gt'][i], dtype)
-                    values = {name: calculate_metric({'img': restored, 'img2': gt_img}, deepcopy(metric_opt))
+                    values = {name: calculate_metric({'img': restored, 'img2': gt_img}, metric_opt)
                               for name, metric_opt in metrics_opt.items()}
                     if table is not None:
                         table.add(dataset_name, img_name, values)
@@ -428,8 +417,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
                         totals[name] += values[name]
                         if log_input:
                             lq_img = to_metric_image(visuals['lq'][i], dtype)
-                            input_totals[name] += calculate_metric({'img': lq_img, 'img2': gt_img},
-                                                                   deepcopy(metric_opt))
+                            input_totals[name] += calculate_metric({'img': lq_img, 'img2': gt_img}, metric_opt)
                     scored += 1
                 count += 1
             bar.update(visuals['result'].shape[0])
@@ -496,22 +484,3 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         if tb_logger:
             for name, value in values.items():
                 tb_logger.add_scalar(f'metrics/{dataset_name}/input_{name}', value, 0)
-
-    def _log_validation_metric_values(self, current_iter: Any, dataset_name: str, tb_logger: Any) -> None:
-        lines: List[str] = [f'Validation {dataset_name}']
-        for name, value in self.metric_results.items():
-            best = self.best_metric_results[dataset_name][name]
-            lines.append(f'\t # {name}: {value:.4f}\tBest: {best["val"]:.4f} @ {best["iter"]} iter')
-        get_root_logger().info('\n'.join(lines))
-        if tb_logger:
-            for name, value in self.metric_results.items():
-                tb_logger.add_scalar(f'metrics/{dataset_name}/{name}', value, current_iter)
-
-    def save(self, epoch: int, current_iter: int) -> None:
-        """Save ``net_g`` (and ``params_ema``) plus the training state."""
-        if hasattr(self, 'net_g_ema'):
-            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
-        else:
-            self.save_network(self.net_g, 'net_g', current_iter)
-        self.save_training_state(epoch, current_iter)
-
