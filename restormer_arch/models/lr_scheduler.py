@@ -40,15 +40,9 @@ class CosineAnnealingRestartCyclicLR(_LRScheduler):
         self.cumulative_period = [sum(self.periods[:i + 1]) for i in range(len(self.periods))]
         super().__init__(optimizer, last_epoch)
 
-    def _cycle(self, step: int) -> int:
-        for i, end in enumerate(self.cumulative_period):
-            if step <= end:
-                return i
-        return len(self.periods) - 1
-
     def lr_at(self, step: int, base_lr: float) -> float:
         """Closed-form learning rate after ``step`` scheduler steps, for one ``base_lr``."""
-        i = self._cycle(step)
+        i = next((i for i, end in enumerate(self.cumulative_period) if step <= end), len(self.periods) - 1)
         start = self.cumulative_period[i] - self.periods[i]
         progress = min(step - start, self.periods[i]) / self.periods[i]
         eta_min = self.eta_mins[i]
