@@ -219,15 +219,13 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         else:
             self.__dict__.pop('gt', None)
 
-    def _devices_per_process(self) -> int:
-        # The stage's batch is per device; only DataParallel (one process, several GPUs) feeds more than one.
-        num_gpu = self.opt.get('num_gpu', 0)
-        return num_gpu if not self.opt.get('dist', False) and num_gpu > 1 else 1
-
     def _prepare_train_batch(self, current_iter: int) -> None:
         if self.progressive is not None:
-            self.lq, self.gt, stage = self.progressive.apply(self.lq, self.gt, current_iter,
-                                                             self._devices_per_process(), self.opt.get('scale', 1))
+            # The stage's batch is per device; only DataParallel (one process, several GPUs) feeds more than one.
+            num_gpu = self.opt.get('num_gpu', 0)
+            devices = num_gpu if not self.opt.get('dist', False) and num_gpu > 1 else 1
+            self.lq, self.gt, stage = self.progressive.apply(self.lq, self.gt, current_iter, devices,
+                                                             self.opt.get('scale', 1))
             if stage.index != self._stage_index:
                 self._stage_index = stage.index
                 get_root_logger().info(
@@ -368,11 +366,7 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         super().validation(dataloader, current_iter, tb_logger, save_img)
 
     def _image_path(self, dataset_name: str, img_name: str, current_iter: Any) -> str:
-        val_opt = self.opt['val']
-        if self.opt['is_train']:
-            tag = current_iter
-        else:
-            tag = val_opt.get('suffix') or self.opt['name']
+        tag = current_iter if self.opt['is_train'] else self.opt['val'].get('suffix') or self.opt['name']
         return osp.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{tag}.png')
 
     def nondist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
@@ -391,11 +385,15 @@ class ImageCleanModel(CheckpointHooks, SRModel):
             self._initialize_best_metric_results(dataset_name)
         totals = {name: 0.0 for name in metrics_opt}
         input_totals = {name: 0.0 for name in metrics_opt}
-        log_input = self.opt['val'].get('log_input_metrics', False) and not self._input_logged(dataset_name)
+        log_input = (self.opt['val'].get('log_input_metrics', False)
+                     and dataset_name not in getattr(self, 'input_metric_results', {}))
         table = self._results_table(current_iter, dataset_name) if metrics_opt else None
         dtype = self.opt['val'].get('image_dtype', 'uint8')
         count, scored, non_finite = 0, 0, []
-        bar = self._progress_bar(dataloader, dataset_name)
+        # Images done and ETA on stderr; val.pbar (default: on in basicsr test, off in training) turns it on or off.
+        bar = tqdm(total=len(dataloader.dataset), unit='image', file=sys.stderr, dynamic_ncols=True,
+                   desc=f'{"Validation" if self.opt["is_train"] else "Test"} {dataset_name}',
+                   disable=not self.opt['val'].get('pbar', not self.opt['is_train']))
         for val_data in dataloader:
             self.feed_data(val_data)
             self.test()
@@ -447,14 +445,6 @@ class ImageCleanModel(CheckpointHooks, SRModel):
             get_root_logger().info(f'Metrics table ({table.md_path}, per image: {table.csv_path}):\n'
                                    + table.markdown())
 
-    def _progress_bar(self, dataloader: Any, dataset_name: str) -> tqdm:
-        """Images done and ETA of one dataset on stderr; ``val.pbar`` (default: on in ``basicsr test``, off in
-        training) turns it on or off."""
-        enabled = bool(self.opt['val'].get('pbar', not self.opt['is_train']))
-        phase = 'Validation' if self.opt['is_train'] else 'Test'
-        return tqdm(total=len(dataloader.dataset), unit='image', desc=f'{phase} {dataset_name}', disable=not enabled,
-                    file=sys.stderr, dynamic_ncols=True)
-
     def _results_table(self, current_iter: Any, dataset_name: str) -> Optional[ResultsTable]:
         """The per-image table of this test run / validation round, or None when ``val.metrics_table`` is off."""
         val_opt = self.opt['val']
@@ -471,14 +461,9 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         table.start_dataset(dataset_name)
         return table
 
-    def _input_logged(self, dataset_name: str) -> bool:
-        return dataset_name in getattr(self, 'input_metric_results', {})
-
     def _log_input_metrics(self, dataset_name: str, values: Dict[str, float], tb_logger: Any) -> None:
         # The degraded input's score is the baseline the restoration must beat (e.g. the noisy PSNR).
-        if not hasattr(self, 'input_metric_results'):
-            self.input_metric_results = {}
-        self.input_metric_results[dataset_name] = values
+        self.input_metric_results = {**getattr(self, 'input_metric_results', {}), dataset_name: values}
         get_root_logger().info(f'Validation {dataset_name} (degraded input, no network)\n' + ''.join(
             f'\t # {name}: {value:.4f}\n' for name, value in values.items()))
         if tb_logger:
