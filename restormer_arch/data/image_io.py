@@ -163,16 +163,10 @@ def _strip_exif_header(exif: Optional[bytes]) -> Optional[bytes]:
 
 
 def _split_channels(raw: np.ndarray, gray: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    if raw.ndim == 2:
-        return raw[..., None], None
-    alpha = None
-    if raw.shape[2] == 4:
-        raw, alpha = raw[..., :3], raw[..., 3]
-    elif raw.shape[2] == 2:
-        raw, alpha = raw[..., :1], raw[..., 1]
-    if raw.shape[2] == 3 and gray:
-        raw = raw[..., :1]  # OpenCV expands gray + alpha to BGRA: the three channels are equal
-    return np.ascontiguousarray(raw), None if alpha is None else np.ascontiguousarray(alpha)
+    raw = raw[..., None] if raw.ndim == 2 else raw
+    alpha = raw[..., -1] if raw.shape[2] in (2, 4) else None  # gray + alpha, BGRA
+    colors = 1 if raw.shape[2] <= 2 or gray else 3  # OpenCV expands gray + alpha to BGRA: the three are equal
+    return np.ascontiguousarray(raw[..., :colors]), None if alpha is None else np.ascontiguousarray(alpha)
 
 
 def _orient(img: np.ndarray, orientation: int) -> np.ndarray:

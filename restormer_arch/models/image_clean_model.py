@@ -219,13 +219,15 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         else:
             self.__dict__.pop('gt', None)
 
+    def _devices_per_process(self) -> int:
+        # The stage's batch is per device; only DataParallel (one process, several GPUs) feeds more than one.
+        num_gpu = self.opt.get('num_gpu', 0)
+        return num_gpu if not self.opt.get('dist', False) and num_gpu > 1 else 1
+
     def _prepare_train_batch(self, current_iter: int) -> None:
         if self.progressive is not None:
-            # The stage's batch is per device; only DataParallel (one process, several GPUs) feeds more than one.
-            num_gpu = self.opt.get('num_gpu', 0)
-            devices = num_gpu if not self.opt.get('dist', False) and num_gpu > 1 else 1
-            self.lq, self.gt, stage = self.progressive.apply(self.lq, self.gt, current_iter, devices,
-                                                             self.opt.get('scale', 1))
+            self.lq, self.gt, stage = self.progressive.apply(self.lq, self.gt, current_iter,
+                                                             self._devices_per_process(), self.opt.get('scale', 1))
             if stage.index != self._stage_index:
                 self._stage_index = stage.index
                 get_root_logger().info(
