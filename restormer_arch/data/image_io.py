@@ -85,9 +85,7 @@ def read_file_bytes(path: Union[str, 'os.PathLike[str]']) -> bytes:
             return f.read()
     except FileNotFoundError as err:
         raise ImageReadError(f'image "{path}" does not exist.') from err
-    except IsADirectoryError as err:
-        raise ImageReadError(f'image "{path}" is a folder, not an image file.') from err
-    except OSError as err:
+    except OSError as err:  # a folder, no permission ...: the system's reason
         raise ImageReadError(f'image "{path}" cannot be read: {err.strerror or err}.') from err
 
 

@@ -16,11 +16,13 @@ from .options import get_folder, get_phase
 from .sidd_mat import load_sidd_blocks
 
 
-def _load(path: str, key: Optional[str]) -> np.ndarray:
-    # load_sidd_blocks's errors name the file; the dataset's option key is added where it is built.
-    blocks = load_sidd_blocks(path, key)
+def _load(path: str, key: Optional[str], option: str) -> np.ndarray:
+    try:
+        blocks = load_sidd_blocks(path, key)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise type(err)(f'Dataset_SIDDBlocks {option}: {err}') from err
     if blocks.dtype != np.uint8:
-        raise ValueError(f'Dataset_SIDDBlocks: {path} holds {blocks.dtype} blocks; the SIDD sRGB files '
+        raise ValueError(f'Dataset_SIDDBlocks {option}: {path} holds {blocks.dtype} blocks; the SIDD sRGB files '
                          'hold uint8.')
     return blocks
 
@@ -54,10 +56,10 @@ class Dataset_SIDDBlocks(data.Dataset):  # noqa: N801  (named like the other Res
         if get_phase(opt, name) == 'train':
             raise ValueError(f'{name}: the SIDD validation blocks are for evaluation (val/test datasets); train on '
                              'SIDD-Medium crops with Dataset_PairedImage.')
-        self.noisy = _load(get_folder(opt, 'dataroot_lq', name), opt.get('key_lq'))
+        self.noisy = _load(get_folder(opt, 'dataroot_lq', name), opt.get('key_lq'), 'dataroot_lq')
         self.gt = None
         if opt.get('dataroot_gt') is not None:
-            self.gt = _load(get_folder(opt, 'dataroot_gt', name), opt.get('key_gt'))
+            self.gt = _load(get_folder(opt, 'dataroot_gt', name), opt.get('key_gt'), 'dataroot_gt')
             if self.gt.shape != self.noisy.shape:
                 raise ValueError(f'{name}: noisy blocks {self.noisy.shape} and ground truth {self.gt.shape} differ '
                                  'in shape; pass the matching Noisy and Gt block files.')
