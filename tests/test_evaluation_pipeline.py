@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from restormer_arch.data import Dataset_GaussianDenoising, Dataset_PairedImage, Dataset_SIDDBlocks
 from restormer_arch.errors import OptionsError
 from restormer_arch.models import ImageCleanModel
-from restormer_arch.models.results_table import ResultsTable, read_metrics_csv
+from restormer_arch.models.results_table import ResultsTable
 from restormer_arch.options import check_file
 from tests.test_models import make_opt
 
@@ -89,6 +89,13 @@ def run_test(workdir, opt_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     name = yaml.safe_load(opt_path.read_text())['name']
     return workdir / 'results' / name
+
+
+def read_metrics_csv(path):
+    """Rows of a metrics.csv (metric columns as floats)."""
+    with open(path, encoding='utf-8', newline='') as f:
+        return [{k: (v if k in ('dataset', 'image') else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def read_md(path):
@@ -311,7 +318,7 @@ def test_results_table_combined_rows(tmp_path):
     table.write()
     md = read_md(tmp_path / 'metrics.md')
     assert md['All']['psnr'] == 3.0 and md['Mean']['psnr'] == 4.0 and md['All']['count'] == 4
-    with pytest.raises(ValueError, match='weight must be one of'):
+    with pytest.raises(ValueError, match=r'\[0\]: expected .*weight: image or dataset'):
         ResultsTable(str(tmp_path), [{'name': 'x', 'datasets': ['a'], 'weight': 'median'}])
 
 

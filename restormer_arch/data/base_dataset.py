@@ -14,8 +14,8 @@ from .transforms import check_same_size, make_train_patches
 class FolderDataset(data.Dataset):
     """Aligned images in folders, a ``meta_info_file`` list or BasicSR LMDBs (``dataroot_<key>`` per folder).
 
-    Subclasses set :attr:`folder_keys` (GT last), :attr:`require_16bit`, and may override :meth:`read_flag` and
-    :meth:`configure` (their own options, checked before any file is listed).
+    Subclasses set :attr:`folder_keys` (GT last), :attr:`require_16bit`, and may override :meth:`read_flag` (default:
+    ``in_ch``) and :meth:`configure` (their own options, checked before any file is listed).
 
     Attributes:
         opt: The dataset options.
@@ -53,8 +53,11 @@ class FolderDataset(data.Dataset):
                      min_size=self.gt_size if no_padding else None)
 
     def read_flag(self, opt: Dict[str, Any], name: str) -> str:
-        """How the images are read: ``'color'`` unless a subclass says otherwise."""
-        return 'color'
+        """How the images are read: ``in_ch`` 3 (default) colour, 1 gray (stored as ``self.in_ch``)."""
+        self.in_ch = opt.get('in_ch', 3)
+        if self.in_ch not in (1, 3):
+            raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {self.in_ch!r}.')
+        return 'color' if self.in_ch == 3 else 'grayscale'
 
     def configure(self, opt: Dict[str, Any], name: str) -> None:
         """Check and store the subclass's own options (called before any file is listed)."""

@@ -113,13 +113,6 @@ class Dataset_GaussianDenoising(FolderDataset):  # noqa: N801  (official Restorm
 
     folder_keys = ('gt',)
 
-    def read_flag(self, opt: Dict[str, Any], name: str) -> str:
-        """``in_ch`` 3 reads colour, 1 gray (``dataroot_lq`` is ignored: the input is synthesised)."""
-        self.in_ch = opt.get('in_ch', 3)
-        if self.in_ch not in (1, 3):
-            raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {self.in_ch!r}.')
-        return 'color' if self.in_ch == 3 else 'grayscale'
-
     def configure(self, opt: Dict[str, Any], name: str) -> None:
         """Check the noise options; store ``noise_seed``."""
         check_sigma_options(opt, self.phase, name)
@@ -134,10 +127,9 @@ class Dataset_GaussianDenoising(FolderDataset):  # noqa: N801  (official Restorm
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         paths, (gt,) = self.read_sample(index)
-        path = paths['gt_path']
+        path, gt_t = paths['gt_path'], to_tensor(gt)
         if self.phase == 'train':
             sigma = sample_sigma(self.opt['sigma_type'], self.opt['sigma_range'])
-            gt_t = to_tensor(gt)
             lq_t = gt_t + torch.randn_like(gt_t) * (sigma / 255.0)
         else:
             sigma = float(self.opt['sigma_test'])
@@ -145,10 +137,8 @@ class Dataset_GaussianDenoising(FolderDataset):  # noqa: N801  (official Restorm
                 noise = official_eval_noise(gt.shape, sigma)
             else:
                 noise = eval_noise(self.image_name(path), gt.shape, sigma, self.noise_seed)
-            gt_t = to_tensor(gt)
             lq_t = to_tensor((gt.astype(np.float64) + noise).astype(np.float32))
         if self.mean is not None:
-            mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
-            std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+            mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (self.mean, self.std))
             gt_t, lq_t = (gt_t - mean) / std, (lq_t - mean) / std
         return {'lq': lq_t, 'gt': gt_t, 'lq_path': path, 'gt_path': path}

@@ -85,9 +85,7 @@ def read_file_bytes(path: Union[str, 'os.PathLike[str]']) -> bytes:
             return f.read()
     except FileNotFoundError as err:
         raise ImageReadError(f'image "{path}" does not exist.') from err
-    except IsADirectoryError as err:
-        raise ImageReadError(f'image "{path}" is a folder, not an image file.') from err
-    except OSError as err:
+    except OSError as err:  # a folder, no permission ...: the system's reason
         raise ImageReadError(f'image "{path}" cannot be read: {err.strerror or err}.') from err
 
 
@@ -163,75 +161,48 @@ def _strip_exif_header(exif: Optional[bytes]) -> Optional[bytes]:
 
 
 def _split_channels(raw: np.ndarray, gray: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    if raw.ndim == 2:
-        return raw[..., None], None
-    alpha = None
-    if raw.shape[2] == 4:
-        raw, alpha = raw[..., :3], raw[..., 3]
-    elif raw.shape[2] == 2:
-        raw, alpha = raw[..., :1], raw[..., 1]
-    if raw.shape[2] == 3 and gray:
-        raw = raw[..., :1]  # OpenCV expands gray + alpha to BGRA: the three channels are equal
-    return np.ascontiguousarray(raw), None if alpha is None else np.ascontiguousarray(alpha)
+    raw = raw[..., None] if raw.ndim == 2 else raw
+    alpha = raw[..., -1] if raw.shape[2] in (2, 4) else None  # gray + alpha, BGRA
+    colors = 1 if raw.shape[2] <= 2 or gray else 3  # OpenCV expands gray + alpha to BGRA: the three are equal
+    return np.ascontiguousarray(raw[..., :colors]), None if alpha is None else np.ascontiguousarray(alpha)
 
 
-# EXIF orientation -> numpy transform giving the upright image (rotations counter-clockwise by k quarter turns).
 def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
-    if orientation == 2:
-        out = img[:, ::-1]
-    elif orientation == 3:
-        out = img[::-1, ::-1]
-    elif orientation == 4:
-        out = img[::-1]
-    elif orientation == 5:
-        out = img.swapaxes(0, 1)
-    elif orientation == 6:
-        out = np.rot90(img, k=-1)
-    elif orientation == 7:
-        out = np.rot90(img, k=2).swapaxes(0, 1)
-    elif orientation == 8:
-        out = np.rot90(img, k=1)
-    else:
-        return img
-    return np.ascontiguousarray(out)
+    # EXIF orientation 2-8 -> the upright image: transpose (5-8), then reverse the rows and/or the columns.
+    if orientation >= 5:
+        img = img.swapaxes(0, 1)
+    if orientation in (3, 4, 7, 8):
+        img = img[::-1]
+    if orientation in (2, 3, 6, 7):
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
 
 
-def _ifd0_entries(exif: bytes) -> Tuple[str, list]:
-    # (byte order, [(offset of entry, tag, type, count)]) of the first IFD of a TIFF-structured EXIF block.
+def _orientation_at(exif: bytes) -> Tuple[str, Optional[int]]:
+    # (byte order, offset of the orientation value or None) in the first IFD of a TIFF-structured EXIF block.
     order = '<' if exif[:2] == b'II' else '>'
-    (first,) = struct.unpack(order + 'I', exif[4:8])
-    (count,) = struct.unpack(order + 'H', exif[first:first + 2])
-    entries = []
-    for i in range(count):
-        at = first + 2 + 12 * i
-        tag, kind, n = struct.unpack(order + 'HHI', exif[at:at + 8])
-        entries.append((at, tag, kind, n))
-    return order, entries
+    try:
+        (first,) = struct.unpack(order + 'I', exif[4:8])
+        (count,) = struct.unpack(order + 'H', exif[first:first + 2])
+        for at in range(first + 2, first + 2 + 12 * count, 12):
+            tag, kind = struct.unpack(order + 'HH', exif[at:at + 4])
+            if tag == _ORIENTATION_TAG and kind == 3 and len(exif) >= at + 10:  # SHORT
+                return order, at + 8
+    except struct.error:  # a damaged EXIF block: show the pixels as stored, as viewers do
+        pass
+    return order, None
 
 
 def _exif_orientation(exif: bytes) -> int:
-    try:
-        order, entries = _ifd0_entries(exif)
-        for at, tag, kind, _ in entries:
-            if tag == _ORIENTATION_TAG and kind == 3:  # SHORT
-                (value,) = struct.unpack(order + 'H', exif[at + 8:at + 10])
-                return value if 1 <= value <= 8 else 1
-    except struct.error:  # a damaged EXIF block: show the pixels as stored, as viewers do
-        pass
-    return 1
+    order, at = _orientation_at(exif)
+    value = 1 if at is None else struct.unpack(order + 'H', exif[at:at + 2])[0]
+    return value if 1 <= value <= 8 else 1
 
 
 def _set_orientation(exif: bytes, value: int) -> bytes:
     # Rewrite the orientation in place: every other tag, the maker notes and the thumbnail are kept byte for byte.
-    try:
-        order, entries = _ifd0_entries(exif)
-    except struct.error:
-        return exif
-    out = bytearray(exif)
-    for at, tag, kind, _ in entries:
-        if tag == _ORIENTATION_TAG and kind == 3:
-            out[at + 8:at + 10] = struct.pack(order + 'H', value)
-    return bytes(out)
+    order, at = _orientation_at(exif)
+    return exif if at is None else exif[:at] + struct.pack(order + 'H', value) + exif[at + 2:]
 
 
 # -------------------------------------------------------------------------------------------------------- integrity

@@ -37,10 +37,7 @@ class Dataset_PairedImage(FolderDataset):  # noqa: N801  (official Restormer nam
 
     def read_flag(self, opt: Dict[str, Any], name: str) -> str:
         """``in_ch`` 3 reads colour, 1 gray; ``bit_depth: 8`` reads 16-bit files as 8-bit."""
-        self.in_ch = opt.get('in_ch', 3)
-        if self.in_ch not in (1, 3):
-            raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {self.in_ch!r}.')
-        return read_flag(opt, 'color' if self.in_ch == 3 else 'grayscale', name)
+        return read_flag(opt, super().read_flag(opt, name), name)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         paths, (lq, gt) = self.read_sample(index)

@@ -4,13 +4,14 @@ import time
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.base_model import BaseModel
+from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
@@ -40,9 +41,8 @@ DEFAULT_GRAD_CLIP_NORM = 0.01
 DEFAULT_MAX_NONFINITE_STEPS = 10
 
 
-
 @MODEL_REGISTRY.register()
-class ImageCleanModel(CheckpointHooks, BaseModel):
+class ImageCleanModel(CheckpointHooks, SRModel):
     """Restoration model of Restormer: L1 (or any loss), AdamW, cyclic cosine LR, progressive patches, mixup.
 
     Works with any network in BasicSR's ``ARCH_REGISTRY`` (``network_g``). Options beyond BasicSR's ``SRModel``:
@@ -60,14 +60,15 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
     - ``val.pbar`` (default: on in ``basicsr test``, off in training): a progress bar per dataset (images, ETA).
     - ``train.save_on_signal`` (default true, ``basicsr train`` only): SIGTERM/SIGINT save a state and exit.
 
-    Checkpoints (saving, ``path.pretrain_network_g`` of any layout, resume) come from :class:`CheckpointHooks`.
+    Checkpoints (saving, ``path.pretrain_network_g`` of any layout, resume) come from :class:`CheckpointHooks`; rank-0
+    validation, the visuals, the validation log and :meth:`save` (``params`` and ``params_ema``) from ``SRModel``.
 
     Args:
         opt: The parsed BasicSR options.
     """
 
     def __init__(self, opt: Dict[str, Any]) -> None:
-        super().__init__(opt)
+        BaseModel.__init__(self, opt)  # not SRModel's: the network is built here, with the performance options
         self.performance = dict(opt.get('performance') or {})
         self.precision = self.performance.get('precision', 'fp32')
         half = resolve_precision(self.precision) == torch.float16
@@ -77,7 +78,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
             # Correct but slow: CPUs have no fast fp16 convolutions (measured ~20x slower than fp32 at dim 48).
             get_root_logger().warning('performance.precision: fp16 on a CPU is correct but about 20x slower than '
                                       'fp32; use bf16 on a CPU (fp16 is for GPUs).')
-        network = build_network(deepcopy(opt['network_g'])).to(self.device)
+        network = build_network(opt['network_g']).to(self.device)
         # channels_last and torch.compile from `performance:`; checkpoints keep the plain module's keys because
         # self.net_g stays the (DDP-wrapped) module and only the forward goes through the compiled wrapper.
         apply_performance_options(network, {k: v for k, v in self.performance.items() if k != 'compile'})
@@ -110,7 +111,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         if self.ema_decay > 0:
             logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
             # The EMA copy only validates and is saved: it is never wrapped in DDP.
-            self.net_g_ema = build_network(deepcopy(self.opt['network_g'])).to(self.device)
+            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
             load_path = self.opt['path'].get('pretrain_network_g')
             if load_path is not None:
                 self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
@@ -119,7 +120,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
             self.net_g_ema.eval()
 
         pixel_opt = train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT
-        self.cri_pix = build_loss(deepcopy(pixel_opt)).to(self.device)
+        self.cri_pix = build_loss(pixel_opt).to(self.device)
         self.use_grad_clip = bool(train_opt.get('use_grad_clip', False))
         max_nonfinite = int(train_opt.get('max_nonfinite_steps', DEFAULT_MAX_NONFINITE_STEPS))
         self.nonfinite_guard = NonFiniteLossGuard(max_nonfinite)
@@ -350,13 +351,6 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
             self._compiled_test_net = compile_for_inference(net)
         return self._compiled_test_net
 
-    def get_current_visuals(self) -> Dict[str, Tensor]:
-        """``lq``, ``result`` and (if fed) ``gt`` of the last batch, on the CPU."""
-        out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())
-        if hasattr(self, 'gt'):
-            out['gt'] = self.gt.detach().cpu()
-        return out
-
     def validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool = False) -> None:
         """Validate on ``dataloader`` (see :meth:`nondist_validation`).
 
@@ -373,17 +367,8 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
                     return
         super().validation(dataloader, current_iter, tb_logger, save_img)
 
-    def dist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
-        """Validate on rank 0 only (as BasicSR's SRModel)."""
-        if self.opt['rank'] == 0:
-            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
-
     def _image_path(self, dataset_name: str, img_name: str, current_iter: Any) -> str:
-        val_opt = self.opt['val']
-        if self.opt['is_train']:
-            tag = current_iter
-        else:
-            tag = val_opt.get('suffix') or self.opt['name']
+        tag = current_iter if self.opt['is_train'] else self.opt['val'].get('suffix') or self.opt['name']
         return osp.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{tag}.png')
 
     def nondist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
@@ -402,11 +387,15 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
             self._initialize_best_metric_results(dataset_name)
         totals = {name: 0.0 for name in metrics_opt}
         input_totals = {name: 0.0 for name in metrics_opt}
-        log_input = self.opt['val'].get('log_input_metrics', False) and not self._input_logged(dataset_name)
+        log_input = (self.opt['val'].get('log_input_metrics', False)
+                     and dataset_name not in getattr(self, 'input_metric_results', {}))
         table = self._results_table(current_iter, dataset_name) if metrics_opt else None
         dtype = self.opt['val'].get('image_dtype', 'uint8')
         count, scored, non_finite = 0, 0, []
-        bar = self._progress_bar(dataloader, dataset_name)
+        # Images done and ETA on stderr; val.pbar (default: on in basicsr test, off in training) turns it on or off.
+        bar = tqdm(total=len(dataloader.dataset), unit='image', file=sys.stderr, dynamic_ncols=True,
+                   desc=f'{"Validation" if self.opt["is_train"] else "Test"} {dataset_name}',
+                   disable=not self.opt['val'].get('pbar', not self.opt['is_train']))
         for val_data in dataloader:
             self.feed_data(val_data)
             self.test()
@@ -420,7 +409,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
                     save_val_image(restored, self._image_path(dataset_name, img_name, current_iter))
                 if 'gt' in visuals and metrics_opt:
                     gt_img = to_metric_image(visuals['gt'][i], dtype)
-                    values = {name: calculate_metric({'img': restored, 'img2': gt_img}, deepcopy(metric_opt))
+                    values = {name: calculate_metric({'img': restored, 'img2': gt_img}, metric_opt)
                               for name, metric_opt in metrics_opt.items()}
                     if table is not None:
                         table.add(dataset_name, img_name, values)
@@ -428,8 +417,7 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
                         totals[name] += values[name]
                         if log_input:
                             lq_img = to_metric_image(visuals['lq'][i], dtype)
-                            input_totals[name] += calculate_metric({'img': lq_img, 'img2': gt_img},
-                                                                   deepcopy(metric_opt))
+                            input_totals[name] += calculate_metric({'img': lq_img, 'img2': gt_img}, metric_opt)
                     scored += 1
                 count += 1
             bar.update(visuals['result'].shape[0])
@@ -459,14 +447,6 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
             get_root_logger().info(f'Metrics table ({table.md_path}, per image: {table.csv_path}):\n'
                                    + table.markdown())
 
-    def _progress_bar(self, dataloader: Any, dataset_name: str) -> tqdm:
-        """Images done and ETA of one dataset on stderr; ``val.pbar`` (default: on in ``basicsr test``, off in
-        training) turns it on or off."""
-        enabled = bool(self.opt['val'].get('pbar', not self.opt['is_train']))
-        phase = 'Validation' if self.opt['is_train'] else 'Test'
-        return tqdm(total=len(dataloader.dataset), unit='image', desc=f'{phase} {dataset_name}', disable=not enabled,
-                    file=sys.stderr, dynamic_ncols=True)
-
     def _results_table(self, current_iter: Any, dataset_name: str) -> Optional[ResultsTable]:
         """The per-image table of this test run / validation round, or None when ``val.metrics_table`` is off."""
         val_opt = self.opt['val']
@@ -483,35 +463,11 @@ class ImageCleanModel(CheckpointHooks, BaseModel):
         table.start_dataset(dataset_name)
         return table
 
-    def _input_logged(self, dataset_name: str) -> bool:
-        return dataset_name in getattr(self, 'input_metric_results', {})
-
     def _log_input_metrics(self, dataset_name: str, values: Dict[str, float], tb_logger: Any) -> None:
         # The degraded input's score is the baseline the restoration must beat (e.g. the noisy PSNR).
-        if not hasattr(self, 'input_metric_results'):
-            self.input_metric_results = {}
-        self.input_metric_results[dataset_name] = values
+        self.input_metric_results = {**getattr(self, 'input_metric_results', {}), dataset_name: values}
         get_root_logger().info(f'Validation {dataset_name} (degraded input, no network)\n' + ''.join(
             f'\t # {name}: {value:.4f}\n' for name, value in values.items()))
         if tb_logger:
             for name, value in values.items():
                 tb_logger.add_scalar(f'metrics/{dataset_name}/input_{name}', value, 0)
-
-    def _log_validation_metric_values(self, current_iter: Any, dataset_name: str, tb_logger: Any) -> None:
-        lines: List[str] = [f'Validation {dataset_name}']
-        for name, value in self.metric_results.items():
-            best = self.best_metric_results[dataset_name][name]
-            lines.append(f'\t # {name}: {value:.4f}\tBest: {best["val"]:.4f} @ {best["iter"]} iter')
-        get_root_logger().info('\n'.join(lines))
-        if tb_logger:
-            for name, value in self.metric_results.items():
-                tb_logger.add_scalar(f'metrics/{dataset_name}/{name}', value, current_iter)
-
-    def save(self, epoch: int, current_iter: int) -> None:
-        """Save ``net_g`` (and ``params_ema``) plus the training state."""
-        if hasattr(self, 'net_g_ema'):
-            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
-        else:
-            self.save_network(self.net_g, 'net_g', current_iter)
-        self.save_training_state(epoch, current_iter)
-

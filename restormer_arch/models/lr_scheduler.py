@@ -40,22 +40,14 @@ class CosineAnnealingRestartCyclicLR(_LRScheduler):
         self.cumulative_period = [sum(self.periods[:i + 1]) for i in range(len(self.periods))]
         super().__init__(optimizer, last_epoch)
 
-    def _cycle(self, step: int) -> int:
-        for i, end in enumerate(self.cumulative_period):
-            if step <= end:
-                return i
-        return len(self.periods) - 1
-
-    def lr_at(self, step: int, base_lr: float) -> float:
-        """Closed-form learning rate after ``step`` scheduler steps, for one ``base_lr``."""
-        i = self._cycle(step)
-        start = self.cumulative_period[i] - self.periods[i]
-        progress = min(step - start, self.periods[i]) / self.periods[i]
-        eta_min = self.eta_mins[i]
-        return eta_min + self.restart_weights[i] * 0.5 * (base_lr - eta_min) * (1 + math.cos(math.pi * progress))
-
     def get_lr(self) -> List[float]:
-        return [self.lr_at(self.last_epoch, base_lr) for base_lr in self.base_lrs]
+        """Closed-form learning rate of every parameter group after ``last_epoch`` scheduler steps."""
+        step = self.last_epoch
+        i = next((i for i, end in enumerate(self.cumulative_period) if step <= end), len(self.periods) - 1)
+        progress = min(step - (self.cumulative_period[i] - self.periods[i]), self.periods[i]) / self.periods[i]
+        eta_min, weight = self.eta_mins[i], self.restart_weights[i]
+        return [eta_min + weight * 0.5 * (base_lr - eta_min) * (1 + math.cos(math.pi * progress))
+                for base_lr in self.base_lrs]
 
 
 # ``train.scheduler.type`` -> class, for ImageCleanModel (BasicSR's BaseModel knows only its first three).

@@ -13,7 +13,6 @@ MIXUP_KEYS = ('mixup', 'mixup_beta', 'use_identity')
 DEFAULT_MIXUP_BETA = 1.2
 
 
-
 @dataclass(frozen=True)
 class Stage:
     """One stage of the progressive schedule.
@@ -61,15 +60,11 @@ class ProgressiveSchedule:
 
     @classmethod
     def from_options(cls, dataset_opt: Optional[Dict[str, Any]]) -> Optional['ProgressiveSchedule']:
-        """Build the schedule from ``datasets.train``; ``None`` when it has no ``iters`` (fixed patches)."""
+        """Build the schedule from ``datasets.train``; ``None`` when it has none of ``iters``, ``mini_batch_sizes``,
+        ``gt_sizes`` (fixed patches). A missing one of the three is refused by the constructor (not a list)."""
         if not dataset_opt or all(dataset_opt.get(key) is None for key in PROGRESSIVE_KEYS):
             return None
-        missing = [k for k in PROGRESSIVE_KEYS if dataset_opt.get(k) is None]
-        if missing:
-            raise ValueError(f'progressive training needs {", ".join(PROGRESSIVE_KEYS)} together; '
-                             f'{", ".join(missing)} missing.')
-        return cls(dataset_opt['iters'], dataset_opt['mini_batch_sizes'], dataset_opt['gt_sizes'])
-
+        return cls(*(dataset_opt.get(key) for key in PROGRESSIVE_KEYS))
 
     def stage(self, current_iter: int) -> Stage:
         """The stage of a (1-based) iteration."""
@@ -132,7 +127,6 @@ class Mixup:
             return None
         return cls(augs.get('mixup_beta', DEFAULT_MIXUP_BETA), augs.get('use_identity', False))
 
-
     def __call__(self, lq: Tensor, gt: Tensor) -> Tuple[Tensor, Tensor]:
         """Mix the batch (or return it unchanged for an identity draw)."""
         if self.use_identity and random.randint(0, 1) == 1:
@@ -144,10 +138,6 @@ class Mixup:
 
 def stage_table(schedule: ProgressiveSchedule) -> List[str]:
     """Human-readable lines describing a schedule (for the training log)."""
-    start = 1
-    lines = []
-    for stage in schedule.stages:
-        lines.append(f'stage {stage.index}: iters {start}-{stage.last_iter}, batch {stage.mini_batch_size}/device, '
-                     f'patch {stage.patch_size}')
-        start = stage.last_iter + 1
-    return lines
+    starts = [1] + [stage.last_iter + 1 for stage in schedule.stages]
+    return [f'stage {stage.index}: iters {start}-{stage.last_iter}, batch {stage.mini_batch_size}/device, '
+            f'patch {stage.patch_size}' for stage, start in zip(schedule.stages, starts)]

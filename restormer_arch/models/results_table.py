@@ -30,35 +30,6 @@ COMBINED_WEIGHTS = ('image', 'dataset')
 WRITTEN_TABLES: List[str] = []
 
 
-def check_combined_rows(rows: Any, where: str = 'val.combined_rows') -> List[str]:
-    """Problems with a ``val.combined_rows`` option (an empty list when it is fine).
-
-    Args:
-        rows: The option value.
-        where: Name of the option, for messages.
-
-    Returns:
-        One message per problem.
-    """
-    if rows is None:
-        return []
-    if not isinstance(rows, list):
-        return [f'{where}: expected a list of {{name, datasets, weight}} mappings, got {type(rows).__name__}.']
-    problems = []
-    for i, row in enumerate(rows):
-        here = f'{where}[{i}]'
-        if not isinstance(row, dict) or not isinstance(row.get('name'), str):
-            problems.append(f'{here}: expected a mapping with a "name" (text) and "datasets" (a list of names).')
-            continue
-        datasets = row.get('datasets')
-        if not isinstance(datasets, list) or not datasets or not all(isinstance(d, str) for d in datasets):
-            problems.append(f'{here} ({row["name"]}): "datasets" must be a non-empty list of dataset names.')
-        if row.get('weight', 'image') not in COMBINED_WEIGHTS:
-            problems.append(f'{here} ({row["name"]}): weight must be one of {", ".join(COMBINED_WEIGHTS)}, got '
-                            f'{row.get("weight")!r}.')
-    return problems
-
-
 def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values) if values else float('nan')
 
@@ -73,12 +44,18 @@ class ResultsTable:
     Attributes:
         csv_path: Path of the per-image table, ``<out_dir>/metrics.csv``.
         md_path: Path of the averages table, ``<out_dir>/metrics.md``.
+
+    Raises:
+        ValueError: A combined row is not ``{name: text, datasets: [names], weight: image | dataset}``.
     """
 
     def __init__(self, out_dir: str, combined_rows: Optional[List[Mapping[str, Any]]] = None) -> None:
-        problems = check_combined_rows(combined_rows)
-        if problems:
-            raise ValueError('; '.join(problems))
+        for i, row in enumerate(combined_rows or []):
+            datasets = row.get('datasets') if isinstance(row, dict) else None
+            if not (isinstance(datasets, list) and datasets and isinstance(row.get('name'), str)
+                    and all(isinstance(d, str) for d in datasets) and row.get('weight', 'image') in COMBINED_WEIGHTS):
+                raise ValueError(f'[{i}]: expected {{name: <text>, datasets: [<dataset names>], weight: '
+                                 f'{" or ".join(COMBINED_WEIGHTS)} (default image)}}, got {row!r}.')
         self.out_dir = out_dir
         self.csv_path, self.md_path = osp.join(out_dir, 'metrics.csv'), osp.join(out_dir, 'metrics.md')
         self.combined_rows = list(combined_rows or [])
@@ -153,16 +130,3 @@ class ResultsTable:
         if self.md_path not in WRITTEN_TABLES:
             WRITTEN_TABLES.append(self.md_path)
 
-
-def read_metrics_csv(path: str) -> List[Dict[str, Any]]:
-    """Read a ``metrics.csv`` back (metric columns as floats).
-
-    Args:
-        path: The file written by :meth:`ResultsTable.write`.
-
-    Returns:
-        One dict per row: ``dataset``, ``image`` and the metrics.
-    """
-    with open(path, encoding='utf-8', newline='') as f:
-        rows = list(csv.DictReader(f))
-    return [{k: (v if k in ('dataset', 'image') else float(v)) for k, v in row.items()} for row in rows]

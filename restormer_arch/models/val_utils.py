@@ -29,7 +29,6 @@ UINT8_ONLY_METRICS = ('calculate_psnr', 'calculate_ssim', 'calculate_niqe')
 DEFAULT_TILE_OVERLAP = 32
 
 
-
 def to_metric_image(tensor: Tensor, dtype: str = 'uint8') -> np.ndarray:
     """A ``(C, H, W)`` RGB (or gray) tensor in [0, 1] as the ``H x W (x 3)`` BGR array the metrics receive.
 
@@ -49,22 +48,15 @@ def to_metric_image(tensor: Tensor, dtype: str = 'uint8') -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def to_saved_image(img: np.ndarray) -> np.ndarray:
-    """The array written by ``save_img``: uint8/uint16 as they are, float32 as 8-bit."""
-    if img.dtype == np.float32:
-        return np.round(img * 255.0).astype(np.uint8)
-    return img
-
-
 def save_val_image(img: np.ndarray, path: str) -> None:
     """Write a validation/test image atomically (:func:`~restormer_arch.data.image_io.write_image`).
 
     Args:
-        img: ``(H, W)`` or ``(H, W, C)`` BGR from :func:`to_metric_image`; saved as :func:`to_saved_image` gives it.
+        img: ``(H, W)`` or ``(H, W, C)`` BGR from :func:`to_metric_image`: uint8/uint16 saved as they are, float32 (in
+            [0, 1]) as 8-bit (rounded by :func:`~restormer_arch.data.image_io.write_image`).
         path: Output file (its folder is created).
     """
-    pixels = to_saved_image(img)
-    write_image(path, pixels, 16 if pixels.dtype == np.uint16 else 8)
+    write_image(path, img, 16 if img.dtype == np.uint16 else 8)
 
 
-__all__ = ['IMAGE_DTYPES', 'to_metric_image', 'to_saved_image', 'save_val_image']
+__all__ = ['IMAGE_DTYPES', 'to_metric_image', 'save_val_image']
