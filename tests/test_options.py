@@ -342,3 +342,35 @@ def test_demo_photos_are_prepared_where_demo_yml_reads_them(tmp_path):
     stamp = (root / 'val' / 'chelsea.png').stat().st_mtime_ns
     assert prepare_demo.main(['--root', str(root)]) == 0  # idempotent: existing photos are kept
     assert (root / 'val' / 'chelsea.png').stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize('model_type', ['SRModel', 'ImageCleanModel'])
+def test_metrics_on_a_set_without_ground_truth(model_type, tmp_path, monkeypatch, capsys):
+    # BasicSR's SRModel would score the first LQ-only image against the last training patch (issue: single-image val);
+    # refused before any folder. ImageCleanModel skips those metrics with a note, so the same file passes the check.
+    from tests.test_models import TINY_NET, write_pairs
+
+    write_pairs(tmp_path / 'train', ['a', 'b'], (32, 32))
+    write_pairs(tmp_path / 'val', ['v'], (24, 24))
+    opt = {'name': 'lq_only', 'model_type': model_type, 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
+           'network_g': TINY_NET, 'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+           'datasets': {'train': {'name': 't', 'type': 'Dataset_PairedImage', 'dataroot_gt': 'train/gt',
+                                  'dataroot_lq': 'train/lq', 'io_backend': {'type': 'disk'}, 'gt_size': 16,
+                                  'use_shuffle': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
+                                  'geometric_augs': False, 'scale': 1},
+                        'val': {'name': 'real', 'type': 'SingleImageDataset', 'dataroot_lq': 'val/lq',
+                                'io_backend': {'type': 'disk'}}},
+           'train': {'total_iter': 2, 'optim_g': {'type': 'Adam', 'lr': 1e-4},
+                     'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
+                     'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
+           'val': {'val_freq': 2, 'save_img': False,
+                   'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}},
+           'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False}}
+    (tmp_path / 'opt.yml').write_text(yaml.safe_dump(opt))
+    monkeypatch.chdir(tmp_path)
+    if model_type == 'SRModel':
+        assert main(['train', '-opt', 'opt.yml']) == 2
+        assert 'datasets.val: its images have no ground truth' in capsys.readouterr().err
+        assert not (tmp_path / 'experiments').exists()
+    else:
+        check_file('opt.yml', True, root_path=str(tmp_path))

@@ -240,6 +240,20 @@ def _evaluation_notes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
         yield 'val: given, but datasets has no val entry, so nothing will be validated.'
 
 
+def _metrics_without_ground_truth(opt: Dict[str, Any], built: Built) -> Iterable[str]:
+    # BasicSR's models keep the last target on the model: the first image of a set without one is scored against the
+    # last training patch (silently when sizes match), the next one stops in calculate_metric. ImageCleanModel skips
+    # the metrics of such a set with a note.
+    metrics = (opt.get('val') or {}).get('metrics')
+    for phase, sample in built.samples.items():
+        if phase != 'train' and metrics and not built.image_clean_model and isinstance(sample, dict) \
+                and 'gt' not in sample:
+            yield (f'datasets.{phase}: its images have no ground truth ({opt["datasets"][phase].get("type")}), but '
+                   f'val.metrics is set: {opt.get("model_type")} would score them against the last training patch '
+                   'or stop; remove val.metrics, give the set ground truth, or use model_type: ImageCleanModel (it '
+                   'skips them).')
+
+
 @dataclass(frozen=True)
 class Rule:
     """One row of the table: the option keys it reads, ``error`` or ``warning``, and what it catches."""
@@ -273,6 +287,8 @@ RULES: Tuple[Rule, ...] = (
          _patch_sizes),
     Rule('val.image_dtype, val.metrics, val.combined_rows', 'error', 'metrics that would score the wrong peak; '
          'table rows naming no dataset', _image_dtype),
+    Rule('val.metrics, datasets.val*', 'error', 'metrics on a set without ground truth (BasicSR\'s models score a '
+         'stale target)', _metrics_without_ground_truth),
     Rule('path.pretrain_network_g, val', 'warning', 'random weights tested; sets never evaluated', _evaluation_notes),
 )
 
