@@ -155,7 +155,7 @@ def _check(opt, tmp_path, is_train=True):
     ('datasets.train.gt_size', 100, 'gt_sizes: 384 exceeds gt_size 100'),
     ('train.scheduler.periods', [92000, 200000], 'periods sums to 292000 but train.total_iter is 300000'),
     ('train.scheduler.eta_mins', [0.0003], 'restart_weights and eta_mins need the same length'),
-    ('datasets.train.gt_sizes', None, 'gt_sizes missing'),
+    ('datasets.train.gt_sizes', None, 'gt_sizes: expected a list'),
     ('network_g.type', 'Restormr', "unknown arch type 'Restormr'; did you mean Restormer?"),
     ('network_g.LayerNorm_typ', 'BiasFree', "argument 'LayerNorm_typ'; did you mean LayerNorm_type?"),
     ('model_type', 'ImageCleanModle', 'did you mean ImageCleanModel'),
@@ -165,6 +165,13 @@ def _check(opt, tmp_path, is_train=True):
     ('train.optim_g.lr', -3e-4, 'train.optim_g: Invalid learning rate: -0.0003'),
     ('train.scheduler.type', 'CosineAnnealingRestartCyclic', 'train.scheduler:'),
     ('val.metrics.psnr.type', 'calculate_pnsr', 'did you mean calculate_psnr'),
+    # found by a fresh user: each ran, then crashed after the run folder existed or trained something else
+    ('val.window_size', 0, 'val.window_size: 0'),
+    ('val.window_size', -8, 'val.window_size: -8'),
+    ('train.grad_clip_norm', -1, 'train.grad_clip_norm: -1 must be positive'),
+    ('val.metrics.psnr.crop_border', -4, 'val.metrics.psnr: gives nan'),
+    ('train.use_grad_clip', 'false', "train.use_grad_clip: 'false' is text, which reads as true"),
+    ('logger.use_tb_logger', 'no', "logger.use_tb_logger: 'no' is text, which reads as true"),
 ])
 def test_invalid_options_are_reported_clearly(key, value, message, tmp_path):
     opt = _deraining()
@@ -344,29 +351,33 @@ def test_demo_photos_are_prepared_where_demo_yml_reads_them(tmp_path):
     assert (root / 'val' / 'chelsea.png').stat().st_mtime_ns == stamp
 
 
-@pytest.mark.parametrize('model_type', ['SRModel', 'ImageCleanModel'])
-def test_metrics_on_a_set_without_ground_truth(model_type, tmp_path, monkeypatch, capsys):
-    # BasicSR's SRModel would score the first LQ-only image against the last training patch (issue: single-image val);
-    # refused before any folder. ImageCleanModel skips those metrics with a note, so the same file passes the check.
+def _small_run(tmp_path, model_type='ImageCleanModel'):
+    """A tiny training file on real PNGs, validated on LQ-only images (BasicSR's SingleImageDataset)."""
     from tests.test_models import TINY_NET, write_pairs
 
     write_pairs(tmp_path / 'train', ['a', 'b'], (32, 32))
     write_pairs(tmp_path / 'val', ['v'], (24, 24))
-    opt = {'name': 'lq_only', 'model_type': model_type, 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
-           'network_g': TINY_NET, 'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-           'datasets': {'train': {'name': 't', 'type': 'Dataset_PairedImage', 'dataroot_gt': 'train/gt',
-                                  'dataroot_lq': 'train/lq', 'io_backend': {'type': 'disk'}, 'gt_size': 16,
-                                  'use_shuffle': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
-                                  'geometric_augs': False, 'scale': 1},
-                        'val': {'name': 'real', 'type': 'SingleImageDataset', 'dataroot_lq': 'val/lq',
-                                'io_backend': {'type': 'disk'}}},
-           'train': {'total_iter': 2, 'optim_g': {'type': 'Adam', 'lr': 1e-4},
-                     'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
-                     'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
-           'val': {'val_freq': 2, 'save_img': False,
-                   'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}},
-           'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False}}
-    (tmp_path / 'opt.yml').write_text(yaml.safe_dump(opt))
+    return {'name': 'lq_only', 'model_type': model_type, 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
+            'network_g': TINY_NET, 'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+            'datasets': {'train': {'name': 't', 'type': 'Dataset_PairedImage', 'dataroot_gt': 'train/gt',
+                                   'dataroot_lq': 'train/lq', 'io_backend': {'type': 'disk'}, 'gt_size': 16,
+                                   'use_shuffle': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
+                                   'geometric_augs': False, 'scale': 1},
+                         'val': {'name': 'real', 'type': 'SingleImageDataset', 'dataroot_lq': 'val/lq',
+                                 'io_backend': {'type': 'disk'}}},
+            'train': {'total_iter': 2, 'optim_g': {'type': 'Adam', 'lr': 1e-4},
+                      'scheduler': {'type': 'MultiStepLR', 'milestones': [2], 'gamma': 0.5},
+                      'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
+            'val': {'val_freq': 2, 'save_img': False,
+                    'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}},
+            'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False}}
+
+
+@pytest.mark.parametrize('model_type', ['SRModel', 'ImageCleanModel'])
+def test_metrics_on_a_set_without_ground_truth(model_type, tmp_path, monkeypatch, capsys):
+    # BasicSR's SRModel would score the first LQ-only image against the last training patch (issue: single-image val);
+    # refused before any folder. ImageCleanModel skips those metrics with a note, so the same file passes the check.
+    (tmp_path / 'opt.yml').write_text(yaml.safe_dump(_small_run(tmp_path, model_type)))
     monkeypatch.chdir(tmp_path)
     if model_type == 'SRModel':
         assert main(['train', '-opt', 'opt.yml']) == 2
@@ -374,3 +385,27 @@ def test_metrics_on_a_set_without_ground_truth(model_type, tmp_path, monkeypatch
         assert not (tmp_path / 'experiments').exists()
     else:
         check_file('opt.yml', True, root_path=str(tmp_path))
+
+
+@pytest.mark.parametrize('ratio', [0, -1])
+def test_a_train_loader_without_batches_is_refused_before_any_folder(ratio, tmp_path, monkeypatch, capsys):
+    # BasicSR divides by the batches per epoch after making the run folder (ZeroDivisionError / a negative length).
+    opt = _small_run(tmp_path)
+    opt['datasets']['train']['dataset_enlarge_ratio'] = ratio
+    (tmp_path / 'opt.yml').write_text(yaml.safe_dump(opt))
+    monkeypatch.chdir(tmp_path)
+    assert main(['train', '-opt', 'opt.yml']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('basicsr train: error: datasets.train:') and len(err.splitlines()) == 1
+    assert not (tmp_path / 'experiments').exists()
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('train.warmup_iter', 300000, 'train.warmup_iter: 300000 is not below train.total_iter 300000'),
+    ('train.pixel_opt.loss_weight', -1, 'train.pixel_opt.loss_weight: -1 is negative'),
+])
+def test_settings_basicsr_trains_but_that_change_the_result_warn(key, value, message, tmp_path):
+    opt = _deraining()
+    _set(opt, key, value)
+    with pytest.warns(OptionsWarning, match=message):
+        _check(opt, tmp_path)

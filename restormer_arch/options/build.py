@@ -162,9 +162,19 @@ def build_datasets(opt: Dict[str, Any], built: Built) -> None:
                                        dataset_opt.get('dataset_enlarge_ratio', 1)) if phase == 'train' else None)
             # prefetch_mode off: BasicSR's cpu prefetcher logs, and logging now would set its logger up without the
             # run's log file.
-            build_dataloader(dataset, dict(dataset_opt, prefetch_mode=None), opt['num_gpu'], opt['dist'], sampler,
-                             opt['manual_seed'])
+            loader = build_dataloader(dataset, dict(dataset_opt, prefetch_mode=None), opt['num_gpu'], opt['dist'],
+                                      sampler, opt['manual_seed'])
+            if phase == 'train' and len(loader) < 1:
+                raise ValueError(f'no batch per epoch ({len(dataset)} image(s) x dataset_enlarge_ratio '
+                                 f'{dataset_opt.get("dataset_enlarge_ratio", 1)} over batch_size_per_gpu '
+                                 f'{dataset_opt.get("batch_size_per_gpu")}); BasicSR would divide by zero.')
         built.samples[phase], built.dataset_reads[phase] = sample, recording.read
+
+
+def _positive(value: Any) -> float:
+    if float(value) <= 0:
+        raise ValueError(f'{value!r} must be positive.')
+    return float(value)
 
 
 def _build_weights(opt: Dict[str, Any], built: Built) -> None:
@@ -231,10 +241,11 @@ def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
                     scheduler.step()
                     built.lrs.append(optimizers[0].param_groups[0]['lr'])
     if built.image_clean_model:  # the settings ImageCleanModel converts as it starts
-        for key, convert in (('grad_clip_norm', float), ('ema_decay', float),
+        for key, convert in (('grad_clip_norm', _positive), ('ema_decay', float),
                              ('max_nonfinite_steps', lambda n: NonFiniteLossGuard(int(n)))):
             with building(f'train.{key}', train):
-                convert(train.get(key, 0))
+                if key in train:
+                    convert(train[key])
         with building('datasets.train', opt['datasets'].get('train')):
             ProgressiveSchedule.from_options(opt['datasets'].get('train'))
         with building('train.mixing_augs'):
@@ -258,9 +269,15 @@ def _build_validation(opt: Dict[str, Any], built: Built) -> None:
         lookup(METRIC_REGISTRY, 'metric', (metric_opt or {}).get('type'), f'val.metrics.{name}.type')
         with building(f'val.metrics.{name}', metric_opt, METRIC_REGISTRY.get(metric_opt['type'])):
             try:
-                calculate_metric({'img': pair[0], 'img2': pair[1]}, metric_opt)
+                score = calculate_metric({'img': pair[0], 'img2': pair[1]}, metric_opt)
             except (RuntimeError, np.linalg.LinAlgError):  # numbers of a random 64x64 pair (NIQE needs real images)
-                pass
+                score = 0.0
+            if not np.isfinite(score):  # e.g. a negative crop_border crops everything: every score would be nan
+                raise ValueError(f'gives {score} on a 64x64 test pair; check its arguments (crop_border >= 0).')
+    window = val.get('window_size', 8)
+    if built.image_clean_model and not (isinstance(window, int) and not isinstance(window, bool) and window > 0):
+        raise OptionsError(f'val.window_size: {window!r}; validation pads each image to a multiple of it, so it must '
+                           'be a positive whole number (8 for Restormer).')
     if built.image_clean_model and val.get('tile_blend', 'cosine') not in BLEND_MODES:
         raise OptionsError(f'val.tile_blend: {val["tile_blend"]!r} is not one of {", ".join(BLEND_MODES)}.')
     if built.image_clean_model and val.get('tile') is not None:

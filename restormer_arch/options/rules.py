@@ -97,7 +97,8 @@ def _loggers(opt: Dict[str, Any], built: Built) -> Iterable[str]:
 def _resume_state(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     state = opt['path'].get('resume_state')
     if opt['is_train'] and state and not os.path.isfile(state):
-        yield (f'path.resume_state: file {state} does not exist; point it at an existing '
+        what = 'is a folder, not a file' if os.path.isdir(state) else 'does not exist'
+        yield (f'path.resume_state: {state} {what}; point it at an existing '
                'experiments/<name>/training_states/<iter>.state, or use --auto_resume.')
     elif opt['is_train'] and state and str(state).endswith(('.pth', '.pt')):
         yield (f'path.resume_state: {state} is a network checkpoint, not a training state; resume from a .state file, '
@@ -121,6 +122,10 @@ def _schedule_notes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
                'stops part-way (fine if that is what you want).')
     if total and isinstance(milestones, (list, tuple)) and any(m > total for m in milestones):
         yield f'train.scheduler.milestones: {[m for m in milestones if m > total]} come after train.total_iter {total}.'
+    warmup = (opt.get('train') or {}).get('warmup_iter', -1)
+    if total and isinstance(warmup, int) and warmup >= total:
+        yield (f'train.warmup_iter: {warmup} is not below train.total_iter {total}: the whole run warms up and never '
+               'reaches train.optim_g.lr.')
     lr = ((opt.get('train') or {}).get('optim_g') or {}).get('lr')
     if built.lrs and isinstance(lr, (int, float)) and max(built.lrs) > lr * (1 + 1e-6):
         peak = max(built.lrs)
@@ -146,7 +151,7 @@ def _progressive(opt: Dict[str, Any], built: Built) -> Iterable[str]:
 def _progressive_notes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     train_set = opt['datasets'].get('train') or {}
     batches, batch = train_set.get('mini_batch_sizes'), train_set.get('batch_size_per_gpu')
-    if built.image_clean_model and opt['is_train'] and batches and isinstance(batch, int) and max(batches) > batch:
+    if built.image_clean_model and opt['is_train'] and batches and isinstance(batch, int) and 0 < batch < max(batches):
         yield (f'datasets.train.mini_batch_sizes: {max(batches)} exceeds batch_size_per_gpu {batch}; as in the '
                f'official runner, those stages train on the loader\'s {batch} patches.')
 
@@ -240,6 +245,26 @@ def _evaluation_notes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
         yield 'val: given, but datasets has no val entry, so nothing will be validated.'
 
 
+def _negative_loss_weights(opt: Dict[str, Any], built: Built) -> Iterable[str]:
+    for key, loss in (opt.get('train') or {}).items() if opt['is_train'] else ():
+        weight = loss.get('loss_weight') if isinstance(loss, dict) and str(key).endswith('_opt') else None
+        if isinstance(weight, (int, float)) and weight < 0:
+            yield f'train.{key}.loss_weight: {weight} is negative: training maximises this loss.'
+
+
+def _false_as_text(opt: Dict[str, Any], built: Built) -> Iterable[str]:
+    # 'false' / "no" in quotes is a non-empty string, which every `if option:` reads as true: the setting silently
+    # does the opposite of what was written.
+    def walk(value: Any, key: str) -> Iterable[str]:
+        if isinstance(value, dict):
+            for sub, item in value.items():
+                yield from walk(item, f'{key}.{sub}' if key else str(sub))
+        elif isinstance(value, str) and value.strip().lower() in ('false', 'no', 'off'):
+            yield f'{key}: {value!r} is text, which reads as true; write false without quotes.'
+
+    yield from walk(opt, '')
+
+
 def _metrics_without_ground_truth(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     # BasicSR's models keep the last target on the model: the first image of a set without one is scored against the
     # last training patch (silently when sizes match), the next one stops in calculate_metric. ImageCleanModel skips
@@ -287,6 +312,8 @@ RULES: Tuple[Rule, ...] = (
          _patch_sizes),
     Rule('val.image_dtype, val.metrics, val.combined_rows', 'error', 'metrics that would score the wrong peak; '
          'table rows naming no dataset', _image_dtype),
+    Rule('train.*_opt.loss_weight', 'warning', 'a negative loss weight (gradient ascent)', _negative_loss_weights),
+    Rule('any key', 'error', 'false written as text (reads as true)', _false_as_text),
     Rule('val.metrics, datasets.val*', 'error', 'metrics on a set without ground truth (BasicSR\'s models score a '
          'stale target)', _metrics_without_ground_truth),
     Rule('path.pretrain_network_g, val', 'warning', 'random weights tested; sets never evaluated', _evaluation_notes),
