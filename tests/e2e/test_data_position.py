@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_models import _train_yaml, write_pairs
+from tests.models.test_models import _train_yaml, write_pairs
 from tests.train_process import ENV, TrainProcess, kill_leftover_runs
 
 PROBE = (sys.executable, '-m', 'tests.ddp_probe')

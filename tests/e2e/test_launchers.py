@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_data_position import PROBE, data_options, probe_run, trained
-from tests.test_resume import sequence
+from tests.e2e.test_resume import sequence
 from tests.train_process import ENV, kill_leftover_runs
 
 # torchrun --max-restarts with gloo can hang in connectFullMesh after a restart unless the agent does not share its

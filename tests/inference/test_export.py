@@ -19,7 +19,7 @@ from restormer_arch.export import ExportError, compare_onnx, export_onnx, main
 ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnx')
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 2, 4, 8]}
 CONFIGS = {
     'rgb': {},

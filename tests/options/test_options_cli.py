@@ -19,9 +19,9 @@ import torch
 from restormer_arch.cli import main
 from restormer_arch.errors import OptionsError
 from restormer_arch.options import OptionsWarning, check_file
-from tests.test_bad_inputs import base_options, write_options
+from tests.options.test_bad_inputs import base_options, write_options
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LR_LOG = re.compile(r'iter:\s*([\d,]+), lr:\(([0-9.e+-]+)')
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from tests.test_models import _train_yaml, write_pairs
+from tests.models.test_models import _train_yaml, write_pairs
 from tests.train_process import TrainProcess, kill_leftover_runs
 
 TOTAL = 24

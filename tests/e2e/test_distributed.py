@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from tests.conftest import run_process_group
-from tests.test_models import TINY_NET, _train_yaml, write_pairs
+from tests.models.test_models import TINY_NET, _train_yaml, write_pairs
 from tests.train_process import ENV, TrainProcess, kill_leftover_runs
 
 

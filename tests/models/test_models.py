@@ -26,7 +26,7 @@ from restormer_arch.models.guards import NonFiniteLossError
 from restormer_arch.models.progressive import Stage
 from tests.conftest import run_process_group
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PAPER_ITERS = [92000, 64000, 48000, 36000, 36000, 24000]
 PAPER_BATCHES = [8, 5, 4, 2, 1, 1]
 PAPER_SIZES = [128, 160, 192, 256, 320, 384]

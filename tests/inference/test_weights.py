@@ -17,7 +17,7 @@ import torch
 from restormer_arch import weights
 from restormer_arch.archs.restormer_arch import Restormer
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 GRAY = 'gaussian_gray_denoising_sigma25'
 DUAL = 'dual_pixel_defocus_deblurring'
 

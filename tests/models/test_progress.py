@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 
 from restormer_arch.data import Dataset_PairedImage
 from restormer_arch.models import ImageCleanModel
-from tests.test_evaluation_pipeline import REPO_ROOT, tiny_options, write_pairs
-from tests.test_models import make_opt
+from tests.models.test_evaluation_pipeline import REPO_ROOT, tiny_options, write_pairs
+from tests.models.test_models import make_opt
 
 SETS = {'GoPro': 3, 'HIDE': 2}
 

@@ -37,7 +37,7 @@ from restormer_arch.inference import RestoreError
 from restormer_arch.models.training_hooks import RunError
 from restormer_arch.options import OptionsWarning, check_file
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / 'docs' / 'bad_inputs.md'
 TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
 TINY_NET = {'type': 'Restormer', 'inp_channels': 3, 'out_channels': 3, 'LayerNorm_type': 'WithBias', **TINY}

@@ -588,7 +588,7 @@ def test_training_step_uses_fused_adamw_and_bf16_autocast(tmp_path, precision):
     """ImageCleanModel: AdamW is fused unless the option file says otherwise; bf16 steps train the fp32 weights."""
     from basicsr.models import build_model
 
-    from tests.test_models import batch, make_opt
+    from tests.models.test_models import batch, make_opt
 
     model = build_model(make_opt(tmp_path / precision, performance={'precision': precision, 'channels_last': True}))
     assert model.optimizer_g.param_groups[0]['fused'] is True
@@ -609,7 +609,7 @@ def test_training_step_uses_fused_adamw_and_bf16_autocast(tmp_path, precision):
 def test_basicsr_test_with_compile_equals_eager(tmp_path):
     from basicsr.models import build_model
 
-    from tests.test_models import batch, make_opt
+    from tests.models.test_models import batch, make_opt
 
     outputs, states = [], []
     data = batch(n=1)

@@ -28,9 +28,9 @@ from restormer_arch.errors import OptionsError
 from restormer_arch.models import ImageCleanModel
 from restormer_arch.models.results_table import ResultsTable
 from restormer_arch.options import check_file
-from tests.test_models import make_opt
+from tests.models.test_models import make_opt
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_OPTIONS = REPO_ROOT / 'options' / 'test'
 TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1}
 

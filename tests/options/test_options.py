@@ -12,9 +12,9 @@ from basicsr.models import build_model
 from restormer_arch.cli import main
 from restormer_arch.errors import OptionsError
 from restormer_arch.options import OptionsWarning, check_file, load_options, parse_command_line
-from tests.test_models import make_opt
+from tests.models.test_models import make_opt
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 OPTION_FILES = sorted((REPO_ROOT / 'options').glob('**/*.yml'))
 OFFICIAL = {  # file -> (input channels, LayerNorm, mixup, Y-channel PSNR, dual pixel)
     'Deraining.yml': (3, 'WithBias', False, True, False),

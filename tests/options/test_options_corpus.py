@@ -17,7 +17,7 @@ from basicsr.losses import build_loss
 from restormer_arch.errors import OptionsError
 from restormer_arch.options import check_file, load_options
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _corpus_dir() -> Path:

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from tests.test_models import TINY_NET, write_pairs
+from tests.models.test_models import TINY_NET, write_pairs
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -115,7 +115,7 @@ def test_gray_image_through_colour_model_stays_gray_and_side_by_side(tmp_path):
 
 
 def test_bad_tile_overlap_is_a_clear_error(tmp_path, capsys):
-    """The tiling machinery itself is tested in tests/test_perf.py; here: its errors name the restore flags."""
+    """The tiling machinery itself is tested in tests/archs/test_perf.py; here: its errors name the restore flags."""
     cv2.imwrite(str(tmp_path / 'g.png'), _random_image((24, 20)))
     assert _restore(tmp_path, tmp_path / 'g.png', 'real_denoising', '--tile', '16', '--tile-overlap', '8') != 0
     assert '--tile 16 --tile-overlap 8' in capsys.readouterr().err
