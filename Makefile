@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-fast lint install clean
 
 $(BIN)/basicsr: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest
+
+# About a minute: everything but the tests marked slow (subprocesses, training runs, tests/e2e). CI runs `make test`.
+test-fast: install
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -m "not slow" -q
 
 clean:
 	rm -rf $(VENV) experiments/debug_* .pytest_cache .ruff_cache

@@ -14,6 +14,15 @@ DATA_DIR = TESTS_DIR / 'data'
 REFERENCE_DIR = Path(os.environ.get('RESTORMER_REFERENCE_DIR', REPO_ROOT.parent / 'shared' / 'reference'))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/e2e (real torchrun/Slurm/kill runs) is ``slow`` and ``e2e``; ``make test-fast`` skips
+    ``slow`` (subprocesses, training runs), CI runs everything."""
+    for item in items:
+        if 'e2e' in item.path.parts:
+            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope='session')
 def golden_cases():
     path = REFERENCE_DIR / 'restormer_golden_tiny.pt'

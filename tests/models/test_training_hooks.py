@@ -15,7 +15,7 @@ from restormer_arch import checkpoint
 from restormer_arch.checkpoint import CheckpointError, CheckpointHooks
 from restormer_arch.models import training_hooks
 from restormer_arch.models.training_hooks import RunError
-from tests import test_models
+from tests.models import test_models
 from tests.models.test_models import TINY_NET, make_opt, write_pairs
 
 basicsr_log = test_models.basicsr_log  # the fixture

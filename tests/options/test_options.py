@@ -353,7 +353,7 @@ def test_demo_photos_are_prepared_where_demo_yml_reads_them(tmp_path):
 
 def _small_run(tmp_path, model_type='ImageCleanModel'):
     """A tiny training file on real PNGs, validated on LQ-only images (BasicSR's SingleImageDataset)."""
-    from tests.test_models import TINY_NET, write_pairs
+    from tests.models.test_models import TINY_NET, write_pairs
 
     write_pairs(tmp_path / 'train', ['a', 'b'], (32, 32))
     write_pairs(tmp_path / 'val', ['v'], (24, 24))
