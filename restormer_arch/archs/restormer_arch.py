@@ -382,8 +382,27 @@ class MDTA(nn.Module):
             return torch.stack([
                 torch.bmm(q[b].permute(1, 2, 0), k[b].transpose(0, 1)) for b in range(n)
             ])
-        # Training: one batched matmul (per-image indexing would zero-fill a full-size gradient per image).
+        if torch.jit.is_tracing():
+            return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2))
+        # Training: one batched matmul (per-image indexing would zero-fill a full-size gradient per image), whose
+        # backward keeps q and k themselves rather than autograd's contiguous per-head copies (2C per pixel less).
+        return _Gram.apply(q, k)
+
+
+class _Gram(torch.autograd.Function):
+    """``q^T k`` per head of ``(N, P, heads, d)`` views, keeping only q and k (which the pixel norms keep anyway)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(q, k)
         return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:  # noqa: D102
+        q, k = (t.transpose(1, 2) for t in ctx.saved_tensors)  # (N, heads, P, d)
+        grad = grad.to(q.dtype)
+        return (torch.matmul(k, grad.transpose(-1, -2)).transpose(1, 2),
+                torch.matmul(q, grad).transpose(1, 2))
 
 
 class GDFN(nn.Module):
@@ -440,13 +459,41 @@ class GDFN(nn.Module):
             # ONNX export: a padded (computed) kernel has no static shape there, and the padding is a oneDNN tuning.
             padded = hidden
         gate, value = (_depthwise_branch(x, self.project_in, self.dwconv, part, 2, padded) for part in range(2))
-        gated = F.gelu(gate)
-        # In place when no autograd graph is recorded (saves one full-size buffer per block).
-        gated = gated * value if torch.is_grad_enabled() else gated.mul_(value)
         weight = self.project_out.weight
         if padded != hidden:
             weight = F.pad(weight, (0, 0, 0, 0, 0, padded - hidden))
-        return F.conv2d(gated, weight, self.project_out.bias)
+        if torch.is_grad_enabled() and not torch.jit.is_tracing():
+            return _GatedProjection.apply(gate, value, weight, self.project_out.bias)
+        # In place when no autograd graph is recorded (saves one full-size buffer per block).
+        return F.conv2d(F.gelu(gate).mul_(value), weight, self.project_out.bias)
+
+
+class _GatedProjection(torch.autograd.Function):
+    """``conv1x1(GELU(gate) * value)`` keeping only gate and value for the backward pass.
+
+    Autograd would also keep ``GELU(gate)`` and the product (2 x hidden channels per pixel); both are recomputed here,
+    two cheap elementwise passes next to the convolution's GEMMs. Runs in the dtype of ``gate`` (bf16 under autocast,
+    as the convolution would); the weight gradient is returned in the weight's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, gate: Tensor, value: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(gate, value, weight)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        bias = None if bias is None else bias.to(gate.dtype)
+        with torch.autocast(gate.device.type, enabled=False):
+            return F.conv2d(F.gelu(gate).mul_(value), weight.to(gate.dtype), bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:  # noqa: D102
+        gate, value, weight = ctx.saved_tensors
+        gelu = F.gelu(gate)
+        has_bias = ctx.bias_dtype is not None
+        grad_gated, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad.to(gate.dtype), gelu * value, weight.to(gate.dtype), [weight.shape[0]] if has_bias else None,
+            [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, has_bias])
+        return (torch.ops.aten.gelu_backward(grad_gated * value, gate), grad_gated.mul_(gelu),
+                grad_weight.to(weight.dtype), None if grad_bias is None else grad_bias.to(ctx.bias_dtype))
 
 
 def _pixel_norm(x: Tensor) -> Tensor:
