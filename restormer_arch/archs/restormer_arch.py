@@ -247,6 +247,11 @@ class TransformerBlock(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            # Training: each norm's scale and shift are folded into the next 1x1 convolutions (see
+            # ChannelLayerNorm.normalized), so only the normalised values are kept, not the norm's input and output.
+            x = x + self.attn(*self.norm1.normalized(x))
+            return x + self.ffn(*self.norm2.normalized(x))
         if torch.is_grad_enabled():
             x = x + self.attn(self.norm1(x))
             return x + self.ffn(self.norm2(x))
@@ -330,11 +335,12 @@ class MDTA(nn.Module):
         out = rearrange(attn @ v, 'n head c (h w) -> n (head c) h w', h=h, w=w)
         return self.project_out(out)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, affine: Optional[tuple] = None) -> Tensor:
         """Same result as :meth:`forward_reference`, faster (see the class docstring).
 
         Args:
             x: ``(N, C, H, W)`` normalised features, preferably channels_last (otherwise one copy is made).
+            affine: Per-channel ``(scale, shift or None)`` applied to ``x`` first (folded into the qkv weights).
 
         Returns:
             ``(N, C, H, W)`` attention output, channels_last, in the dtype of ``x`` (or of autocast).
@@ -343,7 +349,7 @@ class MDTA(nn.Module):
         heads, d = self.num_heads, c // self.num_heads
         # q, k and v each from its third of the weights (contiguous channels_last tensors, not strided thirds of one qkv
         # tensor); q and k as (N, H*W, C) views, which the matmuls read without copies.
-        q, k, v = (_depthwise_branch(x, self.qkv, self.qkv_dwconv, part, 3) for part in range(3))
+        q, k, v = (_depthwise_branch(x, self.qkv, self.qkv_dwconv, part, 3, affine=affine) for part in range(3))
         q, k = (t.permute(0, 2, 3, 1).reshape(n, h * w, c) for t in (q, k))
         # F.normalize divides by max(norm, 1e-12); norms accumulate in fp32 for bf16 inputs.
         q_norm, k_norm = _pixel_norm(q), _pixel_norm(k)
@@ -441,11 +447,12 @@ class GDFN(nn.Module):
         gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
         return self.project_out(F.gelu(gate) * value)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, affine: Optional[tuple] = None) -> Tensor:
         """Same result as :meth:`forward_reference`, faster (see the class docstring).
 
         Args:
             x: ``(N, dim, H, W)`` normalised features.
+            affine: Per-channel ``(scale, shift or None)`` applied to ``x`` first (folded into project_in's weights).
 
         Returns:
             ``(N, dim, H, W)``.
@@ -458,7 +465,7 @@ class GDFN(nn.Module):
         if torch.jit.is_tracing():
             # ONNX export: a padded (computed) kernel has no static shape there, and the padding is a oneDNN tuning.
             padded = hidden
-        gate, value = (_depthwise_branch(x, self.project_in, self.dwconv, part, 2, padded) for part in range(2))
+        gate, value = (_depthwise_branch(x, self.project_in, self.dwconv, part, 2, padded, affine) for part in range(2))
         weight = self.project_out.weight
         if padded != hidden:
             weight = F.pad(weight, (0, 0, 0, 0, 0, padded - hidden))
@@ -506,12 +513,13 @@ def _pixel_norm(x: Tensor) -> Tensor:
 
 
 def _depthwise_branch(x: Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, part: int, parts: int,
-                      padded: Optional[int] = None) -> Tensor:
+                      padded: Optional[int] = None, affine: Optional[tuple] = None) -> Tensor:
     """Channel block ``part`` of ``parts`` of ``depthwise(pointwise(x))``, computed with that block of the weights.
 
     Equal to slicing the full output (the depthwise convolution mixes no channels), but the result is a contiguous
     tensor rather than a strided view, which elementwise kernels and bf16 matmuls process much faster. With ``padded``
     the block is zero-padded to that many channels (zero weights and biases, so the extra channels are exactly 0).
+    ``affine = (scale, shift)`` computes ``pointwise(x * scale + shift)`` as ``(W * scale) x + (W shift + b)``.
     """
     size = pointwise.out_channels // parts
     block = slice(part * size, (part + 1) * size)
@@ -525,7 +533,13 @@ def _depthwise_branch(x: Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, par
     def bias(conv: nn.Conv2d) -> Optional[Tensor]:
         return None if conv.bias is None else pad(conv.bias[block])
 
-    y = F.conv2d(x, pad(pointwise.weight[block]), bias(pointwise))
+    weight, shift = pointwise.weight[block], bias(pointwise)
+    if affine is not None:
+        if affine[1] is not None:
+            folded = pad(weight.flatten(1) @ affine[1])
+            shift = folded if shift is None else shift + folded
+        weight = weight * affine[0].view(1, -1, 1, 1)
+    y = F.conv2d(x, pad(weight), shift)
     return F.conv2d(y, pad(depthwise.weight[block]), bias(depthwise), padding=1, groups=size + extra)
 
 
@@ -553,6 +567,60 @@ class ChannelLayerNorm(nn.Module):
         # For a channels_last x the NHWC view is contiguous: the norm reduces over contiguous memory and its output,
         # viewed back as NCHW, is channels_last again. No copy either way.
         return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def normalized(self, x: Tensor) -> tuple:
+        """The training form: ``(x_hat, (weight, bias or None))`` with ``forward(x) == x_hat * weight + bias``.
+
+        The caller folds the scale and shift into its 1x1 convolutions, so a training step keeps only ``x_hat`` (which
+        the convolutions keep anyway) and a per-pixel ``rstd``, not the norm's input and output (one tensor of C
+        channels per pixel less).
+
+        Args:
+            x: ``(N, C, H, W)``, preferably channels_last.
+
+        Returns:
+            ``x_hat`` ``(N, C, H, W)`` (channels_last for a channels_last ``x``) and the ``(C,)`` parameters.
+        """
+        body = self.body
+        centred = isinstance(body, _WithBiasNorm)
+        x_hat = _Normalize.apply(x.permute(0, 2, 3, 1), centred, body.eps).permute(0, 3, 1, 2)
+        return x_hat, (body.weight, body.bias if centred else None)
+
+
+class _Normalize(torch.autograd.Function):
+    """``(x - mean) * rstd`` (centred) or ``x * rstd`` (BiasFree) over the last dimension, keeping its output and rstd.
+
+    Under autocast the output is in the autocast dtype (the convolutions that read it would cast it anyway), so the
+    bf16 copy is the only one kept; the backward pass computes in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, centred: bool, eps: float) -> Tensor:  # noqa: D102
+        if centred:
+            out, _, rstd = torch.native_layer_norm(x, x.shape[-1:], None, None, eps)
+        else:
+            rstd = torch.rsqrt(x.var(dim=-1, keepdim=True, unbiased=False) + eps)
+            out = x * rstd
+        if torch.is_autocast_enabled(x.device.type):
+            out = out.to(torch.get_autocast_dtype(x.device.type))
+        ctx.centred, ctx.dtype = centred, x.dtype
+        ctx.save_for_backward(out, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:  # noqa: D102
+        out, rstd = ctx.saved_tensors
+        out, grad = out.to(rstd.dtype), grad.to(rstd.dtype)
+        if ctx.centred:
+            # aten's fused LayerNorm backward fed the normalised values with mean 0 and rstd 1:
+            # grad - mean(grad) - out * mean(grad * out), one pass.
+            grad = torch.ops.aten.native_layer_norm_backward(
+                grad, out, out.shape[-1:], torch.zeros_like(rstd), torch.ones_like(rstd), None, None,
+                [True, False, False])[0]
+        else:
+            # d(x * rstd)/dx with the variance centred: grad - (out - mean(out)) * mean(grad * out).
+            grad = grad - (out - out.mean(-1, keepdim=True)) * (grad * out).mean(-1, keepdim=True)
+        return (grad * rstd).to(ctx.dtype), None, None
 
 
 class _BiasFreeNorm(nn.Module):
