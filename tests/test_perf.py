@@ -291,7 +291,7 @@ def test_lean_block_keeps_less_for_backward_and_gives_the_same_gradients(precisi
     full = TransformerBlock(48, 2, 2.66, True, 'WithBias', memory='full')
     lean = TransformerBlock(48, 2, 2.66, True, 'WithBias', memory='lean')
     lean.load_state_dict(full.state_dict())
-    x = torch.randn(2, 48, 16, 24).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 48, 32, 48).contiguous(memory_format=torch.channels_last)  # folds the norms (>= 64 px per C)
     kept, grads = {}, {}
     for name, block in (('full', full), ('lean', lean)):
         inp = x.clone().requires_grad_()
@@ -300,7 +300,7 @@ def test_lean_block_keeps_less_for_backward_and_gives_the_same_gradients(precisi
             out = block(inp)
         out.float().square().sum().backward()
         grads[name] = [inp.grad] + [p.grad for p in block.parameters()]
-    assert 10 < kept['full'] < {'fp32': 20.5, 'bf16': 13.5}[precision] and kept['lean'] < 0.55 * kept['full'], kept
+    assert 10 < kept['full'] < {'fp32': 20.5, 'bf16': 13.5}[precision] and kept['lean'] < 0.6 * kept['full'], kept
     for a, b in zip(grads['full'], grads['lean']):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # inference keeps nothing either way

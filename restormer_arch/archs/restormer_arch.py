@@ -54,6 +54,9 @@ MEMORY_MODES = ('full', 'lean')
 SIZE_MULTIPLE = 8
 # GDFN hidden channels are padded to a multiple of this (16 fp32 lanes of an AVX-512 register).
 _CHANNEL_ALIGN = 16
+# Training folds the norms into the next convolutions' weights (less memory) where the activations outweigh those
+# weights (~8 C^2 per block) several times: the fold's weight-sized work would slow the small deep levels (measured).
+_FOLD_MIN_PIXELS_PER_CHANNEL = 64
 
 
 
@@ -247,7 +250,9 @@ class TransformerBlock(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        n, c, h, w = x.shape
+        if (torch.is_grad_enabled() and not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+                and n * h * w >= _FOLD_MIN_PIXELS_PER_CHANNEL * c):
             # Training: each norm's scale and shift are folded into the next 1x1 convolutions (see
             # ChannelLayerNorm.normalized), so only the normalised values are kept, not the norm's input and output.
             x = x + self.attn(*self.norm1.normalized(x))
@@ -349,7 +354,8 @@ class MDTA(nn.Module):
         heads, d = self.num_heads, c // self.num_heads
         # q, k and v each from its third of the weights (contiguous channels_last tensors, not strided thirds of one qkv
         # tensor); q and k as (N, H*W, C) views, which the matmuls read without copies.
-        q, k, v = (_depthwise_branch(x, self.qkv, self.qkv_dwconv, part, 3, affine=affine) for part in range(3))
+        pointwise = _fold_affine(self.qkv, affine)
+        q, k, v = (_depthwise_branch(x, pointwise, self.qkv_dwconv, part, 3) for part in range(3))
         q, k = (t.permute(0, 2, 3, 1).reshape(n, h * w, c) for t in (q, k))
         # F.normalize divides by max(norm, 1e-12); norms accumulate in fp32 for bf16 inputs.
         q_norm, k_norm = _pixel_norm(q), _pixel_norm(k)
@@ -465,7 +471,8 @@ class GDFN(nn.Module):
         if torch.jit.is_tracing():
             # ONNX export: a padded (computed) kernel has no static shape there, and the padding is a oneDNN tuning.
             padded = hidden
-        gate, value = (_depthwise_branch(x, self.project_in, self.dwconv, part, 2, padded, affine) for part in range(2))
+        pointwise = _fold_affine(self.project_in, affine)
+        gate, value = (_depthwise_branch(x, pointwise, self.dwconv, part, 2, padded) for part in range(2))
         weight = self.project_out.weight
         if padded != hidden:
             weight = F.pad(weight, (0, 0, 0, 0, 0, padded - hidden))
@@ -512,16 +519,28 @@ def _pixel_norm(x: Tensor) -> Tensor:
     return x.float().square().sum(dim=1).clamp_min(1e-24).sqrt()
 
 
-def _depthwise_branch(x: Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, part: int, parts: int,
-                      padded: Optional[int] = None, affine: Optional[tuple] = None) -> Tensor:
+def _fold_affine(conv: nn.Conv2d, affine: Optional[tuple]) -> tuple:
+    """``(weight, bias)`` of a 1x1 ``conv`` applied to ``x * scale + shift``: ``(W * scale) x + (W shift + b)``."""
+    weight, bias = conv.weight, conv.bias
+    if affine is None:
+        return weight, bias
+    scale, shift = affine
+    if shift is not None:
+        folded = weight.flatten(1) @ shift
+        bias = folded if bias is None else bias + folded
+    return weight * scale.view(1, -1, 1, 1), bias
+
+
+def _depthwise_branch(x: Tensor, pointwise: tuple, depthwise: nn.Conv2d, part: int, parts: int,
+                      padded: Optional[int] = None) -> Tensor:
     """Channel block ``part`` of ``parts`` of ``depthwise(pointwise(x))``, computed with that block of the weights.
 
     Equal to slicing the full output (the depthwise convolution mixes no channels), but the result is a contiguous
     tensor rather than a strided view, which elementwise kernels and bf16 matmuls process much faster. With ``padded``
     the block is zero-padded to that many channels (zero weights and biases, so the extra channels are exactly 0).
-    ``affine = (scale, shift)`` computes ``pointwise(x * scale + shift)`` as ``(W * scale) x + (W shift + b)``.
+    ``pointwise`` is the 1x1 convolution's ``(weight, bias or None)`` (see :func:`_fold_affine`).
     """
-    size = pointwise.out_channels // parts
+    size = pointwise[0].shape[0] // parts
     block = slice(part * size, (part + 1) * size)
     extra = 0 if padded is None else padded - size
 
@@ -530,17 +549,11 @@ def _depthwise_branch(x: Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, par
             return t
         return F.pad(t, (0, 0) * (t.dim() - 1) + (0, extra))
 
-    def bias(conv: nn.Conv2d) -> Optional[Tensor]:
-        return None if conv.bias is None else pad(conv.bias[block])
+    def bias(b: Optional[Tensor]) -> Optional[Tensor]:
+        return None if b is None else pad(b[block])
 
-    weight, shift = pointwise.weight[block], bias(pointwise)
-    if affine is not None:
-        if affine[1] is not None:
-            folded = pad(weight.flatten(1) @ affine[1])
-            shift = folded if shift is None else shift + folded
-        weight = weight * affine[0].view(1, -1, 1, 1)
-    y = F.conv2d(x, pad(weight), shift)
-    return F.conv2d(y, pad(depthwise.weight[block]), bias(depthwise), padding=1, groups=size + extra)
+    y = F.conv2d(x, pad(pointwise[0][block]), bias(pointwise[1]))
+    return F.conv2d(y, pad(depthwise.weight[block]), bias(depthwise.bias), padding=1, groups=size + extra)
 
 
 class ChannelLayerNorm(nn.Module):
