@@ -291,7 +291,7 @@ def test_lean_block_keeps_less_for_backward_and_gives_the_same_gradients(precisi
     full = TransformerBlock(48, 2, 2.66, True, 'WithBias', memory='full')
     lean = TransformerBlock(48, 2, 2.66, True, 'WithBias', memory='lean')
     lean.load_state_dict(full.state_dict())
-    x = torch.randn(2, 48, 32, 48).contiguous(memory_format=torch.channels_last)  # folds the norms (>= 64 px per C)
+    x = torch.randn(2, 48, 32, 48).contiguous(memory_format=torch.channels_last)
     kept, grads = {}, {}
     for name, block in (('full', full), ('lean', lean)):
         inp = x.clone().requires_grad_()

@@ -54,9 +54,10 @@ MEMORY_MODES = ('full', 'lean')
 SIZE_MULTIPLE = 8
 # GDFN hidden channels are padded to a multiple of this (16 fp32 lanes of an AVX-512 register).
 _CHANNEL_ALIGN = 16
-# Training folds the norms into the next convolutions' weights (less memory) where the activations outweigh those
-# weights (~8 C^2 per block) several times: the fold's weight-sized work would slow the small deep levels (measured).
-_FOLD_MIN_PIXELS_PER_CHANNEL = 64
+# Training folds the norms into the next convolutions' weights (less memory) in the blocks up to this width: deeper,
+# the fold's weight-sized work (~8 C^2 per block) outweighs the small activations and slows the step (measured), for
+# little memory. A rule on the width alone keeps the memory linear in batch x pixels (the planner's fit).
+_FOLD_MAX_CHANNELS = 96
 
 
 
@@ -250,9 +251,8 @@ class TransformerBlock(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:
-        n, c, h, w = x.shape
         if (torch.is_grad_enabled() and not (torch.jit.is_tracing() or torch.compiler.is_compiling())
-                and n * h * w >= _FOLD_MIN_PIXELS_PER_CHANNEL * c):
+                and x.shape[1] <= _FOLD_MAX_CHANNELS):
             # Training: each norm's scale and shift are folded into the next 1x1 convolutions (see
             # ChannelLayerNorm.normalized), so only the normalised values are kept, not the norm's input and output.
             x = x + self.attn(*self.norm1.normalized(x))
