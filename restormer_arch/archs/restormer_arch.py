@@ -26,7 +26,11 @@ Precision: a network cast to bfloat16 (``net.to(torch.bfloat16)``, see :func:`re
 runs its convolutions, matmuls and elementwise work in bf16, while the attention norms and softmax and the global
 residual stay in fp32; inputs and outputs keep the caller's dtype.
 
-Training memory: ``memory='lean'`` (selective recompute, see :func:`_lean_policy`) keeps, per transformer block, only
+Training memory: the default (``memory='full'``) stores less than plain autograd of the same ops without recomputing
+anything costly: GDFN's gate and projection (:class:`_GatedProjection`) and MDTA's Gram matrix (:class:`_Gram`) are
+autograd functions that keep only their inputs, and up to 96 channels each norm's scale and shift are folded into the
+next 1x1 convolutions so that only the normalised values are kept (:meth:`ChannelLayerNorm.normalized`).
+``memory='lean'`` (selective recompute, see :func:`_lean_policy`) keeps, per transformer block, only
 what is expensive to recompute - the outputs of the 1x1 convolutions and the small Gram/fused matrices - and recomputes
 the LayerNorms, depthwise convolutions, norms, softmax, GELU, gate product and residual sums from them in the backward
 pass; the gradients are those of the full graph. ``use_checkpoint`` recomputes every transformer block whole
@@ -54,9 +58,8 @@ MEMORY_MODES = ('full', 'lean')
 SIZE_MULTIPLE = 8
 # GDFN hidden channels are padded to a multiple of this (16 fp32 lanes of an AVX-512 register).
 _CHANNEL_ALIGN = 16
-# Training folds the norms into the next convolutions' weights (less memory) in the blocks up to this width: deeper,
-# the fold's weight-sized work (~8 C^2 per block) outweighs the small activations and slows the step (measured), for
-# little memory. A rule on the width alone keeps the memory linear in batch x pixels (the planner's fit).
+# Norms are folded into the next convolutions up to this width: deeper, the fold's weight-sized work (~8 C^2 per block)
+# outweighs the small activations (measured slower). A width rule keeps memory linear in batch x pixels (planner's fit).
 _FOLD_MAX_CHANNELS = 96
 
 
@@ -253,8 +256,6 @@ class TransformerBlock(nn.Module):
     def _forward(self, x: Tensor) -> Tensor:
         if (torch.is_grad_enabled() and not (torch.jit.is_tracing() or torch.compiler.is_compiling())
                 and x.shape[1] <= _FOLD_MAX_CHANNELS):
-            # Training: each norm's scale and shift are folded into the next 1x1 convolutions (see
-            # ChannelLayerNorm.normalized), so only the normalised values are kept, not the norm's input and output.
             x = x + self.attn(*self.norm1.normalized(x))
             return x + self.ffn(*self.norm2.normalized(x))
         if torch.is_grad_enabled():
@@ -394,11 +395,9 @@ class MDTA(nn.Module):
             return torch.stack([
                 torch.bmm(q[b].permute(1, 2, 0), k[b].transpose(0, 1)) for b in range(n)
             ])
-        if torch.jit.is_tracing():
-            return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2))
         # Training: one batched matmul (per-image indexing would zero-fill a full-size gradient per image), whose
         # backward keeps q and k themselves rather than autograd's contiguous per-head copies (2C per pixel less).
-        return _Gram.apply(q, k)
+        return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2)) if torch.jit.is_tracing() else _Gram.apply(q, k)
 
 
 class _Gram(torch.autograd.Function):
@@ -483,12 +482,9 @@ class GDFN(nn.Module):
 
 
 class _GatedProjection(torch.autograd.Function):
-    """``conv1x1(GELU(gate) * value)`` keeping only gate and value for the backward pass.
-
-    Autograd would also keep ``GELU(gate)`` and the product (2 x hidden channels per pixel); both are recomputed here,
-    two cheap elementwise passes next to the convolution's GEMMs. Runs in the dtype of ``gate`` (bf16 under autocast,
-    as the convolution would); the weight gradient is returned in the weight's dtype.
-    """
+    """``conv1x1(GELU(gate) * value)`` keeping only gate and value (autograd would also keep ``GELU(gate)`` and the
+    product, 2 x hidden channels per pixel; the backward recomputes both, two elementwise passes). Runs in the dtype of
+    ``gate`` (bf16 under autocast, as the convolution would); gradients come back in the parameters' dtypes."""
 
     @staticmethod
     def forward(ctx, gate: Tensor, value: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:  # noqa: D102
@@ -584,9 +580,8 @@ class ChannelLayerNorm(nn.Module):
     def normalized(self, x: Tensor) -> tuple:
         """The training form: ``(x_hat, (weight, bias or None))`` with ``forward(x) == x_hat * weight + bias``.
 
-        The caller folds the scale and shift into its 1x1 convolutions, so a training step keeps only ``x_hat`` (which
-        the convolutions keep anyway) and a per-pixel ``rstd``, not the norm's input and output (one tensor of C
-        channels per pixel less).
+        The caller folds the scale and shift into its 1x1 convolutions: a training step keeps ``x_hat`` (which they
+        keep anyway) and a per-pixel ``rstd``, not the norm's input and output (C channels per pixel less).
 
         Args:
             x: ``(N, C, H, W)``, preferably channels_last.
@@ -602,10 +597,7 @@ class ChannelLayerNorm(nn.Module):
 
 class _Normalize(torch.autograd.Function):
     """``(x - mean) * rstd`` (centred) or ``x * rstd`` (BiasFree) over the last dimension, keeping its output and rstd.
-
-    Under autocast the output is in the autocast dtype (the convolutions that read it would cast it anyway), so the
-    bf16 copy is the only one kept; the backward pass computes in fp32.
-    """
+    Under autocast the output is in bf16 (the convolutions would cast it anyway), the only copy kept; backward: fp32."""
 
     @staticmethod
     def forward(ctx, x: Tensor, centred: bool, eps: float) -> Tensor:  # noqa: D102
@@ -625,8 +617,7 @@ class _Normalize(torch.autograd.Function):
         out, rstd = ctx.saved_tensors
         out, grad = out.to(rstd.dtype), grad.to(rstd.dtype)
         if ctx.centred:
-            # aten's fused LayerNorm backward fed the normalised values with mean 0 and rstd 1:
-            # grad - mean(grad) - out * mean(grad * out), one pass.
+            # aten's fused LayerNorm backward of out with mean 0, rstd 1: grad - mean(grad) - out * mean(grad * out).
             grad = torch.ops.aten.native_layer_norm_backward(
                 grad, out, out.shape[-1:], torch.zeros_like(rstd), torch.ones_like(rstd), None, None,
                 [True, False, False])[0]
