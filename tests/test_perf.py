@@ -283,8 +283,8 @@ def test_normalized_form_with_folded_affine_equals_the_norm(layer_norm_type, pre
 
 @pytest.mark.parametrize('precision', ['fp32', 'bf16'])
 def test_lean_block_keeps_less_for_backward_and_gives_the_same_gradients(precision):
-    """memory='full' keeps ~19.9 C per pixel in fp32, 12.5 C under bf16 autocast (plain autograd of the same ops: ~28.1
-    and 17.4 C; GDFN's gate function, the Gram function and the normalisations keep only their inputs or outputs, the
+    """memory='full' keeps ~19.0 C per pixel in fp32 (plain autograd of the same ops, still used under bf16 autocast:
+    ~27.3 C; GDFN's gate function, the Gram function and the normalisations keep only their inputs or outputs, the
     norms' affine parts are folded into the next convolutions); memory='lean' keeps the 1x1 convolution outputs (3C
     for qkv, C for the projection, 2 x hidden for project_in: ~10.5 C). Gradients of both equal the full graph's."""
     torch.manual_seed(7)
@@ -300,7 +300,7 @@ def test_lean_block_keeps_less_for_backward_and_gives_the_same_gradients(precisi
             out = block(inp)
         out.float().square().sum().backward()
         grads[name] = [inp.grad] + [p.grad for p in block.parameters()]
-    assert 10 < kept['full'] < {'fp32': 19.5, 'bf16': 13.5}[precision] and kept['lean'] < 0.6 * kept['full'], kept
+    assert 10 < kept['full'] < {'fp32': 19.5, 'bf16': 17.0}[precision] and kept['lean'] < 0.6 * kept['full'], kept
     for a, b in zip(grads['full'], grads['lean']):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # inference keeps nothing either way
