@@ -26,8 +26,8 @@ Precision: a network cast to bfloat16 (``net.to(torch.bfloat16)``, see :func:`re
 runs its convolutions, matmuls and elementwise work in bf16, while the attention norms and softmax and the global
 residual stay in fp32; inputs and outputs keep the caller's dtype.
 
-Training memory: the default (``memory='full'``) stores less than plain autograd of the same ops without recomputing
-anything costly: GDFN's gate and projection (:class:`_GatedProjection`) and MDTA's Gram matrix (:class:`_Gram`) are
+Training memory: in fp32 the default (``memory='full'``) stores less than plain autograd of the same ops, recomputing
+nothing costly: GDFN's gate and projection (:class:`_GatedProjection`) and MDTA's Gram matrix (:class:`_Gram`) are
 autograd functions that keep only their inputs, and up to 96 channels each norm's scale and shift are folded into the
 next 1x1 convolutions so that only the normalised values are kept (:meth:`ChannelLayerNorm.normalized`).
 ``memory='lean'`` (selective recompute, see :func:`_lean_policy`) keeps, per transformer block, only
@@ -52,7 +52,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 __all__ = ['Restormer', 'TransformerBlock', 'MDTA', 'GDFN', 'ChannelLayerNorm']
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
-# Training memory modes: 'full' keeps every intermediate the backward pass reads, 'lean' recomputes the cheap ones.
+# Training memory modes: 'full' recomputes nothing costly (module docstring), 'lean' recomputes the cheap ops too.
 MEMORY_MODES = ('full', 'lean')
 # Three pixel-unshuffle(2) steps: the spatial size must be divisible by 2**3.
 SIZE_MULTIPLE = 8
@@ -87,7 +87,7 @@ class Restormer(nn.Module):
             about one extra forward of compute). Not part of the weights: checkpoints load either way. Can be changed
             later with :meth:`set_checkpointing`.
         memory: ``'full'`` or ``'lean'`` (selective recompute: the blocks keep only their 1x1 convolution outputs for
-            the backward pass, ~0.4x the activations of ``'full'``, exact gradients, ~1.3x the step time on CPU; see
+            the backward pass, ~0.55x the activations of ``'full'``, exact gradients, ~1.3x the step time on CPU; see
             docs/performance.md). Training only; inference, weights and ONNX export are the same either way.
             ``use_checkpoint`` takes precedence.
     """
