@@ -8,7 +8,8 @@ Checks, each printed as PASS/FAIL with its figure:
 
 1. training steps of the full Restormer on CUDA, fp32 and bf16 autocast (fused AdamW, channels_last; memory 'full',
    'lean' and ``use_checkpoint``): finite losses, the weights change, and bf16 gradients point the same way as fp32
-   ones; lean gradients equal full ones (TF32 off) and lean's peak memory is below full's;
+   ones; full (custom backward functions, folded norms) and lean gradients equal the plain math's (TF32 off), and
+   the peaks order lean < full < plain math;
 2. inference: fp32 fast path vs the plain reference math (max |diff| <= 1e-4, TF32 off), bf16 and fp16 networks
    (:func:`restormer_arch.perf.prepare_inference`) and autocast against fp32 (PSNR >= 50 dB);
 3. ``torch.compile`` with freezing (:func:`restormer_arch.perf.compile_for_inference`) against eager (<= 1e-4);
@@ -90,26 +91,30 @@ def check_training(precision: str, mode: str, steps: int = 3) -> str:
     return f'losses {[round(v, 4) for v in losses]}, peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB'
 
 
-def check_lean_gradients() -> str:
-    """memory='lean' recomputes the cheap intermediates: fp32 gradients equal the full graph's, at a lower peak."""
+def check_gradients() -> str:
+    """memory 'full' and 'lean' (fp32): gradients equal the plain math's, at lower peaks (lean < full < plain)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     x, target = smooth(2, 128, 'cuda'), smooth(2, 128, 'cuda').flip(-1)
     grads, peaks = [], []
-    for memory in ('full', 'lean'):
-        torch.manual_seed(0)
-        net = Restormer(memory=memory).cuda().to(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    state = Restormer().state_dict()
+    for memory in ('plain', 'full', 'lean'):
+        net = PlainRestormer() if memory == 'plain' else Restormer(memory=memory)
+        net.load_state_dict(state, strict=True)
+        net = net.cuda().to(memory_format=torch.channels_last)
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         nn.functional.l1_loss(net(x), target).backward()
         peaks.append((torch.cuda.max_memory_allocated() - base) / 2**20)
-        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+        grads.append(torch.cat([p.grad.flatten() for _, p in sorted(net.named_parameters())]))
         del net
-    error = float((grads[0] - grads[1]).abs().max() / grads[0].abs().max())
-    assert error <= 1e-4, f'lean vs full gradient relative error {error:.1e}'
-    assert peaks[1] < peaks[0], f'lean peak {peaks[1]:.0f} MiB >= full {peaks[0]:.0f} MiB'
-    return f'relative error {error:.1e}; step peak above weights: full {peaks[0]:.0f} MiB, lean {peaks[1]:.0f} MiB'
+    errors = [float((g - grads[0]).abs().max() / grads[0].abs().max()) for g in grads[1:]]
+    assert max(errors) <= 1e-4, f'full, lean vs plain gradient relative errors {errors}'
+    assert peaks[2] < peaks[1] < peaks[0], f'peaks plain, full, lean {peaks} MiB'
+    return (f'relative errors full {errors[0]:.1e}, lean {errors[1]:.1e}; step peak above weights: plain '
+            f'{peaks[0]:.0f} MiB, full {peaks[1]:.0f} MiB, lean {peaks[2]:.0f} MiB')
 
 
 def check_bf16_gradients() -> str:
@@ -193,7 +198,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for precision in ('fp32', 'bf16'):
         for mode in ('full', 'lean', 'use_checkpoint'):
             checks.run(f'training {precision} {mode}', lambda p=precision, m=mode: check_training(p, m))
-    checks.run('lean gradients vs full (fp32)', check_lean_gradients)
+    checks.run('full and lean gradients vs the plain math (fp32)', check_gradients)
     checks.run('bf16 gradients vs fp32', check_bf16_gradients)
     checks.run('inference fp32 / bf16 / fp16', check_inference)
     checks.run('torch.compile (freezing)', check_compile)

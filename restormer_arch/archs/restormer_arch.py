@@ -26,7 +26,11 @@ Precision: a network cast to bfloat16 (``net.to(torch.bfloat16)``, see :func:`re
 runs its convolutions, matmuls and elementwise work in bf16, while the attention norms and softmax and the global
 residual stay in fp32; inputs and outputs keep the caller's dtype.
 
-Training memory: ``memory='lean'`` (selective recompute, see :func:`_lean_policy`) keeps, per transformer block, only
+Training memory: in fp32 the default (``memory='full'``) stores less than plain autograd of the same ops, recomputing
+nothing costly: GDFN's gate and projection (:class:`_GatedProjection`) and MDTA's Gram matrix (:class:`_Gram`) are
+autograd functions that keep only their inputs, and up to 96 channels each norm's scale and shift are folded into the
+next 1x1 convolutions so that only the normalised values are kept (:meth:`ChannelLayerNorm.normalized`).
+``memory='lean'`` (selective recompute, see :func:`_lean_policy`) keeps, per transformer block, only
 what is expensive to recompute - the outputs of the 1x1 convolutions and the small Gram/fused matrices - and recomputes
 the LayerNorms, depthwise convolutions, norms, softmax, GELU, gate product and residual sums from them in the backward
 pass; the gradients are those of the full graph. ``use_checkpoint`` recomputes every transformer block whole
@@ -48,12 +52,15 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 __all__ = ['Restormer', 'TransformerBlock', 'MDTA', 'GDFN', 'ChannelLayerNorm']
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
-# Training memory modes: 'full' keeps every intermediate the backward pass reads, 'lean' recomputes the cheap ones.
+# Training memory modes: 'full' recomputes nothing costly (module docstring), 'lean' recomputes the cheap ops too.
 MEMORY_MODES = ('full', 'lean')
 # Three pixel-unshuffle(2) steps: the spatial size must be divisible by 2**3.
 SIZE_MULTIPLE = 8
 # GDFN hidden channels are padded to a multiple of this (16 fp32 lanes of an AVX-512 register).
 _CHANNEL_ALIGN = 16
+# Norms are folded into the next convolutions up to this width: deeper, the fold's weight-sized work (~8 C^2 per block)
+# outweighs the small activations (measured slower). A width rule keeps memory linear in batch x pixels (planner's fit).
+_FOLD_MAX_CHANNELS = 96
 
 
 
@@ -80,7 +87,7 @@ class Restormer(nn.Module):
             about one extra forward of compute). Not part of the weights: checkpoints load either way. Can be changed
             later with :meth:`set_checkpointing`.
         memory: ``'full'`` or ``'lean'`` (selective recompute: the blocks keep only their 1x1 convolution outputs for
-            the backward pass, ~0.4x the activations of ``'full'``, exact gradients, ~1.3x the step time on CPU; see
+            the backward pass, ~0.55x the activations of ``'full'``, exact gradients, ~1.3x the step time on CPU; see
             docs/performance.md). Training only; inference, weights and ONNX export are the same either way.
             ``use_checkpoint`` takes precedence.
     """
@@ -247,12 +254,21 @@ class TransformerBlock(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:
+        if _custom_backward(x) and not torch.compiler.is_compiling() and x.shape[1] <= _FOLD_MAX_CHANNELS:
+            x = x + self.attn(*self.norm1.normalized(x))
+            return x + self.ffn(*self.norm2.normalized(x))
         if torch.is_grad_enabled():
             x = x + self.attn(self.norm1(x))
             return x + self.ffn(self.norm2(x))
         # Inference: add the residual into the branch output, a fresh tensor, instead of allocating a third one.
         x = _add_residual(self.attn(self.norm1(x)), x)
         return _add_residual(self.ffn(self.norm2(x)), x)
+
+
+def _custom_backward(x: Tensor) -> bool:
+    """Whether the memory-lean autograd functions run: fp32 training, not traced (under bf16 autocast they kept ~20%
+    less but cost ~5% step time on CPU, measured: autocast keeps autograd's own ops)."""
+    return torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.is_autocast_enabled(x.device.type)
 
 
 def _lean_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: ARG001 (the checkpoint API's signature)
@@ -330,11 +346,12 @@ class MDTA(nn.Module):
         out = rearrange(attn @ v, 'n head c (h w) -> n (head c) h w', h=h, w=w)
         return self.project_out(out)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, affine: Optional[tuple] = None) -> Tensor:
         """Same result as :meth:`forward_reference`, faster (see the class docstring).
 
         Args:
             x: ``(N, C, H, W)`` normalised features, preferably channels_last (otherwise one copy is made).
+            affine: Per-channel ``(scale, shift or None)`` applied to ``x`` first (folded into the qkv weights).
 
         Returns:
             ``(N, C, H, W)`` attention output, channels_last, in the dtype of ``x`` (or of autocast).
@@ -343,7 +360,8 @@ class MDTA(nn.Module):
         heads, d = self.num_heads, c // self.num_heads
         # q, k and v each from its third of the weights (contiguous channels_last tensors, not strided thirds of one qkv
         # tensor); q and k as (N, H*W, C) views, which the matmuls read without copies.
-        q, k, v = (_depthwise_branch(x, self.qkv, self.qkv_dwconv, part, 3) for part in range(3))
+        pointwise = _fold_affine(self.qkv, affine)
+        q, k, v = (_depthwise_branch(x, pointwise, self.qkv_dwconv, part, 3) for part in range(3))
         q, k = (t.permute(0, 2, 3, 1).reshape(n, h * w, c) for t in (q, k))
         # F.normalize divides by max(norm, 1e-12); norms accumulate in fp32 for bf16 inputs.
         q_norm, k_norm = _pixel_norm(q), _pixel_norm(k)
@@ -382,8 +400,25 @@ class MDTA(nn.Module):
             return torch.stack([
                 torch.bmm(q[b].permute(1, 2, 0), k[b].transpose(0, 1)) for b in range(n)
             ])
-        # Training: one batched matmul (per-image indexing would zero-fill a full-size gradient per image).
+        # Training: one batched matmul (per-image indexing would zero-fill a full-size gradient per image), whose
+        # backward keeps q and k themselves rather than autograd's contiguous per-head copies (2C per pixel less).
+        return _Gram.apply(q, k) if _custom_backward(q) else torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2))
+
+
+class _Gram(torch.autograd.Function):
+    """``q^T k`` per head of ``(N, P, heads, d)`` views, keeping only q and k (which the pixel norms keep anyway)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(q, k)
         return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:  # noqa: D102
+        q, k = (t.transpose(1, 2) for t in ctx.saved_tensors)  # (N, heads, P, d)
+        grad = grad.to(q.dtype)
+        return (torch.matmul(k, grad.transpose(-1, -2)).transpose(1, 2),
+                torch.matmul(q, grad).transpose(1, 2))
 
 
 class GDFN(nn.Module):
@@ -422,11 +457,12 @@ class GDFN(nn.Module):
         gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
         return self.project_out(F.gelu(gate) * value)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, affine: Optional[tuple] = None) -> Tensor:
         """Same result as :meth:`forward_reference`, faster (see the class docstring).
 
         Args:
             x: ``(N, dim, H, W)`` normalised features.
+            affine: Per-channel ``(scale, shift or None)`` applied to ``x`` first (folded into project_in's weights).
 
         Returns:
             ``(N, dim, H, W)``.
@@ -439,14 +475,39 @@ class GDFN(nn.Module):
         if torch.jit.is_tracing():
             # ONNX export: a padded (computed) kernel has no static shape there, and the padding is a oneDNN tuning.
             padded = hidden
-        gate, value = (_depthwise_branch(x, self.project_in, self.dwconv, part, 2, padded) for part in range(2))
-        gated = F.gelu(gate)
-        # In place when no autograd graph is recorded (saves one full-size buffer per block).
-        gated = gated * value if torch.is_grad_enabled() else gated.mul_(value)
+        pointwise = _fold_affine(self.project_in, affine)
+        gate, value = (_depthwise_branch(x, pointwise, self.dwconv, part, 2, padded) for part in range(2))
         weight = self.project_out.weight
         if padded != hidden:
             weight = F.pad(weight, (0, 0, 0, 0, 0, padded - hidden))
-        return F.conv2d(gated, weight, self.project_out.bias)
+        if _custom_backward(gate):
+            return _GatedProjection.apply(gate, value, weight, self.project_out.bias)
+        # In place when no autograd graph is recorded (saves one full-size buffer per block).
+        return F.conv2d(F.gelu(gate).mul_(value), weight, self.project_out.bias)
+
+
+class _GatedProjection(torch.autograd.Function):
+    """``conv1x1(GELU(gate) * value)`` keeping only gate and value (autograd would also keep ``GELU(gate)`` and the
+    product, 2 x hidden channels per pixel; the backward recomputes both, two elementwise passes). Runs in the dtype of
+    ``gate``; gradients come back in the parameters' dtypes."""
+
+    @staticmethod
+    def forward(ctx, gate: Tensor, value: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(gate, value, weight)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        bias = None if bias is None else bias.to(gate.dtype)
+        return F.conv2d(F.gelu(gate).mul_(value), weight.to(gate.dtype), bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:  # noqa: D102
+        gate, value, weight = ctx.saved_tensors
+        gelu = F.gelu(gate)
+        has_bias = ctx.bias_dtype is not None
+        grad_gated, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad.to(gate.dtype), gelu * value, weight.to(gate.dtype), [weight.shape[0]] if has_bias else None,
+            [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, has_bias])
+        return (torch.ops.aten.gelu_backward(grad_gated * value, gate), grad_gated.mul_(gelu),
+                grad_weight.to(weight.dtype), None if grad_bias is None else grad_bias.to(ctx.bias_dtype))
 
 
 def _pixel_norm(x: Tensor) -> Tensor:
@@ -458,15 +519,28 @@ def _pixel_norm(x: Tensor) -> Tensor:
     return x.float().square().sum(dim=1).clamp_min(1e-24).sqrt()
 
 
-def _depthwise_branch(x: Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, part: int, parts: int,
+def _fold_affine(conv: nn.Conv2d, affine: Optional[tuple]) -> tuple:
+    """``(weight, bias)`` of a 1x1 ``conv`` applied to ``x * scale + shift``: ``(W * scale) x + (W shift + b)``."""
+    weight, bias = conv.weight, conv.bias
+    if affine is None:
+        return weight, bias
+    scale, shift = affine
+    if shift is not None:
+        folded = weight.flatten(1) @ shift
+        bias = folded if bias is None else bias + folded
+    return weight * scale.view(1, -1, 1, 1), bias
+
+
+def _depthwise_branch(x: Tensor, pointwise: tuple, depthwise: nn.Conv2d, part: int, parts: int,
                       padded: Optional[int] = None) -> Tensor:
     """Channel block ``part`` of ``parts`` of ``depthwise(pointwise(x))``, computed with that block of the weights.
 
     Equal to slicing the full output (the depthwise convolution mixes no channels), but the result is a contiguous
     tensor rather than a strided view, which elementwise kernels and bf16 matmuls process much faster. With ``padded``
     the block is zero-padded to that many channels (zero weights and biases, so the extra channels are exactly 0).
+    ``pointwise`` is the 1x1 convolution's ``(weight, bias or None)`` (see :func:`_fold_affine`).
     """
-    size = pointwise.out_channels // parts
+    size = pointwise[0].shape[0] // parts
     block = slice(part * size, (part + 1) * size)
     extra = 0 if padded is None else padded - size
 
@@ -475,11 +549,11 @@ def _depthwise_branch(x: Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, par
             return t
         return F.pad(t, (0, 0) * (t.dim() - 1) + (0, extra))
 
-    def bias(conv: nn.Conv2d) -> Optional[Tensor]:
-        return None if conv.bias is None else pad(conv.bias[block])
+    def bias(b: Optional[Tensor]) -> Optional[Tensor]:
+        return None if b is None else pad(b[block])
 
-    y = F.conv2d(x, pad(pointwise.weight[block]), bias(pointwise))
-    return F.conv2d(y, pad(depthwise.weight[block]), bias(depthwise), padding=1, groups=size + extra)
+    y = F.conv2d(x, pad(pointwise[0][block]), bias(pointwise[1]))
+    return F.conv2d(y, pad(depthwise.weight[block]), bias(depthwise.bias), padding=1, groups=size + extra)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -506,6 +580,52 @@ class ChannelLayerNorm(nn.Module):
         # For a channels_last x the NHWC view is contiguous: the norm reduces over contiguous memory and its output,
         # viewed back as NCHW, is channels_last again. No copy either way.
         return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def normalized(self, x: Tensor) -> tuple:
+        """The training form: ``(x_hat, (weight, bias or None))`` with ``forward(x) == x_hat * weight + bias``.
+
+        The caller folds the scale and shift into its 1x1 convolutions: a training step keeps ``x_hat`` (which they
+        keep anyway) and a per-pixel ``rstd``, not the norm's input and output (C channels per pixel less).
+
+        Args:
+            x: ``(N, C, H, W)``, preferably channels_last.
+
+        Returns:
+            ``x_hat`` ``(N, C, H, W)`` (channels_last for a channels_last ``x``) and the ``(C,)`` parameters.
+        """
+        body = self.body
+        centred = isinstance(body, _WithBiasNorm)
+        x_hat = _Normalize.apply(x.permute(0, 2, 3, 1), centred, body.eps).permute(0, 3, 1, 2)
+        return x_hat, (body.weight, body.bias if centred else None)
+
+
+class _Normalize(torch.autograd.Function):
+    """``(x - mean) * rstd`` (centred) or ``x * rstd`` (BiasFree) over the last dim, keeping only output and rstd."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, centred: bool, eps: float) -> Tensor:  # noqa: D102
+        if centred:
+            out, _, rstd = torch.native_layer_norm(x, x.shape[-1:], None, None, eps)
+        else:
+            rstd = torch.rsqrt(x.var(dim=-1, keepdim=True, unbiased=False) + eps)
+            out = x * rstd
+        ctx.centred, ctx.dtype = centred, x.dtype
+        ctx.save_for_backward(out, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:  # noqa: D102
+        out, rstd = ctx.saved_tensors
+        out, grad = out.to(rstd.dtype), grad.to(rstd.dtype)
+        if ctx.centred:
+            # aten's fused LayerNorm backward of out with mean 0, rstd 1: grad - mean(grad) - out * mean(grad * out).
+            grad = torch.ops.aten.native_layer_norm_backward(
+                grad, out, out.shape[-1:], torch.zeros_like(rstd), torch.ones_like(rstd), None, None,
+                [True, False, False])[0]
+        else:
+            # d(x * rstd)/dx with the variance centred: grad - (out - mean(out)) * mean(grad * out).
+            grad = grad - (out - out.mean(-1, keepdim=True)) * (grad * out).mean(-1, keepdim=True)
+        return (grad * rstd).to(ctx.dtype), None, None
 
 
 class _BiasFreeNorm(nn.Module):

@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.models.test_models import _train_yaml, write_pairs
 from tests.e2e.test_resume import sequence
+from tests.models.test_models import _train_yaml, write_pairs
 
 JOB = '''#!/bin/bash
 #SBATCH --job-name=restormer
