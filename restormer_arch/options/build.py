@@ -269,7 +269,9 @@ def _build_validation(opt: Dict[str, Any], built: Built) -> None:
         lookup(METRIC_REGISTRY, 'metric', (metric_opt or {}).get('type'), f'val.metrics.{name}.type')
         with building(f'val.metrics.{name}', metric_opt, METRIC_REGISTRY.get(metric_opt['type'])):
             try:
-                score = calculate_metric({'img': pair[0], 'img2': pair[1]}, metric_opt)
+                with warnings.catch_warnings():  # numpy's "Mean of empty slice": the nan below says it in one line
+                    warnings.simplefilter('ignore')
+                    score = calculate_metric({'img': pair[0], 'img2': pair[1]}, metric_opt)
             except (RuntimeError, np.linalg.LinAlgError):  # numbers of a random 64x64 pair (NIQE needs real images)
                 score = 0.0
             if not np.isfinite(score):  # e.g. a negative crop_border crops everything: every score would be nan

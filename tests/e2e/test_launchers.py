@@ -162,13 +162,19 @@ def test_a_misconfigured_launcher_is_one_line_and_exit_2(tmp_path, launcher, env
 
 
 def _slurm_runs() -> bool:
-    return shutil.which('sbatch') is not None and subprocess.run(['sinfo'], capture_output=True).returncode == 0
+    # Asked when the test runs, not at collection: sinfo waits for an absent controller (CI has none).
+    try:
+        return shutil.which('sbatch') is not None and subprocess.run(['sinfo'], capture_output=True,
+                                                                    timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
-@pytest.mark.skipif(not _slurm_runs(), reason='needs a running Slurm cluster (sbatch, sinfo)')
 def test_slurm_job_preempted_with_sigterm_requeues_and_resumes():
     from tests.e2e.slurm_preemption import main
 
+    if not _slurm_runs():
+        pytest.skip('needs a running Slurm cluster (sbatch, sinfo)')
     assert main() == 0
 
 
