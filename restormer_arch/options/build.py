@@ -165,9 +165,10 @@ def build_datasets(opt: Dict[str, Any], built: Built) -> None:
             loader = build_dataloader(dataset, dict(dataset_opt, prefetch_mode=None), opt['num_gpu'], opt['dist'],
                                       sampler, opt['manual_seed'])
             if phase == 'train' and len(loader) < 1:
-                raise ValueError(f'no batch per epoch ({len(dataset)} image(s) x dataset_enlarge_ratio '
+                raise ValueError(f'no full batch per epoch ({len(dataset)} image(s) x dataset_enlarge_ratio '
                                  f'{dataset_opt.get("dataset_enlarge_ratio", 1)} over batch_size_per_gpu '
-                                 f'{dataset_opt.get("batch_size_per_gpu")}); BasicSR would divide by zero.')
+                                 f'{dataset_opt.get("batch_size_per_gpu")}; the loader drops an incomplete batch): '
+                                 'nothing would be trained.')
         built.samples[phase], built.dataset_reads[phase] = sample, recording.read
 
 

@@ -315,7 +315,8 @@ def dual_pixel_data_color_network(tmp):
     for phase, dataset in opt['datasets'].items():
         root = tmp / f'dp_{phase}'
         for sub in ('inputL', 'inputR', 'target'):
-            image(root / sub / 'p0.png', dtype=np.uint16, seed=len(sub))
+            for name in ('p0', 'p1'):  # a full batch of 2: the loader drops an incomplete one
+                image(root / sub / f'{name}.png', dtype=np.uint16, seed=len(sub))
         dataset.update(type='Dataset_DefocusDeblur_DualPixel_16bit', dataroot_lqL=str(root / 'inputL'),
                        dataroot_lqR=str(root / 'inputR'), dataroot_gt=str(root / 'target'))
         dataset.pop('dataroot_lq')
