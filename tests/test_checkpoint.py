@@ -30,6 +30,7 @@ def test_atomic_save_failure_keeps_the_old_file(tmp_path):
     assert os.listdir(tmp_path) == ['x.pth']
 
 
+@pytest.mark.slow
 def test_sigkill_during_atomic_saves_never_leaves_a_torn_file(tmp_path):
     """A real process rewriting a 16 MB checkpoint in a loop is SIGKILLed at several moments; the file always loads."""
     path = tmp_path / 'ckpt.pth'

@@ -19,6 +19,7 @@ def _commands():
     return commands
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('command', _commands(), ids=lambda c: Path(c[-1]).name)
 def test_version_and_help(command):
     version = subprocess.run(command + ['--version'], capture_output=True, text=True, timeout=120)
@@ -34,6 +35,7 @@ def test_console_script_is_installed():
     assert BASICSR_BIN.exists() or shutil.which('basicsr'), 'pip install the package to get the basicsr command'
 
 
+@pytest.mark.slow
 def test_train_help_shows_basicsr_flags():
     result = subprocess.run([sys.executable, '-m', 'restormer_arch', 'train', '--help'], capture_output=True,
                             text=True, timeout=120)

@@ -14,6 +14,7 @@ def _run_python(code: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_import_basicsr_fails_without_compat_and_works_with_it():
     import torchvision
 
@@ -27,6 +28,7 @@ def test_import_basicsr_fails_without_compat_and_works_with_it():
     assert fixed.stdout.strip() == '1.4.2'
 
 
+@pytest.mark.slow
 def test_scipy_ndimage_filters_alias_is_silent_and_exact():
     import scipy.ndimage
 

@@ -443,6 +443,7 @@ def test_torch_compile_matches_eager():
         assert (compile_for_inference(fast)(x) - ref).abs().max().item() < 1e-4
 
 
+@pytest.mark.slow
 def test_compiled_block_convolves_channels_last_without_layout_copies():
     """Under torch.compile the channel norm must hand the convolutions a real channels_last buffer: a permuted view
     reached them with a stride-0 batch dimension, and ATen then copied every input to NCHW (compiled 1.2x slower than
@@ -576,6 +577,7 @@ _FAULT_PROBE = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('setting, expected', [('', 'tuned'), ('system', 'system')])
 def test_allocator_switch_controls_page_faults(setting, expected):
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), RESTORMER_ALLOCATOR=setting)

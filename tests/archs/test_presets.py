@@ -76,6 +76,7 @@ def test_custom_and_ablation_sizes_are_read_back(size):
             assert options[key] == value, key
 
 
+@pytest.mark.slow
 def test_any_ffn_factor_gives_one_that_reproduces_every_level_width():
     rng = random.Random(0)
     for _ in range(40):

@@ -575,6 +575,7 @@ def test_dual_pixel_errors(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ datasets/make_lmdb.py
+@pytest.mark.slow
 def test_make_lmdb_script(pairs, tmp_path):
     _, gt_dir, _, _ = pairs
     script = str(REPO_ROOT / 'datasets' / 'make_lmdb.py')
@@ -637,6 +638,7 @@ logger: {{print_freq: 1, save_checkpoint_freq: 100, use_tb_logger: false}}
 """
 
 
+@pytest.mark.slow
 def test_datasets_in_basicsr_training_run(tmp_path):
     imgs = random_images(4, seed=9)
     lq_dir, gt_dir = make_folder(tmp_path / 'lq', imgs), make_folder(tmp_path / 'gt', imgs)

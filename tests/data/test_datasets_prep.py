@@ -159,6 +159,7 @@ def test_missing_inputs_give_clear_errors(tmp_path, script):
     assert str(tmp_path / 'nothing') in result.stderr and 'Traceback' not in result.stderr
 
 
+@pytest.mark.slow
 def test_unpaired_names_and_sizes_are_reported(tmp_path):
     for sub in ('input', 'target'):
         (tmp_path / 'src' / sub).mkdir(parents=True)
@@ -352,6 +353,7 @@ def _deraining(root):
                 _write(root / folder / sub / name, _img((12, 12, 3), seed))
 
 
+@pytest.mark.slow
 def test_make_lmdb_packs_one_side_of_one_split(tmp_path):
     root = tmp_path / 'Datasets'
     _deraining(root)

@@ -157,6 +157,7 @@ def test_truncated_file_found_when_the_dataset_is_built(ext, tmp_path):
     assert ds[0]['gt'].shape == (3, 64, 64)
 
 
+@pytest.mark.slow
 def test_truncated_jpeg_stops_basicsr_train_before_training(tmp_path):
     gt, vgt = tmp_path / 'gt', tmp_path / 'vgt'
     for folder, n in ((gt, 3), (vgt, 1)):
@@ -272,6 +273,7 @@ def test_byte_identical_pairs_warn(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------ LMDB
+@pytest.mark.slow
 def test_make_lmdb_non_ascii_and_space_names(tmp_path):
     lq, gt = _pairs(tmp_path, ('café', 'naïve', 'b', 'my photo'))
     built = _make_lmdb(gt, gt.with_suffix('.lmdb'))
@@ -285,6 +287,7 @@ def test_make_lmdb_non_ascii_and_space_names(tmp_path):
         assert (db[i]['lq'] == disk[i]['lq']).all() and (db[i]['gt'] == disk[i]['gt']).all()
 
 
+@pytest.mark.slow
 def test_failed_lmdb_build_leaves_nothing(tmp_path):
     _, gt = _pairs(tmp_path, ('a', 'b', 'c'))
     (gt / 'c.png').write_bytes((gt / 'c.png').read_bytes()[:200])  # truncated: found after a and b are stored
@@ -295,6 +298,7 @@ def test_failed_lmdb_build_leaves_nothing(tmp_path):
     _build_lmdb(gt, tmp_path / 'gt.lmdb')  # a re-run is not blocked
 
 
+@pytest.mark.slow
 def test_killed_lmdb_build_leaves_no_lmdb(tmp_path):
     gt = tmp_path / 'gt'
     gt.mkdir()
@@ -324,6 +328,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_killed_image_write_leaves_a_complete_file_or_none(tmp_path):
     target = tmp_path / 'out put' / 'résultat.png'
     for delay in (0.05, 0.6):

@@ -63,6 +63,7 @@ def test_dnd_submission_format(tmp_path):
         write_dnd_submission(tmp_path, 1, boxes[:3])
 
 
+@pytest.mark.slow
 def test_folder_evaluation_command(tmp_path):
     rng = np.random.default_rng(3)
     (tmp_path / 'res').mkdir()

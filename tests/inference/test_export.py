@@ -42,6 +42,7 @@ def save_checkpoint(path, options, seed=0):
     return network.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config', CONFIGS)
 def test_export_matches_pytorch_on_odd_sizes(tmp_path, config):
     original = save_checkpoint(tmp_path / 'net.pth', CONFIGS[config])
@@ -54,6 +55,7 @@ def test_export_matches_pytorch_on_odd_sizes(tmp_path, config):
     assert sorted(os.listdir(tmp_path / 'out')) == ['net.onnx']  # no temporary file left
 
 
+@pytest.mark.slow
 def test_graph_inputs_are_dynamic(tmp_path):
     network = save_checkpoint(tmp_path / 'net.pth', {})
     session = ort.InferenceSession(export_onnx(network, str(tmp_path / 'net.onnx'), example_size=(16, 24)),
@@ -68,6 +70,7 @@ def test_graph_inputs_are_dynamic(tmp_path):
     assert np.abs(out - expected).max() <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_plain_export_without_padding(tmp_path):
     network = save_checkpoint(tmp_path / 'net.pth', {})
     session = ort.InferenceSession(export_onnx(network, str(tmp_path / 'p.onnx'), pad_in_graph=False),
@@ -90,6 +93,7 @@ def run_export(args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_exports_and_checks(tmp_path):
     network = save_checkpoint(tmp_path / 'gray.pth', CONFIGS['gray_biasfree'])
     result = run_export(['--weights', 'gray.pth', '--check'], tmp_path)
@@ -105,6 +109,7 @@ def test_cli_exports_and_checks(tmp_path):
     assert not (tmp_path / 'sub').exists()
 
 
+@pytest.mark.slow
 def test_an_existing_output_is_kept_unless_overwrite(tmp_path):
     save_checkpoint(tmp_path / 'net.pth', {})
     target = tmp_path / 'model.onnx'
@@ -128,6 +133,7 @@ def test_an_unsupported_opset_is_refused_before_any_work(opset, tmp_path):
     assert not target.exists()
 
 
+@pytest.mark.slow
 def test_the_oldest_and_newest_accepted_opsets_export(tmp_path):
     from restormer_arch.export import MIN_OPSET, max_opset
     save_checkpoint(tmp_path / 'net.pth', {})

@@ -283,6 +283,7 @@ def test_a_gray_to_colour_network_writes_colour(tmp_path):
     assert cv2.imread(str(tmp_path / 'out' / 'g_side_by_side.png')).shape == (16, 48, 3)
 
 
+@pytest.mark.slow
 def test_basicsr_restore_console_command(tmp_path):
     cv2.imwrite(str(tmp_path / 'x.jpg'), _random_image((16, 16, 3)))
     env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
@@ -437,6 +438,7 @@ def test_two_inputs_for_one_output_name_are_refused(tmp_path):
     assert _run(photos, tmp_path / 'out') == 0  # auto: p0.png and p0.jpg
 
 
+@pytest.mark.slow
 def test_killed_restore_leaves_only_complete_images(tmp_path):
     """torn-output-images-on-kill: SIGKILL while an output is written leaves no torn file under a final name."""
     import signal

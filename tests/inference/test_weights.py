@@ -255,6 +255,7 @@ def test_cli_lists_and_refuses_unknown_names(capsys, env):
     assert weights.main(['not_a_release']) == 2
 
 
+@pytest.mark.slow
 def test_cli_prefetches_into_pretrained_models(tmp_path, server):
     body = serve(server, tmp_path, GRAY)
     fetched = run_cli([GRAY, '--no-progress'], tmp_path, server)

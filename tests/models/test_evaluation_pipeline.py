@@ -135,6 +135,7 @@ def psnr(a, b, peak):
 
 
 # ------------------------------------------------------------------------------------------------------------ families
+@pytest.mark.slow
 def test_deraining_y_channel_tables_and_average(tmp_path):
     rng = np.random.default_rng(0)
     sets = {'Rain100L': 2, 'Rain100H': 1, 'Test100': 1, 'Test1200': 1, 'Test2800': 2}
@@ -156,6 +157,7 @@ def test_deraining_y_channel_tables_and_average(tmp_path):
     assert by_image(rows, 'Rain100H')['0']['psnr'] == pytest.approx(psnr(y(restored), y(target), 255), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_gopro_hide_rgb_tables(tmp_path):
     rng = np.random.default_rng(1)
     for name in ('GoPro', 'HIDE'):
@@ -169,6 +171,7 @@ def test_gopro_hide_rgb_tables(tmp_path):
     assert by_image(rows, 'HIDE')['b']['psnr'] == pytest.approx(psnr(restored, target, 255), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_dpdd_dual_pixel_16bit_indoor_outdoor(tmp_path):
     rng = np.random.default_rng(2)
     root = tmp_path / 'datasets/Defocus_Deblurring/test/DPDD'
@@ -193,6 +196,7 @@ def test_dpdd_dual_pixel_16bit_indoor_outdoor(tmp_path):
     assert row['mae'] == pytest.approx(np.mean(np.abs(restored / 65535 - target / 65535)), abs=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('option_file, folders, sigmas, gray', [
     ('GaussianDenoising_Color_Sigma25.yml', {'CBSD68': 'CBSD68', 'Kodak24': 'Kodak', 'McMaster': 'McMaster',
                                              'Urban100': 'Urban100'}, [25], False),
@@ -217,6 +221,7 @@ def test_gaussian_denoising_tables(tmp_path, option_file, folders, sigmas, gray)
     assert by_image(rows, name)['1']['psnr'] == pytest.approx(psnr(restored, target, 255), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_sidd_blocks_from_mat_files(tmp_path):
     rng = np.random.default_rng(4)
     root = tmp_path / 'datasets/Denoising/test/SIDD'

@@ -74,6 +74,7 @@ def test_every_pixel_loss_honours_loss_weight(name):
     assert float(three) == pytest.approx(3 * float(one), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_perceptual_loss_offline_says_what_to_download_and_where(tmp_path, monkeypatch):
     import http.server
     import threading

@@ -95,6 +95,7 @@ def paper_lr(iteration):
 
 
 # ----------------------------------------------------------------------------------------------------- scheduler
+@pytest.mark.slow
 def test_cyclic_scheduler_paper_values_through_the_model(tmp_path):
     scheduler = {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [92000, 208000], 'restart_weights': [1, 1],
                  'eta_mins': [0.0003, 0.000001]}
@@ -429,6 +430,7 @@ def test_validation_warns_when_the_output_is_not_finite(tmp_path, basicsr_log):
     assert any('nan_image' in m and 'ok_image' in m for m in basicsr_log)
 
 
+@pytest.mark.slow
 def test_compiled_testing_keeps_one_shape_with_tiles_and_reports_new_shapes(tmp_path, basicsr_log):
     """`basicsr test` with performance.compile: with val.tile every tile is exactly the tile size (one compilation for
     images of several sizes); without it each new image shape is reported as a recompilation."""
@@ -550,6 +552,7 @@ def _basicsr(tmp_path, *args, command='train', **kwargs):
                             **kwargs)
 
 
+@pytest.mark.slow
 def test_basicsr_train_subprocess_checkpoints_is_killed_and_resumes(tmp_path):
     write_pairs(tmp_path / 'train', [f'im{i}' for i in range(4)], (40, 40))
     write_pairs(tmp_path / 'val', ['v0'], (20, 28), seed=1)
@@ -606,6 +609,7 @@ def test_basicsr_train_subprocess_checkpoints_is_killed_and_resumes(tmp_path):
     assert (tmp_path / 'results' / 'tiny_test' / 'visualization' / 'tiny_val' / 'v0_tiny_test.png').is_file()
 
 
+@pytest.mark.slow
 def test_cli_rejects_an_invalid_option_file(tmp_path):
     opt = _train_yaml(tmp_path, 60)
     opt['train']['total_iter'] = 61
@@ -617,6 +621,7 @@ def test_cli_rejects_an_invalid_option_file(tmp_path):
     assert not (tmp_path / 'experiments').exists()
 
 
+@pytest.mark.slow
 def test_torchrun_two_process_ddp_on_cpu(tmp_path):
     """Per-process progressive batches under DDP, and rank-0 validation that does not deadlock the other rank."""
     write_pairs(tmp_path / 'train', [f'im{i}' for i in range(4)], (40, 40))

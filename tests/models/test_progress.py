@@ -38,6 +38,7 @@ def run_basicsr_test(tmp_path, **val):
     return result, tmp_path / 'results' / yaml.safe_load(path.read_text())['name']
 
 
+@pytest.mark.slow
 def test_basicsr_test_shows_a_bar_per_dataset_and_prints_the_table_last(tmp_path):
     result, results = run_basicsr_test(tmp_path)
     assert bar_counts(result.stderr) == {name: (count, count) for name, count in SETS.items()}
@@ -46,6 +47,7 @@ def test_basicsr_test_shows_a_bar_per_dataset_and_prints_the_table_last(tmp_path
     assert all(f'| {name} | {count} |' in table for name, count in SETS.items())
 
 
+@pytest.mark.slow
 def test_val_pbar_false_hides_the_bar(tmp_path):
     result, results = run_basicsr_test(tmp_path, pbar=False)
     assert bar_counts(result.stderr) == {}

@@ -871,6 +871,7 @@ def cli_restore_empty_input_folder(tmp):
 
 
 # ------------------------------------------------------------------------------------------------------------ the test
+@pytest.mark.slow
 @pytest.mark.parametrize('bad', CASES, ids=[c.id for c in CASES])
 def test_bad_input(bad: Case, tmp_path, monkeypatch):
     documented = re.findall(r'^\| `(\w+)` \|', DOC.read_text(encoding='utf-8'), flags=re.MULTILINE)

@@ -53,6 +53,7 @@ def _save_matching_checkpoint(network_opt, path):
     torch.save({'params': {k: torch.zeros(()).expand(v.shape) for k, v in network.state_dict().items()}}, path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', OPTION_FILES, ids=_name)
 def test_option_file_validates_and_builds(path, tmp_path, monkeypatch):
     # Test files name released checkpoints under pretrained_models/ (not in git), and the checker wants them to exist.
@@ -147,6 +148,7 @@ def _check(opt, tmp_path, is_train=True):
     return check_file(str(path), is_train, root_path=str(tmp_path), data=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('key, value, message', [
     ('train.total_iter', 300001, 'iters sums to 300000 but train.total_iter is 300001'),
     ('datasets.train.iters', [92000, 64000, 48000, 36000, 60000], 'need one entry per stage'),
@@ -181,6 +183,7 @@ def test_invalid_options_are_reported_clearly(key, value, message, tmp_path):
     assert message in str(err.value) and len(str(err.value).splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_dataset_types_are_judged_with_the_data(tmp_path):
     opt = _deraining()
     opt['datasets']['train']['type'] = 'Dataset_PairedImages'
@@ -190,6 +193,7 @@ def test_dataset_types_are_judged_with_the_data(tmp_path):
         check_file(str(path), True, root_path=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_the_first_problem_is_reported_with_the_count_of_the_others(tmp_path):
     opt = _deraining()
     opt['train']['total_iter'] = 400000  # longer than the progressive stages and the LR cycles
@@ -222,6 +226,7 @@ def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
     assert load_options(str(path)) == {'base': {'a': 1}, 'derived': {'a': 2}, 'shape': (1, 2)}  # merges, tuples
 
 
+@pytest.mark.slow
 def test_overrides_are_applied_by_basicsr(tmp_path):
     cmd = parse_command_line(['-opt', 'x.yml', '--force_yml', 'train:optim_g:lr=!!float 1e-4', 'path:resume_state=~',
                               'datasets:train:gt_sizes=[128, 128, 128, 128, 128, 128]', '--debug'])
@@ -254,6 +259,7 @@ def test_resolved_options_are_what_basicsr_runs(tmp_path, monkeypatch):
         assert ours[key] == theirs[key], key
 
 
+@pytest.mark.slow
 def test_cli_checks_the_option_file_before_training(tmp_path, capsys):
     # A run ten times longer than its LR cycles and progressive stages.
     opt_text = (REPO_ROOT / 'options' / 'Deraining.yml').read_text().replace('total_iter: 300000',
@@ -266,6 +272,7 @@ def test_cli_checks_the_option_file_before_training(tmp_path, capsys):
     assert 'train.total_iter is 3000000' in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['fp16', 'half', 'float16'])
 def test_fp16_training_is_refused_before_any_folder_but_fp16_testing_is_not(name, tmp_path, monkeypatch, capsys):
     opt = _deraining()
@@ -282,6 +289,7 @@ def test_fp16_training_is_refused_before_any_folder_but_fp16_testing_is_not(name
     assert not (tmp_path / 'experiments').exists()
 
 
+@pytest.mark.slow
 def test_performance_typos_warn_and_arguments_torch_compile_refuses_are_errors(tmp_path):
     opt = _deraining()
     opt['performance'] = {'chanels_last': True, 'compile': {'moed': 'default'}}
@@ -292,6 +300,7 @@ def test_performance_typos_warn_and_arguments_torch_compile_refuses_are_errors(t
         _check(opt, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_pretrained_network_that_cannot_load_is_refused_before_any_folder(tmp_path, monkeypatch, capsys):
     """path.pretrain_network_g is read and matched with network_g by the option check (exit 2, nothing created)."""
     monkeypatch.chdir(tmp_path)
@@ -316,6 +325,7 @@ def test_a_pretrained_network_that_cannot_load_is_refused_before_any_folder(tmp_
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_the_option_check_reads_the_entry_the_training_load_reads(tmp_path, monkeypatch):
     """Unset path.param_key_g: params_ema first (what validation scored), in the check as in load_network."""
     monkeypatch.chdir(tmp_path)
@@ -400,6 +410,7 @@ def test_a_train_loader_without_batches_is_refused_before_any_folder(ratio, tmp_
     assert not (tmp_path / 'experiments').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('key, value, message', [
     ('train.warmup_iter', 300000, 'train.warmup_iter: 300000 is not below train.total_iter 300000'),
     ('train.pixel_opt.loss_weight', -1, 'train.pixel_opt.loss_weight: -1 is negative'),

@@ -65,6 +65,7 @@ def small_run(tmp: Path, total_iter: int = 4, **train: Any) -> Dict[str, Any]:
     return opt
 
 
+@pytest.mark.slow
 def test_force_yml_num_gpu_is_judged_after_the_override(tmp_path, capsys):
     opt = small_run(tmp_path)
     opt['num_gpu'] = torch.cuda.device_count() + 8
@@ -93,6 +94,7 @@ def test_bad_overrides_are_refused_before_anything_is_made(tmp_path, capsys, arg
     assert refused_in_process(tmp_path, capsys, 'train', '-opt', 'options.yml', *argv)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('command, damage', [('train', 'tab'), ('test', 'tab'), ('train', 'unclosed'),
                                              ('test', 'duplicate'), ('train', 'missing')])
 def test_unreadable_option_file_is_one_line(tmp_path, capsys, command, damage):
@@ -112,6 +114,7 @@ def test_unreadable_option_file_is_one_line(tmp_path, capsys, command, damage):
     assert len(done.stderr.strip().splitlines()) <= 2  # the count line and the problem, no traceback
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['denoise/run1', '..', 'a/../b'])
 def test_name_that_is_not_a_folder_name_is_refused(tmp_path, capsys, name):
     opt = small_run(tmp_path)
@@ -123,6 +126,7 @@ def test_name_that_is_not_a_folder_name_is_refused(tmp_path, capsys, name):
         assert refused_in_process(tmp_path, capsys, 'train', '-opt', 'options.yml')
 
 
+@pytest.mark.slow
 def test_last_cycle_longer_than_the_run_trains_a_partial_anneal(tmp_path):
     scheduler = {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [3, 8], 'restart_weights': [1, 1],
                  'eta_mins': [3e-4, 1e-6]}
@@ -139,6 +143,7 @@ def test_last_cycle_longer_than_the_run_trains_a_partial_anneal(tmp_path):
     assert (tmp_path / 'experiments' / 'bad_input' / 'models' / 'net_g_latest.pth').is_file()
 
 
+@pytest.mark.slow
 def test_eta_min_above_lr_trains_with_a_warning(tmp_path):
     scheduler = {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [2, 2], 'restart_weights': [1, 1],
                  'eta_mins': [3e-4, 1e-6]}
@@ -151,6 +156,7 @@ def test_eta_min_above_lr_trains_with_a_warning(tmp_path):
     assert sorted(logged_lrs(done)) == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec('wandb') is not None, reason='wandb is installed here')
 def test_wandb_without_the_package_is_refused_and_nothing_piles_up(tmp_path, capsys):
     opt = small_run(tmp_path)
@@ -173,10 +179,12 @@ def test_missing_dataset_folders_are_refused_before_any_folder_is_made(tmp_path,
     assert refused_in_process(tmp_path, capsys, command, '-opt', 'options.yml')
 
 
+@pytest.mark.slow
 def test_the_shipped_option_files_name_missing_data_in_one_report(tmp_path, capsys):
     assert refused_in_process(tmp_path, capsys, 'train', '-opt', str(REPO_ROOT / 'options' / 'Deraining.yml'))
 
 
+@pytest.mark.slow
 def test_option_warnings_are_one_line_each(tmp_path):
     opt = small_run(tmp_path)
     opt['val']['colour_mode'] = 'rgb'  # unknown, not close to a known key: a warning, not an error

@@ -83,6 +83,7 @@ def _check(path: Path, tmp_path: Path, is_train: bool) -> dict:
         return check_file(str(path), is_train, force_yml=('num_gpu=0',), root_path=str(tmp_path), data=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', FILES, ids=[_name(p) for p in FILES])
 def test_check_refuses_only_what_basicsr_cannot_run(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -97,6 +98,7 @@ def test_check_refuses_only_what_basicsr_cannot_run(path, tmp_path, monkeypatch)
         assert resolved['path']['experiments_root' if is_train else 'results_root'].startswith(str(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', FORKS, ids=[p.name for p in FORKS])
 def test_fork_option_files_are_not_refused(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
