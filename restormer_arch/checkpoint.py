@@ -11,21 +11,14 @@ This is the one place that reads and writes ``.pth``/``.state`` files. Training 
   modules dropped) or ``net_g.``.
 
 Which parameters a checkpoint means is one rule (:func:`param_entry`), the same for validation, ``basicsr test``,
-``basicsr restore``, export and fine-tuning: an entry named explicitly wins, else ``params_ema`` when present (the
-network validation scored), else ``params``, else the other entries. Every load says which entry it used.
-
-Every load uses ``torch.load(weights_only=True)``: a file holding arbitrary pickled objects is refused, because
-unpickling it could run code.
+``basicsr restore``, export and fine-tuning. Every load uses ``torch.load(weights_only=True)`` (:func:`load_file`).
 """
 import errno
 import json
-import logging
 import os
 import pickle
 import shutil
 import warnings
-import zipfile
-from dataclasses import dataclass, field
 from os import path as osp
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -36,9 +29,8 @@ from torch import Tensor
 
 from restormer_arch.atomic import atomic_write
 
-__all__ = ['CheckpointError', 'MissingCheckpointError', 'CheckpointSaveError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES',
-           'BARE', 'atomic_save', 'load_file', 'param_entry', 'find_state_dict', 'load_state_dict', 'StateDictMismatch',
-           'compare_state_dicts', 'read_training_state', 'load_resume_state', 'CheckpointHooks',
+__all__ = ['CheckpointError', 'STATE_DICT_KEYS', 'STRIPPED_PREFIXES', 'BARE', 'atomic_save', 'load_file', 'param_entry',
+           'load_state_dict', 'compare_state_dicts', 'read_training_state', 'load_resume_state', 'CheckpointHooks',
            'check_checkpoint_fits', 'MIN_LOADED_FRACTION']
 
 # Entries that hold the parameters, in order of preference: the EMA weights first, because validation during training
@@ -50,17 +42,9 @@ STRIPPED_PREFIXES = ('module.', '_orig_mod.', 'generator.', 'net_g.')
 
 
 class CheckpointError(ValueError):
-    """A checkpoint or training state cannot be used (unsafe pickle, corrupt file, no parameters inside, not a training
-    state, does not fit the network or model); the message says why."""
-
-
-class MissingCheckpointError(CheckpointError, FileNotFoundError):
-    """A checkpoint or training state does not exist."""
-
-
-class CheckpointSaveError(OSError):
-    """A checkpoint could not be written (disk full, folder missing or read-only); the message names the file and the
-    operating system's reason. The previous file of that name, if any, is untouched."""
+    """A checkpoint or training state cannot be used (missing, unsafe pickle, corrupt file, no parameters inside, not a
+    training state, does not fit the network or model) or cannot be written (disk full, read-only folder: the previous
+    file of that name is untouched); the message names the file and says why."""
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -74,8 +58,8 @@ def atomic_save(obj: Any, path: str) -> None:
         path: Destination file.
 
     Raises:
-        CheckpointSaveError: The operating system refused the write (disk full, no such folder, permission): one
-            message naming ``path`` and the reason. Other errors (e.g. an unpicklable object) propagate unchanged.
+        CheckpointError: The operating system refused the write (disk full, no such folder, permission): one message
+            naming ``path``, the reason and the free space. Other errors (e.g. an unpicklable object) propagate.
     """
     try:
         with atomic_write(path, 'wb') as f:
@@ -92,14 +76,9 @@ def atomic_save(obj: Any, path: str) -> None:
         if not isinstance(cause, OSError):
             raise
         folder = osp.dirname(osp.abspath(path))
-        hint = {errno.ENOSPC: 'free space there (or point the experiment elsewhere) and resume with --auto_resume',
-                errno.EDQUOT: 'free space within your quota and resume with --auto_resume',
-                errno.EACCES: 'make the folder writable and resume with --auto_resume',
-                errno.EROFS: 'the file system is read-only; train on a writable one'}.get(
-                    cause.errno, 'fix it and resume with --auto_resume')
         free = f' ({shutil.disk_usage(folder).free / 2**20:.1f} MiB free in {folder})' if osp.isdir(folder) else ''
-        raise CheckpointSaveError(cause.errno, f'cannot save {path}: {cause.strerror or cause}{free}; {hint}. The '
-                                               'previous checkpoints are intact.') from None
+        raise CheckpointError(f'cannot save {path}: {cause.strerror or cause}{free}; fix that and resume with '
+                              '--auto_resume. The previous checkpoints are intact.') from None
 
 
 def load_file(path: str, what: str = 'checkpoint') -> Any:
@@ -113,55 +92,31 @@ def load_file(path: str, what: str = 'checkpoint') -> Any:
         The loaded object (tensors on the CPU).
 
     Raises:
-        MissingCheckpointError: ``path`` does not exist.
-        CheckpointError: The file holds other pickled objects than tensors and containers, or is truncated/corrupt.
+        CheckpointError: ``path`` cannot be read (missing, a folder), holds other pickled objects than tensors and
+            containers, or is not a PyTorch checkpoint (truncated, corrupt, another format).
     """
-    if osp.isdir(path):
-        raise CheckpointError(f'{what}: {path} is a folder, not a checkpoint file; name the .pth file inside it.')
-    if not osp.isfile(path):
-        raise MissingCheckpointError(f'{what}: {path} does not exist.')
-    if osp.getsize(path) == 0:
-        raise CheckpointError(f'{what}: {path} is empty (0 bytes): an interrupted download or copy? Fetch it again.')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
+    except OSError as err:  # FileNotFoundError, IsADirectoryError, PermissionError
+        raise CheckpointError(f'{what}: cannot read {path}: {err.strerror or err}.') from None
     except pickle.UnpicklingError as err:
         # torch's message is long; the line naming the offending global is the useful part.
         offending = [line.strip() for line in str(err).splitlines() if 'global' in line.lower() and 'GLOBAL' in line]
         if not offending:  # not a pickle of forbidden objects: random bytes, another file format
-            raise _not_a_checkpoint(path, what) from None
+            raise CheckpointError(_NOT_A_CHECKPOINT.format(what=what, path=path)) from None
         raise CheckpointError(f'{what}: refusing to load {path}: it contains pickled objects other than tensors and '
                               'plain containers, which could run code when loaded (weights_only=True). If you trust '
                               'the file, load it yourself and re-save only its state_dict: '
                               f'torch.save({{"params": sd}}, "clean.pth"). Offending object: {offending[0]}') from None
     except Exception:  # truncated archives (RuntimeError, EOFError); arbitrary bytes make the weights-only unpickler
-        raise _not_a_checkpoint(path, what) from None  # fail with KeyError, ValueError, struct.error, ...
+        raise CheckpointError(_NOT_A_CHECKPOINT.format(what=what, path=path)) from None  # fail with KeyError, ...
 
 
-def _not_a_checkpoint(path: str, what: str) -> 'CheckpointError':
-    """The error for a file that torch.load cannot read, saying what the file looks like (torch's own reasons name
-    its internals: miniz, inline_container, a safetensors hint)."""
-    with open(path, 'rb') as f:
-        head = f.read(64)
-    text = head.decode('utf-8', errors='replace')
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                is_torch = any(name.endswith('/data.pkl') for name in archive.namelist())
-        except zipfile.BadZipFile:
-            is_torch = True
-        kind = ('a damaged PyTorch checkpoint (its archive is incomplete: truncated?)' if is_torch
-                else 'a zip archive, not a PyTorch checkpoint; unpack it and name the .pth file inside')
-    elif head.startswith(b'PK'):
-        kind = 'a damaged PyTorch checkpoint or zip archive (truncated?)'
-    elif len(head) > 9 and int.from_bytes(head[:8], 'little') > 1 and head[8:10] in (b'{"', b'{ '):
-        kind = ('a safetensors file; this project reads torch.save checkpoints: convert it with '
-                'torch.save({"params": safetensors.torch.load_file(path)}, "model.pth")')
-    elif text.strip() and all(c.isprintable() or c in '\r\n\t' for c in text):
-        kind = f'a text file, not a PyTorch checkpoint (it starts with {text.strip().splitlines()[0][:40]!r})'
-    else:
-        kind = 'not a PyTorch checkpoint (corrupt or truncated, or another file format)'
-    return CheckpointError(f'{what}: {path} is {kind}. Pass the .pth file that torch.save wrote (e.g. a released '
-                           'Restormer checkpoint).')
+# torch's own reasons name its internals (miniz, inline_container) or guess wrong (a safetensors hint for any bytes).
+_NOT_A_CHECKPOINT = ('{what}: {path} is not a PyTorch checkpoint (empty, truncated, damaged, or another format such as '
+                     'a zip archive or a safetensors file). Pass the .pth file that torch.save wrote (e.g. a released '
+                     'Restormer checkpoint); convert a safetensors file with torch.save({{"params": '
+                     'safetensors.torch.load_file(path)}}, "model.pth").')
 
 
 def param_entry(checkpoint: Any, param_key: Optional[str] = None) -> str:
@@ -192,23 +147,26 @@ def _strip_prefixes(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return _strip_prefixes({k[len(prefix):]: v for k, v in state_dict.items()}) if prefix else state_dict
 
 
-def find_state_dict(checkpoint: Any, path: str = 'checkpoint', param_key: Optional[str] = None,
+def load_state_dict(path: str, param_key: Optional[str] = None, what: str = 'checkpoint',
                     fallback: bool = False) -> Tuple[Dict[str, Tensor], str]:
-    """Find the network parameters in a loaded checkpoint, whatever its layout (see the module docstring).
+    """Read a network's parameters from a checkpoint file of any accepted layout (see the module docstring), safely.
 
     Args:
-        checkpoint: What :func:`load_file` returned.
-        path: The file it came from (for messages).
+        path: Checkpoint file (``.pth``/``.pt``).
         param_key: Entry to use (``params_ema``, ``params`` ...); default: :func:`param_entry`'s choice.
+        what: The option key or flag that named the file (for messages).
         fallback: When ``param_key`` is absent, use :func:`param_entry`'s choice instead of refusing (training's
             ``path.param_key_*``, whose default ``params`` is BasicSR's, not the user's).
 
     Returns:
-        The state dict (tensors only) with wrapper prefixes removed, and the entry it came from (or :data:`BARE`).
+        The state dict (tensors only, on the CPU) with wrapper prefixes removed, and the entry it came from (or
+        :data:`BARE`).
 
     Raises:
-        CheckpointError: ``param_key`` is absent (without ``fallback``), or no tensors were found.
+        CheckpointError: Missing, unsafe or unreadable file, ``param_key`` absent (without ``fallback``), or no
+            tensors inside.
     """
+    checkpoint = load_file(path, what)
     if isinstance(checkpoint, dict) and param_key is not None and param_key not in checkpoint and not fallback:
         raise CheckpointError(f'{path}: no {param_key!r} entry (top-level keys: {sorted(map(str, checkpoint))[:10]}); '
                               'name one of them, or none for a bare state dict.')
@@ -222,73 +180,30 @@ def find_state_dict(checkpoint: Any, path: str = 'checkpoint', param_key: Option
     return _strip_prefixes(tensors), entry
 
 
-def load_state_dict(path: str, param_key: Optional[str] = None, what: str = 'checkpoint',
-                    fallback: bool = False) -> Tuple[Dict[str, Tensor], str]:
-    """Read a network's parameters from a checkpoint file of any accepted layout, safely; logs the entry used
-    (``loaded params_ema, 98 tensors``) on the ``restormer_arch`` logger.
-
-    Args:
-        path: Checkpoint file (``.pth``/``.pt``).
-        param_key: See :func:`find_state_dict`.
-        what: The option key or flag that named the file (for messages).
-        fallback: See :func:`find_state_dict`.
-
-    Returns:
-        The state dict (prefixes removed, tensors on the CPU) and the entry it came from.
-
-    Raises:
-        MissingCheckpointError: ``path`` does not exist.
-        CheckpointError: Unsafe, unreadable, or no parameters inside.
-    """
-    state_dict, entry = find_state_dict(load_file(path, what), path, param_key, fallback)
-    logging.getLogger('restormer_arch').info(f'{path}: loaded {entry}, {len(state_dict)} tensors')
-    return state_dict, entry
-
-
-@dataclass
-class StateDictMismatch:
-    """How a loaded state dict differs from a network's own (all lists sorted).
-
-    Attributes:
-        missing: Keys the network has and the checkpoint lacks.
-        unexpected: Keys the checkpoint has and the network lacks.
-        shapes: ``(key, checkpoint shape, network shape)`` for keys whose shapes differ.
-        matched: Number of keys present in both with equal shapes.
-    """
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    shapes: List[tuple] = field(default_factory=list)
-    matched: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.missing or self.unexpected or self.shapes)
-
-    def describe(self, limit: int = 6, sep: str = '; ') -> str:
-        """Each kind of difference with its count and up to ``limit`` examples, joined by ``sep`` ('' if none)."""
-        def listing(title: str, items: List[str]) -> List[str]:
-            more = f' ... +{len(items) - limit} more' if len(items) > limit else ''
-            return [f'{len(items)} {title}e.g. {", ".join(items[:limit])}{more})'] if items else []
-
-        shapes = [f'{k}: {tuple(got)} vs {tuple(want)}' for k, got, want in self.shapes]
-        return sep.join(listing('missing keys (', self.missing) + listing('unexpected keys (', self.unexpected)
-                        + listing('shape mismatches (checkpoint vs network, ', shapes))
-
-
-def compare_state_dicts(expected: Dict[str, Tensor], loaded: Dict[str, Tensor]) -> StateDictMismatch:
-    """Compare a network's ``state_dict()`` (``expected``) with loaded parameters.
+def compare_state_dicts(expected: Dict[str, Tensor], loaded: Dict[str, Tensor], limit: int = 6,
+                        sep: str = '; ') -> Tuple[int, str]:
+    """Compare a network's ``state_dict()`` (``expected``) with loaded parameters, by name and shape.
 
     Args:
         expected: The network's own state dict.
         loaded: The state dict read from a checkpoint.
+        limit: Examples listed per kind of difference.
+        sep: Separator between the kinds of difference in the report.
 
     Returns:
-        The differences; falsy when every key matches in name and shape.
+        ``(matched, report)``: how many keys are in both with equal shapes, and each kind of difference (missing keys,
+        unexpected keys, shape mismatches) with its count and up to ``limit`` examples; ``''`` when all match.
     """
     common = set(expected) & set(loaded)
-    shapes = [(k, loaded[k].shape, expected[k].shape) for k in sorted(common) if expected[k].shape != loaded[k].shape]
-    return StateDictMismatch(missing=sorted(set(expected) - set(loaded)),
-                             unexpected=sorted(set(loaded) - set(expected)), shapes=shapes,
-                             matched=len(common) - len(shapes))
+    shapes = [f'{k}: {tuple(loaded[k].shape)} vs {tuple(expected[k].shape)}' for k in sorted(common)
+              if expected[k].shape != loaded[k].shape]
+    kinds = {'missing keys (': sorted(set(expected) - set(loaded)),
+             'unexpected keys (': sorted(set(loaded) - set(expected)),
+             'shape mismatches (checkpoint vs network, ': shapes}
+    report = sep.join(f'{len(items)} {title}e.g. {", ".join(items[:limit])}'
+                      f'{f" ... +{len(items) - limit} more" if len(items) > limit else ""})'
+                      for title, items in kinds.items() if items)
+    return len(common) - len(shapes), report
 
 
 # ---------------------------------------------------------------------------------------------------- training states
@@ -305,9 +220,9 @@ def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
     ``load_state_dict`` moves each moment to its parameter's device.
 
     Raises:
-        MissingCheckpointError: ``path`` or one of its ``models/net_<x>_<iter>.pth`` (which a resume loads too,
-            ``basicsr.utils.check_resume``) does not exist.
-        CheckpointError: ``path`` is unreadable (torn) or not a training state (e.g. a network checkpoint).
+        CheckpointError: ``path`` is missing, unreadable (torn) or not a training state (e.g. a network checkpoint), or
+            one of its ``models/net_<x>_<iter>.pth`` (which a resume loads too, ``basicsr.utils.check_resume``) is
+            missing.
     """
     state = load_file(path, 'path.resume_state')
     if not isinstance(state, dict) or 'iter' not in state or 'optimizers' not in state:
@@ -319,7 +234,7 @@ def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
     missing = [p for p in (osp.join(opt['path']['models'], f'net_{n}_{state["iter"]}.pth') for n in names)
                if not osp.isfile(p)]
     if missing:
-        raise MissingCheckpointError(f'{path}: its network checkpoint is missing: {", ".join(missing)}')
+        raise CheckpointError(f'{path}: its network checkpoint is missing: {", ".join(missing)}')
     return state
 
 
@@ -424,17 +339,8 @@ def _differences(stored: Dict[str, Any], current: Dict[str, Any], where: str = '
 
 class CheckpointHooks:
     """Checkpoint methods for a BasicSR model (a base class placed before ``BaseModel``; ``basicsr train`` also puts
-    them on ``BaseModel`` itself).
-
-    - ``save_network`` / ``save_training_state``: atomic (:func:`~restormer_arch.checkpoint.atomic_save`), rank 0
-      only, and a failed write raises (BasicSR logs "Just ignore it" and trains on without checkpoints). States also
-      record the options of :data:`RECORDED_OPTIONS`, so a later resume can list what changed.
-    - ``load_network``: every layout ``basicsr restore`` accepts; logs how many tensors were loaded and what was
-      missing, unexpected or of another shape; refuses a strict load with any difference and a non-strict one that
-      fills less than :data:`MIN_LOADED_FRACTION` of the network.
-    - ``resume_training``: optimizer moments from the state; learning rates, schedule and every other hyperparameter
-      from the option file, replayed to the resumed iteration, with each difference listed in the log.
-    """
+    them on ``BaseModel`` itself). Saves are atomic and rank 0 only, and a failed write raises (BasicSR logs "Just
+    ignore it" and trains on without checkpoints)."""
 
     @master_only
     def save_network(self, net: Any, net_label: str, current_iter: Any, param_key: Any = 'params') -> None:
@@ -447,12 +353,10 @@ class CheckpointHooks:
             param_key: The entry of each network, e.g. ``params`` / ``['params', 'params_ema']``.
 
         Raises:
-            CheckpointSaveError: The file could not be written (one line with the path and the reason).
+            CheckpointError: The file could not be written (one line with the path and the reason).
         """
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]
-        if len(nets) != len(keys):
-            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys.')
         save_dict = {key: {k.removeprefix('module.'): v.cpu() for k, v in self.get_bare_model(n).state_dict().items()}
                      for n, key in zip(nets, keys)}
         label = 'latest' if current_iter == -1 else current_iter
@@ -493,9 +397,8 @@ class CheckpointHooks:
                 entry is found by :func:`param_entry` (and the log says which).
 
         Raises:
-            MissingCheckpointError: The file does not exist.
-            CheckpointError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
-                non-strict load that would leave most of the network random.
+            CheckpointError: Missing, unsafe or unreadable file, no parameters inside, a strict load with differences,
+                or a non-strict load that would leave most of the network random.
         """
         label = next((key for key, value in vars(self).items() if value is net and key.startswith('net_')), '')
         path_opt = self.opt.get('path') or {}
@@ -506,15 +409,14 @@ class CheckpointHooks:
         net = self.get_bare_model(net)
         name = net.__class__.__name__
         expected = net.state_dict()
-        state_dict, used_key, mismatch = check_checkpoint_fits(expected, load_path, strict, param_key, name)
+        state_dict, used_key, matched, report = check_checkpoint_fits(expected, load_path, strict, param_key, name)
         loadable = {k: v for k, v in state_dict.items() if k in expected and expected[k].shape == v.shape}
         net.load_state_dict(loadable, strict=strict)
         absent = f' (no {param_key!r} in the file)' if param_key not in (None, used_key) else ''
         logger = get_root_logger()
-        logger.info(f'{load_path}: loaded {used_key}{absent} into {name}, {mismatch.matched} of {len(expected)} '
-                    'tensors.')
-        if mismatch:
-            logger.warning(f'{load_path}: not loaded into {name} (strict_load off): {mismatch.describe(limit=6)}')
+        logger.info(f'{load_path}: loaded {used_key}{absent} into {name}, {matched} of {len(expected)} tensors.')
+        if report:
+            logger.warning(f'{load_path}: not loaded into {name} (strict_load off): {report}')
 
     def resume_training(self, resume_state: Dict[str, Any]) -> None:
         """Continue a run from a training state: the option file's schedule wins, the optimizer keeps its moments.
@@ -581,27 +483,24 @@ def check_checkpoint_fits(expected: Dict[str, torch.Tensor], load_path: str, str
         name: The network's class name, for messages.
 
     Returns:
-        ``(state_dict, used_key, mismatch)``.
+        ``(state_dict, used_key, matched, report)``: the parameters, their entry and :func:`compare_state_dicts`'
+        result.
 
     Raises:
-        MissingCheckpointError: The file does not exist.
-        CheckpointError: Unsafe or unreadable file, no parameters inside, a strict load with differences, or a
+        CheckpointError: Missing, unsafe or unreadable file, no parameters inside, a strict load with differences, or a
             non-strict load that would leave most of the network random.
     """
-    # Read without load_state_dict's log line: load_network reports what it loaded, in the run's log.
-    state_dict, used_key = find_state_dict(load_file(load_path, 'path.pretrain_network_*'), load_path, param_key,
-                                           fallback=True)
-    mismatch = compare_state_dicts(expected, state_dict)
-    report = mismatch.describe(limit=6)
-    if mismatch and strict:
+    state_dict, used_key = load_state_dict(load_path, param_key, 'path.pretrain_network_*', fallback=True)
+    matched, report = compare_state_dicts(expected, state_dict)
+    if report and strict:
         raise CheckpointError(
             f'{load_path} [{used_key}] does not match network {name}: {report}. The checkpoint was made for '
             'another configuration: check network_g (LayerNorm_type BiasFree for denoising, '
             'inp_channels/out_channels 1 for gray, inp_channels 6 + dual_pixel_task for dual-pixel), or set '
             'path.strict_load_g: false to load the matching part only.')
-    if mismatch.matched < MIN_LOADED_FRACTION * len(expected):
+    if matched < MIN_LOADED_FRACTION * len(expected):
         raise CheckpointError(
-            f'{load_path} [{used_key}] fills only {mismatch.matched} of the {len(expected)} tensors of {name} '
+            f'{load_path} [{used_key}] fills only {matched} of the {len(expected)} tensors of {name} '
             f'({report}); training would start from mostly random weights. Check that the file was saved from '
             'this architecture and these network_g options.')
-    return state_dict, used_key, mismatch
+    return state_dict, used_key, matched, report

@@ -42,7 +42,7 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
 
     # The file is read now (one-line YAML errors); BasicSR's pipeline then checks what its parse_options returns.
     checked = checked_pipeline(command, argv)
-    from restormer_arch.checkpoint import CheckpointError, CheckpointSaveError
+    from restormer_arch.checkpoint import CheckpointError
     from restormer_arch.models import training_hooks
     from restormer_arch.models.training_hooks import RunError
 
@@ -60,7 +60,7 @@ def _run_pipeline(command: str, argv: List[str]) -> int:
         with hooks, checked:
             pipeline(os.getcwd())
         finished = True
-    except (RunError, CheckpointError, CheckpointSaveError) as err:  # the user's run, not our code: no traceback
+    except (RunError, CheckpointError) as err:  # the user's run, not our code: no traceback
         print(f'basicsr {command}: error: {err}', file=sys.stderr)
         return 1
     finally:  # a UserError goes on to main(): one line, exit 2

@@ -14,6 +14,7 @@ Precision names come from :mod:`restormer_arch.perf`, tile rules from :mod:`rest
 layouts from :mod:`restormer_arch.checkpoint` and network configurations from :mod:`restormer_arch.archs.presets`.
 """
 import json
+import logging
 import math
 import os
 from typing import Mapping, Optional, Union
@@ -161,29 +162,31 @@ def load_restormer(path: Optional[str], task: Optional[str] = None, arch_options
     Raises:
         RestoreError: Missing/unsafe/unreadable file, not a Restormer, or a mismatch with ``task``/``arch_options``.
     """
-    try:
-        state_dict = checkpoint.load_state_dict(path, param_key, '--weights')[0] if path is not None else None
-    except (FileNotFoundError, checkpoint.CheckpointError) as err:
-        raise RestoreError(str(err)) from None
-    if state_dict is None:
+    state_dict = None
+    if path is None:
         torch.manual_seed(0)
+    else:
+        try:
+            state_dict, entry = checkpoint.load_state_dict(path, param_key, '--weights')
+        except checkpoint.CheckpointError as err:
+            raise RestoreError(str(err)) from None
+        logging.getLogger('restormer_arch').info(f'{path}: loaded {entry}, {len(state_dict)} tensors')
     net = build_network(network_options(state_dict, task, arch_options))
     if state_dict is not None:
-        mismatch = checkpoint.compare_state_dicts(net.state_dict(), state_dict)
-        if mismatch:
-            raise RestoreError(_mismatch_message(mismatch, state_dict, path, task, arch_options))
+        report = checkpoint.compare_state_dicts(net.state_dict(), state_dict, sep='\n  ')[1]
+        if report:
+            raise RestoreError(_mismatch_message(report, state_dict, path, task, arch_options))
         net.load_state_dict(state_dict, strict=True)
     return net.to(pick_device(device))
 
 
-def _mismatch_message(mismatch: checkpoint.StateDictMismatch, state_dict: Mapping[str, Tensor], path: str,
+def _mismatch_message(report: str, state_dict: Mapping[str, Tensor], path: str,
                       task: Optional[str], arch_options: Optional[Mapping]) -> str:
     if task:
         given = f'the --task {task} configuration' + (' with the --arch-options given' if arch_options else '')
     else:
         given = 'the configuration of the --arch-options given' if arch_options else 'its own configuration'
-    message = f'{path} does not match {given}:\n  '
-    message += mismatch.describe(sep='\n  ')
+    message = f'{path} does not match {given}:\n  {report}'
     try:
         own = arch_options_from_state_dict(state_dict)
     except ArchOptionsError as err:

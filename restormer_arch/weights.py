@@ -102,13 +102,13 @@ def verify_release(path: str, name: str) -> None:
     release = _check_name(name)
     try:
         state_dict, _ = checkpoint.load_state_dict(path, what=f'released checkpoint {name}')
-    except (FileNotFoundError, checkpoint.CheckpointError) as err:
+    except checkpoint.CheckpointError as err:
         raise WeightsError(str(err)) from None
     network = Restormer(**release.arch_options)
-    mismatch = checkpoint.compare_state_dicts(network.state_dict(), state_dict)
-    if mismatch:
+    report = checkpoint.compare_state_dicts(network.state_dict(), state_dict)[1]
+    if report:
         raise WeightsError(f'{path} is not the released {name} model ({release.arch_options or "default"} '
-                           f'architecture): {mismatch.describe()}')
+                           f'architecture): {report}')
     network.load_state_dict(state_dict, strict=True)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from restormer_arch import checkpoint
-from restormer_arch.checkpoint import CheckpointError, compare_state_dicts, find_state_dict
+from restormer_arch.checkpoint import CheckpointError, compare_state_dicts
 
 
 def test_atomic_save_replaces_whole_file_and_leaves_no_temporary(tmp_path):
@@ -50,7 +50,7 @@ def test_sigkill_during_atomic_saves_never_leaves_a_torn_file(tmp_path):
 
 
 @pytest.mark.parametrize('layout', ['params', 'params_ema', 'state_dict', 'bare', 'module', 'generator', 'net_g'])
-def test_find_state_dict_accepts_every_layout(tmp_path, layout):
+def test_load_state_dict_accepts_every_layout(tmp_path, layout):
     net = torch.nn.Linear(2, 3)
     sd = net.state_dict()
     wrapped = {
@@ -68,11 +68,13 @@ def test_find_state_dict_accepts_every_layout(tmp_path, layout):
                      'generator': 'state_dict'}.get(layout, layout)  # net_g.: a key prefix, not an entry
 
 
-def test_find_state_dict_refuses_files_without_parameters_or_a_named_entry():
+def test_load_state_dict_refuses_files_without_parameters_or_a_named_entry(tmp_path):
+    torch.save({'epoch': 3, 'iter': 10}, tmp_path / 'state.pth')
     with pytest.raises(CheckpointError):
-        find_state_dict({'epoch': 3, 'iter': 10})
+        checkpoint.load_state_dict(str(tmp_path / 'state.pth'))
+    torch.save({'params': {'w': torch.ones(1)}}, tmp_path / 'w.pth')
     with pytest.raises(CheckpointError):
-        find_state_dict({'params': {'w': torch.ones(1)}}, param_key='params_ema')
+        checkpoint.load_state_dict(str(tmp_path / 'w.pth'), param_key='params_ema')
 
 
 def test_load_file_refuses_truncated_files(tmp_path):
@@ -81,17 +83,20 @@ def test_load_file_refuses_truncated_files(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(CheckpointError):
         checkpoint.load_file(str(path))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError):
         checkpoint.load_file(str(tmp_path / 'absent.pth'))
 
 
 def test_compare_state_dicts_counts_each_kind_of_difference():
     expected = {'a': torch.zeros(2), 'b': torch.zeros(3), 'c': torch.zeros(1)}
     loaded = {'a': torch.zeros(2), 'b': torch.zeros(4), 'd': torch.zeros(1)}
-    mismatch = compare_state_dicts(expected, loaded)
-    assert mismatch.missing == ['c'] and mismatch.unexpected == ['d'] and mismatch.matched == 1
-    assert [k for k, _, _ in mismatch.shapes] == ['b']
-    assert not compare_state_dicts(expected, dict(expected))
+    matched, report = compare_state_dicts(expected, loaded, sep='\n')
+    assert matched == 1
+    missing, unexpected, shapes = report.splitlines()
+    assert missing.startswith('1 missing') and missing.endswith('c)')
+    assert unexpected.startswith('1 unexpected') and unexpected.endswith('d)')
+    assert shapes.startswith('1 shape') and shapes.endswith('b: (4,) vs (3,))')
+    assert compare_state_dicts(expected, dict(expected)) == (3, '')
 
 
 def test_random_bytes_are_reported_as_not_a_checkpoint_not_as_unsafe(tmp_path):

@@ -72,7 +72,7 @@ def test_resume_state_loads_on_cpu(tmp_path):
     opt, states = _resume_opt(tmp_path, auto_resume=False)
     torch.save(_training_state(6), states / '6.state')
     opt['path']['resume_state'] = str(states / '6.state')
-    with pytest.raises(FileNotFoundError, match='net_g_6.pth'):  # checked before any folder or log, not in the model
+    with pytest.raises(CheckpointError, match='net_g_6.pth'):  # checked before any folder or log, not in the model
         checkpoint.load_resume_state(opt)
     _save_checkpoint(states, 6)
     assert checkpoint.load_resume_state(opt)['iter'] == 6
@@ -81,7 +81,7 @@ def test_resume_state_loads_on_cpu(tmp_path):
 def test_resume_state_errors_name_the_file(tmp_path):
     opt, states = _resume_opt(tmp_path, auto_resume=False)
     opt['path']['resume_state'] = str(states / 'missing.state')
-    with pytest.raises(FileNotFoundError, match='missing.state'):
+    with pytest.raises(CheckpointError, match='missing.state'):
         checkpoint.load_resume_state(opt)
     net_file = tmp_path / 'net_g_4.pth'
     torch.save({'params': {'w': torch.zeros(1)}}, net_file)
@@ -124,7 +124,7 @@ def test_save_network_and_training_state_are_atomic_and_loadable(tmp_path):
 
 def test_save_failure_raises_instead_of_being_ignored(tmp_path):
     holder = _holder(tmp_path / 'missing_dir')
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match='net_g_1.pth'):
         holder.save_network(torch.nn.Linear(2, 2), 'net_g', 1)
 
 
@@ -160,7 +160,7 @@ def test_load_network_names_a_configuration_mismatch(tmp_path):
     mismatch = r'shape mismatches.*patch_embed.proj.weight: \(8, 1, 3, 3\) vs \(8, 3, 3, 3\)'
     with pytest.raises(ValueError, match=mismatch):
         _holder(tmp_path).load_network(Restormer(**tiny), str(gray))
-    with pytest.raises(FileNotFoundError, match='nope.pth'):
+    with pytest.raises(CheckpointError, match='nope.pth'):
         _holder(tmp_path).load_network(Restormer(**tiny), str(tmp_path / 'nope.pth'))
 
 
