@@ -99,24 +99,20 @@ def load_file(path: str, what: str = 'checkpoint') -> Any:
         return torch.load(path, map_location='cpu', weights_only=True)
     except OSError as err:  # FileNotFoundError, IsADirectoryError, PermissionError
         raise CheckpointError(f'{what}: cannot read {path}: {err.strerror or err}.') from None
-    except pickle.UnpicklingError as err:
-        # torch's message is long; the line naming the offending global is the useful part.
-        offending = [line.strip() for line in str(err).splitlines() if 'global' in line.lower() and 'GLOBAL' in line]
-        if not offending:  # not a pickle of forbidden objects: random bytes, another file format
-            raise CheckpointError(_NOT_A_CHECKPOINT.format(what=what, path=path)) from None
-        raise CheckpointError(f'{what}: refusing to load {path}: it contains pickled objects other than tensors and '
-                              'plain containers, which could run code when loaded (weights_only=True). If you trust '
-                              'the file, load it yourself and re-save only its state_dict: '
-                              f'torch.save({{"params": sd}}, "clean.pth"). Offending object: {offending[0]}') from None
-    except Exception:  # truncated archives (RuntimeError, EOFError); arbitrary bytes make the weights-only unpickler
-        raise CheckpointError(_NOT_A_CHECKPOINT.format(what=what, path=path)) from None  # fail with KeyError, ...
-
-
-# torch's own reasons name its internals (miniz, inline_container) or guess wrong (a safetensors hint for any bytes).
-_NOT_A_CHECKPOINT = ('{what}: {path} is not a PyTorch checkpoint (empty, truncated, damaged, or another format such as '
-                     'a zip archive or a safetensors file). Pass the .pth file that torch.save wrote (e.g. a released '
-                     'Restormer checkpoint); convert a safetensors file with torch.save({{"params": '
-                     'safetensors.torch.load_file(path)}}, "model.pth").')
+    except Exception as err:
+        # A pickle of forbidden objects names the global in a long message: that line is the useful part.
+        offending = [line.strip() for line in str(err).splitlines() if 'GLOBAL' in line]
+        if offending and isinstance(err, pickle.UnpicklingError):
+            raise CheckpointError(f'{what}: refusing to load {path}: it contains pickled objects other than tensors '
+                                  'and plain containers, which could run code when loaded (weights_only=True). If you '
+                                  'trust the file, load it yourself and re-save only its state_dict: torch.save('
+                                  f'{{"params": sd}}, "clean.pth"). Offending object: {offending[0]}') from None
+        # Anything else (truncated archives, random bytes, other formats) fails with RuntimeError, EOFError, KeyError,
+        # ...: torch's reasons name its internals (miniz, inline_container) or guess (a safetensors hint for any bytes).
+        raise CheckpointError(f'{what}: {path} is not a PyTorch checkpoint (empty, truncated, damaged, or another '
+                              'format such as a zip archive or a safetensors file). Pass the .pth file that '
+                              'torch.save wrote (e.g. a released Restormer checkpoint); convert a safetensors file '
+                              'with torch.save({"params": safetensors.torch.load_file(path)}, "model.pth").') from None
 
 
 def param_entry(checkpoint: Any, param_key: Optional[str] = None) -> str:

@@ -1,19 +1,6 @@
-"""The released Restormer checkpoints by name: download once into a cache, resume, verify, mirrors.
-
-``resolve('deraining')`` returns the path of the official ``deraining.pth`` in the cache folder, downloading it the
-first time (with a progress bar); ``resolve('my_model.pth')`` returns an existing file unchanged. ``basicsr weights``
-lists the names and copies them into ``pretrained_models/``, where the test option files look.
-
-* Cache folder: ``$RESTORMER_WEIGHTS_DIR`` if set, else ``<torch hub dir>/checkpoints/restormer`` (torch hub's
-  checkpoint folder, ``~/.cache/torch/hub/checkpoints/restormer`` unless ``$TORCH_HOME`` moves it).
-* Base URL: ``$RESTORMER_WEIGHTS_URL`` if set (a mirror: ``<base>/<name>.pth`` must serve the same files; an
-  ``http(s)://`` URL, a ``file://`` URL or a plain folder for offline clusters), else the official release
-  :data:`RELEASE_URL`.
-* A transfer that breaks off leaves ``<name>.pth.partial``; the next call continues it with an HTTP ``Range`` request
-  (a server that ignores ranges sends the whole file again).
-* A downloaded file is only moved into place after it loaded (``weights_only=True``) and matched the released
-  architecture of its name key for key and shape for shape; anything else (an HTML error page, a truncated or
-  foreign file) is deleted and refused.
+"""The released Restormer checkpoints by name (:func:`resolve`, ``basicsr weights``): downloaded once into a cache
+(:func:`cache_dir`) from the release or a mirror (:func:`base_url`), resumed after a broken transfer, and verified
+against the released architecture before use (:func:`download`; docs/weights.md).
 
 Downloads use ``requests`` (streaming, ``Range``) and ``tqdm`` (progress); torch.hub's ``download_url_to_file`` cannot
 resume a partial file.
@@ -65,18 +52,17 @@ def _check_name(name: str) -> Release:
     return RELEASES[name]
 
 
-def release_url(name: str, base: Optional[str] = None) -> str:
-    """URL (or mirror path) of a released checkpoint.
+def release_url(name: str) -> str:
+    """URL (or mirror path) of a released checkpoint: ``<base_url()>/<name>.pth``.
 
     Args:
         name: A key of :data:`RELEASES`.
-        base: Base URL or folder; default :func:`base_url`.
 
     Returns:
         ``<base>/<name>.pth``.
     """
     _check_name(name)
-    return f'{(base or base_url()).rstrip("/")}/{name}.pth'
+    return f'{base_url()}/{name}.pth'
 
 
 def cached_path(name: str) -> str:
@@ -113,18 +99,6 @@ def verify_release(path: str, name: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------- transfer
-def _start_offset(response, have: int) -> int:
-    """Where the body of ``response`` starts in the file: ``have`` for a matching 206, 0 for a full 200."""
-    if response.status_code == 206:
-        content_range = response.headers.get('Content-Range', '')
-        start = content_range.split(' ')[-1].split('-')[0]
-        if start.isdigit() and int(start) == have:
-            return have
-        raise WeightsError(f'{response.url}: the server resumed at {content_range!r}, not at byte {have}; the partial '
-                           'file was deleted, run the same command again.')
-    return 0
-
-
 def _http_download(url: str, partial: str, label: str, progress: bool) -> None:
     """Append the rest of ``url`` to ``partial`` (Range request when part of it is there)."""
     import requests
@@ -147,11 +121,12 @@ def _http_download(url: str, partial: str, label: str, progress: bool) -> None:
         if response.status_code not in (200, 206):
             raise WeightsError(f'{url}: HTTP {response.status_code} {response.reason}. Check the name, or set '
                                f'{URL_ENV} to a mirror that serves <name>.pth.')
-        try:
-            offset = _start_offset(response, have)
-        except WeightsError:
+        offset = have if response.status_code == 206 else 0  # a server that ignores Range sends the whole file
+        content_range = response.headers.get('Content-Range', '')
+        if offset and not content_range.startswith(f'bytes {have}-'):
             os.remove(partial)  # the next call starts from byte 0 instead of failing the same way again
-            raise
+            raise WeightsError(f'{url}: the server resumed at {content_range!r}, not at byte {have}; the partial file '
+                               'was deleted, run the same command again.')
         length = response.headers.get('Content-Length')
         total = offset + int(length) if length and length.isdigit() else None
         bar = tqdm(total=total, initial=offset, unit='B', unit_scale=True, unit_divisor=1024, desc=label,
