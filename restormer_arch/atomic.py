@@ -1,10 +1,5 @@
-"""Atomic file writes: a file under its final name is always complete.
-
-Every file the project writes (images, CSV/Markdown tables, ``meta_info.txt``, LMDB builds) goes through
-:func:`atomic_write` (or :func:`restormer_arch.data.image_io.write_image`, which uses it): the content is written to a
-hidden temporary name in the same folder, flushed and fsynced, then renamed over the final name with ``os.replace``
-(atomic on POSIX and Windows within one file system). A process killed mid-write leaves at most a hidden
-``.<name>.<random>.tmp`` file, never a torn file under the final name.
+"""Atomic file writes: a file under its final name is always complete. Every file the project writes (images,
+CSV/Markdown tables, ``meta_info.txt``, LMDB builds, checkpoints) goes through :func:`atomic_write`.
 """
 import contextlib
 import os
@@ -25,6 +20,10 @@ os.umask(_UMASK)
 def atomic_write(path: PathLike, mode: str = 'wb', encoding: Union[str, None] = None,
                  newline: Union[str, None] = None) -> Iterator[IO]:
     """Open a temporary file next to ``path``; on a clean exit it replaces ``path``, on an exception it is removed.
+
+    The content goes to a hidden ``.<name>.<random>.tmp`` in the same folder, is flushed and fsynced, then renamed
+    over ``path`` with ``os.replace`` (atomic on POSIX and Windows within one file system): a process killed mid-write
+    leaves at most that hidden file, never a torn file under the final name.
 
     Example::
 
@@ -50,11 +49,7 @@ def atomic_write(path: PathLike, mode: str = 'wb', encoding: Union[str, None] = 
     folder = target.parent if str(target.parent) else Path('.')
     fd, tmp_name = tempfile.mkstemp(prefix=f'.{target.name}.', suffix='.tmp', dir=folder)
     try:
-        if 'b' in mode:
-            handle = os.fdopen(fd, mode)
-        else:
-            handle = os.fdopen(fd, mode, encoding=encoding or 'utf-8', newline=newline)
-        with handle as f:
+        with os.fdopen(fd, mode, encoding=None if 'b' in mode else encoding or 'utf-8', newline=newline) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
