@@ -16,7 +16,7 @@ from restormer_arch.archs.presets import RELEASES, Release
 from restormer_arch.errors import UserError
 
 __all__ = ['RELEASES', 'RELEASE_URL', 'CACHE_ENV', 'URL_ENV', 'Release', 'WeightsError', 'cache_dir', 'base_url',
-           'release_url', 'cached_path', 'resolve', 'fetch', 'download', 'verify_release', 'copy_into']
+           'release_url', 'resolve', 'fetch', 'download', 'verify_release', 'copy_into']
 
 RELEASE_URL = 'https://github.com/swz30/Restormer/releases/download/v1.0'
 CACHE_ENV = 'RESTORMER_WEIGHTS_DIR'
@@ -63,12 +63,6 @@ def release_url(name: str) -> str:
     """
     _check_name(name)
     return f'{base_url()}/{name}.pth'
-
-
-def cached_path(name: str) -> str:
-    """Where :func:`fetch` keeps ``name`` (the file may not exist yet)."""
-    _check_name(name)
-    return osp.join(cache_dir(), f'{name}.pth')
 
 
 # ------------------------------------------------------------------------------------------------------ verification
@@ -196,7 +190,8 @@ def fetch(name: str, progress: bool = True) -> str:
     Raises:
         WeightsError: Unknown name, failed download, or a file that is not the released model.
     """
-    path = cached_path(name)
+    _check_name(name)
+    path = osp.join(cache_dir(), f'{name}.pth')
     if osp.isfile(path):
         return path  # verified before it was moved into place
     return download(release_url(name), path, verify=lambda p: verify_release(p, name), progress=progress)
@@ -271,7 +266,7 @@ def _listing() -> List[str]:
     width = max(map(len, RELEASES))
     lines = [f'cache: {cache_dir()}', f'source: {base_url()}', '']
     for name, release in RELEASES.items():
-        state = 'cached' if osp.isfile(cached_path(name)) else '-'
+        state = 'cached' if osp.isfile(osp.join(cache_dir(), f'{name}.pth')) else '-'
         lines.append(f'{name:<{width}}  {state:<6}  {release.about}  (options/test/{release.test_options})')
     return lines
 
