@@ -27,7 +27,7 @@ from restormer_arch.archs.restormer_arch import SIZE_MULTIPLE, Restormer
 from restormer_arch.atomic import atomic_write
 from restormer_arch.errors import UserError
 
-__all__ = ['DEFAULT_OPSET', 'MIN_OPSET', 'ExportError', 'check_opset', 'max_opset', 'PaddedRestormer', 'export_onnx',
+__all__ = ['DEFAULT_OPSET', 'MIN_OPSET', 'check_opset', 'max_opset', 'PaddedRestormer', 'export_onnx',
            'compare_onnx', 'main']
 
 # Opset 17 is the first with LayerNormalization (one fused op per channel norm in onnxruntime); onnxruntime runs it
@@ -42,10 +42,6 @@ CHECK_TOLERANCE = 1e-4
 _TORCHSCRIPT_EXPORTER = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
 
 
-class ExportError(UserError, ValueError):
-    """A user-facing export error (bad checkpoint, missing onnx packages); the message says how to fix it."""
-
-
 def max_opset() -> int:
     """The newest opset this torch's TorchScript exporter writes (23 for torch 2.14)."""
     try:
@@ -56,9 +52,9 @@ def max_opset() -> int:
 
 
 def check_opset(opset: Any) -> None:
-    """Raise :class:`ExportError` unless ``opset`` is an integer from :data:`MIN_OPSET` to :func:`max_opset`."""
+    """Raise :class:`UserError` unless ``opset`` is an integer from :data:`MIN_OPSET` to :func:`max_opset`."""
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset():
-        raise ExportError(f'--opset {opset}: Restormer exports with opsets {MIN_OPSET} to {max_opset()} (this torch); '
+        raise UserError(f'--opset {opset}: Restormer exports with opsets {MIN_OPSET} to {max_opset()} (this torch); '
                           f'the default {DEFAULT_OPSET} runs on onnxruntime >= 1.12.')
 
 
@@ -113,7 +109,7 @@ def export_onnx(network: nn.Module, path: str, opset: int = DEFAULT_OPSET,
         ``path``.
 
     Raises:
-        ExportError: ``opset`` outside ``MIN_OPSET..max_opset()``, or ``onnx`` is not installed.
+        UserError: ``opset`` outside ``MIN_OPSET..max_opset()``, or ``onnx`` is not installed.
     """
     check_opset(opset)
     onnx = _require('onnx')
@@ -144,7 +140,7 @@ def _require(package: str):
     try:
         return __import__(package)
     except ImportError:
-        raise ExportError(f'{package} is not installed: pip install "restormer-basicsr[onnx]" '
+        raise UserError(f'{package} is not installed: pip install "restormer-basicsr[onnx]" '
                           '(onnx and onnxruntime).') from None
 
 
@@ -209,13 +205,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     output = args.output or f'{osp.splitext(osp.basename(args.weights))[0]}.onnx'
     try:
         if osp.exists(output) and not args.overwrite:
-            raise ExportError(f'{output} exists already; choose another -o or pass --overwrite to replace it.')
+            raise UserError(f'{output} exists already; choose another -o or pass --overwrite to replace it.')
         check_opset(args.opset)
         if args.check:
             _require('onnxruntime')
         network = load_restormer(resolve(args.weights))  # the architecture is read from the weights
         export_onnx(network, output, opset=args.opset)
-    except UserError as err:  # ExportError, RestoreError, WeightsError
+    except UserError as err:  # a bad opset or output, RestoreError, WeightsError
         print(f'basicsr export: error: {err}', file=sys.stderr)
         return 2
     print(output)

@@ -14,7 +14,8 @@ import torch
 
 from restormer_arch import load_restormer
 from restormer_arch.archs.restormer_arch import Restormer
-from restormer_arch.export import ExportError, compare_onnx, export_onnx, main
+from restormer_arch.errors import UserError
+from restormer_arch.export import compare_onnx, export_onnx, main
 
 ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnx')
@@ -128,7 +129,7 @@ def test_an_unsupported_opset_is_refused_before_any_work(opset, tmp_path):
     if isinstance(opset, int):
         assert main(['--weights', str(tmp_path / 'net.pth'), '-o', str(target), '--opset', str(opset)]) == 2
         assert not target.exists()
-    with pytest.raises(ExportError):
+    with pytest.raises(UserError):
         export_onnx(load_restormer(str(tmp_path / 'net.pth')), str(target), opset=opset)
     assert not target.exists()
 
