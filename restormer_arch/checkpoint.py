@@ -176,19 +176,17 @@ def load_state_dict(path: str, param_key: Optional[str] = None, what: str = 'che
     return _strip_prefixes(tensors), entry
 
 
-def compare_state_dicts(expected: Dict[str, Tensor], loaded: Dict[str, Tensor], limit: int = 6,
-                        sep: str = '; ') -> Tuple[int, str]:
+def compare_state_dicts(expected: Dict[str, Tensor], loaded: Dict[str, Tensor], sep: str = '; ') -> Tuple[int, str]:
     """Compare a network's ``state_dict()`` (``expected``) with loaded parameters, by name and shape.
 
     Args:
         expected: The network's own state dict.
         loaded: The state dict read from a checkpoint.
-        limit: Examples listed per kind of difference.
         sep: Separator between the kinds of difference in the report.
 
     Returns:
         ``(matched, report)``: how many keys are in both with equal shapes, and each kind of difference (missing keys,
-        unexpected keys, shape mismatches) with its count and up to ``limit`` examples; ``''`` when all match.
+        unexpected keys, shape mismatches) with its count and up to 6 examples; ``''`` when all match.
     """
     common = set(expected) & set(loaded)
     shapes = [f'{k}: {tuple(loaded[k].shape)} vs {tuple(expected[k].shape)}' for k in sorted(common)
@@ -196,8 +194,8 @@ def compare_state_dicts(expected: Dict[str, Tensor], loaded: Dict[str, Tensor], 
     kinds = {'missing keys (': sorted(set(expected) - set(loaded)),
              'unexpected keys (': sorted(set(loaded) - set(expected)),
              'shape mismatches (checkpoint vs network, ': shapes}
-    report = sep.join(f'{len(items)} {title}e.g. {", ".join(items[:limit])}'
-                      f'{f" ... +{len(items) - limit} more" if len(items) > limit else ""})'
+    report = sep.join(f'{len(items)} {title}e.g. {", ".join(items[:6])}'
+                      f'{f" ... +{len(items) - 6} more" if len(items) > 6 else ""})'
                       for title, items in kinds.items() if items)
     return len(common) - len(shapes), report
 
