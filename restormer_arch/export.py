@@ -194,25 +194,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv: Arguments after ``export``.
 
     Returns:
-        Exit code: 0; 1 when ``--check`` finds a difference above :data:`CHECK_TOLERANCE`; 2 for a user error
-        (message on stderr).
+        Exit code: 0; 1 when ``--check`` finds a difference above :data:`CHECK_TOLERANCE`.
+
+    Raises:
+        UserError: An existing output without ``--overwrite``, a bad opset or checkpoint (``basicsr`` prints it as
+            one line and exits 2), before anything is written.
     """
     from restormer_arch.restorer import load_restormer
     from restormer_arch.weights import resolve
 
     args = _build_parser().parse_args(argv)
     output = args.output or f'{osp.splitext(osp.basename(args.weights))[0]}.onnx'
-    try:
-        if osp.exists(output) and not args.overwrite:
-            raise UserError(f'{output} exists already; choose another -o or pass --overwrite to replace it.')
-        check_opset(args.opset)
-        if args.check:
-            _require('onnxruntime')
-        network = load_restormer(resolve(args.weights))  # the architecture is read from the weights
-        export_onnx(network, output, opset=args.opset)
-    except UserError as err:  # a bad opset or output, RestoreError, WeightsError
-        print(f'basicsr export: error: {err}', file=sys.stderr)
-        return 2
+    if osp.exists(output) and not args.overwrite:
+        raise UserError(f'{output} exists already; choose another -o or pass --overwrite to replace it.')
+    check_opset(args.opset)
+    if args.check:
+        _require('onnxruntime')
+    network = load_restormer(resolve(args.weights))  # the architecture is read from the weights
+    export_onnx(network, output, opset=args.opset)
     print(output)
     if args.check:
         diffs = compare_onnx(output, network)

@@ -278,7 +278,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv: Arguments after ``weights``.
 
     Returns:
-        Exit code: 0, 1 when a download failed, 2 for unknown names.
+        Exit code: 0, or 1 when a download failed.
+
+    Raises:
+        WeightsError: Unknown names (``basicsr`` prints it as one line and exits 2), before any download.
     """
     args = _build_parser().parse_args(argv)
     if not args.names:
@@ -287,9 +290,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = list(RELEASES) if args.names == ['all'] else args.names
     unknown = [n for n in names if n not in RELEASES]
     if unknown:
-        print(f'basicsr weights: unknown name(s) {", ".join(unknown)}; the names are: {NAMES} (or all).',
-              file=sys.stderr)
-        return 2
+        raise WeightsError(f'unknown name(s) {", ".join(unknown)}; the names are: {NAMES} (or all).')
     failed = 0
     for name in names:
         try:

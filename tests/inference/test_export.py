@@ -84,7 +84,8 @@ def test_plain_export_without_padding(tmp_path):
 
 def test_not_a_restormer_is_refused(tmp_path):
     torch.save({'params': {'conv.weight': torch.zeros(3, 3, 3, 3)}}, tmp_path / 'other.pth')
-    assert main(['--weights', str(tmp_path / 'other.pth'), '-o', str(tmp_path / 'other.onnx')]) == 2
+    with pytest.raises(UserError):
+        main(['--weights', str(tmp_path / 'other.pth'), '-o', str(tmp_path / 'other.onnx')])
     assert not (tmp_path / 'other.onnx').exists()
 
 
@@ -116,7 +117,8 @@ def test_an_existing_output_is_kept_unless_overwrite(tmp_path):
     target = tmp_path / 'model.onnx'
     target.write_bytes(b'my earlier export')
     args = ['--weights', str(tmp_path / 'net.pth'), '-o', str(target)]
-    assert main(args) == 2
+    with pytest.raises(UserError):
+        main(args)
     assert target.read_bytes() == b'my earlier export'
     assert main(args + ['--overwrite']) == 0
     assert ort.InferenceSession(str(target), providers=['CPUExecutionProvider']) is not None
@@ -127,7 +129,8 @@ def test_an_unsupported_opset_is_refused_before_any_work(opset, tmp_path):
     save_checkpoint(tmp_path / 'net.pth', {})
     target = tmp_path / 'model.onnx'
     if isinstance(opset, int):
-        assert main(['--weights', str(tmp_path / 'net.pth'), '-o', str(target), '--opset', str(opset)]) == 2
+        with pytest.raises(UserError):
+            main(['--weights', str(tmp_path / 'net.pth'), '-o', str(target), '--opset', str(opset)])
         assert not target.exists()
     with pytest.raises(UserError):
         export_onnx(load_restormer(str(tmp_path / 'net.pth')), str(target), opset=opset)
