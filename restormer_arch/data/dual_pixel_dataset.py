@@ -1,11 +1,7 @@
 """``Dataset_DefocusDeblur_DualPixel_16bit``: DPDD left/right dual-pixel views (16-bit) and the sharp target."""
-from typing import Any, Dict
-
-import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
-from .transforms import to_tensor
 
 
 @DATASET_REGISTRY.register()
@@ -28,9 +24,3 @@ class Dataset_DefocusDeblur_DualPixel_16bit(FolderDataset):  # noqa: N801  (offi
 
     folder_keys = ('lqL', 'lqR', 'gt')
     require_16bit = True
-
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        paths, imgs = self.read_sample(index)
-        left, right, gt = (to_tensor(img, self.mean, self.std) for img in imgs)
-        return {'lq': torch.cat([left, right], dim=0), 'gt': gt, 'lq_path': paths['lqL_path'],
-                'gt_path': paths['gt_path']}

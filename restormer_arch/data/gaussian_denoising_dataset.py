@@ -20,10 +20,11 @@ import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
-from .options import require_option
 from .transforms import to_tensor
 
-SIGMA_TYPES = ('constant', 'random', 'choice')
+# sigma_type -> the sigma_range it takes.
+SIGMA_TYPES = {'constant': 'one number (e.g. 25)', 'random': '[low, high] with 0 <= low <= high (e.g. [0, 50])',
+               'choice': 'a non-empty list of noise levels (e.g. [15, 25, 50])'}
 NOISE_PROTOCOLS = ('per_image', 'official')
 
 
@@ -37,25 +38,18 @@ def check_sigma_options(opt: Dict[str, Any], phase: str, dataset: str) -> None:
         if opt.get('noise_protocol', 'per_image') not in NOISE_PROTOCOLS:
             raise ValueError(f'{dataset}: noise_protocol must be one of {NOISE_PROTOCOLS}, got '
                              f'{opt.get("noise_protocol")!r}.')
-        sigma = require_option(opt, 'sigma_test', dataset)
-        if not _is_number(sigma):
+        if not _is_number(opt['sigma_test']):
             raise ValueError(f'{dataset}: sigma_test must be a non-negative number (noise level on the 0-255 '
-                             f'scale, e.g. 25), got {sigma!r}.')
+                             f'scale, e.g. 25), got {opt["sigma_test"]!r}.')
         return
-    sigma_type = require_option(opt, 'sigma_type', dataset)
-    rng = require_option(opt, 'sigma_range', dataset)
-    if sigma_type not in SIGMA_TYPES:
-        raise ValueError(f'{dataset}: sigma_type must be one of {SIGMA_TYPES}, got {sigma_type!r}.')
-    if sigma_type == 'constant' and not _is_number(rng):
-        raise ValueError(f'{dataset}: with sigma_type constant, sigma_range must be one number (e.g. 25), '
+    sigma_type, rng = opt['sigma_type'], opt['sigma_range']
+    if sigma_type not in list(SIGMA_TYPES):
+        raise ValueError(f'{dataset}: sigma_type must be one of {tuple(SIGMA_TYPES)}, got {sigma_type!r}.')
+    listed = isinstance(rng, (list, tuple)) and all(_is_number(v) for v in rng)
+    if not {'constant': _is_number(rng), 'random': listed and len(rng) == 2 and rng[0] <= rng[1],
+            'choice': listed and len(rng) > 0}[sigma_type]:
+        raise ValueError(f'{dataset}: with sigma_type {sigma_type}, sigma_range must be {SIGMA_TYPES[sigma_type]}, '
                          f'got {rng!r}.')
-    if sigma_type == 'random' and not (isinstance(rng, (list, tuple)) and len(rng) == 2
-                                       and all(_is_number(v) for v in rng) and rng[0] <= rng[1]):
-        raise ValueError(f'{dataset}: with sigma_type random, sigma_range must be [low, high] with 0 <= low <= high '
-                         f'(e.g. [0, 50]), got {rng!r}.')
-    if sigma_type == 'choice' and not (isinstance(rng, (list, tuple)) and rng and all(_is_number(v) for v in rng)):
-        raise ValueError(f'{dataset}: with sigma_type choice, sigma_range must be a non-empty list of noise levels '
-                         f'(e.g. [15, 25, 50]), got {rng!r}.')
 
 
 def sample_sigma(sigma_type: str, sigma_range: Any) -> float:

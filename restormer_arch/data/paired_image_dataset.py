@@ -4,8 +4,6 @@ from typing import Any, Dict
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
-from .options import read_flag
-from .transforms import to_tensor
 
 
 @DATASET_REGISTRY.register()
@@ -33,13 +31,10 @@ class Dataset_PairedImage(FolderDataset):  # noqa: N801  (official Restormer nam
         dict with ``lq``, ``gt`` (CHW float32 RGB tensors in [0, 1]) and ``lq_path``, ``gt_path``.
     """
 
-    folder_keys = ('lq', 'gt')
-
     def read_flag(self, opt: Dict[str, Any], name: str) -> str:
         """``in_ch`` 3 reads colour, 1 gray; ``bit_depth: 8`` reads 16-bit files as 8-bit."""
-        return read_flag(opt, super().read_flag(opt, name), name)
-
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        paths, (lq, gt) = self.read_sample(index)
-        return {'lq': to_tensor(lq, self.mean, self.std), 'gt': to_tensor(gt, self.mean, self.std),
-                'lq_path': paths['lq_path'], 'gt_path': paths['gt_path']}
+        flag, depth = super().read_flag(opt, name), opt.get('bit_depth')
+        if depth not in (None, 8):
+            raise ValueError(f'{name}: bit_depth must be 8 (read 16-bit images as 8-bit, as OpenCV does by default) '
+                             f'or left out (keep every file\'s own depth), got {depth!r}.')
+        return flag if depth is None else f'{flag}_8bit'

@@ -30,7 +30,7 @@ def apply_dihedral(img: np.ndarray, mode: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def make_train_patches(imgs: Sequence[np.ndarray], names: Sequence[str], gt_size: int, use_padding: bool,
+def make_train_patches(imgs: Sequence[np.ndarray], gt_size: int, use_padding: bool,
                        geometric_augs: bool) -> List[np.ndarray]:
     """Training transform shared by the datasets: pad small images, paired random crop, optional augmentation.
 
@@ -38,7 +38,6 @@ def make_train_patches(imgs: Sequence[np.ndarray], names: Sequence[str], gt_size
 
     Args:
         imgs: Aligned images of the same size (GT last or first, order is kept).
-        names: Their names, for messages.
         gt_size: Patch size.
         use_padding: Reflect-pad the bottom/right of images smaller than ``gt_size`` (OpenCV BORDER_REFLECT, as the
             official code always does).
@@ -48,7 +47,8 @@ def make_train_patches(imgs: Sequence[np.ndarray], names: Sequence[str], gt_size
         The patches, in the order of ``imgs``.
 
     Raises:
-        ValueError: An image is smaller than ``gt_size`` and ``use_padding`` is off.
+        ValueError: An image is smaller than ``gt_size`` and ``use_padding`` is off (the dataset's image check
+            names it when the dataset is built).
     """
     h, w = imgs[0].shape[:2]
     pad_h, pad_w = max(0, gt_size - h), max(0, gt_size - w)
@@ -57,10 +57,6 @@ def make_train_patches(imgs: Sequence[np.ndarray], names: Sequence[str], gt_size
         imgs = [cv2.copyMakeBorder(img, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT).reshape(
             (h + pad_h, w + pad_w) + img.shape[2:]) for img in imgs]
         h, w = h + pad_h, w + pad_w
-    if h < gt_size or w < gt_size:
-        raise ValueError(f'image "{names[0]}" ({h}x{w}) is smaller than the training patch gt_size={gt_size} and '
-                         'padding is disabled (use_padding: false); lower gt_size, drop small images, or enable '
-                         'use_padding to reflect-pad them.')
     top, left = random.randint(0, h - gt_size), random.randint(0, w - gt_size)
     patches = [img[top:top + gt_size, left:left + gt_size] for img in imgs]
     if not geometric_augs:

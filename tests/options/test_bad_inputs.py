@@ -201,7 +201,7 @@ class _Payload:
 
 
 # ------------------------------------------------------------------------------------------------- option-file mistakes
-@case(OptionsError, 'datasets.train:', '"gt_size" is required', "the file has 'gt_szie': did you mean gt_size?")
+@case(OptionsError, 'datasets.train:', "missing key 'gt_size'", "the file has 'gt_szie': did you mean gt_size?")
 def typo_dataset_key_gt_szie(tmp):
     opt = base_options(tmp)
     train_set(opt)['gt_szie'] = train_set(opt).pop('gt_size')
