@@ -10,9 +10,8 @@ import numpy as np
 import torch
 import torch.utils.data as data
 
-from .image_checks import check_images
 from .paths import check_distinct_result_names, collect_paths
-from .readers import ImageReader
+from .readers import ImageReader, check_images
 from .transforms import check_same_size, make_train_patches, to_tensor
 
 

@@ -26,7 +26,7 @@ from PIL import Image
 from restormer_arch.atomic import atomic_write
 
 __all__ = ['ImageReadError', 'DecodedImage', 'read_image', 'write_image', 'atomic_write', 'check_complete',
-           'read_file_bytes', 'to_float', 'IMAGE_EXTENSIONS', 'HEAD_BYTES', 'TAIL_BYTES']
+           'read_file_bytes', 'IMAGE_EXTENSIONS', 'HEAD_BYTES', 'TAIL_BYTES']
 
 # File name extensions listed as images by the datasets, restore and the folder evaluator.
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -69,12 +69,6 @@ class DecodedImage:
     def peak(self) -> int:
         """The largest sample value: 255 or 65535."""
         return (1 << self.bit_depth) - 1
-
-
-def to_float(pixels: np.ndarray) -> np.ndarray:
-    """uint8/uint16 samples -> float32 in [0, 1] (divided by 255 or 65535); the shape is kept."""
-    peak = 255.0 if pixels.dtype == np.uint8 else 65535.0
-    return pixels.astype(np.float32) / np.float32(peak)
 
 
 # ---------------------------------------------------------------------------------------------------------- reading
