@@ -1,18 +1,42 @@
-"""The constructor the folder datasets share: options, pairing, reader, pre-flight image checks.
+"""What the folder datasets share: options, pairing, reader, pre-flight image checks, training patches, tensors.
 
 A missing required option is a ``KeyError`` naming it: ``basicsr train|test`` build the datasets before anything is
-written (:mod:`restormer_arch.options.build`) and make any constructor error one line naming the dataset.
+written (:mod:`restormer_arch.options.build`) and make any constructor error one line naming the dataset. Images are
+numpy arrays in OpenCV layout (HWC, BGR for colour, HxWx1 for gray, float32 in [0, 1]) until :func:`to_tensor`.
+Random choices use Python's :mod:`random` (crop offsets, augmentation mode), which BasicSR's dataloader seeds per
+worker.
 """
+import random
 from os import path as osp
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 import torch.utils.data as data
 
 from .paths import check_distinct_result_names, collect_paths
 from .readers import ImageReader, check_images
-from .transforms import check_same_size, make_train_patches, to_tensor
+
+
+def apply_dihedral(img: np.ndarray, mode: int) -> np.ndarray:
+    """Apply one of the 8 flip/rot90 transforms: ``mode // 2`` quarter turns, then a vertical flip if ``mode`` odd."""
+    out = np.rot90(img, k=mode // 2, axes=(0, 1))
+    if mode % 2:
+        out = out[::-1]
+    return np.ascontiguousarray(out)
+
+
+def to_tensor(img: np.ndarray, mean: Optional[Sequence[float]] = None,
+              std: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """HWC BGR (or HxWx1) float image -> CHW RGB float32 tensor, optionally normalised ``(x - mean) / std``."""
+    if img.shape[2] == 3:
+        img = img[..., ::-1]  # BGR (OpenCV) -> RGB
+    tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
+    if mean is not None:
+        tensor = (tensor - torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)) / torch.tensor(
+            std, dtype=torch.float32).view(-1, 1, 1)
+    return tensor
 
 
 class FolderDataset(data.Dataset):
@@ -28,7 +52,7 @@ class FolderDataset(data.Dataset):
         phase: ``'train'`` or the evaluation phase.
         backend: The ``io_backend`` options.
         folders: ``{key: folder}`` (``~`` expanded: BasicSR only expands dataroot_gt/lq).
-        flag: How images are read (see :func:`~restormer_arch.data.readers.to_dataset_image`).
+        flag: How images are read (see :meth:`~restormer_arch.data.readers.ImageReader.read`).
         mean, std: Optional normalisation.
         gt_size: Training patch size (None outside training).
         paths: One ``{'<key>_path': path}`` dict per sample.
@@ -86,16 +110,37 @@ class FolderDataset(data.Dataset):
 
         Returns:
             ``(paths, images)``: float32 HWC images of equal size; in training cropped to ``gt_size`` at one place
-            (after reflect padding unless ``use_padding: false``) and augmented alike with ``geometric_augs``.
+            (after reflect-padding the bottom/right of smaller images with OpenCV's BORDER_REFLECT, as the official
+            code always does, unless ``use_padding: false``) and with ``geometric_augs`` given one of the 8 flip/rot90
+            modes (:func:`apply_dihedral`) alike, so inputs and targets stay aligned.
+
+        Raises:
+            ValueError: The images differ in size, or one is smaller than ``gt_size`` with ``use_padding: false``
+                (both found by the image check when the dataset is built, unless ``check_images: false``).
         """
         paths = self.paths[index % len(self.paths)]
         names = [paths[f'{key}_path'] for key in self.folder_keys]
         imgs = [self.reader.read(path, key, self.flag, self.require_16bit)
                 for path, key in zip(names, self.folder_keys)]
-        check_same_size(imgs, names)
-        if self.phase == 'train':
-            imgs = make_train_patches(imgs, self.gt_size, self.opt.get('use_padding', True),
-                                      self.opt.get('geometric_augs', False))
+        sizes = [img.shape[:2] for img in imgs]
+        if any(size != sizes[0] for size in sizes):
+            listing = ', '.join(f'{n}: {s[0]}x{s[1]}' for n, s in zip(names, sizes))
+            raise ValueError(f'input and target images differ in size ({listing}); restoration pairs must have the '
+                             'same height and width (scale 1).')
+        if self.phase != 'train':
+            return paths, imgs
+        (h, w), size = sizes[0], self.gt_size
+        pad_h, pad_w = max(0, size - h), max(0, size - w)
+        if self.opt.get('use_padding', True) and (pad_h or pad_w):
+            # OpenCV drops a trailing channel axis of size 1, hence the reshape.
+            imgs = [cv2.copyMakeBorder(img, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT).reshape(
+                (h + pad_h, w + pad_w) + img.shape[2:]) for img in imgs]
+            h, w = h + pad_h, w + pad_w
+        top, left = random.randint(0, h - size), random.randint(0, w - size)
+        imgs = [img[top:top + size, left:left + size] for img in imgs]
+        if self.opt.get('geometric_augs', False):
+            mode = random.randint(0, 7)
+            imgs = [apply_dihedral(img, mode) for img in imgs]
         return paths, imgs
 
     def __getitem__(self, index: int) -> Dict[str, Any]:

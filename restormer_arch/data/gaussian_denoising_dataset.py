@@ -7,7 +7,7 @@ is ``numpy.random.default_rng([noise_seed, crc32(name)])`` where ``name`` is the
 ``datasets/make_lmdb.py`` (so disk and LMDB give the same noise), and ``noise_seed`` defaults to 0.
 The noise is drawn in float64 with ``normal(0, sigma_test / 255)`` and not clipped, as in the official evaluation,
 which however re-seeds numpy with 0 for every image, so that same-sized images share one noise field.
-``noise_protocol: official`` reproduces that noise exactly (:func:`official_eval_noise`), for the paper's tables.
+``noise_protocol: official`` reproduces that noise exactly, for the paper's tables.
 """
 import random
 import zlib
@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from .base_dataset import FolderDataset
-from .transforms import to_tensor
+from .base_dataset import FolderDataset, to_tensor
 
 # sigma_type -> the sigma_range it takes.
 SIGMA_TYPES = {'constant': 'one number (e.g. 25)', 'random': '[low, high] with 0 <= low <= high (e.g. [0, 50])',
@@ -67,19 +66,10 @@ def eval_noise(name: str, shape: tuple, sigma: float, seed: int = 0) -> np.ndarr
     return rng.normal(0.0, sigma / 255.0, size=shape)
 
 
-def official_eval_noise(shape: tuple, sigma: float) -> np.ndarray:
-    """The official test scripts' noise: ``np.random.seed(0)`` then ``np.random.normal(0, sigma/255, shape)`` per image.
-
-    The official scripts draw it for the RGB image; ``shape`` is that of the BGR (or gray HxWx1) image read here, so
-    the colour planes of the draw are reversed. numpy's global generator is left untouched.
-
-    Args:
-        shape: ``(H, W, C)`` of the image (BGR for colour).
-        sigma: Noise level on the 0-255 scale.
-
-    Returns:
-        float64 noise of ``shape``.
-    """
+def _official_eval_noise(shape: tuple, sigma: float) -> np.ndarray:
+    # The official scripts' np.random.seed(0); np.random.normal(0, sigma / 255, shape) per image, drawn for the RGB
+    # image: shape is that of the BGR (or gray HxWx1) image read here, so the colour planes are reversed. numpy's
+    # global generator is left untouched.
     noise = np.random.RandomState(0).normal(0.0, sigma / 255.0, size=shape)
     return noise[..., ::-1] if shape[2] == 3 else noise
 
@@ -128,7 +118,7 @@ class Dataset_GaussianDenoising(FolderDataset):  # noqa: N801  (official Restorm
         else:
             sigma = float(self.opt['sigma_test'])
             if self.opt.get('noise_protocol') == 'official':
-                noise = official_eval_noise(gt.shape, sigma)
+                noise = _official_eval_noise(gt.shape, sigma)
             else:
                 noise = eval_noise(self.image_name(path), gt.shape, sigma, self.noise_seed)
             lq_t = to_tensor((gt.astype(np.float64) + noise).astype(np.float32))

@@ -1,14 +1,7 @@
 """The one place where image files are decoded and encoded (datasets, LMDB, pre-flight checks, restore, evaluation).
 
 Every reader of the project calls :func:`read_image`, so one file gives the same pixels wherever it is read; every image
-the project writes goes through :func:`write_image` (atomic). The conversions are documented in ``docs/images.md``:
-
-* decoding is OpenCV's (``IMREAD_UNCHANGED``: the file's own bit depth and channels), palette images are expanded to
-  colour (plus alpha when they have transparency), CMYK JPEGs are converted to colour by OpenCV;
-* the EXIF orientation is applied to the pixels (and to the alpha), so a phone's portrait photo comes out upright;
-* gray (and gray + alpha) files stay one channel; colour is BGR (OpenCV/BasicSR order); alpha is returned apart;
-* a file cut short (a JPEG without its end marker, a PNG without its IEND chunk, a BMP/WebP shorter than its header
-  says) is refused with :class:`ImageReadError` instead of being decoded to grey fill.
+the project writes goes through :func:`write_image` (atomic). The conversions are documented in ``docs/images.md``.
 """
 import io
 import os

@@ -116,7 +116,7 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
         One ``{'<key>_path': path}`` dict per sample: sorted by GT name, or in ``meta_info_file`` order on disk.
 
     Raises:
-        FileNotFoundError: A folder or listed file is missing.
+        FileNotFoundError: A folder or the ``meta_info_file`` is missing.
         ValueError: The folders do not match by name, a list names files outside them, or an input folder/file is
             the target's own.
     """
@@ -148,11 +148,6 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
                 msg += f'; {len(extra)} file(s) without a {gt_key} partner: {listing(extra)}'
             raise ValueError(msg + f'. Each {gt_key} image needs a partner with the same name (filename_tmpl '
                              f'{filename_tmpl!r}).')
-    if meta_info_file:
-        missing_gt = [n for n in gt_names if not osp.isfile(osp.join(roots[gt_key], n))]
-        if missing_gt:
-            raise FileNotFoundError(f'{len(missing_gt)} image(s) listed in meta_info_file "{meta_info_file}" are '
-                                    f'missing in dataroot_{gt_key} "{roots[gt_key]}": {listing(missing_gt)}.')
     samples = []
     for name in gt_names:
         sample = {f'{k}_path': osp.join(roots[k], partners[name]) for k in keys[:-1]}
@@ -203,14 +198,8 @@ def _check_not_one_file(samples: Sequence[Dict[str, str]], folders: Dict[str, An
 def _collect_lmdb(folders: Dict[str, Any], meta_info_file: Optional[str] = None) -> List[Dict[str, str]]:
     keys = list(folders)
     metas = {k: _read_lmdb_meta(str(v), f'dataroot_{k}') for k, v in folders.items()}
-    if meta_info_file:  # it selects keys, which every database must hold
-        wanted = {osp.splitext(n)[0].replace(os.sep, '/') for n in _read_meta_info(meta_info_file)}
-        for key, meta in metas.items():
-            missing = list(wanted - meta)
-            if missing:
-                raise ValueError(f'{len(missing)} image(s) of meta_info_file "{meta_info_file}" are not in the LMDB '
-                                 f'dataroot_{key} "{folders[key]}": {listing(missing)}.')
-        metas = dict.fromkeys(keys, wanted)
+    if meta_info_file:  # it selects keys; one missing from a database is found by the image check, which reads it
+        metas = dict.fromkeys(keys, {osp.splitext(n)[0].replace(os.sep, '/') for n in _read_meta_info(meta_info_file)})
     gt = metas[keys[-1]]
     for key in keys[:-1]:
         missing, extra = list(gt - metas[key]), list(metas[key] - gt)

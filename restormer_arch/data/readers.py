@@ -18,7 +18,7 @@ import lmdb
 import numpy as np
 from PIL import Image
 
-from .image_io import HEAD_BYTES, TAIL_BYTES, DecodedImage, ImageReadError, check_complete, read_file_bytes, read_image
+from .image_io import HEAD_BYTES, TAIL_BYTES, ImageReadError, check_complete, read_file_bytes, read_image
 
 # Open LMDB environments of this process, by real path. py-lmdb refuses to open one database twice in a process
 # ("already open in this process"), which happens when train and val share an LMDB, when a dataset is built twice,
@@ -34,37 +34,6 @@ def open_lmdb(folder: str) -> Any:
     if real not in _LMDB_ENVS:
         _LMDB_ENVS[real] = lmdb.open(real, readonly=True, lock=False, readahead=False)
     return _LMDB_ENVS[real]
-
-
-def to_dataset_image(decoded: DecodedImage, name: str, flag: str = 'color', require_16bit: bool = False) -> np.ndarray:
-    """A decoded file as a dataset reads it: float32 HWC in [0, 1], BGR (3 channels) or gray (1 channel).
-
-    Args:
-        decoded: From :func:`~restormer_arch.data.image_io.read_image`.
-        name: File name or LMDB key, for messages.
-        flag: ``'color'`` (gray replicated to 3 channels) or ``'grayscale'`` (colour converted with OpenCV's BT.601
-            ``COLOR_BGR2GRAY``); the ``_8bit`` variants keep only the high byte of 16-bit samples, as OpenCV's
-            default read does (the official single-image DPDD test). Alpha is dropped.
-        require_16bit: Raise unless the file has 16-bit samples.
-
-    Returns:
-        The image divided by 255 (8-bit) or 65535 (16-bit).
-
-    Raises:
-        ImageReadError: An 8-bit file where 16 bits are required.
-    """
-    if require_16bit and decoded.bit_depth != 16:
-        raise ImageReadError(f'image "{name}" is {decoded.pixels.dtype} ({decoded.bit_depth}-bit) but this dataset '
-                             'expects 16-bit PNGs (values are divided by 65535); use the 16-bit DPDD data or '
-                             'Dataset_PairedImage for 8-bit images.')
-    pixels = decoded.pixels
-    if flag.endswith('_8bit') and pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
-    if flag.startswith('grayscale') and pixels.shape[2] == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)[..., None]
-    elif flag.startswith('color') and pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    return pixels.astype(np.float32) / np.float32(255.0 if pixels.dtype == np.uint8 else 65535.0)
 
 
 class ImageReader:
@@ -108,9 +77,36 @@ class ImageReader:
             return head, f.read(), size, None
 
     def read(self, path: str, key: str, flag: str = 'color', require_16bit: bool = False) -> np.ndarray:
-        """Read one image as a dataset does (:func:`to_dataset_image`); ``path`` is a file (disk) or an LMDB key."""
+        """Read one image as a dataset does: float32 HWC in [0, 1], BGR (3 channels) or gray (1 channel).
+
+        Args:
+            path: A file (disk) or an LMDB key.
+            key: The folder key (``lq``, ``gt`` ...).
+            flag: ``'color'`` (gray replicated to 3 channels) or ``'grayscale'`` (colour converted with OpenCV's
+                BT.601 ``COLOR_BGR2GRAY``); the ``_8bit`` variants keep only the high byte of 16-bit samples, as
+                OpenCV's default read does (the official single-image DPDD test). Alpha is dropped.
+            require_16bit: Raise unless the file has 16-bit samples.
+
+        Returns:
+            The image (decoded by :func:`~restormer_arch.data.image_io.read_image`) divided by 255 or 65535.
+
+        Raises:
+            ImageReadError: Unreadable, or an 8-bit file where 16 bits are required.
+        """
         name = self.describe(path, key)
-        return to_dataset_image(read_image(self.get_bytes(path, key), name), name, flag, require_16bit)
+        decoded = read_image(self.get_bytes(path, key), name)
+        if require_16bit and decoded.bit_depth != 16:
+            raise ImageReadError(f'image "{name}" is {decoded.pixels.dtype} ({decoded.bit_depth}-bit) but this '
+                                 'dataset expects 16-bit PNGs (values are divided by 65535); use the 16-bit DPDD data '
+                                 'or Dataset_PairedImage for 8-bit images.')
+        pixels = decoded.pixels
+        if flag.endswith('_8bit') and pixels.dtype == np.uint16:
+            pixels = (pixels >> 8).astype(np.uint8)
+        if flag.startswith('grayscale') and pixels.shape[2] == 3:
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)[..., None]
+        elif flag.startswith('color') and pixels.shape[2] == 1:
+            pixels = np.repeat(pixels, 3, axis=2)
+        return pixels.astype(np.float32) / np.float32(255.0 if pixels.dtype == np.uint8 else 65535.0)
 
 
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'

@@ -58,17 +58,12 @@ def _load(opt: Dict[str, Any], option: str) -> np.ndarray:
     return blocks
 
 
-def block_name(image: int, block: int) -> str:
-    """Name of block ``block`` of image ``image`` (both 0-based), e.g. ``0003_17``: the image name in the results."""
-    return f'{image:04d}_{block:02d}'
-
-
 @DATASET_REGISTRY.register()
 class Dataset_SIDDBlocks(data.Dataset):  # noqa: N801  (named like the other Restormer datasets)
     """SIDD validation blocks read from the ``.mat`` files: ``dataroot_lq`` (noisy) and ``dataroot_gt`` (clean).
 
     Evaluation only (``phase`` val/test). Blocks are yielded image by image, block by block, named
-    :func:`block_name` (``0000_00`` ... ``0039_31``).
+    ``<image>_<block>`` (0-based: ``0000_00`` ... ``0039_31``), the image names in the results.
 
     Args:
         opt: Dataset options: ``dataroot_lq`` (``ValidationNoisyBlocksSrgb.mat``), ``dataroot_gt``
@@ -101,7 +96,7 @@ class Dataset_SIDDBlocks(data.Dataset):  # noqa: N801  (named like the other Res
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         image, block = divmod(index, self.blocks_per_image)
-        name = block_name(image, block)
+        name = f'{image:04d}_{block:02d}'
         item = {'lq': self._tensor(self.noisy[image, block]), 'lq_path': name, 'gt_path': name}
         if self.gt is not None:
             item['gt'] = self._tensor(self.gt[image, block])

@@ -13,8 +13,8 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
 from restormer_arch.data import Dataset_DefocusDeblur_DualPixel_16bit, Dataset_GaussianDenoising, Dataset_PairedImage
+from restormer_arch.data.base_dataset import apply_dihedral
 from restormer_arch.data.gaussian_denoising_dataset import eval_noise
-from restormer_arch.data.transforms import apply_dihedral
 from tests.conftest import REPO_ROOT
 
 H, W = 24, 32
@@ -220,7 +220,7 @@ def test_paired_lmdb_with_meta_info_file(pairs, tmp_path):
     ds = Dataset_PairedImage(paired_opt(lq_db, gt_db, io_backend={'type': 'lmdb'}, meta_info_file=str(meta)))
     assert [p['gt_path'] for p in ds.paths] == ['img0', 'img2']
     meta.write_text('img9.png\n')
-    with pytest.raises(ValueError, match=r'not in the LMDB dataroot_lq .*: img9'):
+    with pytest.raises(ValueError, match=r'LMDB key "img9" not found in ".*lq.lmdb"'):  # found by the image check
         Dataset_PairedImage(paired_opt(lq_db, gt_db, io_backend={'type': 'lmdb'}, meta_info_file=str(meta)))
 
 
