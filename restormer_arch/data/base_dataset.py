@@ -15,8 +15,24 @@ import numpy as np
 import torch
 import torch.utils.data as data
 
-from .paths import check_distinct_result_names, collect_paths
+from .paths import collect_paths, listing
 from .readers import ImageReader, check_images
+
+
+def _check_distinct_result_names(samples: Sequence[Dict[str, str]], key: str) -> None:
+    # Validation and basicsr test save each result as <dataset>/<stem of the input (key)>_<tag>.png and score it under
+    # that stem: a.png and a.jpg, or x/a.png and y/a.png, would overwrite each other's image and mix their rows in
+    # metrics.csv.
+    by_stem: Dict[str, List[str]] = {}
+    for sample in samples:
+        path = sample[f'{key}_path']
+        by_stem.setdefault(osp.splitext(osp.basename(path))[0], []).append(path)
+    clashes = {stem: paths for stem, paths in by_stem.items() if len(paths) > 1}
+    if clashes:
+        stem, paths = next(iter(clashes.items()))
+        raise ValueError(f'{len(clashes)} result name(s) would be shared by several images, e.g. "{stem}": '
+                         f'{listing(paths)}. Results are saved and scored by file name without extension and folder; '
+                         'rename the images or split them into separate datasets.')
 
 
 def apply_dihedral(img: np.ndarray, mode: int) -> np.ndarray:
@@ -89,7 +105,7 @@ class FolderDataset(data.Dataset):
         self.paths: List[Dict[str, str]] = collect_paths(self.folders, self.backend['type'],
                                                          opt.get('meta_info_file'), opt.get('filename_tmpl', '{}'))
         if self.phase != 'train':
-            check_distinct_result_names(self.paths, self.folder_keys[0])
+            _check_distinct_result_names(self.paths, self.folder_keys[0])
         self.reader = ImageReader(self.backend, self.folders)
         no_padding = self.phase == 'train' and not opt.get('use_padding', True)
         check_images(self.reader, self.paths, self.folder_keys, name, opt, self.flag, self.require_16bit,
@@ -120,8 +136,7 @@ class FolderDataset(data.Dataset):
         """
         paths = self.paths[index % len(self.paths)]
         names = [paths[f'{key}_path'] for key in self.folder_keys]
-        imgs = [self.reader.read(path, key, self.flag, self.require_16bit)
-                for path, key in zip(names, self.folder_keys)]
+        imgs = [self.reader.read(path, key, self.flag) for path, key in zip(names, self.folder_keys)]
         sizes = [img.shape[:2] for img in imgs]
         if any(size != sizes[0] for size in sizes):
             listing = ', '.join(f'{n}: {s[0]}x{s[1]}' for n, s in zip(names, sizes))

@@ -8,10 +8,10 @@ from .base_dataset import FolderDataset
 class Dataset_DefocusDeblur_DualPixel_16bit(FolderDataset):  # noqa: N801  (official Restormer name)
     """Dual-pixel defocus deblurring: 16-bit PNG views ``dataroot_lqL``/``dataroot_lqR`` and target ``dataroot_gt``.
 
-    Files are paired by name across the three folders (or LMDBs, or ``meta_info_file``), read at 16 bits (an 8-bit
-    input is an error) and divided by 65535. Training pads, crops and augments all three at the same offsets. The
-    input is the 6-channel ``concat([L, R])`` (L RGB, then R RGB), as expected by ``Restormer(inp_channels=6,
-    dual_pixel_task=True)``.
+    Files are paired by name across the three folders (or LMDBs, or ``meta_info_file``), 16-bit (an 8-bit view is
+    refused by the image check, ``check_images``) and divided by 65535. Training pads, crops and augments all three at
+    the same offsets. The input is the 6-channel ``concat([L, R])`` (L RGB, then R RGB), as expected by
+    ``Restormer(inp_channels=6, dual_pixel_task=True)``.
 
     Args:
         opt: Dataset options: ``dataroot_gt``, ``dataroot_lqL``, ``dataroot_lqR``, ``io_backend``, ``phase``,

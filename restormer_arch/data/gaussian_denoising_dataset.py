@@ -100,14 +100,13 @@ class Dataset_GaussianDenoising(FolderDataset):  # noqa: N801  (official Restorm
     def configure(self, opt: Dict[str, Any], name: str) -> None:
         """Check the noise options; store ``noise_seed``."""
         check_sigma_options(opt, self.phase, name)
-        self.root = self.folders['gt']
         self.noise_seed = int(opt.get('noise_seed', 0))
 
     def image_name(self, path: str) -> str:
         """Order-independent image name that seeds its eval noise: LMDB key, or relative path without extension."""
         if self.backend['type'] == 'lmdb':
             return path
-        return osp.splitext(osp.relpath(path, self.root))[0].replace(osp.sep, '/')
+        return osp.splitext(osp.relpath(path, self.folders['gt']))[0].replace(osp.sep, '/')
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         paths, (gt,) = self.read_sample(index)

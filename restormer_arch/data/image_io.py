@@ -70,9 +70,7 @@ def read_file_bytes(path: Union[str, 'os.PathLike[str]']) -> bytes:
     try:
         with open(path, 'rb') as f:
             return f.read()
-    except FileNotFoundError as err:
-        raise ImageReadError(f'image "{path}" does not exist.') from err
-    except OSError as err:  # a folder, no permission ...: the system's reason
+    except OSError as err:  # missing, a folder, no permission ...: the system's reason
         raise ImageReadError(f'image "{path}" cannot be read: {err.strerror or err}.') from err
 
 

@@ -6,6 +6,7 @@ the target's, a list entry that points outside the folders (absolute paths elsew
 file.
 """
 import os
+import re
 from os import path as osp
 from typing import Any, Dict, List, Optional, Sequence, Set
 
@@ -13,6 +14,8 @@ from .image_io import IMAGE_EXTENSIONS
 
 # How many offending names an error message lists before it summarises the rest.
 _MAX_LISTED = 5
+# BasicSR's extra meta_info columns after a name: " (h,w,c)" and an optional compression level.
+_META_COLUMNS = re.compile(r'\s+\([^()\s]*\)(\s+\S+)?$')
 
 
 def listing(names: Sequence[str]) -> str:
@@ -72,13 +75,7 @@ def _read_meta_info(meta_info_file: str, gt_root: Optional[str] = None) -> List[
 
 def _meta_name(line: str) -> str:
     # "name with spaces.png (h,w,c) level" -> the name; a line without the shape column is the name itself.
-    text = line.strip()
-    parts = text.rsplit(None, 2)
-    if len(parts) == 3 and parts[1].startswith('(') and parts[1].endswith(')'):
-        return parts[0]
-    if len(parts) >= 2 and parts[-1].startswith('(') and parts[-1].endswith(')'):
-        return text.rsplit(None, 1)[0]
-    return text
+    return _META_COLUMNS.sub('', line.strip())
 
 
 # ------------------------------------------------------------------------------------------------------------- LMDB
@@ -155,32 +152,6 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
         samples.append(sample)
     _check_not_one_file(samples, roots, lmdb=False)
     return samples
-
-
-def check_distinct_result_names(samples: Sequence[Dict[str, str]], key: str = 'lq') -> None:
-    """Refuse evaluation samples whose results would share one file name.
-
-    Validation and ``basicsr test`` save each result as ``<dataset>/<stem of the input>_<tag>.png`` and score it under
-    that stem: ``a.png`` and ``a.jpg``, or ``x/a.png`` and ``y/a.png``, would overwrite each other's image and mix their
-    rows in ``metrics.csv``.
-
-    Args:
-        samples: From :func:`collect_paths`.
-        key: The folder key whose file names name the results (the input; its first folder key for dual-pixel).
-
-    Raises:
-        ValueError: Naming the colliding files.
-    """
-    by_stem: Dict[str, List[str]] = {}
-    for sample in samples:
-        path = sample[f'{key}_path']
-        by_stem.setdefault(osp.splitext(osp.basename(path))[0], []).append(path)
-    clashes = {stem: paths for stem, paths in by_stem.items() if len(paths) > 1}
-    if clashes:
-        stem, paths = next(iter(clashes.items()))
-        raise ValueError(f'{len(clashes)} result name(s) would be shared by several images, e.g. "{stem}": '
-                         f'{listing(paths)}. Results are saved and scored by file name without extension and folder; '
-                         'rename the images or split them into separate datasets.')
 
 
 def _check_not_one_file(samples: Sequence[Dict[str, str]], folders: Dict[str, Any], lmdb: bool) -> None:

@@ -76,7 +76,7 @@ class ImageReader:
             f.seek(size - TAIL_BYTES)
             return head, f.read(), size, None
 
-    def read(self, path: str, key: str, flag: str = 'color', require_16bit: bool = False) -> np.ndarray:
+    def read(self, path: str, key: str, flag: str = 'color') -> np.ndarray:
         """Read one image as a dataset does: float32 HWC in [0, 1], BGR (3 channels) or gray (1 channel).
 
         Args:
@@ -85,21 +85,15 @@ class ImageReader:
             flag: ``'color'`` (gray replicated to 3 channels) or ``'grayscale'`` (colour converted with OpenCV's
                 BT.601 ``COLOR_BGR2GRAY``); the ``_8bit`` variants keep only the high byte of 16-bit samples, as
                 OpenCV's default read does (the official single-image DPDD test). Alpha is dropped.
-            require_16bit: Raise unless the file has 16-bit samples.
 
         Returns:
             The image (decoded by :func:`~restormer_arch.data.image_io.read_image`) divided by 255 or 65535.
 
         Raises:
-            ImageReadError: Unreadable, or an 8-bit file where 16 bits are required.
+            ImageReadError: The image cannot be read.
         """
         name = self.describe(path, key)
-        decoded = read_image(self.get_bytes(path, key), name)
-        if require_16bit and decoded.bit_depth != 16:
-            raise ImageReadError(f'image "{name}" is {decoded.pixels.dtype} ({decoded.bit_depth}-bit) but this '
-                                 'dataset expects 16-bit PNGs (values are divided by 65535); use the 16-bit DPDD data '
-                                 'or Dataset_PairedImage for 8-bit images.')
-        pixels = decoded.pixels
+        pixels = read_image(self.get_bytes(path, key), name).pixels
         if flag.endswith('_8bit') and pixels.dtype == np.uint16:
             pixels = (pixels >> 8).astype(np.uint8)
         if flag.startswith('grayscale') and pixels.shape[2] == 3:
