@@ -58,10 +58,10 @@ def to_tensor(img: np.ndarray, mean: Optional[Sequence[float]] = None,
 class FolderDataset(data.Dataset):
     """Aligned images in folders, a ``meta_info_file`` list or BasicSR LMDBs (``dataroot_<key>`` per folder).
 
-    Subclasses set :attr:`folder_keys` (inputs first, GT last), :attr:`require_16bit`, and may override
-    :meth:`read_flag` (default: ``in_ch``) and :meth:`configure` (their own options, checked before any file is
-    listed). Items are ``{'lq', 'gt', 'lq_path', 'gt_path'}``: ``lq`` is the input views concatenated along the
-    channels, ``lq_path`` the first view's path.
+    Subclasses set :attr:`folder_keys` (inputs first, GT last) and :attr:`require_16bit`. Images are read in colour
+    (``in_ch: 3``, default) or gray (``in_ch: 1``), 16-bit files as 8-bit with ``bit_depth: 8``. Items are ``{'lq',
+    'gt', 'lq_path', 'gt_path'}``: ``lq`` is the input views concatenated along the channels, ``lq_path`` the first
+    view's path.
 
     Attributes:
         opt: The dataset options.
@@ -88,11 +88,16 @@ class FolderDataset(data.Dataset):
             raise ValueError(f'{name}: io_backend type {self.backend.get("type")!r} is not supported; use io_backend: '
                              '{type: disk} or {type: lmdb}.')
         self.folders = {key: osp.expanduser(str(opt[f'dataroot_{key}'])) for key in self.folder_keys}
-        self.flag = self.read_flag(opt, name)
+        in_ch, depth = opt.get('in_ch', 3), opt.get('bit_depth')
+        if in_ch not in (1, 3):
+            raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {in_ch!r}.')
+        if depth not in (None, 8):
+            raise ValueError(f'{name}: bit_depth must be 8 (read 16-bit images as 8-bit, as OpenCV does by default) '
+                             f'or left out (keep every file\'s own depth), got {depth!r}.')
+        self.flag = ('color' if in_ch == 3 else 'grayscale') + ('_8bit' if depth else '')
         self.mean, self.std = opt.get('mean'), opt.get('std')
         if (self.mean is None) != (self.std is None) or any(s == 0 for s in self.std or ()):
             raise ValueError(f'{name}: give both "mean" and "std" (no 0 in std) for normalisation, or neither.')
-        self.configure(opt, name)
         self.gt_size: Optional[int] = None
         if self.phase == 'train':
             self.gt_size = opt['gt_size']
@@ -110,16 +115,6 @@ class FolderDataset(data.Dataset):
         no_padding = self.phase == 'train' and not opt.get('use_padding', True)
         check_images(self.reader, self.paths, self.folder_keys, name, opt, self.flag, self.require_16bit,
                      min_size=self.gt_size if no_padding else None)
-
-    def read_flag(self, opt: Dict[str, Any], name: str) -> str:
-        """How the images are read: ``in_ch`` 3 (default) colour, 1 gray (stored as ``self.in_ch``)."""
-        self.in_ch = opt.get('in_ch', 3)
-        if self.in_ch not in (1, 3):
-            raise ValueError(f'{name}: in_ch must be 1 (grayscale) or 3 (RGB), got {self.in_ch!r}.')
-        return 'color' if self.in_ch == 3 else 'grayscale'
-
-    def configure(self, opt: Dict[str, Any], name: str) -> None:
-        """Check and store the subclass's own options (called before any file is listed)."""
 
     def read_sample(self, index: int) -> Tuple[Dict[str, str], List[np.ndarray]]:
         """The paths and images (in :attr:`folder_keys` order) of sample ``index``, training patches in training.

@@ -31,26 +31,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and value >= 0
 
 
-def check_sigma_options(opt: Dict[str, Any], phase: str, dataset: str) -> None:
-    """Validate ``sigma_type``/``sigma_range`` (training) or ``sigma_test`` (evaluation); raise ValueError if bad."""
-    if phase != 'train':
-        if opt.get('noise_protocol', 'per_image') not in NOISE_PROTOCOLS:
-            raise ValueError(f'{dataset}: noise_protocol must be one of {NOISE_PROTOCOLS}, got '
-                             f'{opt.get("noise_protocol")!r}.')
-        if not _is_number(opt['sigma_test']):
-            raise ValueError(f'{dataset}: sigma_test must be a non-negative number (noise level on the 0-255 '
-                             f'scale, e.g. 25), got {opt["sigma_test"]!r}.')
-        return
-    sigma_type, rng = opt['sigma_type'], opt['sigma_range']
-    if sigma_type not in list(SIGMA_TYPES):
-        raise ValueError(f'{dataset}: sigma_type must be one of {tuple(SIGMA_TYPES)}, got {sigma_type!r}.')
-    listed = isinstance(rng, (list, tuple)) and all(_is_number(v) for v in rng)
-    if not {'constant': _is_number(rng), 'random': listed and len(rng) == 2 and rng[0] <= rng[1],
-            'choice': listed and len(rng) > 0}[sigma_type]:
-        raise ValueError(f'{dataset}: with sigma_type {sigma_type}, sigma_range must be {SIGMA_TYPES[sigma_type]}, '
-                         f'got {rng!r}.')
-
-
 def sample_sigma(sigma_type: str, sigma_range: Any) -> float:
     """Draw one training noise level (0-255 scale) with Python's ``random``."""
     if sigma_type == 'constant':
@@ -97,10 +77,26 @@ class Dataset_GaussianDenoising(FolderDataset):  # noqa: N801  (official Restorm
 
     folder_keys = ('gt',)
 
-    def configure(self, opt: Dict[str, Any], name: str) -> None:
-        """Check the noise options; store ``noise_seed``."""
-        check_sigma_options(opt, self.phase, name)
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        name = type(self).__name__  # the noise options are checked before any file is listed
+        if str(opt['phase']) != 'train':
+            if opt.get('noise_protocol', 'per_image') not in NOISE_PROTOCOLS:
+                raise ValueError(f'{name}: noise_protocol must be one of {NOISE_PROTOCOLS}, got '
+                                 f'{opt.get("noise_protocol")!r}.')
+            if not _is_number(opt['sigma_test']):
+                raise ValueError(f'{name}: sigma_test must be a non-negative number (noise level on the 0-255 '
+                                 f'scale, e.g. 25), got {opt["sigma_test"]!r}.')
+        else:
+            sigma_type, rng = opt['sigma_type'], opt['sigma_range']
+            if sigma_type not in list(SIGMA_TYPES):
+                raise ValueError(f'{name}: sigma_type must be one of {tuple(SIGMA_TYPES)}, got {sigma_type!r}.')
+            listed = isinstance(rng, (list, tuple)) and all(_is_number(v) for v in rng)
+            if not {'constant': _is_number(rng), 'random': listed and len(rng) == 2 and rng[0] <= rng[1],
+                    'choice': listed and len(rng) > 0}[sigma_type]:
+                raise ValueError(f'{name}: with sigma_type {sigma_type}, sigma_range must be '
+                                 f'{SIGMA_TYPES[sigma_type]}, got {rng!r}.')
         self.noise_seed = int(opt.get('noise_seed', 0))
+        super().__init__(opt)
 
     def image_name(self, path: str) -> str:
         """Order-independent image name that seeds its eval noise: LMDB key, or relative path without extension."""

@@ -93,8 +93,6 @@ def read_image(source: Union[str, 'os.PathLike[str]', bytes], name: Optional[str
     else:
         name = name or str(source)
         data = read_file_bytes(source)
-    if not data:
-        raise ImageReadError(f'image "{name}" is empty (0 bytes); replace or remove it.')
     problem = check_complete(data[:HEAD_BYTES], data[-TAIL_BYTES:], len(data), lambda: data)
     if problem:
         raise ImageReadError(f'image "{name}" {problem}')
