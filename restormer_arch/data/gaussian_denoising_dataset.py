@@ -31,15 +31,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and value >= 0
 
 
-def sample_sigma(sigma_type: str, sigma_range: Any) -> float:
-    """Draw one training noise level (0-255 scale) with Python's ``random``."""
-    if sigma_type == 'constant':
-        return float(sigma_range)
-    if sigma_type == 'random':
-        return random.uniform(sigma_range[0], sigma_range[1])
-    return float(random.choice(sigma_range))
-
-
 def eval_noise(name: str, shape: tuple, sigma: float, seed: int = 0) -> np.ndarray:
     """Reproducible float64 evaluation noise N(0, sigma/255) for the image called ``name`` (see module docstring)."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode('utf-8'))])
@@ -108,7 +99,11 @@ class Dataset_GaussianDenoising(FolderDataset):  # noqa: N801  (official Restorm
         paths, (gt,) = self.read_sample(index)
         path, gt_t = paths['gt_path'], to_tensor(gt)
         if self.phase == 'train':
-            sigma = sample_sigma(self.opt['sigma_type'], self.opt['sigma_range'])
+            sigma_type, rng = self.opt['sigma_type'], self.opt['sigma_range']  # one level per sample, Python's random
+            if sigma_type == 'constant':
+                sigma = float(rng)
+            else:
+                sigma = random.uniform(rng[0], rng[1]) if sigma_type == 'random' else float(random.choice(rng))
             lq_t = gt_t + torch.randn_like(gt_t) * (sigma / 255.0)
         else:
             sigma = float(self.opt['sigma_test'])

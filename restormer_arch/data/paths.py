@@ -50,7 +50,8 @@ def _read_meta_info(meta_info_file: str, gt_root: Optional[str] = None) -> List[
         raise FileNotFoundError(f'meta_info_file "{meta_info_file}" does not exist; fix "meta_info_file" or remove '
                                 'it to list the folder instead.')
     with open(meta_info_file, encoding='utf-8') as f:
-        names = [_meta_name(line) for line in f if line.strip() and not line.lstrip().startswith('#')]
+        lines = [line.strip() for line in f]
+    names = [_META_COLUMNS.sub('', line) for line in lines if line and not line.startswith('#')]
     if not names:
         raise ValueError(f'meta_info_file "{meta_info_file}" lists no images.')
     real_root = osp.realpath(gt_root) if gt_root else None
@@ -73,11 +74,6 @@ def _read_meta_info(meta_info_file: str, gt_root: Optional[str] = None) -> List[
     return relative
 
 
-def _meta_name(line: str) -> str:
-    # "name with spaces.png (h,w,c) level" -> the name; a line without the shape column is the name itself.
-    return _META_COLUMNS.sub('', line.strip())
-
-
 # ------------------------------------------------------------------------------------------------------------- LMDB
 def _read_lmdb_meta(folder: str, key: str) -> Set[str]:
     # The keys a BasicSR LMDB's meta_info.txt lists; keys listed but missing from the database are found by the image
@@ -89,7 +85,7 @@ def _read_lmdb_meta(folder: str, key: str) -> Set[str]:
                                 'it with "python datasets/make_lmdb.py <image folder> <name>.lmdb" or use '
                                 'io_backend: {type: disk}.')
     with open(meta_file, encoding='utf-8') as f:
-        return {osp.splitext(_meta_name(line))[0] for line in f if line.strip()}
+        return {osp.splitext(_META_COLUMNS.sub('', line.strip()))[0] for line in f if line.strip()}
 
 
 # ---------------------------------------------------------------------------------------------------------- pairing
