@@ -63,7 +63,7 @@ def _scene_jobs(scene: Path):
 
 def write_blocks(noisy: Path, clean: Path, out_dirs) -> int:
     """Write the blocks of a SIDD block-file pair as ``<image>_<block>.png`` (existing files are kept)."""
-    from restormer_arch.data.sidd_mat import load_sidd_blocks
+    from restormer_arch.data.sidd_blocks_dataset import load_sidd_blocks
 
     try:
         blocks = {'input': load_sidd_blocks(noisy), 'target': load_sidd_blocks(clean)}

@@ -7,7 +7,7 @@ is ``numpy.random.default_rng([noise_seed, crc32(name)])`` where ``name`` is the
 ``datasets/make_lmdb.py`` (so disk and LMDB give the same noise), and ``noise_seed`` defaults to 0.
 The noise is drawn in float64 with ``normal(0, sigma_test / 255)`` and not clipped, as in the official evaluation,
 which however re-seeds numpy with 0 for every image, so that same-sized images share one noise field.
-``noise_protocol: official`` reproduces that noise exactly (:func:`official_eval_noise`), for the paper's tables.
+``noise_protocol: official`` reproduces that noise exactly, for the paper's tables.
 """
 import random
 import zlib
@@ -19,52 +19,16 @@ import numpy as np
 import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from .base_dataset import FolderDataset
-from .options import require_option
-from .transforms import to_tensor
+from .base_dataset import FolderDataset, to_tensor
 
-SIGMA_TYPES = ('constant', 'random', 'choice')
+# sigma_type -> the sigma_range it takes.
+SIGMA_TYPES = {'constant': 'one number (e.g. 25)', 'random': '[low, high] with 0 <= low <= high (e.g. [0, 50])',
+               'choice': 'a non-empty list of noise levels (e.g. [15, 25, 50])'}
 NOISE_PROTOCOLS = ('per_image', 'official')
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and value >= 0
-
-
-def check_sigma_options(opt: Dict[str, Any], phase: str, dataset: str) -> None:
-    """Validate ``sigma_type``/``sigma_range`` (training) or ``sigma_test`` (evaluation); raise ValueError if bad."""
-    if phase != 'train':
-        if opt.get('noise_protocol', 'per_image') not in NOISE_PROTOCOLS:
-            raise ValueError(f'{dataset}: noise_protocol must be one of {NOISE_PROTOCOLS}, got '
-                             f'{opt.get("noise_protocol")!r}.')
-        sigma = require_option(opt, 'sigma_test', dataset)
-        if not _is_number(sigma):
-            raise ValueError(f'{dataset}: sigma_test must be a non-negative number (noise level on the 0-255 '
-                             f'scale, e.g. 25), got {sigma!r}.')
-        return
-    sigma_type = require_option(opt, 'sigma_type', dataset)
-    rng = require_option(opt, 'sigma_range', dataset)
-    if sigma_type not in SIGMA_TYPES:
-        raise ValueError(f'{dataset}: sigma_type must be one of {SIGMA_TYPES}, got {sigma_type!r}.')
-    if sigma_type == 'constant' and not _is_number(rng):
-        raise ValueError(f'{dataset}: with sigma_type constant, sigma_range must be one number (e.g. 25), '
-                         f'got {rng!r}.')
-    if sigma_type == 'random' and not (isinstance(rng, (list, tuple)) and len(rng) == 2
-                                       and all(_is_number(v) for v in rng) and rng[0] <= rng[1]):
-        raise ValueError(f'{dataset}: with sigma_type random, sigma_range must be [low, high] with 0 <= low <= high '
-                         f'(e.g. [0, 50]), got {rng!r}.')
-    if sigma_type == 'choice' and not (isinstance(rng, (list, tuple)) and rng and all(_is_number(v) for v in rng)):
-        raise ValueError(f'{dataset}: with sigma_type choice, sigma_range must be a non-empty list of noise levels '
-                         f'(e.g. [15, 25, 50]), got {rng!r}.')
-
-
-def sample_sigma(sigma_type: str, sigma_range: Any) -> float:
-    """Draw one training noise level (0-255 scale) with Python's ``random``."""
-    if sigma_type == 'constant':
-        return float(sigma_range)
-    if sigma_type == 'random':
-        return random.uniform(sigma_range[0], sigma_range[1])
-    return float(random.choice(sigma_range))
 
 
 def eval_noise(name: str, shape: tuple, sigma: float, seed: int = 0) -> np.ndarray:
@@ -73,19 +37,10 @@ def eval_noise(name: str, shape: tuple, sigma: float, seed: int = 0) -> np.ndarr
     return rng.normal(0.0, sigma / 255.0, size=shape)
 
 
-def official_eval_noise(shape: tuple, sigma: float) -> np.ndarray:
-    """The official test scripts' noise: ``np.random.seed(0)`` then ``np.random.normal(0, sigma/255, shape)`` per image.
-
-    The official scripts draw it for the RGB image; ``shape`` is that of the BGR (or gray HxWx1) image read here, so
-    the colour planes of the draw are reversed. numpy's global generator is left untouched.
-
-    Args:
-        shape: ``(H, W, C)`` of the image (BGR for colour).
-        sigma: Noise level on the 0-255 scale.
-
-    Returns:
-        float64 noise of ``shape``.
-    """
+def _official_eval_noise(shape: tuple, sigma: float) -> np.ndarray:
+    # The official scripts' np.random.seed(0); np.random.normal(0, sigma / 255, shape) per image, drawn for the RGB
+    # image: shape is that of the BGR (or gray HxWx1) image read here, so the colour planes are reversed. numpy's
+    # global generator is left untouched.
     noise = np.random.RandomState(0).normal(0.0, sigma / 255.0, size=shape)
     return noise[..., ::-1] if shape[2] == 3 else noise
 
@@ -113,28 +68,47 @@ class Dataset_GaussianDenoising(FolderDataset):  # noqa: N801  (official Restorm
 
     folder_keys = ('gt',)
 
-    def configure(self, opt: Dict[str, Any], name: str) -> None:
-        """Check the noise options; store ``noise_seed``."""
-        check_sigma_options(opt, self.phase, name)
-        self.root = self.folders['gt']
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        name = type(self).__name__  # the noise options are checked before any file is listed
+        if str(opt['phase']) != 'train':
+            if opt.get('noise_protocol', 'per_image') not in NOISE_PROTOCOLS:
+                raise ValueError(f'{name}: noise_protocol must be one of {NOISE_PROTOCOLS}, got '
+                                 f'{opt.get("noise_protocol")!r}.')
+            if not _is_number(opt['sigma_test']):
+                raise ValueError(f'{name}: sigma_test must be a non-negative number (noise level on the 0-255 '
+                                 f'scale, e.g. 25), got {opt["sigma_test"]!r}.')
+        else:
+            sigma_type, rng = opt['sigma_type'], opt['sigma_range']
+            if sigma_type not in list(SIGMA_TYPES):
+                raise ValueError(f'{name}: sigma_type must be one of {tuple(SIGMA_TYPES)}, got {sigma_type!r}.')
+            listed = isinstance(rng, (list, tuple)) and all(_is_number(v) for v in rng)
+            if not {'constant': _is_number(rng), 'random': listed and len(rng) == 2 and rng[0] <= rng[1],
+                    'choice': listed and len(rng) > 0}[sigma_type]:
+                raise ValueError(f'{name}: with sigma_type {sigma_type}, sigma_range must be '
+                                 f'{SIGMA_TYPES[sigma_type]}, got {rng!r}.')
         self.noise_seed = int(opt.get('noise_seed', 0))
+        super().__init__(opt)
 
     def image_name(self, path: str) -> str:
         """Order-independent image name that seeds its eval noise: LMDB key, or relative path without extension."""
         if self.backend['type'] == 'lmdb':
             return path
-        return osp.splitext(osp.relpath(path, self.root))[0].replace(osp.sep, '/')
+        return osp.splitext(osp.relpath(path, self.folders['gt']))[0].replace(osp.sep, '/')
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         paths, (gt,) = self.read_sample(index)
         path, gt_t = paths['gt_path'], to_tensor(gt)
         if self.phase == 'train':
-            sigma = sample_sigma(self.opt['sigma_type'], self.opt['sigma_range'])
+            sigma_type, rng = self.opt['sigma_type'], self.opt['sigma_range']  # one level per sample, Python's random
+            if sigma_type == 'constant':
+                sigma = float(rng)
+            else:
+                sigma = random.uniform(rng[0], rng[1]) if sigma_type == 'random' else float(random.choice(rng))
             lq_t = gt_t + torch.randn_like(gt_t) * (sigma / 255.0)
         else:
             sigma = float(self.opt['sigma_test'])
             if self.opt.get('noise_protocol') == 'official':
-                noise = official_eval_noise(gt.shape, sigma)
+                noise = _official_eval_noise(gt.shape, sigma)
             else:
                 noise = eval_noise(self.image_name(path), gt.shape, sigma, self.noise_seed)
             lq_t = to_tensor((gt.astype(np.float64) + noise).astype(np.float32))

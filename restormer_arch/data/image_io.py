@@ -1,14 +1,7 @@
 """The one place where image files are decoded and encoded (datasets, LMDB, pre-flight checks, restore, evaluation).
 
 Every reader of the project calls :func:`read_image`, so one file gives the same pixels wherever it is read; every image
-the project writes goes through :func:`write_image` (atomic). The conversions are documented in ``docs/images.md``:
-
-* decoding is OpenCV's (``IMREAD_UNCHANGED``: the file's own bit depth and channels), palette images are expanded to
-  colour (plus alpha when they have transparency), CMYK JPEGs are converted to colour by OpenCV;
-* the EXIF orientation is applied to the pixels (and to the alpha), so a phone's portrait photo comes out upright;
-* gray (and gray + alpha) files stay one channel; colour is BGR (OpenCV/BasicSR order); alpha is returned apart;
-* a file cut short (a JPEG without its end marker, a PNG without its IEND chunk, a BMP/WebP shorter than its header
-  says) is refused with :class:`ImageReadError` instead of being decoded to grey fill.
+the project writes goes through :func:`write_image` (atomic). The conversions are documented in ``docs/images.md``.
 """
 import io
 import os
@@ -26,7 +19,7 @@ from PIL import Image
 from restormer_arch.atomic import atomic_write
 
 __all__ = ['ImageReadError', 'DecodedImage', 'read_image', 'write_image', 'atomic_write', 'check_complete',
-           'read_file_bytes', 'to_float', 'IMAGE_EXTENSIONS', 'HEAD_BYTES', 'TAIL_BYTES']
+           'read_file_bytes', 'IMAGE_EXTENSIONS', 'HEAD_BYTES', 'TAIL_BYTES']
 
 # File name extensions listed as images by the datasets, restore and the folder evaluator.
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -71,21 +64,13 @@ class DecodedImage:
         return (1 << self.bit_depth) - 1
 
 
-def to_float(pixels: np.ndarray) -> np.ndarray:
-    """uint8/uint16 samples -> float32 in [0, 1] (divided by 255 or 65535); the shape is kept."""
-    peak = 255.0 if pixels.dtype == np.uint8 else 65535.0
-    return pixels.astype(np.float32) / np.float32(peak)
-
-
 # ---------------------------------------------------------------------------------------------------------- reading
 def read_file_bytes(path: Union[str, 'os.PathLike[str]']) -> bytes:
     """The bytes of a file; raises :class:`ImageReadError` naming the file when it is missing or unreadable."""
     try:
         with open(path, 'rb') as f:
             return f.read()
-    except FileNotFoundError as err:
-        raise ImageReadError(f'image "{path}" does not exist.') from err
-    except OSError as err:  # a folder, no permission ...: the system's reason
+    except OSError as err:  # missing, a folder, no permission ...: the system's reason
         raise ImageReadError(f'image "{path}" cannot be read: {err.strerror or err}.') from err
 
 
@@ -108,8 +93,6 @@ def read_image(source: Union[str, 'os.PathLike[str]', bytes], name: Optional[str
     else:
         name = name or str(source)
         data = read_file_bytes(source)
-    if not data:
-        raise ImageReadError(f'image "{name}" is empty (0 bytes); replace or remove it.')
     problem = check_complete(data[:HEAD_BYTES], data[-TAIL_BYTES:], len(data), lambda: data)
     if problem:
         raise ImageReadError(f'image "{name}" {problem}')

@@ -1,11 +1,9 @@
-"""``Dataset_PairedImage``: aligned input/target pairs (deraining, motion/defocus deblurring, real denoising)."""
-from typing import Any, Dict
-
+"""Paired folder datasets: ``Dataset_PairedImage``, aligned input/target pairs (deraining, motion/defocus deblurring,
+real denoising), and ``Dataset_DefocusDeblur_DualPixel_16bit``, DPDD left/right dual-pixel views and the sharp target.
+"""
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .base_dataset import FolderDataset
-from .options import read_flag
-from .transforms import to_tensor
 
 
 @DATASET_REGISTRY.register()
@@ -33,13 +31,24 @@ class Dataset_PairedImage(FolderDataset):  # noqa: N801  (official Restormer nam
         dict with ``lq``, ``gt`` (CHW float32 RGB tensors in [0, 1]) and ``lq_path``, ``gt_path``.
     """
 
-    folder_keys = ('lq', 'gt')
 
-    def read_flag(self, opt: Dict[str, Any], name: str) -> str:
-        """``in_ch`` 3 reads colour, 1 gray; ``bit_depth: 8`` reads 16-bit files as 8-bit."""
-        return read_flag(opt, super().read_flag(opt, name), name)
+@DATASET_REGISTRY.register()
+class Dataset_DefocusDeblur_DualPixel_16bit(FolderDataset):  # noqa: N801  (official Restormer name)
+    """Dual-pixel defocus deblurring: 16-bit PNG views ``dataroot_lqL``/``dataroot_lqR`` and target ``dataroot_gt``.
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        paths, (lq, gt) = self.read_sample(index)
-        return {'lq': to_tensor(lq, self.mean, self.std), 'gt': to_tensor(gt, self.mean, self.std),
-                'lq_path': paths['lq_path'], 'gt_path': paths['gt_path']}
+    Files are paired by name across the three folders (or LMDBs, or ``meta_info_file``), 16-bit (an 8-bit view is
+    refused by the image check, ``check_images``) and divided by 65535. Training pads, crops and augments all three at
+    the same offsets. The input is the 6-channel ``concat([L, R])`` (L RGB, then R RGB), as expected by
+    ``Restormer(inp_channels=6, dual_pixel_task=True)``.
+
+    Args:
+        opt: Dataset options: ``dataroot_gt``, ``dataroot_lqL``, ``dataroot_lqR``, ``io_backend``, ``phase``,
+            ``gt_size`` (train), ``geometric_augs``, ``use_padding``, ``filename_tmpl``, ``meta_info_file``,
+            ``mean``/``std`` (3 values, applied to each view), ``check_images`` (see :class:`Dataset_PairedImage`).
+
+    Returns (per item):
+        dict with ``lq`` (6xHxW), ``gt`` (3xHxW) float32 tensors in [0, 1], ``lq_path`` (the L view), ``gt_path``.
+    """
+
+    folder_keys = ('lqL', 'lqR', 'gt')
+    require_16bit = True

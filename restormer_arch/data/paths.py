@@ -6,6 +6,7 @@ the target's, a list entry that points outside the folders (absolute paths elsew
 file.
 """
 import os
+import re
 from os import path as osp
 from typing import Any, Dict, List, Optional, Sequence, Set
 
@@ -13,6 +14,8 @@ from .image_io import IMAGE_EXTENSIONS
 
 # How many offending names an error message lists before it summarises the rest.
 _MAX_LISTED = 5
+# BasicSR's extra meta_info columns after a name: " (h,w,c)" and an optional compression level.
+_META_COLUMNS = re.compile(r'\s+\([^()\s]*\)(\s+\S+)?$')
 
 
 def listing(names: Sequence[str]) -> str:
@@ -22,8 +25,7 @@ def listing(names: Sequence[str]) -> str:
     return shown + (f' ... and {more} more' if more > 0 else '')
 
 
-def check_folder(folder: Any, key: str) -> str:
-    """``folder`` as a string; raises FileNotFoundError naming ``key`` when it is not an existing folder."""
+def _check_folder(folder: Any, key: str) -> str:
     folder = str(folder)
     if not osp.isdir(folder):
         raise FileNotFoundError(f'{key}: folder "{folder}" does not exist (or is not a folder); fix "{key}" in the '
@@ -39,30 +41,17 @@ def list_images(folder: str) -> List[str]:
 
 
 # ------------------------------------------------------------------------------------------------- meta_info_file
-def read_meta_info(meta_info_file: str, gt_root: Optional[str] = None) -> List[str]:
-    """GT names listed in a ``meta_info_file``, relative to ``dataroot_gt``.
-
-    One name per line; BasicSR's extra columns (``name.png (h,w,c) level``) are ignored, names may contain spaces.
-    An absolute path inside ``gt_root`` is made relative to it (``find $PWD/gt > meta.txt`` works); an absolute path
-    elsewhere or a name leaving the folder (``..``) is refused: joined with ``dataroot_lq`` it would name the target
-    itself, and the network would learn the identity.
-
-    Args:
-        meta_info_file: The list file.
-        gt_root: ``dataroot_gt`` (None in LMDB mode, where absolute paths are refused).
-
-    Returns:
-        The names, in file order.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: It lists nothing, or names outside the GT folder.
-    """
+def _read_meta_info(meta_info_file: str, gt_root: Optional[str] = None) -> List[str]:
+    # The GT names of a meta_info_file, relative to dataroot_gt (gt_root; None in LMDB mode), in file order. One name
+    # per line; BasicSR's extra columns ("name.png (h,w,c) level") are ignored, names may contain spaces. An absolute
+    # path inside gt_root is made relative to it ("find $PWD/gt > meta.txt" works); an absolute path elsewhere or a
+    # name leaving the folder ("..") is refused: joined with dataroot_lq it would name the target itself.
     if not osp.isfile(meta_info_file):
         raise FileNotFoundError(f'meta_info_file "{meta_info_file}" does not exist; fix "meta_info_file" or remove '
                                 'it to list the folder instead.')
     with open(meta_info_file, encoding='utf-8') as f:
-        names = [_meta_name(line) for line in f if line.strip() and not line.lstrip().startswith('#')]
+        lines = [line.strip() for line in f]
+    names = [_META_COLUMNS.sub('', line) for line in lines if line and not line.startswith('#')]
     if not names:
         raise ValueError(f'meta_info_file "{meta_info_file}" lists no images.')
     real_root = osp.realpath(gt_root) if gt_root else None
@@ -85,41 +74,18 @@ def read_meta_info(meta_info_file: str, gt_root: Optional[str] = None) -> List[s
     return relative
 
 
-def _meta_name(line: str) -> str:
-    # "name with spaces.png (h,w,c) level" -> the name; a line without the shape column is the name itself.
-    text = line.strip()
-    parts = text.rsplit(None, 2)
-    if len(parts) == 3 and parts[1].startswith('(') and parts[1].endswith(')'):
-        return parts[0]
-    if len(parts) >= 2 and parts[-1].startswith('(') and parts[-1].endswith(')'):
-        return text.rsplit(None, 1)[0]
-    return text
-
-
 # ------------------------------------------------------------------------------------------------------------- LMDB
-def read_lmdb_meta(folder: str, key: str) -> Set[str]:
-    """The keys an LMDB folder's ``meta_info.txt`` lists (``name.png (h,w,c) level``: the name without extension).
-
-    Keys listed but missing from the database are found by the image check (``check_images``), which reads them.
-
-    Args:
-        folder: The ``.lmdb`` folder.
-        key: Option name of the folder, for messages.
-
-    Returns:
-        The LMDB keys.
-
-    Raises:
-        FileNotFoundError: The folder is missing or is not a BasicSR LMDB.
-    """
-    folder = check_folder(folder, key)
+def _read_lmdb_meta(folder: str, key: str) -> Set[str]:
+    # The keys a BasicSR LMDB's meta_info.txt lists; keys listed but missing from the database are found by the image
+    # check (check_images), which reads them.
+    folder = _check_folder(folder, key)
     meta_file = osp.join(folder, 'meta_info.txt')
     if not osp.isfile(meta_file) or not osp.isfile(osp.join(folder, 'data.mdb')):
         raise FileNotFoundError(f'{key}: "{folder}" is not a BasicSR LMDB (needs data.mdb and meta_info.txt); build '
                                 'it with "python datasets/make_lmdb.py <image folder> <name>.lmdb" or use '
                                 'io_backend: {type: disk}.')
     with open(meta_file, encoding='utf-8') as f:
-        return {osp.splitext(_meta_name(line))[0] for line in f if line.strip()}
+        return {osp.splitext(_META_COLUMNS.sub('', line.strip()))[0] for line in f if line.strip()}
 
 
 # ---------------------------------------------------------------------------------------------------------- pairing
@@ -129,8 +95,9 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
 
     The last entry of ``folders`` is the reference (GT). Disk mode pairs by file name: the partner of GT
     ``dir/name.ext`` in every other folder is ``dir/<filename_tmpl.format(name)>.ext``. With ``meta_info_file``
-    the GT names come from that file (first column, relative to the GT folder, see :func:`read_meta_info`) instead
-    of a folder listing. LMDB mode uses the keys of each database's ``meta_info.txt``; paths are then LMDB keys.
+    the GT names come from that file (first column, relative to the GT folder; an absolute path inside it is made
+    relative, a name outside it is refused) instead of a folder listing. LMDB mode uses the keys of each database's
+    ``meta_info.txt``; paths are then LMDB keys.
 
     Args:
         folders: ``{key: folder}``, e.g. ``{'lq': ..., 'gt': ...}``; the returned dicts use ``<key>_path``.
@@ -142,15 +109,16 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
         One ``{'<key>_path': path}`` dict per sample: sorted by GT name, or in ``meta_info_file`` order on disk.
 
     Raises:
-        FileNotFoundError: A folder or listed file is missing.
-        ValueError: The folders do not match by name, or an input folder/file is the target's own.
+        FileNotFoundError: A folder or the ``meta_info_file`` is missing.
+        ValueError: The folders do not match by name, a list names files outside them, or an input folder/file is
+            the target's own.
     """
     keys = list(folders)
     gt_key = keys[-1]
     if backend == 'lmdb':
         return _collect_lmdb(folders, meta_info_file)
-    roots = {k: check_folder(v, f'dataroot_{k}') for k, v in folders.items()}
-    gt_names = read_meta_info(meta_info_file, roots[gt_key]) if meta_info_file else list_images(roots[gt_key])
+    roots = {k: _check_folder(v, f'dataroot_{k}') for k, v in folders.items()}
+    gt_names = _read_meta_info(meta_info_file, roots[gt_key]) if meta_info_file else list_images(roots[gt_key])
     if not gt_names:
         raise ValueError(f'dataroot_{gt_key}: no images ({", ".join(IMAGE_EXTENSIONS)}) in "{roots[gt_key]}"; check '
                          'the path, or prepare the data as described in datasets/README.md.')
@@ -158,7 +126,6 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
     for name in gt_names:
         stem, ext = osp.splitext(name)
         partners[name] = osp.join(osp.dirname(stem), filename_tmpl.format(osp.basename(stem)) + ext)
-    check_distinct_folders(roots, filename_tmpl)
     for key in keys[:-1]:
         if meta_info_file:  # only the listed images matter
             missing, extra = [p for p in partners.values() if not osp.isfile(osp.join(roots[key], p))], []
@@ -174,87 +141,32 @@ def collect_paths(folders: Dict[str, Any], backend: str, meta_info_file: Optiona
                 msg += f'; {len(extra)} file(s) without a {gt_key} partner: {listing(extra)}'
             raise ValueError(msg + f'. Each {gt_key} image needs a partner with the same name (filename_tmpl '
                              f'{filename_tmpl!r}).')
-    if meta_info_file:
-        missing_gt = [n for n in gt_names if not osp.isfile(osp.join(roots[gt_key], n))]
-        if missing_gt:
-            raise FileNotFoundError(f'{len(missing_gt)} image(s) listed in meta_info_file "{meta_info_file}" are '
-                                    f'missing in dataroot_{gt_key} "{roots[gt_key]}": {listing(missing_gt)}.')
     samples = []
     for name in gt_names:
         sample = {f'{k}_path': osp.join(roots[k], partners[name]) for k in keys[:-1]}
         sample[f'{gt_key}_path'] = osp.join(roots[gt_key], name)
         samples.append(sample)
-    _check_not_one_file(samples, keys)
+    _check_not_one_file(samples, roots, lmdb=False)
     return samples
 
 
-def check_distinct_folders(roots: Dict[str, str], filename_tmpl: str = '{}') -> None:
-    """Refuse an input folder (or LMDB) that is the target folder: every pair would be an image and itself.
-
-    Args:
-        roots: ``{key: folder}``, GT last.
-        filename_tmpl: With a template other than ``'{}'`` one folder may hold inputs and targets side by side.
-
-    Raises:
-        ValueError: Naming the two options.
-    """
-    keys = list(roots)
-    real = {k: osp.realpath(v) for k, v in roots.items()}
-    for i, key in enumerate(keys):
-        for other in keys[i + 1:]:
-            if real[key] == real[other] and filename_tmpl == '{}':
-                raise ValueError(f'dataroot_{key} and dataroot_{other} are the same folder ("{roots[key]}"): every '
-                                 f'{key} image would be its own {other}, and the network would learn the identity. '
-                                 f'Point dataroot_{key} at the degraded inputs.')
-
-
-def check_distinct_result_names(samples: Sequence[Dict[str, str]], key: str = 'lq') -> None:
-    """Refuse evaluation samples whose results would share one file name.
-
-    Validation and ``basicsr test`` save each result as ``<dataset>/<stem of the input>_<tag>.png`` and score it under
-    that stem: ``a.png`` and ``a.jpg``, or ``x/a.png`` and ``y/a.png``, would overwrite each other's image and mix their
-    rows in ``metrics.csv``.
-
-    Args:
-        samples: From :func:`collect_paths`.
-        key: The folder key whose file names name the results (the input; its first folder key for dual-pixel).
-
-    Raises:
-        ValueError: Naming the colliding files.
-    """
-    by_stem: Dict[str, List[str]] = {}
-    for sample in samples:
-        path = sample[f'{key}_path']
-        by_stem.setdefault(osp.splitext(osp.basename(path))[0], []).append(path)
-    clashes = {stem: paths for stem, paths in by_stem.items() if len(paths) > 1}
-    if clashes:
-        stem, paths = next(iter(clashes.items()))
-        raise ValueError(f'{len(clashes)} result name(s) would be shared by several images, e.g. "{stem}": '
-                         f'{listing(paths)}. Results are saved and scored by file name without extension and folder; '
-                         'rename the images or split them into separate datasets.')
-
-
-def _check_not_one_file(samples: Sequence[Dict[str, str]], keys: Sequence[str]) -> None:
-    # Symbolic links or a template mapping names onto themselves can still make a pair one file.
-    same = [s[f'{keys[-1]}_path'] for s in samples
-            if len({osp.realpath(s[f'{k}_path']) for k in keys}) < len(keys)]
+def _check_not_one_file(samples: Sequence[Dict[str, str]], folders: Dict[str, Any], lmdb: bool) -> None:
+    # An input folder (or LMDB) that is the target's, symbolic links, or a template mapping names onto themselves:
+    # each such pair is an image and itself, and the network would learn the identity.
+    keys, real = list(folders), {k: osp.realpath(str(v)) for k, v in folders.items()}
+    same = [s[f'{keys[-1]}_path'] for s in samples if len(
+        {(real[k], s[f'{k}_path']) if lmdb else osp.realpath(s[f'{k}_path']) for k in keys}) < len(keys)]
     if same:
-        raise ValueError(f'{len(same)} pair(s) read the same file as input and target (links?): {listing(same)}. '
-                         'Each input must be its own degraded image.')
+        raise ValueError(f'{len(same)} pair(s) read the same file as input and target (one folder given for two '
+                         f'dataroot_* keys, or links?): {listing(same)}; the network would learn the identity. Point '
+                         'each input dataroot at its own degraded images.')
 
 
 def _collect_lmdb(folders: Dict[str, Any], meta_info_file: Optional[str] = None) -> List[Dict[str, str]]:
     keys = list(folders)
-    metas = {k: read_lmdb_meta(str(v), f'dataroot_{k}') for k, v in folders.items()}
-    check_distinct_folders({k: str(v) for k, v in folders.items()})
-    if meta_info_file:  # it selects keys, which every database must hold
-        wanted = {osp.splitext(n)[0].replace(os.sep, '/') for n in read_meta_info(meta_info_file)}
-        for key, meta in metas.items():
-            missing = list(wanted - meta)
-            if missing:
-                raise ValueError(f'{len(missing)} image(s) of meta_info_file "{meta_info_file}" are not in the LMDB '
-                                 f'dataroot_{key} "{folders[key]}": {listing(missing)}.')
-        metas = dict.fromkeys(keys, wanted)
+    metas = {k: _read_lmdb_meta(str(v), f'dataroot_{k}') for k, v in folders.items()}
+    if meta_info_file:  # it selects keys; one missing from a database is found by the image check, which reads it
+        metas = dict.fromkeys(keys, {osp.splitext(n)[0].replace(os.sep, '/') for n in _read_meta_info(meta_info_file)})
     gt = metas[keys[-1]]
     for key in keys[:-1]:
         missing, extra = list(gt - metas[key]), list(metas[key] - gt)
@@ -262,4 +174,6 @@ def _collect_lmdb(folders: Dict[str, Any], meta_info_file: Optional[str] = None)
             raise ValueError(f'LMDB dataroot_{key} and dataroot_{keys[-1]} hold different keys (missing in {key}: '
                              f'{listing(missing) or "none"}; missing in {keys[-1]}: {listing(extra) or "none"}). '
                              'Build both LMDBs from folders with identical file names.')
-    return [{f'{k}_path': name for k in keys} for name in sorted(gt)]
+    samples = [{f'{k}_path': name for k in keys} for name in sorted(gt)]
+    _check_not_one_file(samples, folders, lmdb=True)
+    return samples

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import io as sio
 
 from restormer_arch.atomic import atomic_write
-from restormer_arch.data.sidd_mat import load_sidd_blocks
+from restormer_arch.data.sidd_blocks_dataset import load_sidd_blocks
 from restormer_arch.metrics import calculate_psnr_rgb_matlab, calculate_ssim_rgb_matlab
 
 __all__ = ['DND_BOXES_PER_IMAGE', 'load_sidd_blocks', 'save_sidd_results', 'evaluate_sidd', 'write_dnd_submission',

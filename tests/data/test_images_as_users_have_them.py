@@ -236,13 +236,13 @@ def test_meta_info_names_with_spaces(tmp_path):
 
 def test_input_folder_equal_to_target_folder_is_refused(tmp_path):
     _, gt = _pairs(tmp_path)
-    with pytest.raises(ValueError, match='same folder'):
+    with pytest.raises(ValueError, match='same file'):
         _paired(gt, gt)
     (tmp_path / 'gt_link').symlink_to(gt, target_is_directory=True)
-    with pytest.raises(ValueError, match='same folder'):
+    with pytest.raises(ValueError, match='same file'):
         _paired(tmp_path / 'gt_link', gt)
     _build_lmdb(gt, tmp_path / 'gt.lmdb')
-    with pytest.raises(ValueError, match='same folder'):
+    with pytest.raises(ValueError, match='same file'):
         _paired(tmp_path / 'gt.lmdb', tmp_path / 'gt.lmdb', io_backend={'type': 'lmdb'})
 
 

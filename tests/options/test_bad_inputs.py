@@ -201,7 +201,7 @@ class _Payload:
 
 
 # ------------------------------------------------------------------------------------------------- option-file mistakes
-@case(OptionsError, 'datasets.train:', '"gt_size" is required', "the file has 'gt_szie': did you mean gt_size?")
+@case(OptionsError, 'datasets.train:', "missing key 'gt_size'", "the file has 'gt_szie': did you mean gt_size?")
 def typo_dataset_key_gt_szie(tmp):
     opt = base_options(tmp)
     train_set(opt)['gt_szie'] = train_set(opt).pop('gt_size')
@@ -717,7 +717,7 @@ def meta_info_absolute_paths_inside_gt_work(tmp):
     assert [Path(p['lq_path']).parent.name for p in loaders[0].dataset.paths] == ['lq', 'lq']
 
 
-@case(OptionsError, 'dataroot_lq and dataroot_gt are the same folder', 'learn the identity')
+@case(OptionsError, 'read the same file as input and target', 'learn the identity')
 def lq_folder_is_gt_folder(tmp):
     opt = base_options(tmp)
     train_set(opt)['dataroot_lq'] = train_set(opt)['dataroot_gt']
