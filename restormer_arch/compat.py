@@ -1,28 +1,16 @@
-"""Make pip ``basicsr`` 1.4.2 (2022) work on today's torch / torchvision / scipy / OpenCV, on CPU and GPU.
+"""Make pip ``basicsr`` 1.4.2 (2022) work on today's torch / torchvision / OpenCV, on CPU and GPU.
 
 Only shims live here: each one makes something of BasicSR that fails on today's stack run as BasicSR meant it, and
 changes nothing else. It is imported by ``restormer_arch/__init__.py`` before anything else touches ``basicsr``, so
 importing ``restormer_arch`` is enough. BasicSR itself is never edited, forked or vendored: each fix either pre-seeds
 ``sys.modules`` (before ``import basicsr``) or replaces one function that BasicSR looks up at call time.
 
-Shims (all applied on import; tests in ``tests/test_compat.py``; the list with reasons: ``docs/compat.md``):
-
-- ``torchvision.transforms.functional_tensor`` alias (removed in torchvision 0.17: ``import basicsr`` fails);
-- ``scipy.ndimage.filters`` alias (deprecated, to be removed in SciPy 2.0);
-- ``basicsr.train.load_resume_state``: :func:`restormer_arch.checkpoint.load_resume_state` (BasicSR's maps storages
-  to the current CUDA device, trusts torn files and lets each rank pick its own state);
-- ``dist_util._init_dist_pytorch`` / ``_init_dist_slurm``: gloo without CUDA, ``dist_params.backend``
-  (:func:`use_dist_backend`), ``LOCAL_RANK``, one master port per Slurm job, one-line errors outside a launcher;
-- ``BaseModel.model_to_device``: no CUDA ``device_ids`` for CPU DDP;
-- ``BaseModel.get_optimizer``: AdamW (today's option files, Restormer's included) and any ``torch.optim`` class;
-- ``degradations.add_jpg_compression``: integer JPEG quality (OpenCV >= 4.5.5 rejects floats).
-
+The shims, each with the reason it is needed, are listed in ``docs/compat.md`` and tested in ``tests/test_compat.py``.
 Behaviour we *add* to BasicSR's training pipeline (data position on resume, saves on stop signals, exact epoch counts,
 the dry forward check ...) lives in :mod:`restormer_arch.models.training_hooks`, applied by ``basicsr train`` only;
 checkpoint methods in :mod:`restormer_arch.checkpoint`.
 
-Call :func:`apply` again to re-apply the shims (it is idempotent); :data:`APPLIED` names what was patched (the reasons:
-above and in ``docs/compat.md``).
+Call :func:`apply` again to re-apply the shims (it is idempotent); :data:`APPLIED` names what was patched.
 """
 import functools
 import importlib
@@ -38,34 +26,17 @@ from restormer_arch.errors import UserError
 
 APPLIED: List[str] = []
 
-def _alias_module(name: str, target: Any) -> None:
-    sys.modules[name] = target
-    parent, _, child = name.rpartition('.')
-    if parent in sys.modules:
-        setattr(sys.modules[parent], child, target)
-
 
 def _fix_torchvision_functional_tensor() -> None:
     # basicsr/data/degradations.py does `from torchvision.transforms.functional_tensor import rgb_to_grayscale`;
     # torchvision 0.17 renamed the module to `_functional_tensor`, so `import basicsr` itself fails without this alias.
     name = 'torchvision.transforms.functional_tensor'
-    if name not in sys.modules:
-        try:
-            importlib.import_module(name)
-            return  # an old torchvision that still has the module: nothing to fix
-        except ImportError:
-            _alias_module(name, importlib.import_module('torchvision.transforms._functional_tensor'))
+    try:
+        importlib.import_module(name)  # an old torchvision that still has the module, or the alias already set
+    except ImportError:
+        sys.modules[name] = importlib.import_module('torchvision.transforms._functional_tensor')
     if sys.modules[name].__name__.endswith('._functional_tensor'):
         APPLIED.append('torchvision.transforms.functional_tensor -> _functional_tensor')
-
-
-def _fix_scipy_ndimage_filters() -> None:
-    # basicsr/metrics/niqe.py and data_util.py import `scipy.ndimage.filters`, deprecated since SciPy 1.8 (a warning on
-    # every `import basicsr`) and due to be removed in SciPy 2.0 (then `import basicsr` fails). Everything they use
-    # (convolve, correlate1d) lives in `scipy.ndimage`, so the alias is exact.
-    import scipy.ndimage
-    _alias_module('scipy.ndimage.filters', scipy.ndimage)
-    APPLIED.append('scipy.ndimage.filters -> scipy.ndimage')
 
 
 def resolve_dist_backend(requested: Optional[str] = None) -> str:
@@ -215,7 +186,6 @@ def apply() -> List[str]:
     """Apply every fix (idempotent). Returns the list of applied fixes."""
     APPLIED.clear()
     _fix_torchvision_functional_tensor()
-    _fix_scipy_ndimage_filters()
     _patch_basicsr()
     return list(APPLIED)
 
