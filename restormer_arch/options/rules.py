@@ -113,6 +113,10 @@ def _schedule(opt: Dict[str, Any], built: Built) -> Iterable[str]:
 
 def _schedule_notes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     scheduler, total = (opt.get('train') or {}).get('scheduler') or {}, built.total_iter
+    periods = scheduler.get('periods')
+    if total and isinstance(periods, (list, tuple)) and sum(periods) > total:
+        yield (f'train.scheduler.periods sums to {sum(periods)}, more than train.total_iter {total}: the last cycle '
+               'stops part-way (fine if that is what you want).')
     warmup = (opt.get('train') or {}).get('warmup_iter', -1)
     if total and isinstance(warmup, int) and warmup >= total:
         yield (f'train.warmup_iter: {warmup} is not below train.total_iter {total}: the whole run warms up and never '
