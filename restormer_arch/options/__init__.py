@@ -8,17 +8,18 @@ See docs/options.md.
 """
 import contextlib
 import os
+import sys
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from restormer_arch.errors import OptionsError
 from restormer_arch.options.build import Built, build, build_datasets, planned_outputs
 from restormer_arch.options.report import unread_keys, written_vs_used
-from restormer_arch.options.resolve import CommandLine, basicsr_options, load_options, parse_command_line, resolve
+from restormer_arch.options.resolve import CommandLine, basicsr_options, load_options, parse_command_line
 from restormer_arch.options.rules import RULES, evaluate
 
-__all__ = ['OptionsWarning', 'OptionsError', 'CommandLine', 'load_options', 'parse_command_line', 'resolve', 'check',
-           'check_file', 'checked_pipeline', 'build', 'RULES']
+__all__ = ['OptionsWarning', 'OptionsError', 'CommandLine', 'load_options', 'parse_command_line', 'check', 'check_file',
+           'checked_pipeline', 'build', 'RULES']
 
 
 class OptionsWarning(UserWarning):
@@ -78,14 +79,20 @@ def check_file(path: str, is_train: bool, force_yml: Sequence[str] = (), root_pa
         data: Build the datasets too (off: the options alone, e.g. for files whose data is elsewhere).
 
     Returns:
-        The options BasicSR resolved.
+        The options BasicSR resolved (its ``parse_options``, with ``sys.argv`` set to this command line; only for
+        ``--launcher none``: another launcher starts the process group).
 
     Raises:
         OptionsError, OutputError: As :func:`check`.
     """
-    cmd = CommandLine(path, 'none', tuple(force_yml))
-    written = load_options(path)
-    opt = resolve(cmd, is_train, root_path)
+    from basicsr.utils.options import parse_options
+
+    cmd, written = CommandLine(path, 'none', tuple(force_yml)), load_options(path)
+    saved, sys.argv = sys.argv, ['basicsr', '-opt', path] + (['--force_yml', *force_yml] if force_yml else [])
+    try:  # BasicSR's parse_options reads sys.argv
+        opt, _ = basicsr_options(parse_options, root_path or os.getcwd(), is_train, cmd, quiet=True)
+    finally:
+        sys.argv = saved
     check(dict(opt, root_path=root_path or os.getcwd()), written, cmd.force_yml, data)
     return opt
 

@@ -4,8 +4,7 @@ import argparse
 import contextlib
 import io
 import os
-import sys
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import yaml
 
@@ -123,20 +122,3 @@ def basicsr_options(parse_options: Callable[..., Any], root_path: str, is_train:
             hint = _hint(repr(err.args[0]), load_options(cmd.opt_path), None)
             raise OptionsError(f'{where}: BasicSR needs the key {err.args[0]!r}, which is missing{hint}') from None
         raise OptionsError(f'{where}: BasicSR cannot read the options: {type(err).__name__}: {err}') from None
-
-
-def resolve(cmd: CommandLine, is_train: bool, root_path: Optional[str] = None) -> Dict[str, Any]:
-    """The options BasicSR will run for this command line: its ``parse_options`` with ``sys.argv`` set to it.
-
-    Only for ``--launcher none`` (another launcher starts the process group). Used by tests and tools; ``basicsr
-    train|test`` check inside the pipeline's own call (:func:`restormer_arch.options.checked_pipeline`).
-    """
-    from basicsr.utils.options import parse_options
-
-    argv: List[str] = ['basicsr', '-opt', cmd.opt_path] + (['--force_yml', *cmd.force_yml] if cmd.force_yml else [])
-    saved, sys.argv = sys.argv, argv
-    try:
-        opt, _ = basicsr_options(parse_options, os.getcwd() if root_path is None else root_path, is_train, cmd, True)
-    finally:
-        sys.argv = saved
-    return opt
