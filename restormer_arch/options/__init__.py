@@ -87,7 +87,7 @@ def check_file(path: str, is_train: bool, force_yml: Sequence[str] = (), root_pa
     """
     from basicsr.utils.options import parse_options
 
-    cmd, written = CommandLine(path, 'none', tuple(force_yml)), load_options(path)
+    cmd, written = CommandLine(path, tuple(force_yml)), load_options(path)
     saved, sys.argv = sys.argv, ['basicsr', '-opt', path] + (['--force_yml', *force_yml] if force_yml else [])
     try:  # BasicSR's parse_options reads sys.argv
         opt, _ = basicsr_options(parse_options, root_path or os.getcwd(), is_train, cmd, quiet=True)

@@ -71,7 +71,6 @@ class CommandLine(NamedTuple):
     """The flags of ``basicsr train|test`` that change the options (those of BasicSR's ``parse_options``)."""
 
     opt_path: str
-    launcher: str
     force_yml: Tuple[str, ...]
 
 
@@ -83,7 +82,6 @@ def parse_command_line(argv: Sequence[str]) -> Optional[CommandLine]:
     """
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     parser.add_argument('-opt', required=True)
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
     parser.add_argument('--force_yml', nargs='+', action='append', default=[])
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # BasicSR prints its own usage error
@@ -93,7 +91,7 @@ def parse_command_line(argv: Sequence[str]) -> Optional[CommandLine]:
     if len(args.force_yml) > 1:
         raise OptionsError(f'--force_yml: given {len(args.force_yml)} times, but BasicSR keeps only the last one and '
                            'drops the others silently; give every override after a single --force_yml.')
-    return CommandLine(args.opt, args.launcher, tuple(args.force_yml[0]) if args.force_yml else ())
+    return CommandLine(args.opt, tuple(args.force_yml[0]) if args.force_yml else ())
 
 
 def basicsr_options(parse_options: Callable[..., Any], root_path: str, is_train: bool, cmd: CommandLine,
