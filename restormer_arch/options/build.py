@@ -13,7 +13,7 @@ import types
 import warnings
 from copy import deepcopy
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 import numpy as np
 import torch
@@ -318,18 +318,16 @@ def build(opt: Dict[str, Any]) -> Built:
     return built
 
 
-def planned_outputs(opt: Dict[str, Any]) -> List[Tuple[str, str]]:
-    """The folders the run writes, each with the option that decides it: ``[(key, folder), ...]``.
+def planned_outputs(opt: Dict[str, Any]) -> None:
+    """Check the folders the run will write before it makes any: each can be created, and no two sets share one.
 
     Raises:
         OutputError: Two evaluation sets write to one folder (same ``name``), or a folder cannot be created there.
     """
     paths = opt['path']
-    root = paths.get('experiments_root') if opt['is_train'] else paths.get('results_root')
-    outputs = [('name', root)]
+    outputs = {'name': paths.get('experiments_root') if opt['is_train'] else paths.get('results_root')}
     if opt['is_train'] and (opt.get('logger') or {}).get('use_tb_logger') and 'debug' not in opt['name']:
-        outputs.append(('logger.use_tb_logger', os.path.join(opt.get('root_path') or os.getcwd(), 'tb_logger',
-                                                             opt['name'])))
+        outputs['logger.use_tb_logger'] = os.path.join(opt.get('root_path') or os.getcwd(), 'tb_logger', opt['name'])
     seen: Dict[Any, str] = {}
     for phase, dataset_opt in opt['datasets'].items():
         if phase == 'train':
@@ -340,17 +338,12 @@ def planned_outputs(opt: Dict[str, Any]) -> List[Tuple[str, str]]:
             raise OutputError(f'datasets.{first}.name and datasets.{phase}.name: both are {dataset_opt.get("name")!r}, '
                               f'so both would write to {folder} and one would overwrite the other; give each set its '
                               'own name.')
-    for key, folder in outputs:
-        _check_writable(key, folder)
-    return outputs
-
-
-def _check_writable(key: str, folder: str) -> None:
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing) or '.'
-    if not os.path.isdir(existing):
-        raise OutputError(f'{key}: cannot create {folder}: {existing} is a file, not a folder.')
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f'{key}: cannot write {folder}: {existing} is not writable (read-only); run from a '
-                          'folder you can write to.')
+    for key, folder in outputs.items():
+        existing = folder
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing) or '.'
+        if not os.path.isdir(existing):
+            raise OutputError(f'{key}: cannot create {folder}: {existing} is a file, not a folder.')
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f'{key}: cannot write {folder}: {existing} is not writable (read-only); run from a '
+                              'folder you can write to.')
