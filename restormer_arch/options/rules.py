@@ -59,22 +59,19 @@ def _fp16_training(opt: Dict[str, Any], built: Built) -> Iterable[str]:
         yield f'train.ema_decay: {decay!r} must be in [0, 1) (e.g. 0.999; 0 turns the EMA off), or the EMA diverges.'
 
 
-# Keys BasicSR's pipelines read without a default, after the run folder exists: (phase, section, key).
-PIPELINE_KEYS = (('train', 'logger', 'print_freq'), ('train', 'logger', 'save_checkpoint_freq'),
-                 ('train', 'logger', 'use_tb_logger'), ('validate', 'val', 'val_freq'),
-                 ('validate', 'val', 'save_img'), ('test', 'val', 'save_img'))
-
-
 def _pipeline_keys(opt: Dict[str, Any], built: Built) -> Iterable[str]:
+    # Keys BasicSR's pipelines read without a default, after the run folder exists.
     evaluates = opt.get('val') is not None and any(p != 'train' for p in opt['datasets'])
-    for phase, section, key in PIPELINE_KEYS:
-        applies = {'train': opt['is_train'], 'validate': opt['is_train'] and evaluates, 'test': not opt['is_train']}
+    keys = (['logger.print_freq', 'logger.save_checkpoint_freq', 'logger.use_tb_logger']
+            + ['val.val_freq', 'val.save_img'] * evaluates if opt['is_train'] else ['val.save_img'])
+    for dotted in keys:
+        section, key = dotted.split('.')
         value = opt[section].get(key) if isinstance(opt.get(section), dict) else None
-        if applies[phase] and (not isinstance(opt.get(section), dict) or key not in opt[section]):
-            yield f'{section}.{key}: missing (BasicSR reads it and would stop after making the run folder); add it.'
-        elif applies[phase] and key.endswith('_freq') and not (
+        if not isinstance(opt.get(section), dict) or key not in opt[section]:
+            yield f'{dotted}: missing (BasicSR reads it and would stop after making the run folder); add it.'
+        elif key.endswith('_freq') and not (
                 isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 and value == int(value)):
-            yield f'{section}.{key}: expected a positive whole number of iterations, got {value!r}.'
+            yield f'{dotted}: expected a positive whole number of iterations, got {value!r}.'
 
 
 def _loggers(opt: Dict[str, Any], built: Built) -> Iterable[str]:
