@@ -11,18 +11,17 @@ import logging
 import os
 import sys
 import warnings
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from restormer_arch.version import __version__
 
-PIPELINE_HELP = {
-    'train': 'train with a BasicSR option file (basicsr.train.train_pipeline)',
-    'test': 'evaluate with a BasicSR option file (basicsr.test.test_pipeline)',
-}
-# The other commands: the module whose main() runs them, and their help line.
-TOOLS = {'restore': ('restormer_arch.inference', 'restore images with a checkpoint (basicsr restore --help)'),
-         'weights': ('restormer_arch.weights', 'list / fetch the released checkpoints (basicsr weights --help)'),
-         'export': ('restormer_arch.export', 'export a checkpoint to ONNX (basicsr export --help)')}
+# The commands: the module whose main() runs each (None: BasicSR's own pipeline, checked first), and its help line.
+COMMANDS: Dict[str, Tuple[Optional[str], str]] = {
+    'train': (None, 'train with a BasicSR option file (basicsr.train.train_pipeline)'),
+    'test': (None, 'evaluate with a BasicSR option file (basicsr.test.test_pipeline)'),
+    'restore': ('restormer_arch.inference', 'restore images with a checkpoint (basicsr restore --help)'),
+    'weights': ('restormer_arch.weights', 'list / fetch the released checkpoints (basicsr weights --help)'),
+    'export': ('restormer_arch.export', 'export a checkpoint to ONNX (basicsr export --help)')}
 
 EPILOG = """examples:
   basicsr train -opt options/Demo.yml
@@ -100,14 +99,9 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--version', action='version', version=f'restormer-basicsr {__version__}')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for name, help_text in {**PIPELINE_HELP, **{name: help_text for name, (_, help_text) in TOOLS.items()}}.items():
+    for name, (_, help_text) in COMMANDS.items():
         subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
-
-
-COMMANDS: Dict[str, Callable[[List[str]], int]] = {
-    **{name: (lambda argv, n=name: _run_pipeline(n, argv)) for name in PIPELINE_HELP},
-    **{name: (lambda argv, m=module: importlib.import_module(m).main(argv)) for name, (module, _) in TOOLS.items()}}
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 (warnings' signature)
@@ -150,7 +144,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from restormer_arch.errors import UserError
 
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        module = COMMANDS[argv[0]][0]
+        return _run_pipeline(argv[0], argv[1:]) if module is None else importlib.import_module(module).main(argv[1:])
     except UserError as err:  # a user's mistake, wherever it was found: one line, no traceback
         print(f'basicsr {argv[0]}: error: {" ".join(str(err).split())}', file=sys.stderr)
         return 2

@@ -1,28 +1,16 @@
-"""Make pip ``basicsr`` 1.4.2 (2022) work on today's torch / torchvision / scipy / OpenCV, on CPU and GPU.
+"""Make pip ``basicsr`` 1.4.2 (2022) work on today's torch / torchvision / OpenCV, on CPU and GPU.
 
 Only shims live here: each one makes something of BasicSR that fails on today's stack run as BasicSR meant it, and
 changes nothing else. It is imported by ``restormer_arch/__init__.py`` before anything else touches ``basicsr``, so
 importing ``restormer_arch`` is enough. BasicSR itself is never edited, forked or vendored: each fix either pre-seeds
 ``sys.modules`` (before ``import basicsr``) or replaces one function that BasicSR looks up at call time.
 
-Shims (all applied on import; tests in ``tests/test_compat.py``; the list with reasons: ``docs/compat.md``):
-
-- ``torchvision.transforms.functional_tensor`` alias (removed in torchvision 0.17: ``import basicsr`` fails);
-- ``scipy.ndimage.filters`` alias (deprecated, to be removed in SciPy 2.0);
-- ``basicsr.train.load_resume_state``: :func:`restormer_arch.checkpoint.load_resume_state` (BasicSR's maps storages
-  to the current CUDA device, trusts torn files and lets each rank pick its own state);
-- ``dist_util._init_dist_pytorch`` / ``_init_dist_slurm``: gloo without CUDA, ``dist_params.backend``
-  (:func:`use_dist_backend`), ``LOCAL_RANK``, one master port per Slurm job, one-line errors outside a launcher;
-- ``BaseModel.model_to_device``: no CUDA ``device_ids`` for CPU DDP;
-- ``BaseModel.get_optimizer``: AdamW (today's option files, Restormer's included) and any ``torch.optim`` class;
-- ``degradations.add_jpg_compression``: integer JPEG quality (OpenCV >= 4.5.5 rejects floats).
-
+The shims, each with the reason it is needed, are listed in ``docs/compat.md`` and tested in ``tests/test_compat.py``.
 Behaviour we *add* to BasicSR's training pipeline (data position on resume, saves on stop signals, exact epoch counts,
 the dry forward check ...) lives in :mod:`restormer_arch.models.training_hooks`, applied by ``basicsr train`` only;
 checkpoint methods in :mod:`restormer_arch.checkpoint`.
 
-Call :func:`apply` again to re-apply the shims (it is idempotent); :data:`APPLIED` names what was patched (the reasons:
-above and in ``docs/compat.md``).
+Call :func:`apply` again to re-apply the shims (it is idempotent); :data:`APPLIED` names what was patched.
 """
 import functools
 import importlib
@@ -37,35 +25,6 @@ import torch
 from restormer_arch.errors import UserError
 
 APPLIED: List[str] = []
-
-def _alias_module(name: str, target: Any) -> None:
-    sys.modules[name] = target
-    parent, _, child = name.rpartition('.')
-    if parent in sys.modules:
-        setattr(sys.modules[parent], child, target)
-
-
-def _fix_torchvision_functional_tensor() -> None:
-    # basicsr/data/degradations.py does `from torchvision.transforms.functional_tensor import rgb_to_grayscale`;
-    # torchvision 0.17 renamed the module to `_functional_tensor`, so `import basicsr` itself fails without this alias.
-    name = 'torchvision.transforms.functional_tensor'
-    if name not in sys.modules:
-        try:
-            importlib.import_module(name)
-            return  # an old torchvision that still has the module: nothing to fix
-        except ImportError:
-            _alias_module(name, importlib.import_module('torchvision.transforms._functional_tensor'))
-    if sys.modules[name].__name__.endswith('._functional_tensor'):
-        APPLIED.append('torchvision.transforms.functional_tensor -> _functional_tensor')
-
-
-def _fix_scipy_ndimage_filters() -> None:
-    # basicsr/metrics/niqe.py and data_util.py import `scipy.ndimage.filters`, deprecated since SciPy 1.8 (a warning on
-    # every `import basicsr`) and due to be removed in SciPy 2.0 (then `import basicsr` fails). Everything they use
-    # (convolve, correlate1d) lives in `scipy.ndimage`, so the alias is exact.
-    import scipy.ndimage
-    _alias_module('scipy.ndimage.filters', scipy.ndimage)
-    APPLIED.append('scipy.ndimage.filters -> scipy.ndimage')
 
 
 def resolve_dist_backend(requested: Optional[str] = None) -> str:
@@ -82,12 +41,9 @@ def resolve_dist_backend(requested: Optional[str] = None) -> str:
 
 
 def _init_dist_pytorch(backend: str = 'nccl', requested: Optional[str] = None, **kwargs: Any) -> None:
-    """Replacement for ``basicsr.utils.dist_util._init_dist_pytorch`` (``--launcher pytorch``, i.e. torchrun).
-
-    BasicSR's version does ``torch.cuda.set_device(rank % torch.cuda.device_count())`` (ZeroDivisionError without a GPU)
-    and always uses nccl (``parse_options`` passes no ``dist_params`` for torchrun), which needs CUDA. We use
-    ``requested`` (``dist_params.backend``, bound by :func:`use_dist_backend`), else nccl with CUDA and gloo on CPU,
-    and select the GPU by ``LOCAL_RANK`` (correct on multi-node jobs too).
+    """``--launcher pytorch`` (torchrun) without BasicSR's CUDA-only assumptions (why: docs/compat.md): the backend is
+    ``requested`` (``dist_params.backend``, bound by :func:`use_dist_backend`), else nccl with CUDA and gloo without;
+    the GPU is chosen by ``LOCAL_RANK`` (correct on multi-node jobs too).
 
     Raises:
         UserError: A variable a launcher sets (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) is missing.
@@ -110,13 +66,10 @@ def _init_dist_pytorch(backend: str = 'nccl', requested: Optional[str] = None, *
 
 def _init_dist_slurm(backend: str = 'nccl', port: Optional[int] = None, requested: Optional[str] = None,
                      **kwargs: Any) -> None:
-    """Replacement for ``basicsr.utils.dist_util._init_dist_slurm`` (``--launcher slurm``: srun, one task per device).
-
-    BasicSR's version divides by ``torch.cuda.device_count()`` (ZeroDivisionError on CPU nodes) and takes
-    ``dist_params.port`` (29500 in every official option file) before ``MASTER_PORT``, so a second job on a node dies
-    with EADDRINUSE. Here the srun variables become torchrun's and :func:`_init_dist_pytorch` does the rest; the port is
-    ``MASTER_PORT`` when set, else ``10000 + SLURM_JOB_ID % 20000`` (one per job, shared by its tasks and kept on
-    requeue); the address is ``MASTER_ADDR`` when set, else the job's first node.
+    """``--launcher slurm`` (srun, one task per device; why: docs/compat.md): srun's variables become torchrun's for
+    :func:`_init_dist_pytorch`. The port is ``MASTER_PORT``, else ``10000 + SLURM_JOB_ID % 20000`` (one per job, shared
+    by its tasks and kept on requeue; BasicSR's 29500 for every job collides); the address ``MASTER_ADDR``, else the
+    job's first node.
 
     Raises:
         UserError: Not started by srun, or ``scontrol`` missing.
@@ -155,10 +108,7 @@ def use_dist_backend(requested: Optional[str]) -> None:
 
 
 def _model_to_device(self: Any, net: torch.nn.Module) -> torch.nn.Module:
-    """Replacement for ``BaseModel.model_to_device``: DDP gets CUDA ``device_ids`` only when the model is on CUDA.
-
-    BasicSR passes ``device_ids=[torch.cuda.current_device()]`` unconditionally, which fails for CPU (gloo) DDP.
-    """
+    """``BaseModel.model_to_device`` that gives DDP CUDA ``device_ids`` only for a CUDA model (CPU DDP fails else)."""
     from torch.nn.parallel import DataParallel, DistributedDataParallel
 
     net = net.to(self.device)
@@ -172,10 +122,7 @@ def _model_to_device(self: Any, net: torch.nn.Module) -> torch.nn.Module:
 
 
 def _get_optimizer(self: Any, optim_type: str, params: Any, lr: float, **kwargs: Any) -> torch.optim.Optimizer:
-    """Replacement for ``BaseModel.get_optimizer``: pip BasicSR 1.4.2 only knows ``Adam``.
-
-    Any optimizer class in ``torch.optim`` works by name (``Adam``, ``AdamW`` - Restormer's - ``SGD``, ...).
-    """
+    """``BaseModel.get_optimizer`` for any ``torch.optim`` class by name (pip BasicSR 1.4.2 knows only ``Adam``)."""
     optimizer_cls = getattr(torch.optim, optim_type, None)
     if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)):
         raise NotImplementedError(f'train.optim_g.type: optimizer {optim_type!r} is not supported. Use a torch.optim '
@@ -192,7 +139,18 @@ def _int_jpeg_quality(add_jpg_compression: Callable[..., Any]) -> Callable[..., 
     return wrapper
 
 
-def _patch_basicsr() -> None:
+def apply() -> List[str]:
+    """Apply every fix (idempotent). Returns the list of applied fixes."""
+    APPLIED.clear()
+    # basicsr/data/degradations.py does `from torchvision.transforms.functional_tensor import rgb_to_grayscale`;
+    # torchvision 0.17 renamed the module to `_functional_tensor`, so `import basicsr` itself fails without this alias.
+    name = 'torchvision.transforms.functional_tensor'
+    try:
+        importlib.import_module(name)  # an old torchvision that still has the module, or the alias already set
+    except ImportError:
+        sys.modules[name] = importlib.import_module('torchvision.transforms._functional_tensor')
+    if sys.modules[name].__name__.endswith('._functional_tensor'):
+        APPLIED.append('torchvision.transforms.functional_tensor -> _functional_tensor')
     import basicsr.data.degradations as degradations
     import basicsr.train
     import basicsr.utils.dist_util as dist_util
@@ -209,14 +167,6 @@ def _patch_basicsr() -> None:
         degradations.add_jpg_compression = _int_jpeg_quality(degradations.add_jpg_compression)
     APPLIED.extend(['basicsr.train.load_resume_state', 'dist_util._init_dist_pytorch', 'dist_util._init_dist_slurm',
                     'BaseModel.model_to_device', 'BaseModel.get_optimizer', 'degradations.add_jpg_compression'])
-
-
-def apply() -> List[str]:
-    """Apply every fix (idempotent). Returns the list of applied fixes."""
-    APPLIED.clear()
-    _fix_torchvision_functional_tensor()
-    _fix_scipy_ndimage_filters()
-    _patch_basicsr()
     return list(APPLIED)
 
 

@@ -28,17 +28,6 @@ def test_import_basicsr_fails_without_compat_and_works_with_it():
     assert fixed.stdout.strip() == '1.4.2'
 
 
-@pytest.mark.slow
-def test_scipy_ndimage_filters_alias_is_silent_and_exact():
-    import scipy.ndimage
-
-    assert sys.modules['scipy.ndimage.filters'] is scipy.ndimage
-    # basicsr's NIQE imports scipy.ndimage.filters; with the alias, importing it raises no deprecation warning.
-    result = subprocess.run([sys.executable, '-W', 'error::DeprecationWarning', '-c',
-                             'import restormer_arch, basicsr.metrics.niqe'], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-
-
 def test_apply_is_idempotent():
     first = compat.apply()
     second = compat.apply()

@@ -7,18 +7,20 @@ makes any folder (:func:`checked_pipeline`); :func:`check_file` does the same fo
 See docs/options.md.
 """
 import contextlib
+import io
 import os
+import sys
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from restormer_arch.errors import OptionsError
-from restormer_arch.options.build import Built, build, build_datasets, planned_outputs
+from restormer_arch.options.build import Built, _hint, build, build_datasets, planned_outputs
 from restormer_arch.options.report import unread_keys, written_vs_used
-from restormer_arch.options.resolve import CommandLine, basicsr_options, load_options, parse_command_line, resolve
+from restormer_arch.options.resolve import CommandLine, load_options, parse_command_line
 from restormer_arch.options.rules import RULES, evaluate
 
-__all__ = ['OptionsWarning', 'OptionsError', 'CommandLine', 'load_options', 'parse_command_line', 'resolve', 'check',
-           'check_file', 'checked_pipeline', 'build', 'RULES']
+__all__ = ['OptionsWarning', 'OptionsError', 'CommandLine', 'load_options', 'parse_command_line', 'check', 'check_file',
+           'checked_pipeline', 'build', 'RULES']
 
 
 class OptionsWarning(UserWarning):
@@ -78,16 +80,36 @@ def check_file(path: str, is_train: bool, force_yml: Sequence[str] = (), root_pa
         data: Build the datasets too (off: the options alone, e.g. for files whose data is elsewhere).
 
     Returns:
-        The options BasicSR resolved.
+        The options BasicSR resolved (its ``parse_options``, with ``sys.argv`` set to this command line; only for
+        ``--launcher none``: another launcher starts the process group).
 
     Raises:
         OptionsError, OutputError: As :func:`check`.
     """
-    cmd = CommandLine(path, 'none', tuple(force_yml))
-    written = load_options(path)
-    opt = resolve(cmd, is_train, root_path)
+    from basicsr.utils.options import parse_options
+
+    cmd, written = CommandLine(path, tuple(force_yml)), load_options(path)
+    saved, sys.argv = sys.argv, ['basicsr', '-opt', path] + (['--force_yml', *force_yml] if force_yml else [])
+    try:  # BasicSR's parse_options reads sys.argv, and prints "Disable distributed."
+        with contextlib.redirect_stdout(io.StringIO()):
+            opt, _ = _basicsr_options(parse_options, root_path or os.getcwd(), is_train, cmd)
+    finally:
+        sys.argv = saved
     check(dict(opt, root_path=root_path or os.getcwd()), written, cmd.force_yml, data)
     return opt
+
+
+def _basicsr_options(parse_options: Callable[..., Any], root_path: str, is_train: bool, cmd: CommandLine) -> Any:
+    """BasicSR's ``parse_options`` (``(opt, args)``); what it raises becomes one line naming the file or the
+    ``--force_yml`` entry (for a key it reads that is missing: with a close key of the file)."""
+    try:
+        return parse_options(root_path, is_train=is_train)
+    except Exception as err:  # noqa: BLE001  (anything parse_options raises is about the file or the flags)
+        where = f'--force_yml {" ".join(cmd.force_yml)}' if cmd.force_yml else cmd.opt_path
+        if isinstance(err, KeyError):  # a key it reads: perhaps misspelled in the file
+            hint = _hint(repr(err.args[0]), load_options(cmd.opt_path), None)
+            raise OptionsError(f'{where}: BasicSR needs the key {err.args[0]!r}, which is missing{hint}') from None
+        raise OptionsError(f'{where}: BasicSR cannot read the options: {type(err).__name__}: {err}') from None
 
 
 @contextlib.contextmanager
@@ -123,7 +145,7 @@ def checked_pipeline(command: str, argv: Sequence[str]) -> Iterator[None]:
     parse_options = module.parse_options
 
     def parse_and_check(root_path: str, is_train: bool = True) -> Any:
-        opt, args = basicsr_options(parse_options, root_path, is_train, cmd)
+        opt, args = _basicsr_options(parse_options, root_path, is_train, cmd)
         check(dict(opt, root_path=root_path), written, cmd.force_yml)
         return opt, args
 

@@ -1,11 +1,8 @@
-"""Build before write: every component an option file names, built from the options BasicSR resolved, before the
-pipeline creates any folder, log or TensorBoard writer.
-
-Each component is built with the constructor the run will use (datasets and their first sample, networks on the meta
-device, pretrained weights matched against them, the loss, optimizers on a dummy parameter, schedulers stepped over
-the whole run, metrics on a small image pair, tiling and per-image tables). Whatever a constructor raises becomes one
-line naming the option that built it (``train.optim_g: Invalid learning rate: -0.0003``). What is built is kept in a
-:class:`Built` for the rules (:mod:`.rules`) and the written-vs-used report (:mod:`.report`).
+"""Build before write: every component an option file names, built from the options BasicSR resolved with the
+constructor the run will use, before the pipeline creates any folder, log or TensorBoard writer (what is built how:
+docs/options.md). Whatever a constructor raises becomes one line naming the option that built it
+(``train.optim_g: Invalid learning rate: -0.0003``); what is built is kept in a :class:`Built` for :mod:`.rules` and
+:mod:`.report`.
 """
 import contextlib
 import difflib
@@ -16,7 +13,7 @@ import types
 import warnings
 from copy import deepcopy
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 import numpy as np
 import torch
@@ -111,18 +108,6 @@ def lookup(registry: Any, kind: str, name: Any, key: str) -> Any:
     raise OptionsError(f'{key}: unknown {kind} type {name!r}; {hint}' if name is not None else f'{key}: missing.')
 
 
-def model_class(opt: Dict[str, Any]) -> type:
-    """The class ``model_type`` names (``model_type`` is refused when unknown)."""
-    from basicsr.utils.registry import MODEL_REGISTRY
-
-    return lookup(MODEL_REGISTRY, 'model', opt.get('model_type'), 'model_type')
-
-
-def is_image_clean_model(opt: Dict[str, Any]) -> bool:
-    """Whether ``model_type`` is ImageCleanModel or a subclass (whose ``train``/``val`` keys this project reads)."""
-    return any(c.__name__ == 'ImageCleanModel' for c in model_class(opt).__mro__)
-
-
 def build_network(key: str, net_opt: Any) -> torch.nn.Module:
     """``network_*`` on the meta device (no memory), or on the CPU for a constructor that needs real tensors."""
     from basicsr.utils.registry import ARCH_REGISTRY
@@ -202,7 +187,6 @@ def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
     from basicsr.utils.registry import LOSS_REGISTRY
 
     from restormer_arch.models.guards import NonFiniteLossGuard
-    from restormer_arch.models.image_clean_model import DEFAULT_PIXEL_OPT
     from restormer_arch.models.lr_scheduler import SCHEDULERS
     from restormer_arch.models.progressive import Mixup, ProgressiveSchedule
 
@@ -223,8 +207,6 @@ def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
                 cls(**kwargs)
             else:  # other models' losses may download weights when built (VGG): their arguments are bound only
                 inspect.signature(cls).bind(**kwargs)
-    if built.image_clean_model and 'pixel_opt' not in train:
-        LOSS_REGISTRY.get(DEFAULT_PIXEL_OPT['type'])(**{k: v for k, v in DEFAULT_PIXEL_OPT.items() if k != 'type'})
     optimizers = []
     for key in [k for k in train if str(k).startswith('optim_')] or ['optim_g']:
         with building(f'train.{key}', train[key]):
@@ -313,10 +295,12 @@ def build(opt: Dict[str, Any]) -> Built:
     Raises:
         OptionsError: A component cannot be built; the message names its option key and gives the original error.
     """
-    built = Built(image_clean_model=is_image_clean_model(opt))
-    if not isinstance(opt.get('network_g'), dict):
-        raise OptionsError('network_g: missing (a mapping with "type" and the network\'s constructor arguments).')
-    for key, net_opt in opt.items():
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    model_cls = lookup(MODEL_REGISTRY, 'model', opt.get('model_type'), 'model_type')
+    # ImageCleanModel or a subclass: this project reads its train and val keys.
+    built = Built(image_clean_model=any(c.__name__ == 'ImageCleanModel' for c in model_cls.__mro__))
+    for key, net_opt in {'network_g': None, **opt}.items():  # network_g is needed: None (missing) is refused
         if str(key).startswith('network_'):
             try:
                 built.networks[key] = build_network(key, net_opt)
@@ -328,24 +312,22 @@ def build(opt: Dict[str, Any]) -> Built:
     if not opt['datasets']:
         raise OptionsError('datasets: missing (a mapping of phases such as train / val / test_1).')
     if opt['is_train']:
-        _build_training(opt, model_class(opt), built)
+        _build_training(opt, model_cls, built)
     _build_validation(opt, built)
     _build_performance(opt, built)
     return built
 
 
-def planned_outputs(opt: Dict[str, Any]) -> List[Tuple[str, str]]:
-    """The folders the run writes, each with the option that decides it: ``[(key, folder), ...]``.
+def planned_outputs(opt: Dict[str, Any]) -> None:
+    """Check the folders the run will write before it makes any: each can be created, and no two sets share one.
 
     Raises:
         OutputError: Two evaluation sets write to one folder (same ``name``), or a folder cannot be created there.
     """
     paths = opt['path']
-    root = paths.get('experiments_root') if opt['is_train'] else paths.get('results_root')
-    outputs = [('name', root)]
+    outputs = {'name': paths.get('experiments_root') if opt['is_train'] else paths.get('results_root')}
     if opt['is_train'] and (opt.get('logger') or {}).get('use_tb_logger') and 'debug' not in opt['name']:
-        outputs.append(('logger.use_tb_logger', os.path.join(opt.get('root_path') or os.getcwd(), 'tb_logger',
-                                                             opt['name'])))
+        outputs['logger.use_tb_logger'] = os.path.join(opt.get('root_path') or os.getcwd(), 'tb_logger', opt['name'])
     seen: Dict[Any, str] = {}
     for phase, dataset_opt in opt['datasets'].items():
         if phase == 'train':
@@ -356,17 +338,12 @@ def planned_outputs(opt: Dict[str, Any]) -> List[Tuple[str, str]]:
             raise OutputError(f'datasets.{first}.name and datasets.{phase}.name: both are {dataset_opt.get("name")!r}, '
                               f'so both would write to {folder} and one would overwrite the other; give each set its '
                               'own name.')
-    for key, folder in outputs:
-        _check_writable(key, folder)
-    return outputs
-
-
-def _check_writable(key: str, folder: str) -> None:
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing) or '.'
-    if not os.path.isdir(existing):
-        raise OutputError(f'{key}: cannot create {folder}: {existing} is a file, not a folder.')
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f'{key}: cannot write {folder}: {existing} is not writable (read-only); run from a '
-                          'folder you can write to.')
+    for key, folder in outputs.items():
+        existing = folder
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing) or '.'
+        if not os.path.isdir(existing):
+            raise OutputError(f'{key}: cannot create {folder}: {existing} is a file, not a folder.')
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f'{key}: cannot write {folder}: {existing} is not writable (read-only); run from a '
+                              'folder you can write to.')

@@ -1,16 +1,13 @@
-"""The options as written (the YAML file, read with one-line errors) and as BasicSR resolves them (its own
-``basicsr.utils.options.parse_options``, called as the pipeline calls it)."""
+"""The options as written (the YAML file, read with one-line errors) and the flags of BasicSR's command line."""
 import argparse
 import contextlib
 import io
 import os
-import sys
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import yaml
 
 from restormer_arch.errors import OptionsError
-from restormer_arch.options.build import _hint
 
 
 class _OptionLoader(yaml.SafeLoader):
@@ -72,7 +69,6 @@ class CommandLine(NamedTuple):
     """The flags of ``basicsr train|test`` that change the options (those of BasicSR's ``parse_options``)."""
 
     opt_path: str
-    launcher: str
     force_yml: Tuple[str, ...]
 
 
@@ -84,7 +80,6 @@ def parse_command_line(argv: Sequence[str]) -> Optional[CommandLine]:
     """
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     parser.add_argument('-opt', required=True)
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
     parser.add_argument('--force_yml', nargs='+', action='append', default=[])
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # BasicSR prints its own usage error
@@ -94,49 +89,4 @@ def parse_command_line(argv: Sequence[str]) -> Optional[CommandLine]:
     if len(args.force_yml) > 1:
         raise OptionsError(f'--force_yml: given {len(args.force_yml)} times, but BasicSR keeps only the last one and '
                            'drops the others silently; give every override after a single --force_yml.')
-    return CommandLine(args.opt, args.launcher, tuple(args.force_yml[0]) if args.force_yml else ())
-
-
-def basicsr_options(parse_options: Callable[..., Any], root_path: str, is_train: bool, cmd: CommandLine,
-                    quiet: bool = False) -> Tuple[Dict[str, Any], Any]:
-    """Call BasicSR's ``parse_options`` (it reads ``sys.argv``); an exception becomes one line naming the file.
-
-    Args:
-        parse_options: BasicSR's function (the pipeline's own reference to it).
-        root_path: Where ``experiments/`` and ``results/`` go.
-        is_train: ``basicsr train`` (True) or ``basicsr test``.
-        cmd: The command line, for messages.
-        quiet: Swallow what it prints ("Disable distributed.").
-
-    Returns:
-        ``(opt, args)`` as ``parse_options`` returns them.
-
-    Raises:
-        OptionsError: ``parse_options`` failed (a missing key it reads, a ``--force_yml`` entry it cannot apply).
-    """
-    try:
-        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
-            return parse_options(root_path, is_train=is_train)
-    except Exception as err:  # noqa: BLE001  (anything parse_options raises is about the file or the flags)
-        where = f'--force_yml {" ".join(cmd.force_yml)}' if cmd.force_yml else cmd.opt_path
-        if isinstance(err, KeyError):  # a key it reads: perhaps misspelled in the file
-            hint = _hint(repr(err.args[0]), load_options(cmd.opt_path), None)
-            raise OptionsError(f'{where}: BasicSR needs the key {err.args[0]!r}, which is missing{hint}') from None
-        raise OptionsError(f'{where}: BasicSR cannot read the options: {type(err).__name__}: {err}') from None
-
-
-def resolve(cmd: CommandLine, is_train: bool, root_path: Optional[str] = None) -> Dict[str, Any]:
-    """The options BasicSR will run for this command line: its ``parse_options`` with ``sys.argv`` set to it.
-
-    Only for ``--launcher none`` (another launcher starts the process group). Used by tests and tools; ``basicsr
-    train|test`` check inside the pipeline's own call (:func:`restormer_arch.options.checked_pipeline`).
-    """
-    from basicsr.utils.options import parse_options
-
-    argv: List[str] = ['basicsr', '-opt', cmd.opt_path] + (['--force_yml', *cmd.force_yml] if cmd.force_yml else [])
-    saved, sys.argv = sys.argv, argv
-    try:
-        opt, _ = basicsr_options(parse_options, os.getcwd() if root_path is None else root_path, is_train, cmd, True)
-    finally:
-        sys.argv = saved
-    return opt
+    return CommandLine(args.opt, tuple(args.force_yml[0]) if args.force_yml else ())

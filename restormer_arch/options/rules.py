@@ -1,13 +1,12 @@
 """The silent-wrong rules: what no constructor refuses but would crash hours into a run or train something else than
-asked. One table, :data:`RULES` (keys, error or warning, what it catches); :func:`evaluate` applies it to the options
-BasicSR resolved and the components :func:`.build.build` made.
+asked. One table, :data:`RULES`; :func:`evaluate` applies it to the options BasicSR resolved and the components
+:func:`.build.build` made.
 
 An error only where the run would crash or silently compute something wrong; whatever the official Restormer runner or
 BasicSR trains is at most a warning, and runs as they run it.
 """
 import importlib.util
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import torch
@@ -23,12 +22,10 @@ def _name(opt: Dict[str, Any], built: Built) -> Iterable[str]:
 
 
 def _devices(opt: Dict[str, Any], built: Built) -> Iterable[str]:
-    count = torch.cuda.device_count()
-    if not isinstance(opt['num_gpu'], int) or isinstance(opt['num_gpu'], bool) or opt['num_gpu'] < 0:
-        yield f'num_gpu: expected auto, 0 (CPU) or a number of GPUs, got {opt["num_gpu"]!r}.'
-    elif not opt['dist'] and isinstance(opt['num_gpu'], int) and opt['num_gpu'] > count:
-        yield (f'num_gpu: {opt["num_gpu"]}, but this machine has {count} usable CUDA GPU(s); set num_gpu: auto (the '
-               'GPUs that are there, 0 without CUDA) or num_gpu: 0 to run on the CPU.')
+    count, num_gpu = torch.cuda.device_count(), opt['num_gpu']  # under a launcher, more is fine (as BasicSR)
+    if isinstance(num_gpu, bool) or not isinstance(num_gpu, int) or num_gpu < 0 or num_gpu > count and not opt['dist']:
+        yield (f'num_gpu: {num_gpu!r}, but this machine has {count} usable CUDA GPU(s); set num_gpu: auto (the GPUs '
+               'that are there, 0 without CUDA) or num_gpu: 0 to run on the CPU.')
 
 
 def _prefetch(opt: Dict[str, Any], built: Built) -> Iterable[str]:
@@ -62,22 +59,19 @@ def _fp16_training(opt: Dict[str, Any], built: Built) -> Iterable[str]:
         yield f'train.ema_decay: {decay!r} must be in [0, 1) (e.g. 0.999; 0 turns the EMA off), or the EMA diverges.'
 
 
-# Keys BasicSR's pipelines read without a default, after the run folder exists: (phase, section, key).
-PIPELINE_KEYS = (('train', 'logger', 'print_freq'), ('train', 'logger', 'save_checkpoint_freq'),
-                 ('train', 'logger', 'use_tb_logger'), ('validate', 'val', 'val_freq'),
-                 ('validate', 'val', 'save_img'), ('test', 'val', 'save_img'))
-
-
 def _pipeline_keys(opt: Dict[str, Any], built: Built) -> Iterable[str]:
+    # Keys BasicSR's pipelines read without a default, after the run folder exists.
     evaluates = opt.get('val') is not None and any(p != 'train' for p in opt['datasets'])
-    for phase, section, key in PIPELINE_KEYS:
-        applies = {'train': opt['is_train'], 'validate': opt['is_train'] and evaluates, 'test': not opt['is_train']}
+    keys = (['logger.print_freq', 'logger.save_checkpoint_freq', 'logger.use_tb_logger']
+            + ['val.val_freq', 'val.save_img'] * evaluates if opt['is_train'] else ['val.save_img'])
+    for dotted in keys:
+        section, key = dotted.split('.')
         value = opt[section].get(key) if isinstance(opt.get(section), dict) else None
-        if applies[phase] and (not isinstance(opt.get(section), dict) or key not in opt[section]):
-            yield f'{section}.{key}: missing (BasicSR reads it and would stop after making the run folder); add it.'
-        elif applies[phase] and key.endswith('_freq') and not (
+        if not isinstance(opt.get(section), dict) or key not in opt[section]:
+            yield f'{dotted}: missing (BasicSR reads it and would stop after making the run folder); add it.'
+        elif key.endswith('_freq') and not (
                 isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 and value == int(value)):
-            yield f'{section}.{key}: expected a positive whole number of iterations, got {value!r}.'
+            yield f'{dotted}: expected a positive whole number of iterations, got {value!r}.'
 
 
 def _loggers(opt: Dict[str, Any], built: Built) -> Iterable[str]:
@@ -115,13 +109,11 @@ def _schedule(opt: Dict[str, Any], built: Built) -> Iterable[str]:
 
 
 def _schedule_notes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
-    scheduler = (opt.get('train') or {}).get('scheduler') or {}
-    periods, milestones, total = scheduler.get('periods'), scheduler.get('milestones'), built.total_iter
+    scheduler, total = (opt.get('train') or {}).get('scheduler') or {}, built.total_iter
+    periods = scheduler.get('periods')
     if total and isinstance(periods, (list, tuple)) and sum(periods) > total:
         yield (f'train.scheduler.periods sums to {sum(periods)}, more than train.total_iter {total}: the last cycle '
                'stops part-way (fine if that is what you want).')
-    if total and isinstance(milestones, (list, tuple)) and any(m > total for m in milestones):
-        yield f'train.scheduler.milestones: {[m for m in milestones if m > total]} come after train.total_iter {total}.'
     warmup = (opt.get('train') or {}).get('warmup_iter', -1)
     if total and isinstance(warmup, int) and warmup >= total:
         yield (f'train.warmup_iter: {warmup} is not below train.total_iter {total}: the whole run warms up and never '
@@ -279,50 +271,18 @@ def _metrics_without_ground_truth(opt: Dict[str, Any], built: Built) -> Iterable
                    'skips them).')
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One row of the table: the option keys it reads, ``error`` or ``warning``, and what it catches."""
-
-    keys: str
-    level: str
-    catches: str
-    check: Callable[[Dict[str, Any], Built], Iterable[str]]
-
-
-RULES: Tuple[Rule, ...] = (
-    Rule('name', 'error', 'a name that is not a folder name (the log file is named after it)', _name),
-    Rule('num_gpu', 'error', 'more GPUs than the machine has, without a launcher (under one: as BasicSR)', _devices),
-    Rule('datasets.*', 'error', 'phase names BasicSR does not know; training without a train set', _phases),
-    Rule('datasets.train.prefetch_mode, pin_memory', 'error', 'a prefetcher BasicSR stops on', _prefetch),
-    Rule('performance.precision, train.ema_decay', 'error', 'fp16 training (no loss scaling); an EMA that diverges',
-         _fp16_training),
-    Rule('logger.*, val.val_freq, val.save_img', 'error', 'keys BasicSR reads without a default', _pipeline_keys),
-    Rule('logger.wandb, logger.use_tb_logger', 'error', 'a logger whose package is missing', _loggers),
-    Rule('path.resume_state', 'error', 'a missing state, or a network checkpoint given as one', _resume_state),
-    Rule('datasets.train.iters, gt_sizes, gt_size', 'error', 'progressive stages that end before the run, or crop '
-         'more than the loader gives', _progressive),
-    Rule('train.scheduler.periods, train.total_iter', 'error', 'cycles that end before the run', _schedule),
-    Rule('train.scheduler, train.optim_g.lr', 'warning', 'a last cycle cut short, milestones after the run, a '
-         'learning rate that rises above lr (eta_min above lr)', _schedule_notes),
-    Rule('datasets.train.mini_batch_sizes', 'warning', 'a stage batch above the loader\'s (trains on the loader\'s, '
-         'as the official runner)', _progressive_notes),
-    Rule('network_g, datasets.*', 'error', 'channels or scale of the network against the data (meta forward of each '
-         'first sample)', _dry_forward),
-    Rule('datasets.train.gt_size, gt_sizes', 'error', 'patch sizes the network cannot take (meta forward)',
-         _patch_sizes),
-    Rule('val.image_dtype, val.metrics, val.combined_rows', 'error', 'metrics that would score the wrong peak; '
-         'table rows naming no dataset', _image_dtype),
-    Rule('train.*_opt.loss_weight', 'warning', 'a negative loss weight (gradient ascent)', _negative_loss_weights),
-    Rule('any key', 'error', 'false written as text (reads as true)', _false_as_text),
-    Rule('val.metrics, datasets.val*', 'error', 'metrics on a set without ground truth (BasicSR\'s models score a '
-         'stale target)', _metrics_without_ground_truth),
-    Rule('path.pretrain_network_g, val', 'warning', 'random weights tested; sets never evaluated', _evaluation_notes),
-)
+# The table: each rule yields one-line messages naming the keys it reads (docs/options.md lists what each catches).
+# An error stops the command before anything is written (the first one is reported); a warning is printed before the
+# run, which then goes on as BasicSR runs it.
+RULES: Dict[str, Tuple[Callable[[Dict[str, Any], Built], Iterable[str]], ...]] = {
+    'error': (_name, _devices, _phases, _prefetch, _fp16_training, _pipeline_keys, _loggers, _resume_state,
+              _progressive, _schedule, _dry_forward, _patch_sizes, _image_dtype, _false_as_text,
+              _metrics_without_ground_truth),
+    'warning': (_schedule_notes, _progressive_notes, _negative_loss_weights, _evaluation_notes),
+}
 
 
 def evaluate(opt: Dict[str, Any], built: Built) -> Tuple[List[str], List[str]]:
     """Apply :data:`RULES`: ``(errors, warnings)``, each a list of one-line messages naming the keys."""
-    found: Dict[str, List[str]] = {'error': [], 'warning': []}
-    for rule in RULES:
-        found[rule.level].extend(rule.check(opt, built))
-    return found['error'], found['warning']
+    errors, warnings = ([note for rule in RULES[level] for note in rule(opt, built)] for level in ('error', 'warning'))
+    return errors, warnings
