@@ -1,9 +1,21 @@
-"""Per-image metric tables of ``basicsr test`` (and, optionally, of validation): ``metrics.csv`` and ``metrics.md``.
+"""What validation and ``basicsr test`` score and write: the metric images and the per-image tables.
 
-:class:`ImageCleanModel` records the value of every metric for every image. After each dataset the table is printed
-(logged) and both files are rewritten with everything recorded so far, so they are complete once the last dataset of
-the option file is done (BasicSR's ``test_pipeline`` calls ``validation`` once per dataset and never says which one is
-the last):
+``val.image_dtype`` says what the metrics compare (the restored image and the ground truth alike):
+
+* ``uint8`` (default): BasicSR's ``tensor2img`` (clamped to [0, 1], x255, rounded): what the published numbers of
+  deraining, motion deblurring and Gaussian denoising were computed on (saved 8-bit PNGs).
+* ``uint16``: clamped, x65535, rounded - for 16-bit ground truth (DPDD dual-pixel): the 16-bit target survives
+  exactly and the metrics take the peak 65535 from the dtype. Saved images are 16-bit PNGs.
+* ``float32``: clamped to [0, 1], not quantised - the official DPDD and SIDD scripts score the network's float output.
+  Every metric then needs ``data_range: 1``.
+
+BasicSR's ``calculate_psnr`` / ``calculate_ssim`` hard-code the peak 255, so they only accept ``uint8``;
+the option check refuses other combinations before the run starts (:mod:`restormer_arch.options.rules`).
+
+:class:`ImageCleanModel` records the value of every metric for every image. With ``val.metrics_table`` the table is
+printed (logged) after each dataset and both files are rewritten with everything recorded so far, so they are complete
+once the last dataset of the option file is done (BasicSR's ``test_pipeline`` calls ``validation`` once per dataset
+and never says which one is the last):
 
 * ``metrics.csv``: one row per image per dataset, columns ``dataset, image, <metric>...`` (full precision).
 * ``metrics.md``: one row per dataset with the image count and the mean of every metric, then the combined rows of
@@ -23,11 +35,37 @@ import os
 from os import path as osp
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+import cv2
+import numpy as np
+from basicsr.utils import tensor2img
+from torch import Tensor
+
 from restormer_arch.atomic import atomic_write
 
+IMAGE_DTYPES = ('uint8', 'uint16', 'float32')
+UINT8_ONLY_METRICS = ('calculate_psnr', 'calculate_ssim', 'calculate_niqe')
 COMBINED_WEIGHTS = ('image', 'dataset')
 # metrics.md files written in this process, oldest first: ``basicsr test`` prints them when the run is over.
 WRITTEN_TABLES: List[str] = []
+
+
+def to_metric_image(tensor: Tensor, dtype: str = 'uint8') -> np.ndarray:
+    """A ``(C, H, W)`` RGB (or gray) tensor in [0, 1] as the ``H x W (x 3)`` BGR array the metrics receive.
+
+    Args:
+        tensor: One image.
+        dtype: ``uint8``, ``uint16`` or ``float32`` (see the module docstring).
+
+    Returns:
+        HWC BGR array (HW for one channel), like BasicSR's ``tensor2img``.
+    """
+    if dtype == 'uint8':
+        return tensor2img([tensor])
+    img = tensor.detach().float().cpu().clamp_(0, 1).numpy().transpose(1, 2, 0)
+    if dtype == 'uint16':
+        img = np.round(img * 65535.0).astype(np.uint16)
+    img = img[..., 0] if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    return np.ascontiguousarray(img)
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -257,8 +257,8 @@ def _build_validation(opt: Dict[str, Any], built: Built) -> None:
     from basicsr.metrics import calculate_metric
     from basicsr.utils.registry import METRIC_REGISTRY
 
-    from restormer_arch.models.results_table import ResultsTable
-    from restormer_arch.models.val_utils import DEFAULT_TILE_OVERLAP, to_metric_image
+    from restormer_arch.models.image_clean_model import DEFAULT_TILE_OVERLAP
+    from restormer_arch.models.results_table import ResultsTable, to_metric_image
     from restormer_arch.tiling import BLEND_MODES, check_tile_options
 
     val = opt.get('val')

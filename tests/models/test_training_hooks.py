@@ -1,10 +1,8 @@
 """Our additions to BasicSR training (restormer_arch.models.training_hooks): states, checkpoints, resume, checks."""
 import math
 import os
-import random
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from basicsr.data import build_dataset
@@ -304,19 +302,6 @@ def _paired_dataset(tmp_path, scale=1, size=24):
 
 RRDB_X4 = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'scale': 4, 'num_feat': 8, 'num_block': 1,
            'num_grow_ch': 4}
-
-
-def test_image_clean_model_checks_the_output_shape_before_training(tmp_path):
-    dataset = _paired_dataset(tmp_path)
-    fine = build_model(make_opt(tmp_path))
-    rng = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
-    fine.check_output_shape(dataset)
-    assert random.getstate() == rng[0] and np.array_equal(np.random.get_state()[1], rng[1])
-    assert torch.equal(torch.get_rng_state(), rng[2])  # the check does not change the run's data
-    for network in (RRDB_X4, dict(RRDB_X4, scale=1, num_out_ch=1), dict(TINY_NET, inp_channels=1, out_channels=1)):
-        model = build_model(make_opt(tmp_path, network=network))
-        with pytest.raises(RunError):
-            model.check_output_shape(dataset)
 
 
 def test_basicsr_models_get_a_dry_test_before_training(tmp_path):
