@@ -1,19 +1,9 @@
-"""What ``basicsr train`` adds to BasicSR's training pipeline (compatibility fixes live in
-:mod:`restormer_arch.compat`; checkpoint and training-state reading and writing, and the checkpoint methods of models,
-in :mod:`restormer_arch.checkpoint`).
+"""What ``basicsr train`` adds to BasicSR's training pipeline, inside :func:`applied` and only while it runs
+(compatibility fixes live in :mod:`restormer_arch.compat`; checkpoint and training-state reading and writing, and the
+checkpoint methods every model gets, in :mod:`restormer_arch.checkpoint`).
 
-``basicsr train`` runs BasicSR's pipeline inside :func:`applied`, with a :class:`TrainingRun` (the explicit state of
-that one process) and only while the pipeline runs. BasicSR's own models (``SRModel``, the GAN models ...) get the
-checkpoint methods of :class:`~restormer_arch.checkpoint.CheckpointHooks`, and the pipeline changes: ``--auto_resume``
-uses the one resume-state finder (:func:`~restormer_arch.checkpoint.load_resume_state`: under the run's root, torn
-states skipped, every rank on rank 0's choice) and without a usable state starts over in the same folder instead of
-archiving it; a resume continues the interrupted epoch's data where it stopped (:class:`ResumedSampler`), also on
-another number of processes; data-loading workers leave SIGTERM/SIGINT to the main process (which saves a state); the
-epoch count comes from the real loader; the model built by the pipeline is handed the run
-(:meth:`TrainingRun.attach`), so ImageCleanModel saves on stop signals with the right epoch and data position, and
-every model is tried on the first training patch before training.
-
-A library user who builds models directly gets only ``CheckpointHooks``; nothing here touches their process. See
+:class:`TrainingRun` is the explicit state of that one process: the resume state and its data position, the train
+loader and sampler, the model. A library user who builds models directly gets none of it. See
 ``docs/fault_tolerance.md``.
 """
 import functools
@@ -168,17 +158,6 @@ def preserved_rng() -> Iterator[None]:
         torch.set_rng_state(states[2])
 
 
-def first_pair(dataset: Any) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    """``(lq, gt)`` of the dataset's first sample, each ``(1, C, H, W)``; None when it has no such pair."""
-    if len(dataset) == 0:
-        return None
-    with preserved_rng():
-        sample = dataset[0]
-    if not (isinstance(sample, dict) and torch.is_tensor(sample.get('lq')) and torch.is_tensor(sample.get('gt'))):
-        return None  # e.g. Real-ESRGAN data, whose lq is synthesised inside the model
-    return sample['lq'][None], sample['gt'][None]
-
-
 def dry_test(model: Any, dataset: Any) -> None:
     """Run a BasicSR model's ``test()`` on its first training patch; the output must have the target's shape.
 
@@ -193,10 +172,11 @@ def dry_test(model: Any, dataset: Any) -> None:
     Raises:
         RunError: ``test()`` fails, or its output differs from the target in channels or size.
     """
-    pair = first_pair(dataset)
-    if pair is None:
-        return
-    lq, gt = pair
+    with preserved_rng():
+        sample = dataset[0]
+    if not (isinstance(sample, dict) and torch.is_tensor(sample.get('lq')) and torch.is_tensor(sample.get('gt'))):
+        return  # e.g. Real-ESRGAN data, whose lq is synthesised inside the model
+    lq, gt = sample['lq'][None], sample['gt'][None]
     net_name = model.opt['network_g'].get('type')
     model.lq = lq.to(model.device)
     try:
@@ -243,18 +223,13 @@ def _ignore_stop_signals(inner: Optional[Callable[[int], None]], worker_id: int)
         inner(worker_id)
 
 
-def _exact_epoch_count(opt: Dict[str, Any], run: TrainingRun, planned: int, total_iters: int, logger: Any) -> int:
+def _exact_epoch_count(run: TrainingRun, planned: int, total_iters: int, logger: Any) -> int:
     # BasicSR computes iterations per epoch as ceil(N * ratio / (batch * world)), but with drop_last each rank gets
     # floor(ceil(N * ratio / world) / batch) batches, and after a resume in mid-epoch or on another world size the
     # epochs start elsewhere. Its count then runs out of epochs and training ends early without a word (e.g. at
-    # iteration 22 of 30). Count from the real loader and the resumed position.
+    # iteration 22 of 30). Count from the real loader (at least one batch: the option check refuses fewer) and the
+    # resumed position.
     per_epoch = len(run.train_loader)
-    if per_epoch == 0:
-        train_opt = opt['datasets']['train']
-        raise RunError(f'datasets.train: {len(run.train_loader.dataset)} images (x dataset_enlarge_ratio '
-                       f'{train_opt.get("dataset_enlarge_ratio", 1)}) over {opt["world_size"]} process(es) give no '
-                       f'complete batch of batch_size_per_gpu={train_opt["batch_size_per_gpu"]}. Lower the batch '
-                       'size or raise dataset_enlarge_ratio.')
     first_epoch, done = run.first_full_epoch
     exact = first_epoch + math.ceil(max(0, total_iters - done) / per_epoch)
     if exact != planned:
@@ -267,8 +242,8 @@ def _exact_epoch_count(opt: Dict[str, Any], run: TrainingRun, planned: int, tota
 def applied(run: TrainingRun) -> Iterator[TrainingRun]:
     """Apply our additions to BasicSR's training pipeline while the block runs (``basicsr train`` wraps the pipeline).
 
-    BasicSR's ``BaseModel`` and ``basicsr.train`` are put back afterwards, so a process that runs the command as a
-    function (a test, a notebook) keeps plain BasicSR outside it.
+    BasicSR's ``BaseModel``, ``basicsr.train`` and ``mkdir_and_rename`` are put back afterwards, so a process that
+    runs the command as a function (a test, a notebook) keeps plain BasicSR outside it.
 
     Args:
         run: The run's explicit state; the pipeline fills in the sampler, loader and model as it creates them.
@@ -277,11 +252,14 @@ def applied(run: TrainingRun) -> Iterator[TrainingRun]:
         ``run``.
     """
     import basicsr.train as train
+    import basicsr.utils.misc as misc
     from basicsr.models.base_model import BaseModel
 
     names = ('save_network', 'save_training_state', 'load_network', 'resume_training', '_replay_schedule')
     hooks = {(BaseModel, name): getattr(CheckpointHooks, name) for name in names}
-    hooks.update({(train, name): hook for name, hook in _pipeline_hooks(run, dict(vars(train))).items()})
+    pipeline = _pipeline_hooks(run, dict(vars(train)))
+    hooks.update({(train, name): hook for name, hook in pipeline.items()})
+    hooks[misc, 'mkdir_and_rename'] = pipeline['mkdir_and_rename']  # what BasicSR's make_exp_dirs calls
     saved = {(owner, name): vars(owner).get(name) for owner, name in hooks}  # None: BaseModel has no such method
     try:
         for (owner, name), hook in hooks.items():
@@ -297,13 +275,15 @@ def applied(run: TrainingRun) -> Iterator[TrainingRun]:
 
 def _pipeline_hooks(run: TrainingRun, originals: Dict[str, Any]) -> Dict[str, Callable[..., Any]]:
     # `originals`: a copy of basicsr.train's namespace before the hooks, so each hook calls BasicSR's own function.
-    from basicsr.utils.dist_util import master_only
-
     resumed = {}
 
     def load_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        resumed['state'] = load_resume_state(opt)
-        return resumed['state']
+        state = resumed['state'] = load_resume_state(opt)
+        root = opt['path']['experiments_root']
+        if state is None and run.auto_resume and osp.isdir(root) and opt['rank'] == 0:
+            print(f'auto_resume: no usable training state in {root}; starting from iteration 0 in the same folder.',
+                  flush=True)
+        return state
 
     def create_loaders(opt: Dict[str, Any], logger: Any) -> Any:
         # A dataset that cannot be built was refused (one line, exit 2) by the option check, which builds them all.
@@ -312,7 +292,7 @@ def _pipeline_hooks(run: TrainingRun, originals: Dict[str, Any]) -> Dict[str, Ca
         run.train_loader, run.train_sampler = train_loader, sampler
         if train_loader is not None:
             train_loader.sampler.position = run.resume_data(resumed.get('state'), train_loader.dataset, logger)
-            total_epochs = _exact_epoch_count(opt, run, total_epochs, total_iters, logger)
+            total_epochs = _exact_epoch_count(run, total_epochs, total_iters, logger)
         return train_loader, sampler, val_loaders, total_epochs, total_iters
 
     def build_dataloader(dataset: Any, dataset_opt: Dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -323,18 +303,9 @@ def _pipeline_hooks(run: TrainingRun, originals: Dict[str, Any]) -> Dict[str, Ca
             loader.worker_init_fn = functools.partial(_ignore_stop_signals, loader.worker_init_fn)
         return loader
 
-    @master_only
-    def make_exp_dirs(opt: Dict[str, Any]) -> None:
-        # Reached with --auto_resume only when no usable state exists: start over in the run's own folder.
-        if not (run.auto_resume and osp.isdir(opt['path']['experiments_root'])):
-            return originals['make_exp_dirs'](opt)
-        print(f'auto_resume: no usable training state in {opt["path"]["experiments_root"]}; starting from '
-              'iteration 0 in the same folder.', flush=True)
-        skip = ('strict_load', 'pretrain_network', 'resume', 'param_key')
-        for folder in [p for key, p in opt['path'].items() if isinstance(p, str) and not any(s in key for s in skip)]:
-            os.makedirs(folder, exist_ok=True)
-
     def mkdir_and_rename(path: str) -> None:
+        # Reached with --auto_resume only when no usable state exists: start over in the run's own folders (the
+        # experiment's, through BasicSR's make_exp_dirs, and tb_logger's) instead of archiving them.
         if run.auto_resume:
             os.makedirs(path, exist_ok=True)
         else:
@@ -342,4 +313,4 @@ def _pipeline_hooks(run: TrainingRun, originals: Dict[str, Any]) -> Dict[str, Ca
 
     return {'load_resume_state': load_state, 'create_train_val_dataloader': create_loaders,
             'build_dataloader': build_dataloader, 'build_model': lambda opt: run.attach(originals['build_model'](opt)),
-            'make_exp_dirs': make_exp_dirs, 'mkdir_and_rename': mkdir_and_rename}
+            'mkdir_and_rename': mkdir_and_rename}
