@@ -43,12 +43,6 @@ class StopSignalHandler:
         get_root_logger().warning(f'Received {signal.Signals(signum).name}: saving a training state before exiting '
                                   '(send it again to stop at once).')
 
-    def restore(self) -> None:
-        """Put the previous handlers back."""
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
 
 def agree_across_ranks(*flags: bool, device: torch.device) -> Tuple[bool, ...]:
     """Logical OR of boolean flags over all distributed ranks (identity when not distributed)."""

@@ -29,7 +29,7 @@ from ..perf import (
 from ..tiling import fixed_tile_shape, run_network
 from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import SCHEDULERS
-from .progressive import Mixup, ProgressiveSchedule, stage_table
+from .progressive import Mixup, ProgressiveSchedule
 from .results_table import ResultsTable, to_metric_image
 from .training_hooks import TrainingRun
 
@@ -129,7 +129,9 @@ class ImageCleanModel(CheckpointHooks, SRModel):
 
         self.progressive = ProgressiveSchedule.from_options(self.opt.get('datasets', {}).get('train'))
         if self.progressive is not None:
-            logger.info('Progressive training:\n\t' + '\n\t'.join(stage_table(self.progressive)))
+            logger.info('Progressive training:' + ''.join(
+                f'\n\tstage {stage.index}: up to iter {stage.last_iter}, batch {stage.mini_batch_size}/device, patch '
+                f'{stage.patch_size}' for stage in self.progressive.stages))
         self.mixup = Mixup.from_options(train_opt)
         if self.mixup is not None:
             logger.info(f'Use mixup (beta {self.mixup.distribution.concentration0.item()}, '

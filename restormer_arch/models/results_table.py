@@ -120,37 +120,27 @@ class ResultsTable:
 
     def dataset_means(self, dataset: str) -> Dict[str, float]:
         """Mean of every metric over the images of ``dataset``."""
-        rows = self.rows.get(dataset, [])
-        return {m: _mean([r[m] for r in rows if m in r]) for m in self.metric_names}
-
-    def summary(self) -> List[Dict[str, Any]]:
-        """Rows of ``metrics.md``: ``{'dataset', 'count', <metric>: mean}`` per dataset, then the combined rows."""
-        out = [{'dataset': d, 'count': len(rows), **self.dataset_means(d)} for d, rows in self.rows.items() if rows]
-        for spec in self.combined_rows:
-            names = spec['datasets']
-            if not all(self.rows.get(d) for d in names):
-                continue  # not all of its datasets scored (yet)
-            if spec.get('weight', 'image') == 'dataset':
-                means = [self.dataset_means(d) for d in names]
-                values = {m: _mean([mean[m] for mean in means]) for m in self.metric_names}
-            else:
-                rows = [r for d in names for r in self.rows[d]]
-                values = {m: _mean([r[m] for r in rows if m in r]) for m in self.metric_names}
-            out.append({'dataset': spec['name'], 'count': sum(len(self.rows[d]) for d in names), **values,
-                        'combined': f'{spec.get("weight", "image")} mean of {", ".join(names)}'})
-        return out
+        return {m: _mean([r[m] for r in self.rows.get(dataset, [])]) for m in self.metric_names}
 
     def markdown(self) -> str:
-        """The averages as a markdown table (combined rows in bold, with how they were combined)."""
+        """The averages as a markdown table: a row per scored dataset, then each combined row whose datasets are all
+        scored (in bold, with how it was combined)."""
         header = ['dataset', 'count', *self.metric_names]
         lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] + ['---:'] * (len(header) - 1)) + '|']
+        rows = [(d, len(images), self.dataset_means(d)) for d, images in self.rows.items() if images]
         notes = []
-        for row in self.summary():
-            name = f'**{row["dataset"]}**' if 'combined' in row else row['dataset']
-            cells = [name, str(row['count'])] + [f'{row[m]:.4f}' for m in self.metric_names]
-            lines.append('| ' + ' | '.join(cells) + ' |')
-            if 'combined' in row:
-                notes.append(f'- **{row["dataset"]}**: {row["combined"]}')
+        for spec in self.combined_rows:
+            names, weight = spec['datasets'], spec.get('weight', 'image')
+            if not all(self.rows.get(d) for d in names):
+                continue  # not all of its datasets scored (yet)
+            if weight == 'dataset':
+                values = {m: _mean([self.dataset_means(d)[m] for d in names]) for m in self.metric_names}
+            else:
+                values = {m: _mean([r[m] for d in names for r in self.rows[d]]) for m in self.metric_names}
+            rows.append((f'**{spec["name"]}**', sum(len(self.rows[d]) for d in names), values))
+            notes.append(f'- **{spec["name"]}**: {weight} mean of {", ".join(names)}')
+        for name, count, values in rows:
+            lines.append('| ' + ' | '.join([name, str(count)] + [f'{values[m]:.4f}' for m in self.metric_names]) + ' |')
         return '\n'.join(lines + ([''] + notes if notes else [])) + '\n'
 
     def write(self) -> None:
@@ -161,8 +151,7 @@ class ResultsTable:
             writer.writerow(['dataset', 'image', *self.metric_names])
             for dataset, rows in self.rows.items():
                 for row in rows:
-                    writer.writerow([dataset, row['image'], *(repr(row[m]) if m in row else '' for m in
-                                                              self.metric_names)])
+                    writer.writerow([dataset, row['image'], *(repr(row[m]) for m in self.metric_names)])
         with atomic_write(self.md_path, 'w', encoding='utf-8') as f:
             f.write(self.markdown())
         if self.md_path not in WRITTEN_TABLES:

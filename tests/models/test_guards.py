@@ -9,14 +9,16 @@ from restormer_arch.models.guards import NonFiniteLossError, NonFiniteLossGuard,
 
 
 def test_sigterm_sets_the_flag_and_a_second_one_is_default():
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     handler = StopSignalHandler()
     try:
         os.kill(os.getpid(), signal.SIGTERM)
         assert handler.signum == signal.SIGTERM
         # the first signal re-armed the previous handler, so a second SIGTERM is no longer swallowed
         assert signal.getsignal(signal.SIGTERM) is not handler._handle
-    finally:
-        handler.restore()
+    finally:  # the test process keeps its own handlers
+        for signum, previous_handler in previous.items():
+            signal.signal(signum, previous_handler)
 
 
 def test_nonfinite_guard_skips_then_stops():
