@@ -13,7 +13,7 @@ from basicsr.utils import get_root_logger
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised after too many consecutive non-finite losses (the last good weights have been saved)."""
+    """Raised after ``train.max_nonfinite_steps`` consecutive non-finite losses (the last good weights are saved)."""
 
 
 class StopRequested(SystemExit):
@@ -52,37 +52,3 @@ def agree_across_ranks(*flags: bool, device: torch.device) -> Tuple[bool, ...]:
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tuple(bool(v) for v in tensor.tolist())
 
-
-class NonFiniteLossGuard:
-    """Skip optimisation steps whose loss is NaN/Inf; give up after ``max_consecutive`` in a row.
-
-    Args:
-        max_consecutive: Consecutive non-finite losses tolerated before :class:`NonFiniteLossError` (0: never stop).
-    """
-
-    def __init__(self, max_consecutive: int = 10) -> None:
-        if max_consecutive < 0:
-            raise ValueError(f'train.max_nonfinite_steps must be >= 0, got {max_consecutive}.')
-        self.max_consecutive = max_consecutive
-        self.consecutive = 0
-        self.skipped_total = 0
-
-    def should_skip(self, is_bad: bool, current_iter: int) -> bool:
-        """Record one step's outcome (already agreed across ranks); True when the step must be skipped.
-
-        Raises:
-            NonFiniteLossError: after ``max_consecutive`` bad steps in a row.
-        """
-        if not is_bad:
-            self.consecutive = 0
-            return False
-        self.consecutive += 1
-        self.skipped_total += 1
-        get_root_logger().warning(f'Non-finite loss at iteration {current_iter}: step skipped '
-                                  f'({self.consecutive} in a row, {self.skipped_total} in total).')
-        if self.max_consecutive and self.consecutive >= self.max_consecutive:
-            raise NonFiniteLossError(
-                f'{self.consecutive} consecutive non-finite losses up to iteration {current_iter}; training stopped. '
-                'The last finite weights and training state were saved. Lower train.optim_g.lr, enable '
-                'train.use_grad_clip, check the data for NaN/Inf pixels, then resume with --auto_resume.')
-        return True

@@ -27,7 +27,7 @@ from ..perf import (
     resolve_precision,
 )
 from ..tiling import fixed_tile_shape, run_network
-from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
+from .guards import NonFiniteLossError, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import SCHEDULERS
 from .progressive import Mixup, ProgressiveSchedule
 from .results_table import ResultsTable, to_metric_image
@@ -123,8 +123,8 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         pixel_opt = train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT
         self.cri_pix = build_loss(pixel_opt).to(self.device)
         self.use_grad_clip = bool(train_opt.get('use_grad_clip', False))
-        max_nonfinite = int(train_opt.get('max_nonfinite_steps', DEFAULT_MAX_NONFINITE_STEPS))
-        self.nonfinite_guard = NonFiniteLossGuard(max_nonfinite)
+        self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', DEFAULT_MAX_NONFINITE_STEPS))
+        self.nonfinite_steps = self.nonfinite_skipped = 0  # in a row, in total
         self.grad_clip_norm = float(train_opt.get('grad_clip_norm', DEFAULT_GRAD_CLIP_NORM))
 
         self.progressive = ProgressiveSchedule.from_options(self.opt.get('datasets', {}).get('train'))
@@ -236,15 +236,23 @@ class ImageCleanModel(CheckpointHooks, SRModel):
             self.model_ema(decay=self.ema_decay)
 
     def _skip_nonfinite(self, nonfinite: bool, current_iter: int) -> bool:
-        try:
-            skip = self.nonfinite_guard.should_skip(nonfinite, current_iter)
-        except RuntimeError:
+        # A NaN/Inf loss or gradient norm (agreed across ranks) skips the step; after train.max_nonfinite_steps in a
+        # row (0 or less: never) the last finite weights are saved and the run stops.
+        self.nonfinite_steps = self.nonfinite_steps + 1 if nonfinite else 0
+        if not nonfinite:
+            return False
+        self.nonfinite_skipped += 1
+        get_root_logger().warning(f'Non-finite loss at iteration {current_iter}: step skipped '
+                                  f'({self.nonfinite_steps} in a row, {self.nonfinite_skipped} in total).')
+        if 0 < self.max_nonfinite_steps <= self.nonfinite_steps:
             self.save(self._epoch(), current_iter - 1)  # the weights are still the last finite ones
-            raise
-        if skip:
-            self.optimizer_g.zero_grad()
-            self.log_dict = OrderedDict(l_pix=float('nan'))
-        return skip
+            raise NonFiniteLossError(
+                f'{self.nonfinite_steps} consecutive non-finite losses up to iteration {current_iter}; training '
+                'stopped. The last finite weights and training state were saved. Lower train.optim_g.lr, enable '
+                'train.use_grad_clip, check the data for NaN/Inf pixels, then resume with --auto_resume.')
+        self.optimizer_g.zero_grad()
+        self.log_dict = OrderedDict(l_pix=float('nan'))
+        return True
 
     def _epoch(self) -> int:
         # Saves outside BasicSR's own `model.save(epoch, iter)` need the epoch, which only the run knows.
