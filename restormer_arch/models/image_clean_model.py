@@ -1,5 +1,8 @@
-"""``ImageCleanModel``: Restormer's training model for image restoration (any registered network)."""
+"""``ImageCleanModel``: Restormer's training model for image restoration (any registered network), and the guards of
+its training step that keep a long run from being lost (stop signals, non-finite losses)."""
+import signal
 import sys
+import threading
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
@@ -7,6 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
@@ -27,7 +31,6 @@ from ..perf import (
     resolve_precision,
 )
 from ..tiling import fixed_tile_shape, run_network
-from .guards import NonFiniteLossError, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import SCHEDULERS
 from .progressive import Mixup, ProgressiveSchedule
 from .results_table import ResultsTable, to_metric_image
@@ -39,6 +42,51 @@ DEFAULT_PIXEL_OPT = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
 DEFAULT_GRAD_CLIP_NORM = 0.01
 DEFAULT_MAX_NONFINITE_STEPS = 10
 DEFAULT_TILE_OVERLAP = 32
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after ``train.max_nonfinite_steps`` consecutive non-finite losses (the last good weights are saved)."""
+
+
+class StopRequested(SystemExit):
+    """Raised (as a SystemExit with code 128 + signal) after a stop signal, once the training state is saved."""
+
+
+class StopSignalHandler:
+    """Turn SIGTERM/SIGINT into a flag checked between iterations, so the run can save a state and exit cleanly.
+
+    A second signal of the same kind restores the default behaviour (a second Ctrl-C interrupts at once).
+
+    Args:
+        signals: The signals to catch.
+    """
+
+    def __init__(self, signals: Tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self.signum: Optional[int] = None
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be installed from the main thread
+        for signum in signals:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        get_root_logger().warning(f'Received {signal.Signals(signum).name}: saving a training state before exiting '
+                                  '(send it again to stop at once).')
+
+
+def agree_across_ranks(*flags: bool, device: torch.device) -> Tuple[bool, ...]:
+    """Logical OR of boolean flags over all distributed ranks (identity when not distributed).
+
+    The stop and non-finite flags are agreed on once per iteration, before the backward pass (one small all-reduce): a
+    rank that skipped a step or stopped alone would leave the others waiting in a collective.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return tuple(bool(f) for f in flags)
+    tensor = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in tensor.tolist())
 
 
 @MODEL_REGISTRY.register()

@@ -4,7 +4,7 @@ import signal
 
 import torch
 
-from restormer_arch.models.guards import StopSignalHandler, agree_across_ranks
+from restormer_arch.models.image_clean_model import StopSignalHandler, agree_across_ranks
 
 
 def test_sigterm_sets_the_flag_and_a_second_one_is_default():

@@ -22,7 +22,7 @@ from basicsr.losses.basic_loss import L1Loss
 from basicsr.models import build_model
 
 from restormer_arch.models import CosineAnnealingRestartCyclicLR, ImageCleanModel, Mixup, ProgressiveSchedule
-from restormer_arch.models.guards import NonFiniteLossError
+from restormer_arch.models.image_clean_model import NonFiniteLossError
 from restormer_arch.models.progressive import Stage
 from tests.conftest import run_process_group
 
