@@ -1,8 +1,6 @@
 """``ImageCleanModel``: Restormer's training model for image restoration (any registered network), and the guards of
-its training step that keep a long run from being lost (stop signals, non-finite losses)."""
-import signal
+its training step that keep a long run from being lost (stop requests, non-finite losses)."""
 import sys
-import threading
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
@@ -34,7 +32,7 @@ from ..tiling import fixed_tile_shape, run_network
 from .lr_scheduler import SCHEDULERS
 from .progressive import Mixup, ProgressiveSchedule
 from .results_table import ResultsTable, to_metric_image
-from .training_hooks import TrainingRun
+from .training_hooks import StopSignalHandler, TrainingRun
 
 FP16_TRAINING = ('performance.precision: fp16 is for inference only (training would need loss scaling, which '
                  'interacts with the non-finite-step guard); train in bf16 or fp32, and use fp16 for basicsr test.')
@@ -50,30 +48,6 @@ class NonFiniteLossError(RuntimeError):
 
 class StopRequested(SystemExit):
     """Raised (as a SystemExit with code 128 + signal) after a stop signal, once the training state is saved."""
-
-
-class StopSignalHandler:
-    """Turn SIGTERM/SIGINT into a flag checked between iterations, so the run can save a state and exit cleanly.
-
-    A second signal of the same kind restores the default behaviour (a second Ctrl-C interrupts at once).
-
-    Args:
-        signals: The signals to catch.
-    """
-
-    def __init__(self, signals: Tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
-        self.signum: Optional[int] = None
-        self._previous = {}
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be installed from the main thread
-        for signum in signals:
-            self._previous[signum] = signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-        get_root_logger().warning(f'Received {signal.Signals(signum).name}: saving a training state before exiting '
-                                  '(send it again to stop at once).')
 
 
 def agree_across_ranks(*flags: bool, device: torch.device) -> Tuple[bool, ...]:
@@ -145,7 +119,7 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         self._results_tables: Dict[str, ResultsTable] = {}
         self.input_metric_results: Dict[str, Dict[str, float]] = {}
         self.run: Optional[TrainingRun] = None
-        self.stop_handler: Optional[StopSignalHandler] = None
+        self.stop_handler: Optional[StopSignalHandler] = None  # installed by TrainingRun.attach (basicsr train)
         if self.is_train:
             self.init_training_settings()
 
@@ -187,21 +161,6 @@ class ImageCleanModel(CheckpointHooks, SRModel):
 
         self.setup_optimizers()
         self.setup_schedulers()
-
-    def attach_run(self, run: TrainingRun) -> None:
-        """Join a ``basicsr train`` run (called by the pipeline right after the model is built).
-
-        Installs the stop-signal handler (``train.save_on_signal``, default on): SIGTERM/SIGINT save a state at the
-        next iteration instead of losing the work since the last checkpoint. Only a ``basicsr train`` process does
-        this, never a library user's or a test runner's. (The network's output shape was checked by the option check,
-        on the first sample of every dataset.)
-
-        Args:
-            run: The run's state (epoch, train loader).
-        """
-        self.run = run
-        if self.is_train and self.opt['train'].get('save_on_signal', True) and self.stop_handler is None:
-            self.stop_handler = StopSignalHandler()
 
     def setup_optimizers(self) -> None:
         """Create ``optimizer_g`` from ``train.optim_g`` (any ``torch.optim`` class, e.g. ``AdamW``)."""

@@ -11,6 +11,7 @@ import math
 import os
 import random
 import signal
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from os import path as osp
@@ -18,10 +19,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
+from basicsr.utils import get_root_logger
 
 from ..checkpoint import CheckpointHooks, load_resume_state
 
-__all__ = ['RunError', 'TrainingRun', 'ResumedSampler', 'applied']
+__all__ = ['RunError', 'TrainingRun', 'ResumedSampler', 'StopSignalHandler', 'applied']
 
 
 class RunError(Exception):
@@ -85,14 +87,20 @@ class TrainingRun:
         return int(getattr(self.train_sampler, 'epoch', 0))
 
     def attach(self, model: Any) -> Any:
-        """Hand the run to a freshly built model; a model that does not know runs gets :func:`dry_test`.
+        """Hand the run to a freshly built model.
+
+        A model with a ``stop_handler`` (ImageCleanModel) gets the stop-signal handler (``train.save_on_signal``,
+        default on): SIGTERM/SIGINT save a state at the next iteration instead of losing the work since the last
+        checkpoint. Only a ``basicsr train`` process does this, never a library user's or a test runner's. BasicSR's
+        own models get :func:`dry_test` instead.
 
         Raises:
             RunError: The model cannot run its network on this data (see :func:`dry_test`).
         """
         self.model, model.run = model, self
-        if hasattr(model, 'attach_run'):
-            model.attach_run(self)
+        if hasattr(model, 'stop_handler'):
+            if model.is_train and model.opt['train'].get('save_on_signal', True):
+                model.stop_handler = StopSignalHandler()
         elif model.is_train and self.train_loader is not None:
             dry_test(model, self.train_loader.dataset)
         return model
@@ -210,6 +218,30 @@ def shape_mismatch_message(opt: Dict[str, Any], net_name: str, lq: tuple, out: t
 
 
 # ---------------------------------------------------------------------------------------------------- the pipeline
+class StopSignalHandler:
+    """Turn SIGTERM/SIGINT into a flag checked between iterations, so the run can save a state and exit cleanly.
+
+    A second signal of the same kind restores the default behaviour (a second Ctrl-C interrupts at once).
+
+    Args:
+        signals: The signals to catch.
+    """
+
+    def __init__(self, signals: Tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self.signum: Optional[int] = None
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be installed from the main thread
+        for signum in signals:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        get_root_logger().warning(f'Received {signal.Signals(signum).name}: saving a training state before exiting '
+                                  '(send it again to stop at once).')
+
+
 def _ignore_stop_signals(inner: Optional[Callable[[int], None]], worker_id: int) -> None:
     """``worker_init_fn`` of data-loading workers: they ignore SIGTERM/SIGINT, then run BasicSR's own (``inner``).
 

@@ -4,7 +4,8 @@ import signal
 
 import torch
 
-from restormer_arch.models.image_clean_model import StopSignalHandler, agree_across_ranks
+from restormer_arch.models.image_clean_model import agree_across_ranks
+from restormer_arch.models.training_hooks import StopSignalHandler
 
 
 def test_sigterm_sets_the_flag_and_a_second_one_is_default():
