@@ -46,10 +46,6 @@ class NonFiniteLossError(RuntimeError):
     """Raised after ``train.max_nonfinite_steps`` consecutive non-finite losses (the last good weights are saved)."""
 
 
-class StopRequested(SystemExit):
-    """Raised (as a SystemExit with code 128 + signal) after a stop signal, once the training state is saved."""
-
-
 def agree_across_ranks(*flags: bool, device: torch.device) -> Tuple[bool, ...]:
     """Logical OR of boolean flags over all distributed ranks (identity when not distributed).
 
@@ -116,7 +112,8 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         self.progressive: Optional[ProgressiveSchedule] = None
         self.mixup: Optional[Mixup] = None
         self._stage_index: Optional[int] = None
-        self._results_tables: Dict[str, ResultsTable] = {}
+        self._table: Optional[ResultsTable] = None  # of the latest validation round (earlier ones are on disk)
+        self._validated_at: Dict[str, Any] = {}  # dataset name -> the iteration it was last validated at
         self.input_metric_results: Dict[str, Dict[str, float]] = {}
         self.run: Optional[TrainingRun] = None
         self.stop_handler: Optional[StopSignalHandler] = None  # installed by TrainingRun.attach (basicsr train)
@@ -270,7 +267,7 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         self.save(self._epoch(), last_complete_iter)
         get_root_logger().warning(f'Stopped by signal {signum}: state of iteration {last_complete_iter} saved; '
                                   'continue with --auto_resume.')
-        raise StopRequested(128 + signum)
+        raise SystemExit(128 + signum)  # the exit code of a process killed by the signal, as schedulers expect
 
     # ------------------------------------------------------------------ inference / validation
     def _inference_net(self) -> torch.nn.Module:
@@ -321,14 +318,12 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         BasicSR's train loop ends with one more validation at ``total_iter + 1``: it is labelled ``total_iter`` and
         skipped when that iteration was validated already (same weights, same images).
         """
-        if self.is_train and isinstance(current_iter, int) and 'train' in self.opt:
-            total_iter = int(self.opt['train']['total_iter'])
-            if current_iter > total_iter:
-                current_iter = total_iter
-                if getattr(self, '_validated_at', {}).get(dataloader.dataset.opt['name']) == total_iter:
-                    get_root_logger().info(f'Validation {dataloader.dataset.opt["name"]}: already done at iter '
-                                           f'{total_iter}.')
-                    return
+        name = dataloader.dataset.opt['name']
+        if self.is_train and isinstance(current_iter, int) and current_iter > self.opt['train']['total_iter']:
+            current_iter = int(self.opt['train']['total_iter'])
+            if self._validated_at.get(name) == current_iter:
+                get_root_logger().info(f'Validation {name}: already done at iter {current_iter}.')
+                return
         super().validation(dataloader, current_iter, tb_logger, save_img)
 
     def nondist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
@@ -341,7 +336,7 @@ class ImageCleanModel(CheckpointHooks, SRModel):
             save_img: Save the restored images under ``visualization/<dataset>/``.
         """
         dataset_name = dataloader.dataset.opt['name']
-        self._validated_at = {**getattr(self, '_validated_at', {}), dataset_name: current_iter}
+        self._validated_at[dataset_name] = current_iter
         val_opt, is_train = self.opt['val'], self.opt['is_train']
         metrics_opt = val_opt.get('metrics') or {}
         log_input = val_opt.get('log_input_metrics', False) and dataset_name not in self.input_metric_results
@@ -415,9 +410,7 @@ class ImageCleanModel(CheckpointHooks, SRModel):
             out_dir = osp.join(self.opt['path']['experiments_root'], 'metrics', f'iter_{current_iter}')
         else:
             out_dir = self.opt['path'].get('results_root') or osp.dirname(self.opt['path']['visualization'])
-        if out_dir not in self._results_tables:
-            # Only the latest validation round is kept: earlier rounds are complete on disk already.
-            self._results_tables = {out_dir: ResultsTable(out_dir, self.opt['val'].get('combined_rows'))}
-        table = self._results_tables[out_dir]
-        table.start_dataset(dataset_name)
-        return table
+        if self._table is None or self._table.out_dir != out_dir:
+            self._table = ResultsTable(out_dir, self.opt['val'].get('combined_rows'))
+        self._table.start_dataset(dataset_name)
+        return self._table
