@@ -35,7 +35,6 @@ import os
 from os import path as osp
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import cv2
 import numpy as np
 from basicsr.utils import tensor2img
 from torch import Tensor
@@ -59,13 +58,8 @@ def to_metric_image(tensor: Tensor, dtype: str = 'uint8') -> np.ndarray:
     Returns:
         HWC BGR array (HW for one channel), like BasicSR's ``tensor2img``.
     """
-    if dtype == 'uint8':
-        return tensor2img([tensor])
-    img = tensor.detach().float().cpu().clamp_(0, 1).numpy().transpose(1, 2, 0)
-    if dtype == 'uint16':
-        img = np.round(img * 65535.0).astype(np.uint16)
-    img = img[..., 0] if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    return np.ascontiguousarray(img)
+    img = tensor2img([tensor], out_type=np.uint8 if dtype == 'uint8' else np.float32)  # clamped to [0, 1]
+    return np.round(img * 65535.0).astype(np.uint16) if dtype == 'uint16' else img
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -31,19 +31,15 @@ class RunError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------- the run
-def remaining_indices(position: Dict[str, int], world_size: int, rank: int) -> List[int]:
-    """This rank's share of the images an interrupted epoch had not reached (dataset indices, in order).
+def _remaining_indices(position: Dict[str, int], world_size: int, rank: int) -> List[int]:
+    """This rank's share of the images an interrupted epoch had not reached (dataset indices, in order), from the
+    ``data`` entry of a training state (:meth:`TrainingRun.position`).
 
     The epoch's global order is the one BasicSR's ``EnlargedSampler`` draws (a permutation of the padded dataset
     seeded by the epoch; rank ``r`` of ``W`` takes positions ``r, r + W, ...``), so the images a run consumed are
     exactly the order's first ``position['consumed']`` positions. The rest are dealt out in the same way to this run's
     ``world_size`` ranks, each the same number (at most ``world_size - 1`` left over), so a resume on another number of
     processes also sees each remaining image once.
-
-    Args:
-        position: The ``data`` entry of a training state (:meth:`TrainingRun.position`).
-        world_size: Processes of this run.
-        rank: This process.
     """
     order = torch.randperm(position['total_size'], generator=torch.Generator().manual_seed(position['epoch']))
     order = (order[position['consumed']:] % position['samples']).tolist()
@@ -63,7 +59,7 @@ class ResumedSampler(torch.utils.data.Sampler):
         position, self.position = self.position, None  # only the first epoch after the resume
         if position is None or position['epoch'] != self.sampler.epoch:
             return iter(self.sampler)
-        return iter(remaining_indices(position, self.sampler.num_replicas, self.sampler.rank))
+        return iter(_remaining_indices(position, self.sampler.num_replicas, self.sampler.rank))
 
 
 @dataclass
@@ -77,7 +73,6 @@ class TrainingRun:
     auto_resume: bool = False
     train_sampler: Any = None
     train_loader: Any = None
-    model: Any = None
     resumed: Optional[Dict[str, int]] = None  # the resumed state's data position, with its 'iter'
     first_full_epoch: Tuple[int, int] = (0, 0)  # (epoch, iterations done) where this process's first whole epoch starts
 
@@ -97,7 +92,7 @@ class TrainingRun:
         Raises:
             RunError: The model cannot run its network on this data (see :func:`dry_test`).
         """
-        self.model, model.run = model, self
+        model.run = self
         if hasattr(model, 'stop_handler'):
             if model.is_train and model.opt['train'].get('save_on_signal', True):
                 model.stop_handler = StopSignalHandler()
@@ -110,7 +105,7 @@ class TrainingRun:
 
         Returns:
             ``{epoch, consumed, total_size, samples, world_size, batch_size}``: ``consumed`` of the epoch's
-            ``total_size`` global positions are used (:func:`remaining_indices`); ``batch_size`` per process. None
+            ``total_size`` global positions are used (:func:`_remaining_indices`); ``batch_size`` per process. None
             before the training loader exists.
         """
         sampler, loader = self.train_sampler, self.train_loader
@@ -147,7 +142,7 @@ class TrainingRun:
                            f'with {world_size} x {batch} (the schedule is per iteration); the interrupted epoch '
                            'continues with the images it had not used.')
         self.resumed = dict(data, iter=state['iter'])
-        left = len(remaining_indices(data, world_size, self.train_sampler.rank)) // batch
+        left = len(_remaining_indices(data, world_size, self.train_sampler.rank)) // batch
         self.first_full_epoch = (state['epoch'] + 1, state['iter'] + left)
         return data
 
@@ -165,41 +160,34 @@ def preserved_rng() -> Iterator[None]:
 
 
 def dry_test(model: Any, dataset: Any) -> None:
-    """Run a BasicSR model's ``test()`` on its first training patch; the output must have the target's shape.
+    """Run a BasicSR model's ``test()`` on its first training patch.
 
-    BasicSR's models assume things of their network (SwinIRModel reads ``network_g.window_size``, every model an
-    output the size of ``gt``). Swapping in another network breaks them at the first iteration or validation with an
-    error about tensors; this says which model, which network and what failed, before training.
+    BasicSR's models assume things of their network (SwinIRModel reads ``network_g.window_size``). Swapping in another
+    network breaks them at the first validation, maybe hours later; this says which model, which network and what
+    failed, before training. (Whether the network's output has the target's shape, the option check has already seen.)
 
     Args:
         model: A freshly built BasicSR model.
         dataset: Its training dataset.
 
     Raises:
-        RunError: ``test()`` fails, or its output differs from the target in channels or size.
+        RunError: ``test()`` fails.
     """
     with preserved_rng():
         sample = dataset[0]
     if not (isinstance(sample, dict) and torch.is_tensor(sample.get('lq')) and torch.is_tensor(sample.get('gt'))):
         return  # e.g. Real-ESRGAN data, whose lq is synthesised inside the model
-    lq, gt = sample['lq'][None], sample['gt'][None]
-    net_name = model.opt['network_g'].get('type')
-    model.lq = lq.to(model.device)
+    model.lq = sample['lq'][None].to(model.device)
     try:
         with preserved_rng():
             model.test()
-        out = model.output
     except Exception as err:
-        raise RunError(f'model_type {model.opt["model_type"]} cannot run network_g {net_name}: its test() fails on '
-                       f'one training patch ({type(err).__name__}: {err}). Use a model type made for this network '
-                       '(e.g. ImageCleanModel for Restormer).') from None
+        raise RunError(f'model_type {model.opt["model_type"]} cannot run network_g {model.opt["network_g"]["type"]}: '
+                       f'its test() fails on one training patch ({type(err).__name__}: {err}). Use a model type made '
+                       'for this network (e.g. ImageCleanModel for Restormer).') from None
     finally:
         for attr in ('lq', 'output'):
-            if hasattr(model, attr):
-                delattr(model, attr)
-    if tuple(out.shape[1:]) != tuple(gt.shape[1:]):
-        raise RunError(shape_mismatch_message(model.opt, net_name, tuple(lq.shape[1:]), tuple(out.shape[1:]),
-                                              tuple(gt.shape[1:])))
+            model.__dict__.pop(attr, None)
 
 
 def shape_mismatch_message(opt: Dict[str, Any], net_name: str, lq: tuple, out: tuple, gt: tuple) -> str:
