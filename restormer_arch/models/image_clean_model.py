@@ -37,8 +37,6 @@ from .training_hooks import StopSignalHandler, TrainingRun
 FP16_TRAINING = ('performance.precision: fp16 is for inference only (training would need loss scaling, which '
                  'interacts with the non-finite-step guard); train in bf16 or fp32, and use fp16 for basicsr test.')
 DEFAULT_PIXEL_OPT = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
-DEFAULT_GRAD_CLIP_NORM = 0.01
-DEFAULT_MAX_NONFINITE_STEPS = 10
 DEFAULT_TILE_OVERLAP = 32
 
 
@@ -142,9 +140,9 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         pixel_opt = train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT
         self.cri_pix = build_loss(pixel_opt).to(self.device)
         self.use_grad_clip = bool(train_opt.get('use_grad_clip', False))
-        self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', DEFAULT_MAX_NONFINITE_STEPS))
+        self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', 10))
         self.nonfinite_steps = self.nonfinite_skipped = 0  # in a row, in total
-        self.grad_clip_norm = float(train_opt.get('grad_clip_norm', DEFAULT_GRAD_CLIP_NORM))
+        self.grad_clip_norm = float(train_opt.get('grad_clip_norm', 0.01))
 
         self.progressive = ProgressiveSchedule.from_options(self.opt.get('datasets', {}).get('train'))
         if self.progressive is not None:
@@ -192,7 +190,13 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         num_gpu = self.opt.get('num_gpu', 0)
         return num_gpu if not self.opt.get('dist', False) and num_gpu > 1 else 1
 
-    def _prepare_train_batch(self, current_iter: int) -> None:
+    def optimize_parameters(self, current_iter: int) -> None:
+        """One optimisation step on the fed batch (after progressive cropping and mixup).
+
+        Before the backward pass the ranks agree on two flags: a stop signal (save the state of the previous iteration
+        and exit) and a non-finite loss (skip the step; stop with a checkpoint after ``train.max_nonfinite_steps`` in a
+        row). A non-finite gradient norm also skips the step.
+        """
         if self.progressive is not None:
             self.lq, self.gt, stage = self.progressive.apply(self.lq, self.gt, current_iter,
                                                              self._devices_per_process(), self.opt.get('scale', 1))
@@ -203,15 +207,6 @@ class ImageCleanModel(CheckpointHooks, SRModel):
                     f'{stage.mini_batch_size}/device, patch {stage.patch_size} (lq batch {tuple(self.lq.shape)})')
         if self.mixup is not None:
             self.lq, self.gt = self.mixup(self.lq, self.gt)
-
-    def optimize_parameters(self, current_iter: int) -> None:
-        """One optimisation step on the fed batch (after progressive cropping and mixup).
-
-        Before the backward pass the ranks agree on two flags: a stop signal (save the state of the previous iteration
-        and exit) and a non-finite loss (skip the step; stop with a checkpoint after ``train.max_nonfinite_steps`` in a
-        row). A non-finite gradient norm also skips the step.
-        """
-        self._prepare_train_batch(current_iter)
         self.optimizer_g.zero_grad()
         with autocast_context(self.precision, self.device.type):
             preds = self._forward(self.lq)
@@ -276,15 +271,12 @@ class ImageCleanModel(CheckpointHooks, SRModel):
 
     def test(self) -> None:
         """Restore ``self.lq`` into ``self.output`` (padded to ``val.window_size``, then cropped back)."""
+        val_opt = self.opt.get('val') or {}
+        tile = int(val_opt['tile']) if val_opt.get('tile') else None
+        padded = pad_to_multiple(self.lq, int(val_opt.get('window_size', 8)))
         net = self._inference_net()
         was_training = net.training
-        val_opt = self.opt.get('val') or {}
-        window, tile = int(val_opt.get('window_size', 8)), val_opt.get('tile')
-        scale = self.opt.get('scale', 1)
-        h, w = self.lq.shape[-2:]
         net.eval()
-        padded = pad_to_multiple(self.lq, window)
-        tile = int(tile) if tile else None
         compiled = not self.is_train and bool(self.performance.get('compile'))
         if compiled:  # `basicsr test`: compiled with freezing once (the weights no longer change)
             self._note_compiled_shape(fixed_tile_shape(*padded.shape[-2:], tile))
@@ -296,7 +288,8 @@ class ImageCleanModel(CheckpointHooks, SRModel):
                              blend=val_opt.get('tile_blend', 'cosine'), precision=self.precision,
                              fit_tile=not compiled)
         net.train(was_training)
-        self.output = output[..., :h * scale, :w * scale].float()
+        scale = self.opt.get('scale', 1)
+        self.output = output[..., :self.lq.shape[-2] * scale, :self.lq.shape[-1] * scale].float()
 
     def _note_compiled_shape(self, shape: Tuple[int, int]) -> None:
         # torch.compile specialises on shapes: every new one compiles again, 1-3 minutes for the full model on a CPU.
