@@ -4,6 +4,7 @@ import sys
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
+from statistics import fmean
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -385,7 +386,7 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         for name, value in self.metric_results.items():
             self._update_best_metric_result(dataset_name, name, value, current_iter)
         if inputs:
-            means = {name: float(np.mean([v[name] for v in inputs])) for name in metrics_opt}
+            means = {name: fmean(v[name] for v in inputs) for name in metrics_opt}
             self.input_metric_results[dataset_name] = means
             logger.info(f'Validation {dataset_name} (degraded input, no network)\n'
                         + ''.join(f'\t # {name}: {value:.4f}\n' for name, value in means.items()))

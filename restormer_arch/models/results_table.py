@@ -30,10 +30,10 @@ Combined rows (``val.combined_rows``, a list) have a ``name``, the ``datasets`` 
 A combined row is written once all of its datasets have been scored.
 """
 import csv
-import math
 import os
 from os import path as osp
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from statistics import fmean
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 from basicsr.utils import tensor2img
@@ -60,10 +60,6 @@ def to_metric_image(tensor: Tensor, dtype: str = 'uint8') -> np.ndarray:
     """
     img = tensor2img([tensor], out_type=np.uint8 if dtype == 'uint8' else np.float32)  # clamped to [0, 1]
     return np.round(img * 65535.0).astype(np.uint16) if dtype == 'uint16' else img
-
-
-def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values) if values else float('nan')
 
 
 class ResultsTable:
@@ -113,8 +109,8 @@ class ResultsTable:
         self.rows[dataset] = []
 
     def dataset_means(self, dataset: str) -> Dict[str, float]:
-        """Mean of every metric over the images of ``dataset``."""
-        return {m: _mean([r[m] for r in self.rows.get(dataset, [])]) for m in self.metric_names}
+        """Mean of every metric over the images of ``dataset`` (a dataset with some)."""
+        return {m: fmean([r[m] for r in self.rows[dataset]]) for m in self.metric_names}
 
     def markdown(self) -> str:
         """The averages as a markdown table: a row per scored dataset, then each combined row whose datasets are all
@@ -128,9 +124,9 @@ class ResultsTable:
             if not all(self.rows.get(d) for d in names):
                 continue  # not all of its datasets scored (yet)
             if weight == 'dataset':
-                values = {m: _mean([self.dataset_means(d)[m] for d in names]) for m in self.metric_names}
+                values = {m: fmean([self.dataset_means(d)[m] for d in names]) for m in self.metric_names}
             else:
-                values = {m: _mean([r[m] for d in names for r in self.rows[d]]) for m in self.metric_names}
+                values = {m: fmean([r[m] for d in names for r in self.rows[d]]) for m in self.metric_names}
             rows.append((f'**{spec["name"]}**', sum(len(self.rows[d]) for d in names), values))
             notes.append(f'- **{spec["name"]}**: {weight} mean of {", ".join(names)}')
         for name, count, values in rows:
