@@ -87,17 +87,17 @@ class TrainingRun:
         A model with a ``stop_handler`` (ImageCleanModel) gets the stop-signal handler (``train.save_on_signal``,
         default on): SIGTERM/SIGINT save a state at the next iteration instead of losing the work since the last
         checkpoint. Only a ``basicsr train`` process does this, never a library user's or a test runner's. BasicSR's
-        own models get :func:`dry_test` instead.
+        own models get :func:`_dry_test` instead.
 
         Raises:
-            RunError: The model cannot run its network on this data (see :func:`dry_test`).
+            RunError: The model cannot run its network on this data (see :func:`_dry_test`).
         """
         model.run = self
         if hasattr(model, 'stop_handler'):
             if model.is_train and model.opt['train'].get('save_on_signal', True):
                 model.stop_handler = StopSignalHandler()
         elif model.is_train and self.train_loader is not None:
-            dry_test(model, self.train_loader.dataset)
+            _dry_test(model, self.train_loader.dataset)
         return model
 
     def position(self, epoch: int, iteration: int) -> Optional[Dict[str, int]]:
@@ -159,19 +159,13 @@ def preserved_rng() -> Iterator[None]:
         torch.set_rng_state(states[2])
 
 
-def dry_test(model: Any, dataset: Any) -> None:
-    """Run a BasicSR model's ``test()`` on its first training patch.
+def _dry_test(model: Any, dataset: Any) -> None:
+    """Run a BasicSR model's ``test()`` on the first patch of its training dataset.
 
     BasicSR's models assume things of their network (SwinIRModel reads ``network_g.window_size``). Swapping in another
     network breaks them at the first validation, maybe hours later; this says which model, which network and what
-    failed, before training. (Whether the network's output has the target's shape, the option check has already seen.)
-
-    Args:
-        model: A freshly built BasicSR model.
-        dataset: Its training dataset.
-
-    Raises:
-        RunError: ``test()`` fails.
+    failed (:class:`RunError`), before training. (Whether the network's output has the target's shape, the option
+    check has already seen.)
     """
     with preserved_rng():
         sample = dataset[0]
