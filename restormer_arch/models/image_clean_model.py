@@ -216,8 +216,11 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         l_pix = sum(self.cri_pix(pred.float(), self.gt) for pred in preds)
         stop, nonfinite = agree_across_ranks(self.stop_handler is not None and self.stop_handler.signum is not None,
                                              not bool(torch.isfinite(l_pix.detach()).all()), device=self.device)
-        if stop:
-            self._save_and_stop(current_iter - 1)
+        if stop:  # save the state of the last complete iteration, then exit as the signal would have (128 + signal)
+            self.save(self._epoch(), current_iter - 1)
+            get_root_logger().warning(f'Stopped by signal {self.stop_handler.signum}: state of iteration '
+                                      f'{current_iter - 1} saved; continue with --auto_resume.')
+            raise SystemExit(128 + self.stop_handler.signum)
         if self._skip_nonfinite(nonfinite, current_iter):
             return
         l_pix.backward()
@@ -257,13 +260,6 @@ class ImageCleanModel(CheckpointHooks, SRModel):
     def _epoch(self) -> int:
         # Saves outside BasicSR's own `model.save(epoch, iter)` need the epoch, which only the run knows.
         return self.run.epoch if self.run is not None else 0
-
-    def _save_and_stop(self, last_complete_iter: int) -> None:
-        signum = self.stop_handler.signum
-        self.save(self._epoch(), last_complete_iter)
-        get_root_logger().warning(f'Stopped by signal {signum}: state of iteration {last_complete_iter} saved; '
-                                  'continue with --auto_resume.')
-        raise SystemExit(128 + signum)  # the exit code of a process killed by the signal, as schedulers expect
 
     # ------------------------------------------------------------------ inference / validation
     def _inference_net(self) -> torch.nn.Module:

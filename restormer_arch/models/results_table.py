@@ -98,9 +98,7 @@ class ResultsTable:
             image: Image name (file stem, or a block name such as ``0000_00``).
             values: ``{metric name: value}``.
         """
-        for name in values:
-            if name not in self.metric_names:
-                self.metric_names.append(name)
+        self.metric_names += [name for name in values if name not in self.metric_names]
         self.rows.setdefault(dataset, []).append({'image': image, **{k: float(v) for k, v in values.items()}})
 
     def start_dataset(self, dataset: str) -> None:

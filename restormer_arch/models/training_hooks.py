@@ -121,13 +121,10 @@ class TrainingRun:
         return {'epoch': epoch, 'consumed': consumed, 'total_size': total, 'samples': len(loader.dataset),
                 'world_size': sampler.num_replicas, 'batch_size': loader.batch_size}
 
-    def resume_data(self, state: Optional[Dict[str, Any]], dataset: Any, logger: Any) -> Optional[Dict[str, int]]:
-        """Take the data position of the resumed ``state``; report a changed world size or batch.
-
-        Returns:
-            The position the training sampler continues from, or None (no state, or one without a usable position:
-            then the interrupted epoch starts again from its first batch, as in BasicSR).
-        """
+    def _resume_data(self, state: Optional[Dict[str, Any]], dataset: Any, logger: Any) -> Optional[Dict[str, int]]:
+        """The data position of the resumed ``state``, which the training sampler continues from; None without a state
+        or a usable position (then the interrupted epoch starts again from its first batch, as in BasicSR). A changed
+        world size or batch is reported."""
         if state is None:
             return None
         data = state.get('data')
@@ -202,17 +199,14 @@ class StopSignalHandler:
     """Turn SIGTERM/SIGINT into a flag checked between iterations, so the run can save a state and exit cleanly.
 
     A second signal of the same kind restores the default behaviour (a second Ctrl-C interrupts at once).
-
-    Args:
-        signals: The signals to catch.
     """
 
-    def __init__(self, signals: Tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    def __init__(self) -> None:
         self.signum: Optional[int] = None
         self._previous = {}
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be installed from the main thread
-        for signum in signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
             self._previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -303,7 +297,7 @@ def _pipeline_hooks(run: TrainingRun, originals: Dict[str, Any]) -> Dict[str, Ca
             opt, logger)
         run.train_loader, run.train_sampler = train_loader, sampler
         if train_loader is not None:
-            train_loader.sampler.position = run.resume_data(resumed.get('state'), train_loader.dataset, logger)
+            train_loader.sampler.position = run._resume_data(resumed.get('state'), train_loader.dataset, logger)
             total_epochs = _exact_epoch_count(run, total_epochs, total_iters, logger)
         return train_loader, sampler, val_loaders, total_epochs, total_iters
 
