@@ -135,9 +135,9 @@ class TrainingRun:
             return None
         world_size, batch = self.train_sampler.num_replicas, self.train_loader.batch_size
         if (data['world_size'], data['batch_size']) != (world_size, batch):
-            logger.warning(f'Resume: saved by {data["world_size"]} process(es) x batch {data["batch_size"]}, resumed '
-                           f'with {world_size} x {batch} (the schedule is per iteration); the interrupted epoch '
-                           'continues with the images it had not used.')
+            logger.warning(f'Resume: the state was saved by {data["world_size"]} process(es) x batch '
+                           f'{data["batch_size"]}, this run has {world_size} x {batch} (the schedule is per '
+                           'iteration); the interrupted epoch continues with the images it had not used.')
         self.resumed = dict(data, iter=state['iter'])
         left = len(_remaining_indices(data, world_size, self.train_sampler.rank)) // batch
         self.first_full_epoch = (state['epoch'] + 1, state['iter'] + left)
