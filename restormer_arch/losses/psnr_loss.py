@@ -2,6 +2,7 @@
 import math
 
 import torch
+from basicsr.losses.loss_util import reduce_loss
 from basicsr.utils.color_util import rgb2ycbcr_pt
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
@@ -49,8 +50,4 @@ class PSNRLoss(nn.Module):
             pred, target = rgb2ycbcr_pt(pred, y_only=True), rgb2ycbcr_pt(target, y_only=True)
         mse = (pred - target).pow(2).flatten(1).mean(dim=1)
         loss = self.loss_weight * self.scale * torch.log(mse + 1e-8)
-        if self.reduction == 'mean':
-            return loss.mean()
-        if self.reduction == 'sum':
-            return loss.sum()
-        return loss
+        return reduce_loss(loss, self.reduction)

@@ -1,12 +1,15 @@
-"""``ImageCleanModel``: Restormer's training model for image restoration (any registered network)."""
+"""``ImageCleanModel``: Restormer's training model for image restoration (any registered network), and the guards of
+its training step that keep a long run from being lost (stop requests, non-finite losses)."""
 import sys
-import time
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
-from typing import Any, Dict, Optional
+from statistics import fmean
+from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
@@ -14,11 +17,11 @@ from basicsr.models.base_model import BaseModel
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch import Tensor
 from tqdm import tqdm
 
 from ..archs.restormer_arch import pad_to_multiple
 from ..checkpoint import CheckpointHooks
+from ..data.image_io import write_image
 from ..perf import (
     apply_performance_options,
     autocast_context,
@@ -27,18 +30,32 @@ from ..perf import (
     resolve_precision,
 )
 from ..tiling import fixed_tile_shape, run_network
-from .guards import NonFiniteLossGuard, StopRequested, StopSignalHandler, agree_across_ranks
 from .lr_scheduler import SCHEDULERS
-from .progressive import Mixup, ProgressiveSchedule, stage_table
-from .results_table import ResultsTable
-from .training_hooks import RunError, TrainingRun, first_pair, preserved_rng, shape_mismatch_message
-from .val_utils import DEFAULT_TILE_OVERLAP, save_val_image, to_metric_image
+from .progressive import Mixup, ProgressiveSchedule
+from .results_table import ResultsTable, to_metric_image
+from .training_hooks import StopSignalHandler, TrainingRun
 
 FP16_TRAINING = ('performance.precision: fp16 is for inference only (training would need loss scaling, which '
                  'interacts with the non-finite-step guard); train in bf16 or fp32, and use fp16 for basicsr test.')
 DEFAULT_PIXEL_OPT = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
-DEFAULT_GRAD_CLIP_NORM = 0.01
-DEFAULT_MAX_NONFINITE_STEPS = 10
+DEFAULT_TILE_OVERLAP = 32
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after ``train.max_nonfinite_steps`` consecutive non-finite losses (the last good weights are saved)."""
+
+
+def agree_across_ranks(*flags: bool, device: torch.device) -> Tuple[bool, ...]:
+    """Logical OR of boolean flags over all distributed ranks (identity when not distributed).
+
+    The stop and non-finite flags are agreed on once per iteration, before the backward pass (one small all-reduce): a
+    rank that skipped a step or stopped alone would leave the others waiting in a collective.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return tuple(bool(f) for f in flags)
+    tensor = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in tensor.tolist())
 
 
 @MODEL_REGISTRY.register()
@@ -54,7 +71,7 @@ class ImageCleanModel(CheckpointHooks, SRModel):
     - ``val.window_size`` (default 8): inputs are reflect-padded to a multiple of it for validation.
     - ``val.log_input_metrics``: also log the metrics of the degraded input (e.g. the noisy PSNR) once per dataset.
     - ``val.tile`` / ``val.tile_overlap``: tiled inference for huge images (:func:`..tiling.run_network`).
-    - ``val.image_dtype``: ``uint8`` (default), ``uint16`` or ``float32`` images for the metrics (:mod:`val_utils`).
+    - ``val.image_dtype``: ``uint8`` (default), ``uint16`` or ``float32`` images for the metrics (:mod:`results_table`).
     - ``val.metrics_table`` (default: on in ``basicsr test``, off in training), ``val.combined_rows``: per-image
       ``metrics.csv`` and per-dataset ``metrics.md`` (:mod:`results_table`).
     - ``val.pbar`` (default: on in ``basicsr test``, off in training): a progress bar per dataset (images, ETA).
@@ -94,9 +111,11 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         self.progressive: Optional[ProgressiveSchedule] = None
         self.mixup: Optional[Mixup] = None
         self._stage_index: Optional[int] = None
-        self._results_tables: Dict[str, ResultsTable] = {}
+        self._table: Optional[ResultsTable] = None  # of the latest validation round (earlier ones are on disk)
+        self._validated_at: Dict[str, Any] = {}  # dataset name -> the iteration it was last validated at
+        self.input_metric_results: Dict[str, Dict[str, float]] = {}
         self.run: Optional[TrainingRun] = None
-        self.stop_handler: Optional[StopSignalHandler] = None
+        self.stop_handler: Optional[StopSignalHandler] = None  # installed by TrainingRun.attach (basicsr train)
         if self.is_train:
             self.init_training_settings()
 
@@ -122,13 +141,15 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         pixel_opt = train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT
         self.cri_pix = build_loss(pixel_opt).to(self.device)
         self.use_grad_clip = bool(train_opt.get('use_grad_clip', False))
-        max_nonfinite = int(train_opt.get('max_nonfinite_steps', DEFAULT_MAX_NONFINITE_STEPS))
-        self.nonfinite_guard = NonFiniteLossGuard(max_nonfinite)
-        self.grad_clip_norm = float(train_opt.get('grad_clip_norm', DEFAULT_GRAD_CLIP_NORM))
+        self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', 10))
+        self.nonfinite_steps = self.nonfinite_skipped = 0  # in a row, in total
+        self.grad_clip_norm = float(train_opt.get('grad_clip_norm', 0.01))
 
         self.progressive = ProgressiveSchedule.from_options(self.opt.get('datasets', {}).get('train'))
         if self.progressive is not None:
-            logger.info('Progressive training:\n\t' + '\n\t'.join(stage_table(self.progressive)))
+            logger.info('Progressive training:' + ''.join(
+                f'\n\tstage {stage.index}: up to iter {stage.last_iter}, batch {stage.mini_batch_size}/device, patch '
+                f'{stage.patch_size}' for stage in self.progressive.stages))
         self.mixup = Mixup.from_options(train_opt)
         if self.mixup is not None:
             logger.info(f'Use mixup (beta {self.mixup.distribution.concentration0.item()}, '
@@ -136,60 +157,6 @@ class ImageCleanModel(CheckpointHooks, SRModel):
 
         self.setup_optimizers()
         self.setup_schedulers()
-
-    def attach_run(self, run: TrainingRun) -> None:
-        """Join a ``basicsr train`` run (called by the pipeline right after the model is built).
-
-        Installs the stop-signal handler (``train.save_on_signal``, default on): SIGTERM/SIGINT save a state at the
-        next iteration instead of losing the work since the last checkpoint. Only a ``basicsr train`` process does
-        this, never a library user's or a test runner's. Then checks the network's output shape on one real crop.
-
-        Args:
-            run: The run's state (epoch, train loader).
-
-        Raises:
-            RunError: The network's output does not have the target's shape (see :meth:`check_output_shape`).
-        """
-        self.run = run
-        if not self.is_train:
-            return
-        if self.opt['train'].get('save_on_signal', True) and self.stop_handler is None:
-            self.stop_handler = StopSignalHandler()
-        if run.train_loader is not None:
-            self.check_output_shape(run.train_loader.dataset)
-
-    def check_output_shape(self, dataset: Any) -> None:
-        """Dry forward of the first training patch: the network's output must have the target's shape.
-
-        A network swapped into an option file for another task (a x4 super-resolution network under ``scale: 1``,
-        1 output channel for colour targets) would otherwise fail inside the loss with a bare tensor-size error. The
-        random number generators are restored afterwards, so the run is the same as without the check.
-
-        Args:
-            dataset: The training dataset (item 0 gives ``lq`` ``(C, h, w)`` and ``gt`` ``(C', h*s, w*s)``).
-
-        Raises:
-            RunError: Output and target differ in channels or size; the message names scale and channels.
-        """
-        pair = first_pair(dataset)
-        if pair is None:
-            return
-        lq, gt = pair
-        net = self.get_bare_model(self.net_g)
-        was_training = net.training
-        net.eval()
-        try:
-            with torch.no_grad(), preserved_rng(), autocast_context(self.precision, self.device.type):
-                out = net(lq.to(self.device))
-        except (RuntimeError, ValueError) as err:  # e.g. a 1-channel network fed colour images
-            raise RunError(f'network_g ({net.__class__.__name__}) fails on the first training patch, '
-                           f'{"x".join(map(str, lq.shape[1:]))} (channels x height x width): {err}') from None
-        finally:
-            net.train(was_training)
-        out = out[-1] if isinstance(out, (list, tuple)) else out
-        if tuple(out.shape[1:]) != tuple(gt.shape[1:]):
-            raise RunError(shape_mismatch_message(self.opt, net.__class__.__name__, tuple(lq.shape[1:]),
-                                                  tuple(out.shape[1:]), tuple(gt.shape[1:])))
 
     def setup_optimizers(self) -> None:
         """Create ``optimizer_g`` from ``train.optim_g`` (any ``torch.optim`` class, e.g. ``AdamW``)."""
@@ -224,7 +191,13 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         num_gpu = self.opt.get('num_gpu', 0)
         return num_gpu if not self.opt.get('dist', False) and num_gpu > 1 else 1
 
-    def _prepare_train_batch(self, current_iter: int) -> None:
+    def optimize_parameters(self, current_iter: int) -> None:
+        """One optimisation step on the fed batch (after progressive cropping and mixup).
+
+        Before the backward pass the ranks agree on two flags: a stop signal (save the state of the previous iteration
+        and exit) and a non-finite loss (skip the step; stop with a checkpoint after ``train.max_nonfinite_steps`` in a
+        row). A non-finite gradient norm also skips the step.
+        """
         if self.progressive is not None:
             self.lq, self.gt, stage = self.progressive.apply(self.lq, self.gt, current_iter,
                                                              self._devices_per_process(), self.opt.get('scale', 1))
@@ -235,15 +208,6 @@ class ImageCleanModel(CheckpointHooks, SRModel):
                     f'{stage.mini_batch_size}/device, patch {stage.patch_size} (lq batch {tuple(self.lq.shape)})')
         if self.mixup is not None:
             self.lq, self.gt = self.mixup(self.lq, self.gt)
-
-    def optimize_parameters(self, current_iter: int) -> None:
-        """One optimisation step on the fed batch (after progressive cropping and mixup).
-
-        Before the backward pass the ranks agree on two flags: a stop signal (save the state of the previous iteration
-        and exit) and a non-finite loss (skip the step; stop with a checkpoint after ``train.max_nonfinite_steps`` in a
-        row). A non-finite gradient norm also skips the step.
-        """
-        self._prepare_train_batch(current_iter)
         self.optimizer_g.zero_grad()
         with autocast_context(self.precision, self.device.type):
             preds = self._forward(self.lq)
@@ -252,8 +216,11 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         l_pix = sum(self.cri_pix(pred.float(), self.gt) for pred in preds)
         stop, nonfinite = agree_across_ranks(self.stop_handler is not None and self.stop_handler.signum is not None,
                                              not bool(torch.isfinite(l_pix.detach()).all()), device=self.device)
-        if stop:
-            self._save_and_stop(current_iter - 1)
+        if stop:  # save the state of the last complete iteration, then exit as the signal would have (128 + signal)
+            self.save(self._epoch(), current_iter - 1)
+            get_root_logger().warning(f'Stopped by signal {self.stop_handler.signum}: state of iteration '
+                                      f'{current_iter - 1} saved; continue with --auto_resume.')
+            raise SystemExit(128 + self.stop_handler.signum)
         if self._skip_nonfinite(nonfinite, current_iter):
             return
         l_pix.backward()
@@ -272,26 +239,27 @@ class ImageCleanModel(CheckpointHooks, SRModel):
             self.model_ema(decay=self.ema_decay)
 
     def _skip_nonfinite(self, nonfinite: bool, current_iter: int) -> bool:
-        try:
-            skip = self.nonfinite_guard.should_skip(nonfinite, current_iter)
-        except RuntimeError:
+        # A NaN/Inf loss or gradient norm (agreed across ranks) skips the step; after train.max_nonfinite_steps in a
+        # row (0 or less: never) the last finite weights are saved and the run stops.
+        self.nonfinite_steps = self.nonfinite_steps + 1 if nonfinite else 0
+        if not nonfinite:
+            return False
+        self.nonfinite_skipped += 1
+        get_root_logger().warning(f'Non-finite loss at iteration {current_iter}: step skipped '
+                                  f'({self.nonfinite_steps} in a row, {self.nonfinite_skipped} in total).')
+        if 0 < self.max_nonfinite_steps <= self.nonfinite_steps:
             self.save(self._epoch(), current_iter - 1)  # the weights are still the last finite ones
-            raise
-        if skip:
-            self.optimizer_g.zero_grad()
-            self.log_dict = OrderedDict(l_pix=float('nan'))
-        return skip
+            raise NonFiniteLossError(
+                f'{self.nonfinite_steps} consecutive non-finite losses up to iteration {current_iter}; training '
+                'stopped. The last finite weights and training state were saved. Lower train.optim_g.lr, enable '
+                'train.use_grad_clip, check the data for NaN/Inf pixels, then resume with --auto_resume.')
+        self.optimizer_g.zero_grad()
+        self.log_dict = OrderedDict(l_pix=float('nan'))
+        return True
 
     def _epoch(self) -> int:
         # Saves outside BasicSR's own `model.save(epoch, iter)` need the epoch, which only the run knows.
         return self.run.epoch if self.run is not None else 0
-
-    def _save_and_stop(self, last_complete_iter: int) -> None:
-        signum = self.stop_handler.signum
-        self.save(self._epoch(), last_complete_iter)
-        get_root_logger().warning(f'Stopped by signal {signum}: state of iteration {last_complete_iter} saved; '
-                                  'continue with --auto_resume.')
-        raise StopRequested(128 + signum)
 
     # ------------------------------------------------------------------ inference / validation
     def _inference_net(self) -> torch.nn.Module:
@@ -300,56 +268,39 @@ class ImageCleanModel(CheckpointHooks, SRModel):
 
     def test(self) -> None:
         """Restore ``self.lq`` into ``self.output`` (padded to ``val.window_size``, then cropped back)."""
+        val_opt = self.opt.get('val') or {}
+        tile = int(val_opt['tile']) if val_opt.get('tile') else None
+        padded = pad_to_multiple(self.lq, int(val_opt.get('window_size', 8)))
         net = self._inference_net()
         was_training = net.training
-        val_opt = self.opt.get('val') or {}
-        window, tile = int(val_opt.get('window_size', 8)), val_opt.get('tile')
-        scale = self.opt.get('scale', 1)
-        h, w = self.lq.shape[-2:]
         net.eval()
-        padded = pad_to_multiple(self.lq, window)
-        tile = int(tile) if tile else None
-        compiled = self._compiles_for_test()
-        new_shape = compiled and self._is_new_compiled_shape(padded, tile)
-        start = time.perf_counter()
+        compiled = not self.is_train and bool(self.performance.get('compile'))
+        if compiled:  # `basicsr test`: compiled with freezing once (the weights no longer change)
+            self._note_compiled_shape(fixed_tile_shape(*padded.shape[-2:], tile))
+            if getattr(self, '_compiled_test_net', None) is None:
+                self._compiled_test_net = compile_for_inference(net)
         # Compiled, every tile keeps exactly `tile` pixels (no fitted tiles), so one compilation serves every image.
-        output = run_network(self._test_forward(net), padded, tile=tile,
+        output = run_network(self._compiled_test_net if compiled else net, padded, tile=tile,
                              overlap=int(val_opt.get('tile_overlap', DEFAULT_TILE_OVERLAP)),
                              blend=val_opt.get('tile_blend', 'cosine'), precision=self.precision,
                              fit_tile=not compiled)
-        if new_shape:
-            get_root_logger().info(f'performance.compile: the first image of this shape took '
-                                   f'{time.perf_counter() - start:.1f} s, compilation included.')
         net.train(was_training)
-        self.output = output[..., :h * scale, :w * scale].float()
+        scale = self.opt.get('scale', 1)
+        self.output = output[..., :self.lq.shape[-2] * scale, :self.lq.shape[-1] * scale].float()
 
-    def _compiles_for_test(self) -> bool:
-        return not self.is_train and bool(self.performance.get('compile'))
-
-    def _is_new_compiled_shape(self, padded: Tensor, tile: Optional[int]) -> bool:
-        """Log each new input shape of the compiled test network (torch.compile specialises on shapes: every new one
-        compiles again, 1-3 minutes for the full model on a CPU) and say how to keep to one."""
-        shape = fixed_tile_shape(*padded.shape[-2:], tile)
+    def _note_compiled_shape(self, shape: Tuple[int, int]) -> None:
+        # torch.compile specialises on shapes: every new one compiles again, 1-3 minutes for the full model on a CPU.
         seen = self.__dict__.setdefault('_compiled_shapes', set())
         if shape in seen:
-            return False
+            return
         seen.add(shape)
-        logger = get_root_logger()
         if len(seen) == 1:
-            logger.info(f'performance.compile: compiling the network for {shape[0]}x{shape[1]} inputs '
-                        '(1-3 minutes for the full model on a CPU, and as long for every further input shape).')
+            get_root_logger().info(f'performance.compile: compiling the network for {shape[0]}x{shape[1]} inputs '
+                                   '(1-3 minutes for the full model on a CPU, and as long for every further shape).')
         else:
-            logger.warning(f'performance.compile: a new input shape, {shape[0]}x{shape[1]} ({len(seen)} so far), '
-                           'compiles again; set val.tile (e.g. 256) so that every image runs in tiles of one shape.')
-        return True
-
-    def _test_forward(self, net: torch.nn.Module) -> torch.nn.Module:
-        # `basicsr test` with performance.compile: compile with freezing once (weights no longer change).
-        if not self._compiles_for_test():
-            return net
-        if getattr(self, '_compiled_test_net', None) is None:
-            self._compiled_test_net = compile_for_inference(net)
-        return self._compiled_test_net
+            get_root_logger().warning(
+                f'performance.compile: a new input shape, {shape[0]}x{shape[1]} ({len(seen)} so far), compiles '
+                'again; set val.tile (e.g. 256) so that every image runs in tiles of one shape.')
 
     def validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool = False) -> None:
         """Validate on ``dataloader`` (see :meth:`nondist_validation`).
@@ -357,19 +308,13 @@ class ImageCleanModel(CheckpointHooks, SRModel):
         BasicSR's train loop ends with one more validation at ``total_iter + 1``: it is labelled ``total_iter`` and
         skipped when that iteration was validated already (same weights, same images).
         """
-        if self.is_train and isinstance(current_iter, int) and 'train' in self.opt:
-            total_iter = int(self.opt['train']['total_iter'])
-            if current_iter > total_iter:
-                current_iter = total_iter
-                if getattr(self, '_validated_at', {}).get(dataloader.dataset.opt['name']) == total_iter:
-                    get_root_logger().info(f'Validation {dataloader.dataset.opt["name"]}: already done at iter '
-                                           f'{total_iter}.')
-                    return
+        name = dataloader.dataset.opt['name']
+        if self.is_train and isinstance(current_iter, int) and current_iter > self.opt['train']['total_iter']:
+            current_iter = int(self.opt['train']['total_iter'])
+            if self._validated_at.get(name) == current_iter:
+                get_root_logger().info(f'Validation {name}: already done at iter {current_iter}.')
+                return
         super().validation(dataloader, current_iter, tb_logger, save_img)
-
-    def _image_path(self, dataset_name: str, img_name: str, current_iter: Any) -> str:
-        tag = current_iter if self.opt['is_train'] else self.opt['val'].get('suffix') or self.opt['name']
-        return osp.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{tag}.png')
 
     def nondist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
         """Restore every image of ``dataloader``, compute ``val.metrics`` on uint8 images, save and log.
@@ -381,93 +326,81 @@ class ImageCleanModel(CheckpointHooks, SRModel):
             save_img: Save the restored images under ``visualization/<dataset>/``.
         """
         dataset_name = dataloader.dataset.opt['name']
-        self._validated_at = {**getattr(self, '_validated_at', {}), dataset_name: current_iter}
-        metrics_opt = self.opt['val'].get('metrics') or {}
-        if metrics_opt:
-            self._initialize_best_metric_results(dataset_name)
-        totals = {name: 0.0 for name in metrics_opt}
-        input_totals = {name: 0.0 for name in metrics_opt}
-        log_input = (self.opt['val'].get('log_input_metrics', False)
-                     and dataset_name not in getattr(self, 'input_metric_results', {}))
-        table = self._results_table(current_iter, dataset_name) if metrics_opt else None
-        dtype = self.opt['val'].get('image_dtype', 'uint8')
-        count, scored, non_finite = 0, 0, []
+        self._validated_at[dataset_name] = current_iter
+        val_opt, is_train = self.opt['val'], self.opt['is_train']
+        metrics_opt = val_opt.get('metrics') or {}
+        log_input = val_opt.get('log_input_metrics', False) and dataset_name not in self.input_metric_results
+        table, inputs = self._results_table(current_iter, dataset_name), []
+        tag = current_iter if is_train else val_opt.get('suffix') or self.opt['name']
+        dtype = val_opt.get('image_dtype', 'uint8')
+        non_finite = []
         # Images done and ETA on stderr; val.pbar (default: on in basicsr test, off in training) turns it on or off.
         bar = tqdm(total=len(dataloader.dataset), unit='image', file=sys.stderr, dynamic_ncols=True,
-                   desc=f'{"Validation" if self.opt["is_train"] else "Test"} {dataset_name}',
-                   disable=not self.opt['val'].get('pbar', not self.opt['is_train']))
+                   desc=f'{"Validation" if is_train else "Test"} {dataset_name}',
+                   disable=not val_opt.get('pbar', not is_train))
         for val_data in dataloader:
             self.feed_data(val_data)
             self.test()
             visuals = self.get_current_visuals()
-            for i in range(visuals['result'].shape[0]):
-                img_name = osp.splitext(osp.basename(val_data['lq_path'][i]))[0]
+            for i, lq_path in enumerate(val_data['lq_path']):
+                img_name = osp.splitext(osp.basename(lq_path))[0]
                 if not torch.isfinite(visuals['result'][i]).all():
                     non_finite.append(img_name)
                 restored = to_metric_image(visuals['result'][i], dtype)
                 if save_img:
-                    save_val_image(restored, self._image_path(dataset_name, img_name, current_iter))
+                    write_image(osp.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{tag}.png'),
+                                restored, 16 if restored.dtype == np.uint16 else 8)
                 if 'gt' in visuals and metrics_opt:
                     gt_img = to_metric_image(visuals['gt'][i], dtype)
-                    values = {name: calculate_metric({'img': restored, 'img2': gt_img}, metric_opt)
-                              for name, metric_opt in metrics_opt.items()}
-                    if table is not None:
-                        table.add(dataset_name, img_name, values)
-                    for name, metric_opt in metrics_opt.items():
-                        totals[name] += values[name]
-                        if log_input:
-                            lq_img = to_metric_image(visuals['lq'][i], dtype)
-                            input_totals[name] += calculate_metric({'img': lq_img, 'img2': gt_img}, metric_opt)
-                    scored += 1
-                count += 1
-            bar.update(visuals['result'].shape[0])
+                    table.add(dataset_name, img_name, {name: calculate_metric({'img': restored, 'img2': gt_img}, m)
+                                                       for name, m in metrics_opt.items()})
+                    if log_input:  # the degraded input's score is the baseline to beat (e.g. the noisy PSNR)
+                        lq_img = to_metric_image(visuals['lq'][i], dtype)
+                        inputs.append({name: calculate_metric({'img': lq_img, 'img2': gt_img}, m)
+                                       for name, m in metrics_opt.items()})
+            bar.update(len(val_data['lq_path']))
             for attr in ('lq', 'gt', 'output'):
                 self.__dict__.pop(attr, None)
         bar.close()
+        logger = get_root_logger()
         if non_finite:
             # The images are saved and scored with NaN as 0; say so rather than report a meaningless score quietly.
-            get_root_logger().warning(
+            logger.warning(
                 f'{dataset_name}: the network output has NaN/inf values for {len(non_finite)} image(s) '
                 f'({", ".join(non_finite[:5])}{", ..." if len(non_finite) > 5 else ""}; performance.precision: '
                 f'{self.precision}); their images and metrics are not meaningful. fp16 can overflow: try bf16 or fp32.')
-        if metrics_opt and count and not scored:
-            get_root_logger().warning(
+        if metrics_opt and not table.rows[dataset_name]:
+            logger.warning(
                 f'{dataset_name}: no ground truth (the dataset yields lq only, e.g. SingleImageDataset): val.metrics '
-                f'({", ".join(metrics_opt)}) skipped for its {count} image(s); the restored images are still saved.')
-        if metrics_opt and scored:
-            self.metric_results = {name: total / scored for name, total in totals.items()}
-            for name, value in self.metric_results.items():
-                self._update_best_metric_result(dataset_name, name, value, current_iter)
-            if log_input:
-                self._log_input_metrics(dataset_name, {name: v / scored for name, v in input_totals.items()},
-                                        tb_logger)
-            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
-        if table is not None and any(table.rows.values()):  # no table of image counts alone (no ground truth)
+                f'({", ".join(metrics_opt)}) skipped for its {len(dataloader.dataset)} image(s); the restored images '
+                'are still saved.')
+            return
+        if not metrics_opt:
+            return
+        self._initialize_best_metric_results(dataset_name)
+        self.metric_results = table.dataset_means(dataset_name)
+        for name, value in self.metric_results.items():
+            self._update_best_metric_result(dataset_name, name, value, current_iter)
+        if inputs:
+            means = {name: fmean(v[name] for v in inputs) for name in metrics_opt}
+            self.input_metric_results[dataset_name] = means
+            logger.info(f'Validation {dataset_name} (degraded input, no network)\n'
+                        + ''.join(f'\t # {name}: {value:.4f}\n' for name, value in means.items()))
+            if tb_logger:
+                for name, value in means.items():
+                    tb_logger.add_scalar(f'metrics/{dataset_name}/input_{name}', value, 0)
+        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+        if val_opt.get('metrics_table', not is_train):
             table.write()
-            get_root_logger().info(f'Metrics table ({table.md_path}, per image: {table.csv_path}):\n'
-                                   + table.markdown())
+            logger.info(f'Metrics table ({table.md_path}, per image: {table.csv_path}):\n' + table.markdown())
 
-    def _results_table(self, current_iter: Any, dataset_name: str) -> Optional[ResultsTable]:
-        """The per-image table of this test run / validation round, or None when ``val.metrics_table`` is off."""
-        val_opt = self.opt['val']
-        if not val_opt.get('metrics_table', not self.opt['is_train']):
-            return None
+    def _results_table(self, current_iter: Any, dataset_name: str) -> ResultsTable:
+        """The per-image table of this test run / validation round (written only with ``val.metrics_table``)."""
         if self.opt['is_train']:
             out_dir = osp.join(self.opt['path']['experiments_root'], 'metrics', f'iter_{current_iter}')
         else:
             out_dir = self.opt['path'].get('results_root') or osp.dirname(self.opt['path']['visualization'])
-        if out_dir not in self._results_tables:
-            # Only the latest validation round is kept: earlier rounds are complete on disk already.
-            self._results_tables = {out_dir: ResultsTable(out_dir, val_opt.get('combined_rows'))}
-        table = self._results_tables[out_dir]
-        table.start_dataset(dataset_name)
-        return table
-
-    def _log_input_metrics(self, dataset_name: str, values: Dict[str, float], tb_logger: Any) -> None:
-        # The degraded input's score is the baseline the restoration must beat (e.g. the noisy PSNR).
-        self.input_metric_results = {**getattr(self, 'input_metric_results', {}), dataset_name: values}
-        get_root_logger().info(f'Validation {dataset_name} (degraded input, no network)\n' + ''.join(
-            f'\t # {name}: {value:.4f}\n' for name, value in values.items()))
-        if tb_logger:
-            for name, value in values.items():
-                tb_logger.add_scalar(f'metrics/{dataset_name}/input_{name}', value, 0)
+        if self._table is None or self._table.out_dir != out_dir:
+            self._table = ResultsTable(out_dir, self.opt['val'].get('combined_rows'))
+        self._table.start_dataset(dataset_name)
+        return self._table

@@ -3,13 +3,12 @@ import bisect
 import itertools
 import random
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 PROGRESSIVE_KEYS = ('iters', 'mini_batch_sizes', 'gt_sizes')
-MIXUP_KEYS = ('mixup', 'mixup_beta', 'use_identity')
 DEFAULT_MIXUP_BETA = 1.2
 
 
@@ -53,10 +52,8 @@ class ProgressiveSchedule:
         if len({len(v) for v in lists.values()}) > 1:
             raise ValueError(f'iters ({len(iters)}), mini_batch_sizes ({len(mini_batch_sizes)}) and gt_sizes '
                              f'({len(gt_sizes)}) need one entry per stage (the same length).')
-        ends = list(itertools.accumulate(int(i) for i in iters))
-        self.stages = [Stage(j, end, int(b), int(p)) for j, (end, b, p) in enumerate(zip(ends, mini_batch_sizes,
-                                                                                         gt_sizes))]
-        self._ends = ends
+        self._ends = list(itertools.accumulate(iters))
+        self.stages = [Stage(*stage) for stage in zip(itertools.count(), self._ends, mini_batch_sizes, gt_sizes)]
 
     @classmethod
     def from_options(cls, dataset_opt: Optional[Dict[str, Any]]) -> Optional['ProgressiveSchedule']:
@@ -111,9 +108,8 @@ class Mixup:
     """
 
     def __init__(self, beta: float = DEFAULT_MIXUP_BETA, use_identity: bool = False) -> None:
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
-            raise ValueError(f'mixup_beta must be positive (the Beta distribution\'s parameter, e.g. '
-                             f'{DEFAULT_MIXUP_BETA}), got {beta!r}.')
+        if not float(beta) > 0:  # torch's Beta would say it in terms of its concentrations
+            raise ValueError(f'mixup_beta must be positive (e.g. {DEFAULT_MIXUP_BETA}), got {beta!r}.')
         self.distribution = torch.distributions.Beta(torch.tensor([float(beta)]), torch.tensor([float(beta)]))
         self.use_identity = use_identity
 
@@ -121,8 +117,6 @@ class Mixup:
     def from_options(cls, train_opt: Dict[str, Any]) -> Optional['Mixup']:
         """``train.mixing_augs`` -> a :class:`Mixup`, or ``None`` when ``mixup`` is off or absent."""
         augs = train_opt.get('mixing_augs') or {}
-        if not isinstance(augs, dict):
-            raise ValueError(f'expected a mapping {{{", ".join(MIXUP_KEYS)}}}, got {augs!r}.')
         if not augs.get('mixup', False):
             return None
         return cls(augs.get('mixup_beta', DEFAULT_MIXUP_BETA), augs.get('use_identity', False))
@@ -134,10 +128,3 @@ class Mixup:
         lam = self.distribution.sample().item()
         perm = torch.randperm(lq.shape[0]).to(lq.device)
         return lam * lq + (1 - lam) * lq[perm], lam * gt + (1 - lam) * gt[perm]
-
-
-def stage_table(schedule: ProgressiveSchedule) -> List[str]:
-    """Human-readable lines describing a schedule (for the training log)."""
-    starts = [1] + [stage.last_iter + 1 for stage in schedule.stages]
-    return [f'stage {stage.index}: iters {start}-{stage.last_iter}, batch {stage.mini_batch_size}/device, '
-            f'patch {stage.patch_size}' for stage, start in zip(schedule.stages, starts)]

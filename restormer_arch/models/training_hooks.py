@@ -1,19 +1,9 @@
-"""What ``basicsr train`` adds to BasicSR's training pipeline (compatibility fixes live in
-:mod:`restormer_arch.compat`; checkpoint and training-state reading and writing, and the checkpoint methods of models,
-in :mod:`restormer_arch.checkpoint`).
+"""What ``basicsr train`` adds to BasicSR's training pipeline, inside :func:`applied` and only while it runs
+(compatibility fixes live in :mod:`restormer_arch.compat`; checkpoint and training-state reading and writing, and the
+checkpoint methods every model gets, in :mod:`restormer_arch.checkpoint`).
 
-``basicsr train`` runs BasicSR's pipeline inside :func:`applied`, with a :class:`TrainingRun` (the explicit state of
-that one process) and only while the pipeline runs. BasicSR's own models (``SRModel``, the GAN models ...) get the
-checkpoint methods of :class:`~restormer_arch.checkpoint.CheckpointHooks`, and the pipeline changes: ``--auto_resume``
-uses the one resume-state finder (:func:`~restormer_arch.checkpoint.load_resume_state`: under the run's root, torn
-states skipped, every rank on rank 0's choice) and without a usable state starts over in the same folder instead of
-archiving it; a resume continues the interrupted epoch's data where it stopped (:class:`ResumedSampler`), also on
-another number of processes; data-loading workers leave SIGTERM/SIGINT to the main process (which saves a state); the
-epoch count comes from the real loader; the model built by the pipeline is handed the run
-(:meth:`TrainingRun.attach`), so ImageCleanModel saves on stop signals with the right epoch and data position, and
-every model is tried on the first training patch before training.
-
-A library user who builds models directly gets only ``CheckpointHooks``; nothing here touches their process. See
+:class:`TrainingRun` is the explicit state of that one process: the resume state and its data position, the train
+loader and sampler, the model. A library user who builds models directly gets none of it. See
 ``docs/fault_tolerance.md``.
 """
 import functools
@@ -21,6 +11,7 @@ import math
 import os
 import random
 import signal
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from os import path as osp
@@ -28,10 +19,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
+from basicsr.utils import get_root_logger
 
 from ..checkpoint import CheckpointHooks, load_resume_state
 
-__all__ = ['RunError', 'TrainingRun', 'ResumedSampler', 'applied']
+__all__ = ['RunError', 'TrainingRun', 'ResumedSampler', 'StopSignalHandler', 'applied']
 
 
 class RunError(Exception):
@@ -39,19 +31,15 @@ class RunError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------- the run
-def remaining_indices(position: Dict[str, int], world_size: int, rank: int) -> List[int]:
-    """This rank's share of the images an interrupted epoch had not reached (dataset indices, in order).
+def _remaining_indices(position: Dict[str, int], world_size: int, rank: int) -> List[int]:
+    """This rank's share of the images an interrupted epoch had not reached (dataset indices, in order), from the
+    ``data`` entry of a training state (:meth:`TrainingRun.position`).
 
     The epoch's global order is the one BasicSR's ``EnlargedSampler`` draws (a permutation of the padded dataset
     seeded by the epoch; rank ``r`` of ``W`` takes positions ``r, r + W, ...``), so the images a run consumed are
     exactly the order's first ``position['consumed']`` positions. The rest are dealt out in the same way to this run's
     ``world_size`` ranks, each the same number (at most ``world_size - 1`` left over), so a resume on another number of
     processes also sees each remaining image once.
-
-    Args:
-        position: The ``data`` entry of a training state (:meth:`TrainingRun.position`).
-        world_size: Processes of this run.
-        rank: This process.
     """
     order = torch.randperm(position['total_size'], generator=torch.Generator().manual_seed(position['epoch']))
     order = (order[position['consumed']:] % position['samples']).tolist()
@@ -71,7 +59,7 @@ class ResumedSampler(torch.utils.data.Sampler):
         position, self.position = self.position, None  # only the first epoch after the resume
         if position is None or position['epoch'] != self.sampler.epoch:
             return iter(self.sampler)
-        return iter(remaining_indices(position, self.sampler.num_replicas, self.sampler.rank))
+        return iter(_remaining_indices(position, self.sampler.num_replicas, self.sampler.rank))
 
 
 @dataclass
@@ -85,7 +73,6 @@ class TrainingRun:
     auto_resume: bool = False
     train_sampler: Any = None
     train_loader: Any = None
-    model: Any = None
     resumed: Optional[Dict[str, int]] = None  # the resumed state's data position, with its 'iter'
     first_full_epoch: Tuple[int, int] = (0, 0)  # (epoch, iterations done) where this process's first whole epoch starts
 
@@ -95,16 +82,22 @@ class TrainingRun:
         return int(getattr(self.train_sampler, 'epoch', 0))
 
     def attach(self, model: Any) -> Any:
-        """Hand the run to a freshly built model; a model that does not know runs gets :func:`dry_test`.
+        """Hand the run to a freshly built model.
+
+        A model with a ``stop_handler`` (ImageCleanModel) gets the stop-signal handler (``train.save_on_signal``,
+        default on): SIGTERM/SIGINT save a state at the next iteration instead of losing the work since the last
+        checkpoint. Only a ``basicsr train`` process does this, never a library user's or a test runner's. BasicSR's
+        own models get :func:`_dry_test` instead.
 
         Raises:
-            RunError: The model cannot run its network on this data (see :func:`dry_test`).
+            RunError: The model cannot run its network on this data (see :func:`_dry_test`).
         """
-        self.model, model.run = model, self
-        if hasattr(model, 'attach_run'):
-            model.attach_run(self)
+        model.run = self
+        if hasattr(model, 'stop_handler'):
+            if model.is_train and model.opt['train'].get('save_on_signal', True):
+                model.stop_handler = StopSignalHandler()
         elif model.is_train and self.train_loader is not None:
-            dry_test(model, self.train_loader.dataset)
+            _dry_test(model, self.train_loader.dataset)
         return model
 
     def position(self, epoch: int, iteration: int) -> Optional[Dict[str, int]]:
@@ -112,7 +105,7 @@ class TrainingRun:
 
         Returns:
             ``{epoch, consumed, total_size, samples, world_size, batch_size}``: ``consumed`` of the epoch's
-            ``total_size`` global positions are used (:func:`remaining_indices`); ``batch_size`` per process. None
+            ``total_size`` global positions are used (:func:`_remaining_indices`); ``batch_size`` per process. None
             before the training loader exists.
         """
         sampler, loader = self.train_sampler, self.train_loader
@@ -128,13 +121,10 @@ class TrainingRun:
         return {'epoch': epoch, 'consumed': consumed, 'total_size': total, 'samples': len(loader.dataset),
                 'world_size': sampler.num_replicas, 'batch_size': loader.batch_size}
 
-    def resume_data(self, state: Optional[Dict[str, Any]], dataset: Any, logger: Any) -> Optional[Dict[str, int]]:
-        """Take the data position of the resumed ``state``; report a changed world size or batch.
-
-        Returns:
-            The position the training sampler continues from, or None (no state, or one without a usable position:
-            then the interrupted epoch starts again from its first batch, as in BasicSR).
-        """
+    def _resume_data(self, state: Optional[Dict[str, Any]], dataset: Any, logger: Any) -> Optional[Dict[str, int]]:
+        """The data position of the resumed ``state``, which the training sampler continues from; None without a state
+        or a usable position (then the interrupted epoch starts again from its first batch, as in BasicSR). A changed
+        world size or batch is reported."""
         if state is None:
             return None
         data = state.get('data')
@@ -146,12 +136,10 @@ class TrainingRun:
         world_size, batch = self.train_sampler.num_replicas, self.train_loader.batch_size
         if (data['world_size'], data['batch_size']) != (world_size, batch):
             logger.warning(f'Resume: the state was saved by {data["world_size"]} process(es) x batch '
-                           f'{data["batch_size"]}, this run has {world_size} x {batch}: each iteration now uses '
-                           f'{world_size * batch} images instead of {data["world_size"] * data["batch_size"]} (the '
-                           'schedule is per iteration). The interrupted epoch continues with the images it had not '
-                           'used.')
+                           f'{data["batch_size"]}, this run has {world_size} x {batch} (the schedule is per '
+                           'iteration); the interrupted epoch continues with the images it had not used.')
         self.resumed = dict(data, iter=state['iter'])
-        left = len(remaining_indices(data, world_size, self.train_sampler.rank)) // batch
+        left = len(_remaining_indices(data, world_size, self.train_sampler.rank)) // batch
         self.first_full_epoch = (state['epoch'] + 1, state['iter'] + left)
         return data
 
@@ -168,52 +156,29 @@ def preserved_rng() -> Iterator[None]:
         torch.set_rng_state(states[2])
 
 
-def first_pair(dataset: Any) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    """``(lq, gt)`` of the dataset's first sample, each ``(1, C, H, W)``; None when it has no such pair."""
-    if len(dataset) == 0:
-        return None
+def _dry_test(model: Any, dataset: Any) -> None:
+    """Run a BasicSR model's ``test()`` on the first patch of its training dataset.
+
+    BasicSR's models assume things of their network (SwinIRModel reads ``network_g.window_size``). Swapping in another
+    network breaks them at the first validation, maybe hours later; this says which model, which network and what
+    failed (:class:`RunError`), before training. (Whether the network's output has the target's shape, the option
+    check has already seen.)
+    """
     with preserved_rng():
         sample = dataset[0]
     if not (isinstance(sample, dict) and torch.is_tensor(sample.get('lq')) and torch.is_tensor(sample.get('gt'))):
-        return None  # e.g. Real-ESRGAN data, whose lq is synthesised inside the model
-    return sample['lq'][None], sample['gt'][None]
-
-
-def dry_test(model: Any, dataset: Any) -> None:
-    """Run a BasicSR model's ``test()`` on its first training patch; the output must have the target's shape.
-
-    BasicSR's models assume things of their network (SwinIRModel reads ``network_g.window_size``, every model an
-    output the size of ``gt``). Swapping in another network breaks them at the first iteration or validation with an
-    error about tensors; this says which model, which network and what failed, before training.
-
-    Args:
-        model: A freshly built BasicSR model.
-        dataset: Its training dataset.
-
-    Raises:
-        RunError: ``test()`` fails, or its output differs from the target in channels or size.
-    """
-    pair = first_pair(dataset)
-    if pair is None:
-        return
-    lq, gt = pair
-    net_name = model.opt['network_g'].get('type')
-    model.lq = lq.to(model.device)
+        return  # e.g. Real-ESRGAN data, whose lq is synthesised inside the model
+    model.lq = sample['lq'][None].to(model.device)
     try:
         with preserved_rng():
             model.test()
-        out = model.output
     except Exception as err:
-        raise RunError(f'model_type {model.opt["model_type"]} cannot run network_g {net_name}: its test() fails on '
-                       f'one training patch ({type(err).__name__}: {err}). Use a model type made for this network '
-                       '(e.g. ImageCleanModel for Restormer).') from None
+        raise RunError(f'model_type {model.opt["model_type"]} cannot run network_g {model.opt["network_g"]["type"]}: '
+                       f'its test() fails on one training patch ({type(err).__name__}: {err}). Use a model type made '
+                       'for this network (e.g. ImageCleanModel for Restormer).') from None
     finally:
         for attr in ('lq', 'output'):
-            if hasattr(model, attr):
-                delattr(model, attr)
-    if tuple(out.shape[1:]) != tuple(gt.shape[1:]):
-        raise RunError(shape_mismatch_message(model.opt, net_name, tuple(lq.shape[1:]), tuple(out.shape[1:]),
-                                              tuple(gt.shape[1:])))
+            model.__dict__.pop(attr, None)
 
 
 def shape_mismatch_message(opt: Dict[str, Any], net_name: str, lq: tuple, out: tuple, gt: tuple) -> str:
@@ -230,6 +195,27 @@ def shape_mismatch_message(opt: Dict[str, Any], net_name: str, lq: tuple, out: t
 
 
 # ---------------------------------------------------------------------------------------------------- the pipeline
+class StopSignalHandler:
+    """Turn SIGTERM/SIGINT into a flag checked between iterations, so the run can save a state and exit cleanly.
+
+    A second signal of the same kind restores the default behaviour (a second Ctrl-C interrupts at once).
+    """
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be installed from the main thread
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        get_root_logger().warning(f'Received {signal.Signals(signum).name}: saving a training state before exiting '
+                                  '(send it again to stop at once).')
+
+
 def _ignore_stop_signals(inner: Optional[Callable[[int], None]], worker_id: int) -> None:
     """``worker_init_fn`` of data-loading workers: they ignore SIGTERM/SIGINT, then run BasicSR's own (``inner``).
 
@@ -243,18 +229,13 @@ def _ignore_stop_signals(inner: Optional[Callable[[int], None]], worker_id: int)
         inner(worker_id)
 
 
-def _exact_epoch_count(opt: Dict[str, Any], run: TrainingRun, planned: int, total_iters: int, logger: Any) -> int:
+def _exact_epoch_count(run: TrainingRun, planned: int, total_iters: int, logger: Any) -> int:
     # BasicSR computes iterations per epoch as ceil(N * ratio / (batch * world)), but with drop_last each rank gets
     # floor(ceil(N * ratio / world) / batch) batches, and after a resume in mid-epoch or on another world size the
     # epochs start elsewhere. Its count then runs out of epochs and training ends early without a word (e.g. at
-    # iteration 22 of 30). Count from the real loader and the resumed position.
+    # iteration 22 of 30). Count from the real loader (at least one batch: the option check refuses fewer) and the
+    # resumed position.
     per_epoch = len(run.train_loader)
-    if per_epoch == 0:
-        train_opt = opt['datasets']['train']
-        raise RunError(f'datasets.train: {len(run.train_loader.dataset)} images (x dataset_enlarge_ratio '
-                       f'{train_opt.get("dataset_enlarge_ratio", 1)}) over {opt["world_size"]} process(es) give no '
-                       f'complete batch of batch_size_per_gpu={train_opt["batch_size_per_gpu"]}. Lower the batch '
-                       'size or raise dataset_enlarge_ratio.')
     first_epoch, done = run.first_full_epoch
     exact = first_epoch + math.ceil(max(0, total_iters - done) / per_epoch)
     if exact != planned:
@@ -267,8 +248,8 @@ def _exact_epoch_count(opt: Dict[str, Any], run: TrainingRun, planned: int, tota
 def applied(run: TrainingRun) -> Iterator[TrainingRun]:
     """Apply our additions to BasicSR's training pipeline while the block runs (``basicsr train`` wraps the pipeline).
 
-    BasicSR's ``BaseModel`` and ``basicsr.train`` are put back afterwards, so a process that runs the command as a
-    function (a test, a notebook) keeps plain BasicSR outside it.
+    BasicSR's ``BaseModel``, ``basicsr.train`` and ``mkdir_and_rename`` are put back afterwards, so a process that
+    runs the command as a function (a test, a notebook) keeps plain BasicSR outside it.
 
     Args:
         run: The run's explicit state; the pipeline fills in the sampler, loader and model as it creates them.
@@ -277,11 +258,14 @@ def applied(run: TrainingRun) -> Iterator[TrainingRun]:
         ``run``.
     """
     import basicsr.train as train
+    import basicsr.utils.misc as misc
     from basicsr.models.base_model import BaseModel
 
     names = ('save_network', 'save_training_state', 'load_network', 'resume_training', '_replay_schedule')
     hooks = {(BaseModel, name): getattr(CheckpointHooks, name) for name in names}
-    hooks.update({(train, name): hook for name, hook in _pipeline_hooks(run, dict(vars(train))).items()})
+    pipeline = _pipeline_hooks(run, dict(vars(train)))
+    hooks.update({(train, name): hook for name, hook in pipeline.items()})
+    hooks[misc, 'mkdir_and_rename'] = pipeline['mkdir_and_rename']  # what BasicSR's make_exp_dirs calls
     saved = {(owner, name): vars(owner).get(name) for owner, name in hooks}  # None: BaseModel has no such method
     try:
         for (owner, name), hook in hooks.items():
@@ -297,13 +281,15 @@ def applied(run: TrainingRun) -> Iterator[TrainingRun]:
 
 def _pipeline_hooks(run: TrainingRun, originals: Dict[str, Any]) -> Dict[str, Callable[..., Any]]:
     # `originals`: a copy of basicsr.train's namespace before the hooks, so each hook calls BasicSR's own function.
-    from basicsr.utils.dist_util import master_only
-
     resumed = {}
 
     def load_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        resumed['state'] = load_resume_state(opt)
-        return resumed['state']
+        state = resumed['state'] = load_resume_state(opt)
+        root = opt['path']['experiments_root']
+        if state is None and run.auto_resume and osp.isdir(root) and opt['rank'] == 0:
+            print(f'auto_resume: no usable training state in {root}; starting from iteration 0 in the same folder.',
+                  flush=True)
+        return state
 
     def create_loaders(opt: Dict[str, Any], logger: Any) -> Any:
         # A dataset that cannot be built was refused (one line, exit 2) by the option check, which builds them all.
@@ -311,8 +297,8 @@ def _pipeline_hooks(run: TrainingRun, originals: Dict[str, Any]) -> Dict[str, Ca
             opt, logger)
         run.train_loader, run.train_sampler = train_loader, sampler
         if train_loader is not None:
-            train_loader.sampler.position = run.resume_data(resumed.get('state'), train_loader.dataset, logger)
-            total_epochs = _exact_epoch_count(opt, run, total_epochs, total_iters, logger)
+            train_loader.sampler.position = run._resume_data(resumed.get('state'), train_loader.dataset, logger)
+            total_epochs = _exact_epoch_count(run, total_epochs, total_iters, logger)
         return train_loader, sampler, val_loaders, total_epochs, total_iters
 
     def build_dataloader(dataset: Any, dataset_opt: Dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -323,18 +309,9 @@ def _pipeline_hooks(run: TrainingRun, originals: Dict[str, Any]) -> Dict[str, Ca
             loader.worker_init_fn = functools.partial(_ignore_stop_signals, loader.worker_init_fn)
         return loader
 
-    @master_only
-    def make_exp_dirs(opt: Dict[str, Any]) -> None:
-        # Reached with --auto_resume only when no usable state exists: start over in the run's own folder.
-        if not (run.auto_resume and osp.isdir(opt['path']['experiments_root'])):
-            return originals['make_exp_dirs'](opt)
-        print(f'auto_resume: no usable training state in {opt["path"]["experiments_root"]}; starting from '
-              'iteration 0 in the same folder.', flush=True)
-        skip = ('strict_load', 'pretrain_network', 'resume', 'param_key')
-        for folder in [p for key, p in opt['path'].items() if isinstance(p, str) and not any(s in key for s in skip)]:
-            os.makedirs(folder, exist_ok=True)
-
     def mkdir_and_rename(path: str) -> None:
+        # Reached with --auto_resume only when no usable state exists: start over in the run's own folders (the
+        # experiment's, through BasicSR's make_exp_dirs, and tb_logger's) instead of archiving them.
         if run.auto_resume:
             os.makedirs(path, exist_ok=True)
         else:
@@ -342,4 +319,4 @@ def _pipeline_hooks(run: TrainingRun, originals: Dict[str, Any]) -> Dict[str, Ca
 
     return {'load_resume_state': load_state, 'create_train_val_dataloader': create_loaders,
             'build_dataloader': build_dataloader, 'build_model': lambda opt: run.attach(originals['build_model'](opt)),
-            'make_exp_dirs': make_exp_dirs, 'mkdir_and_rename': mkdir_and_rename}
+            'mkdir_and_rename': mkdir_and_rename}

@@ -186,7 +186,6 @@ def _build_weights(opt: Dict[str, Any], built: Built) -> None:
 def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
     from basicsr.utils.registry import LOSS_REGISTRY
 
-    from restormer_arch.models.guards import NonFiniteLossGuard
     from restormer_arch.models.lr_scheduler import SCHEDULERS
     from restormer_arch.models.progressive import Mixup, ProgressiveSchedule
 
@@ -224,8 +223,7 @@ def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
                     scheduler.step()
                     built.lrs.append(optimizers[0].param_groups[0]['lr'])
     if built.image_clean_model:  # the settings ImageCleanModel converts as it starts
-        for key, convert in (('grad_clip_norm', _positive), ('ema_decay', float),
-                             ('max_nonfinite_steps', lambda n: NonFiniteLossGuard(int(n)))):
+        for key, convert in (('grad_clip_norm', _positive), ('ema_decay', float), ('max_nonfinite_steps', int)):
             with building(f'train.{key}', train):
                 if key in train:
                     convert(train[key])
@@ -239,8 +237,8 @@ def _build_validation(opt: Dict[str, Any], built: Built) -> None:
     from basicsr.metrics import calculate_metric
     from basicsr.utils.registry import METRIC_REGISTRY
 
-    from restormer_arch.models.results_table import ResultsTable
-    from restormer_arch.models.val_utils import DEFAULT_TILE_OVERLAP, to_metric_image
+    from restormer_arch.models.image_clean_model import DEFAULT_TILE_OVERLAP
+    from restormer_arch.models.results_table import ResultsTable, to_metric_image
     from restormer_arch.tiling import BLEND_MODES, check_tile_options
 
     val = opt.get('val')

@@ -206,7 +206,7 @@ def _dry_forward(opt: Dict[str, Any], built: Built) -> Iterable[str]:
 
 
 def _image_dtype(opt: Dict[str, Any], built: Built) -> Iterable[str]:
-    from restormer_arch.models.val_utils import IMAGE_DTYPES, UINT8_ONLY_METRICS
+    from restormer_arch.models.results_table import IMAGE_DTYPES, UINT8_ONLY_METRICS
 
     val = opt.get('val') if built.image_clean_model and isinstance(opt.get('val'), dict) else {}
     dtype = val.get('image_dtype', 'uint8')

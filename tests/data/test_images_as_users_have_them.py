@@ -19,10 +19,9 @@ import yaml
 from PIL import Image
 
 from restormer_arch.data import Dataset_GaussianDenoising, Dataset_PairedImage
-from restormer_arch.data.image_io import ImageReadError, read_image
+from restormer_arch.data.image_io import ImageReadError, read_image, write_image
 from restormer_arch.evaluation.folders import evaluate_folders
 from restormer_arch.models.results_table import ResultsTable
-from restormer_arch.models.val_utils import save_val_image
 from tests.conftest import REPO_ROOT
 
 MAKE_LMDB = REPO_ROOT / 'datasets' / 'make_lmdb.py'
@@ -351,7 +350,7 @@ def test_results_tables_and_val_images_are_written_whole(tmp_path):
     table.add('set 1', 'img', {'psnr': 30.0})
     table.write()
     assert sorted(os.listdir(tmp_path / 'rés ults')) == ['metrics.csv', 'metrics.md']
-    save_val_image(np.full((6, 5, 3), 0.5, np.float32), str(tmp_path / 'vis' / 'ä b.png'))
+    write_image(str(tmp_path / 'vis' / 'ä b.png'), np.full((6, 5, 3), 0.5, np.float32))  # what validation calls
     assert os.listdir(tmp_path / 'vis') == ['ä b.png']
     assert read_image(tmp_path / 'vis' / 'ä b.png').pixels.max() == 128
 

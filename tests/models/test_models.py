@@ -22,7 +22,7 @@ from basicsr.losses.basic_loss import L1Loss
 from basicsr.models import build_model
 
 from restormer_arch.models import CosineAnnealingRestartCyclicLR, ImageCleanModel, Mixup, ProgressiveSchedule
-from restormer_arch.models.guards import NonFiniteLossError
+from restormer_arch.models.image_clean_model import NonFiniteLossError
 from restormer_arch.models.progressive import Stage
 from tests.conftest import run_process_group
 
@@ -649,22 +649,22 @@ def test_torchrun_two_process_ddp_on_cpu(tmp_path):
 def test_nonfinite_loss_skips_the_step_then_stops_with_a_checkpoint(tmp_path, basicsr_log):
     model = build_model(make_opt(tmp_path, train={'max_nonfinite_steps': 3}))
     good = batch()
-    model.feed_data(good)
-    model.optimize_parameters(1)
-    weights = {k: v.clone() for k, v in model.net_g.state_dict().items()}
     bad = {'lq': good['lq'].clone(), 'gt': good['gt']}
     bad['lq'][0, 0, 0, 0] = float('nan')
-    for iteration in (2, 3):
-        model.feed_data(bad)
+    for iteration, data in enumerate((good, bad, bad, good, bad, bad), start=1):  # a finite loss resets the count
+        model.feed_data(data)
+        weights = {k: v.clone() for k, v in model.net_g.state_dict().items()}
         model.optimize_parameters(iteration)
-        assert all(torch.equal(weights[k], v) for k, v in model.net_g.state_dict().items()), 'step not skipped'
-    assert sum('Non-finite loss at iteration' in m for m in basicsr_log) == 2
+        skipped = all(torch.equal(weights[k], v) for k, v in model.net_g.state_dict().items())
+        assert skipped is (data is bad)
+    assert sum('Non-finite loss at iteration' in m for m in basicsr_log) == 4
     model.feed_data(bad)
-    with pytest.raises(NonFiniteLossError, match='3 consecutive non-finite losses up to iteration 4'):
-        model.optimize_parameters(4)
-    saved = torch.load(tmp_path / 'experiment' / 'models' / 'net_g_3.pth', weights_only=True)['params']
+    with pytest.raises(NonFiniteLossError, match='3 consecutive non-finite losses up to iteration 7.*--auto_resume'):
+        model.optimize_parameters(7)
+    saved = torch.load(tmp_path / 'experiment' / 'models' / 'net_g_6.pth', weights_only=True)['params']
     assert all(torch.equal(weights[k], v) for k, v in saved.items())
-    assert torch.load(tmp_path / 'experiment' / 'training_states' / '3.state', weights_only=True)['iter'] == 3
+    assert torch.load(tmp_path / 'experiment' / 'training_states' / '6.state', weights_only=True)['iter'] == 6
+    assert model.nonfinite_skipped == 5
 
 
 def test_nonfinite_gradient_skips_the_step(tmp_path):
@@ -675,7 +675,7 @@ def test_nonfinite_gradient_skips_the_step(tmp_path):
     model.net_g.output.weight.register_hook(lambda grad: grad * float('inf'))
     model.optimize_parameters(1)
     assert all(torch.equal(weights[k], v) for k, v in model.net_g.state_dict().items())
-    assert model.nonfinite_guard.skipped_total == 1
+    assert model.nonfinite_skipped == 1
 
 
 # ------------------------------------------------------------------------------------------ performance options
