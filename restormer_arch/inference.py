@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from restormer_arch import perf
-from restormer_arch.archs.presets import TASK_PRESETS
+from restormer_arch.archs.presets import TASK_PRESETS, check_arch_options
 from restormer_arch.data.image_io import (
     IMAGE_EXTENSIONS,
     DecodedImage,
@@ -30,15 +30,7 @@ from restormer_arch.data.image_io import (
     write_image,
 )
 from restormer_arch.errors import UserError
-from restormer_arch.restorer import (
-    RestoreError,
-    Restorer,
-    check_precision,
-    check_tile_options,
-    load_restormer,
-    network_options,
-    pick_device,
-)
+from restormer_arch.restorer import RestoreError, Restorer, check_settings, load_restormer
 from restormer_arch.tiling import fixed_tile_shape
 from restormer_arch.weights import resolve
 
@@ -241,9 +233,8 @@ def _check_arguments(args: argparse.Namespace) -> dict:
         raise RestoreError(f'--arch-options is not valid JSON ({err}): {args.arch_options!r}') from None
     if not isinstance(arch_options, dict):
         raise RestoreError(f'--arch-options must be a JSON object like \'{{"dim": 8}}\', got {args.arch_options!r}.')
-    network_options(None, args.task, arch_options)  # names and types of the arch options
-    check_tile_options(args.tile, args.tile_overlap)
-    check_precision(args.precision, pick_device(args.device))
+    check_arch_options(arch_options, '--arch-options')  # names and types (--task: argparse's choices)
+    check_settings(args.device, args.precision, args.tile, args.tile_overlap)
     if args.max_memory is not None and not args.max_memory > 0:
         raise RestoreError(f'--max-memory {args.max_memory}: give the budget in GiB, a number > 0.')
     if os.sep in args.suffix or (os.altsep and os.altsep in args.suffix):
@@ -288,10 +279,7 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
 def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argparse.Namespace) -> List[Path]:
     views = [read_image(p) for p in paths]  # decoded once already: ImageReadError only if a file changed since
     first = views[0]
-    if any(v.pixels.shape[:2] != first.pixels.shape[:2] for v in views):
-        raise RestoreError(f'{paths[1]}: the left and right views differ in size.')
-    restorer.check_memory(*first.pixels.shape[:2], name=paths[0].name)
-    restored = restorer.restore(*[v.pixels for v in views], bgr=True)
+    restored = restorer.restore(*[v.pixels for v in views], bgr=True, name=paths[0].name)
     targets = output_paths(name, Path(args.output), args.suffix, args.ext, args.side_by_side)
     first, restored = _fit_format(targets[0], first, restored)
     _write(targets[0], restored, first)

@@ -37,8 +37,7 @@ from restormer_arch.archs.restormer_arch import Restormer
 from restormer_arch.errors import UserError
 from restormer_arch.tiling import run_network
 
-__all__ = ['RestoreError', 'Restorer', 'load_restormer', 'run_network', 'network_options', 'build_network',
-           'check_tile_options', 'check_precision', 'pick_device', 'estimate_memory', 'available_memory']
+__all__ = ['RestoreError', 'Restorer', 'load_restormer', 'build_network', 'check_settings']
 
 # Peak working memory of a forward pass, measured on CPU for the default model (dim 48): about 2,300 float32 values
 # per pixel (docs/performance.md, 'Memory'). It scales with the width; half precision roughly halves the activations.
@@ -49,49 +48,32 @@ class RestoreError(UserError, ValueError):
     """A user-facing restore error (bad input, checkpoint or option); the message says how to fix it."""
 
 
-# ----------------------------------------------------------------------------------------------------------- options
-def check_tile_options(tile: Optional[int], overlap: int, blend: str = 'cosine') -> None:
-    """Refuse tile settings :func:`restormer_arch.tiling.tiled_forward` would refuse, before any work starts.
+def check_settings(device: Union[str, torch.device, None] = 'auto', precision: str = 'fp32',
+                   tile: Optional[int] = None, overlap: int = 32, blend: str = 'cosine') -> torch.device:
+    """Refuse run settings that cannot work here, before any work starts (``basicsr restore`` and :class:`Restorer`).
 
     Args:
+        device: ``'auto'``/None (CUDA when available, else CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a device.
+        precision: A name of :data:`restormer_arch.perf.PRECISIONS`.
         tile: Tile size in pixels, or None for whole images.
         overlap: Overlap of neighbouring tiles in pixels.
         blend: Window of the overlaps (:data:`restormer_arch.tiling.BLEND_MODES`).
 
-    Raises:
-        RestoreError: The settings break the tiling rule.
-    """
-    if tile is None:
-        return
-    try:
-        tiling.check_tile_options(tile, overlap, blend)
-    except ValueError as err:
-        raise RestoreError(f'--tile {tile} --tile-overlap {overlap}: {err}') from None
-
-
-def pick_device(name: Union[str, torch.device, None] = 'auto') -> torch.device:
-    """``'auto'``/None (CUDA when available, else CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a device.
+    Returns:
+        The device to run on.
 
     Raises:
-        RestoreError: CUDA asked for but not available, or an unknown device name.
+        RestoreError: CUDA asked for but not available, an unknown device or precision, fp16 on CPU, bf16 on a GPU
+            without bfloat16, or tile settings that break :func:`restormer_arch.tiling.check_tile_options`.
     """
-    if name is None or name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device is None or device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
     try:
-        device = torch.device(name)
+        device = torch.device(device)
     except RuntimeError as err:
-        raise RestoreError(f'--device {name}: {err}; use auto, cpu, cuda or cuda:N.') from None
+        raise RestoreError(f'--device {device}: {err}; use auto, cpu, cuda or cuda:N.') from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise RestoreError('--device cuda: CUDA is not available here; use --device cpu (or auto).')
-    return device
-
-
-def check_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype of ``precision`` (names from :data:`restormer_arch.perf.PRECISIONS`) on ``device``.
-
-    Raises:
-        RestoreError: Unknown name, fp16 on CPU, or bf16 on a GPU without bfloat16.
-    """
     try:
         dtype = perf.resolve_precision(precision)
     except ValueError as err:
@@ -100,7 +82,12 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
         raise RestoreError('--precision fp16 is not supported on CPU; use bf16 (or fp32).')
     if device.type == 'cuda' and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise RestoreError('--precision bf16: this GPU has no bfloat16 support; use fp16 or fp32.')
-    return dtype
+    if tile is not None:
+        try:
+            tiling.check_tile_options(tile, overlap, blend)
+        except ValueError as err:
+            raise RestoreError(f'--tile {tile} --tile-overlap {overlap}: {err}') from None
+    return device
 
 
 # ----------------------------------------------------------------------------------------------------------- network
@@ -110,31 +97,6 @@ def build_network(options: Mapping) -> Restormer:
         return Restormer(**check_arch_options(options)).eval()
     except ValueError as err:  # ArchOptionsError included: the message names the key
         raise RestoreError(str(err)) from None
-
-
-def network_options(state_dict: Optional[Mapping[str, Tensor]] = None, task: Optional[str] = None,
-                    arch_options: Optional[Mapping] = None) -> dict:
-    """The constructor arguments to build: read from the weights, then what the user said explicitly on top.
-
-    Args:
-        state_dict: Weights to read the architecture from (None: Restormer's defaults, for random networks).
-        task: A released task (:data:`~restormer_arch.archs.presets.TASK_PRESETS`); it fixes the channels, the norm
-            type and dual-pixel, and :func:`load_restormer` reports a checkpoint that disagrees.
-        arch_options: Constructor arguments the user set (checked; they win over the weights and the task).
-
-    Returns:
-        Complete constructor arguments.
-
-    Raises:
-        RestoreError: Unknown task, wrong arch options, or weights that are not a Restormer's.
-    """
-    try:
-        explicit = check_arch_options(arch_options or {}, '--arch-options')
-        preset = {k: v for k, v in task_options(task).items() if k in TASK_KEYS} if task else {}
-        base = arch_options_from_state_dict(state_dict) if state_dict is not None else default_arch_options()
-    except ArchOptionsError as err:
-        raise RestoreError(str(err)) from None
-    return {**base, **preset, **explicit}
 
 
 def load_restormer(path: Optional[str], task: Optional[str] = None, arch_options: Optional[Mapping] = None,
@@ -163,17 +125,21 @@ def load_restormer(path: Optional[str], task: Optional[str] = None, arch_options
     """
     try:
         state_dict = checkpoint.load_state_dict(path, param_key, '--weights')[0] if path is not None else None
-    except (FileNotFoundError, checkpoint.CheckpointError) as err:
+        explicit = check_arch_options(arch_options or {}, '--arch-options')
+        preset = {k: v for k, v in task_options(task).items() if k in TASK_KEYS} if task else {}
+        base = arch_options_from_state_dict(state_dict) if state_dict is not None else default_arch_options()
+    except (FileNotFoundError, checkpoint.CheckpointError, ArchOptionsError) as err:
         raise RestoreError(str(err)) from None
     if state_dict is None:
         torch.manual_seed(0)
-    net = build_network(network_options(state_dict, task, arch_options))
+    # The weights first, then the task's channels/norm/dual-pixel, then what the user set explicitly.
+    net = build_network({**base, **preset, **explicit})
     if state_dict is not None:
         mismatch = checkpoint.compare_state_dicts(net.state_dict(), state_dict)
         if mismatch:
             raise RestoreError(_mismatch_message(mismatch, state_dict, path, task, arch_options))
         net.load_state_dict(state_dict, strict=True)
-    return net.to(pick_device(device))
+    return net.to(check_settings(device))
 
 
 def _mismatch_message(mismatch: checkpoint.StateDictMismatch, state_dict: Mapping[str, Tensor], path: str,
@@ -198,8 +164,8 @@ def _mismatch_message(mismatch: checkpoint.StateDictMismatch, state_dict: Mappin
 
 
 # ---------------------------------------------------------------------------------------------------------- running
-def available_memory(device: torch.device) -> int:
-    """Bytes free for activations on ``device`` (CUDA: free device memory; CPU: MemAvailable)."""
+def _available_memory(device: torch.device) -> int:
+    # Bytes free for activations: CUDA free device memory; CPU MemAvailable (free pages where /proc is missing).
     if device.type == 'cuda':
         return int(torch.cuda.mem_get_info(device)[0])
     try:
@@ -210,12 +176,6 @@ def available_memory(device: torch.device) -> int:
     except OSError:
         pass
     return int(os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE'))
-
-
-def estimate_memory(pixels: int, dim: int, precision: str) -> float:
-    """Rough peak activation memory (bytes) of one Restormer forward on ``pixels`` pixels of width ``dim``."""
-    half = perf.resolve_precision(precision) != torch.float32
-    return pixels * BYTES_PER_PIXEL_DIM48 * dim / 48 * (0.6 if half else 1.0)
 
 
 def _size(num_bytes: float) -> str:
@@ -249,9 +209,7 @@ class Restorer:
     def __init__(self, network: nn.Module, device: Union[str, torch.device, None] = 'auto', precision: str = 'fp32',
                  tile: Optional[int] = None, tile_overlap: int = 32, max_memory: Optional[int] = None,
                  progress: bool = False, blend: str = 'cosine', compile: bool = False) -> None:
-        self.device = pick_device(device)
-        self.dtype = check_precision(precision, self.device)
-        check_tile_options(tile, tile_overlap, blend)
+        self.device = check_settings(device, precision, tile, tile_overlap, blend)
         self.precision, self.tile, self.tile_overlap, self.blend = precision, tile, tile_overlap, blend
         self.max_memory, self.progress, self.compiled = max_memory, progress, compile
         self.network = network.eval().to(self.device)
@@ -290,8 +248,9 @@ class Restorer:
             RestoreError: The estimate exceeds ``max_memory`` (or the free memory).
         """
         window = (min(self.tile, height), min(self.tile, width)) if self.tile else (height, width)
-        need = estimate_memory(window[0] * window[1], self.dim, self.precision)
-        budget = self.max_memory if self.max_memory is not None else available_memory(self.device)
+        half = perf.resolve_precision(self.precision) != torch.float32
+        need = window[0] * window[1] * BYTES_PER_PIXEL_DIM48 * self.dim / 48 * (0.6 if half else 1.0)
+        budget = self.max_memory if self.max_memory is not None else _available_memory(self.device)
         if need <= budget:
             return
         per_pixel = need / (window[0] * window[1])
@@ -321,7 +280,8 @@ class Restorer:
                                '(or bf16).')
         return out.clamp_(0, 1)
 
-    def restore(self, image: np.ndarray, *views: np.ndarray, bgr: bool = False) -> np.ndarray:
+    def restore(self, image: np.ndarray, *views: np.ndarray, bgr: bool = False,
+                name: str = 'the image') -> np.ndarray:
         """Restore one image given as a numpy array (or the two views of a dual-pixel pair).
 
         Gray images go through a colour network as three equal channels and come back gray; colour images given to
@@ -332,21 +292,23 @@ class Restorer:
                 channel order unless ``bgr``.
             *views: The right view for the dual-pixel network (same shape as ``image``, the left view).
             bgr: The arrays are in OpenCV's BGR order (the result is too).
+            name: What to call the image in messages (e.g. its file name).
 
         Returns:
             The restored image: same shape (channels of ``image``), same dtype.
 
         Raises:
-            RestoreError: A network whose channels are not an image's, wrong number of views, or too large for memory
-                (without tiles).
+            RestoreError: A network whose channels are not an image's, wrong number or sizes of views, or too large
+                for memory.
         """
         self.check_image_channels()
         if len(views) != (1 if self.dual_pixel else 0):
             raise RestoreError('the dual-pixel network needs the left and the right view; other networks one image.'
                                if self.dual_pixel else 'only the dual-pixel network takes a second view.')
-        arrays = (image, *views)  # views of different sizes: numpy's concatenate says so
-        height, width = image.shape[:2]
-        self.check_memory(height, width)
+        arrays = (image, *views)
+        if any(a.shape[:2] != image.shape[:2] for a in arrays):
+            raise RestoreError(f'{name}: the left and right views differ in size.')
+        self.check_memory(*image.shape[:2], name=name)
         color, alpha = _split(image)
         gray = color.shape[2] == 1
         model_in = np.concatenate([_model_channels(_split(a)[0], self.view_channels, bgr) for a in arrays], axis=2)

@@ -33,6 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from torch import Tensor
 
+from ..errors import UserError
 from .restormer_arch import LAYER_NORM_TYPES, MEMORY_MODES, Restormer
 
 __all__ = ['RELEASES', 'Release', 'TASK_PRESETS', 'TASK_KEYS', 'ArchOptionsError', 'default_arch_options',
@@ -83,7 +84,7 @@ LEVELS = ('encoder_level1', 'encoder_level2', 'encoder_level3', 'latent')
 _CHOICES = {'LayerNorm_type': LAYER_NORM_TYPES, 'memory': MEMORY_MODES}
 
 
-class ArchOptionsError(ValueError):
+class ArchOptionsError(UserError, ValueError):
     """Constructor arguments that cannot build a Restormer, or a state dict they cannot be read from."""
 
 
