@@ -22,13 +22,7 @@ import numpy as np
 
 from restormer_arch import perf
 from restormer_arch.archs.presets import TASK_PRESETS, check_arch_options
-from restormer_arch.data.image_io import (
-    IMAGE_EXTENSIONS,
-    DecodedImage,
-    ImageReadError,
-    read_image,
-    write_image,
-)
+from restormer_arch.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
 from restormer_arch.errors import UserError
 from restormer_arch.restorer import RestoreError, Restorer, check_settings, load_restormer
 from restormer_arch.tiling import fixed_tile_shape
@@ -281,43 +275,32 @@ def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argpars
     first = views[0]
     restored = restorer.restore(*[v.pixels for v in views], bgr=True, name=paths[0].name)
     targets = output_paths(name, Path(args.output), args.suffix, args.ext, args.side_by_side)
-    first, restored = _fit_format(targets[0], first, restored)
-    _write(targets[0], restored, first)
+    ext, depth = targets[0].suffix.lower(), first.bit_depth
+    if first.alpha is not None and ext in EXTENSIONS_WITHOUT_ALPHA:
+        print(f'basicsr restore: warning: {targets[0].name}: {ext} has no alpha channel; the transparency is '
+              'dropped (use --ext png to keep it).', file=sys.stderr)
+    if depth == 16 and ext not in EXTENSIONS_16BIT:  # a warning rather than a failure
+        print(f'basicsr restore: warning: {targets[0].name}: {ext} holds 8-bit samples only; writing the 16-bit '
+              'result as 8-bit (use --ext png or tif to keep 16 bits).', file=sys.stderr)
+        depth = 8
+    outputs = [(restored, first.alpha)]
     if args.side_by_side:
         before = first.pixels
         if before.shape[2] != restored.shape[2]:  # a colour photo through a gray model shown gray, and vice versa
             before = cv2.cvtColor(before, cv2.COLOR_BGR2GRAY)[..., None] if restored.shape[2] == 1 else \
                 cv2.cvtColor(before, cv2.COLOR_GRAY2BGR)
-        shown = np.concatenate([before, restored], axis=1)
         alpha = None if first.alpha is None else np.concatenate([first.alpha, first.alpha], axis=1)
-        _write(targets[1], shown, DecodedImage(shown, alpha, first.bit_depth, first.icc_profile, first.exif))
+        outputs.append((np.concatenate([before, restored], axis=1), alpha))
+    peak = np.iinfo(restored.dtype).max
+    for path, (pixels, alpha) in zip(targets, outputs):
+        # Atomically, with the input's alpha, ICC profile and EXIF (orientation upright) where the format holds them;
+        # as floats in [0, 1], which write_image rounds to `depth` bits. A ValueError: the format cannot hold it.
+        try:
+            write_image(path, pixels / peak, depth, None if alpha is None else alpha / peak, first.icc_profile,
+                        first.exif)
+        except ValueError as err:
+            raise RestoreError(str(err)) from None
     return targets
-
-
-def _write(path: Path, pixels: np.ndarray, like: DecodedImage) -> None:
-    """Write one result atomically with the input's alpha, ICC profile and EXIF (orientation upright) where the format
-    holds them (:func:`restormer_arch.data.image_io.write_image`; a ValueError: the format cannot hold the image)."""
-    try:
-        write_image(path, pixels, like.bit_depth, like.alpha, like.icc_profile, like.exif)
-    except ValueError as err:
-        raise RestoreError(str(err)) from None
-
-
-def _fit_format(path: Path, image: DecodedImage, restored: np.ndarray) -> Tuple[DecodedImage, np.ndarray]:
-    """16-bit results for an 8-bit-only format (``--ext jpg``) become 8-bit, with a warning rather than a failure."""
-    if image.alpha is not None and path.suffix.lower() in EXTENSIONS_WITHOUT_ALPHA:
-        print(f'basicsr restore: warning: {path.name}: {path.suffix} has no alpha channel; the transparency is '
-              'dropped (use --ext png to keep it).', file=sys.stderr)
-    if image.bit_depth == 8 or path.suffix.lower() in EXTENSIONS_16BIT:
-        return image, restored
-    print(f'basicsr restore: warning: {path.name}: {path.suffix} holds 8-bit samples only; writing the 16-bit '
-          'result as 8-bit (use --ext png or tif to keep 16 bits).', file=sys.stderr)
-    image = DecodedImage(_to_8bit(image.pixels), _to_8bit(image.alpha), 8, image.icc_profile, image.exif)
-    return image, _to_8bit(restored)
-
-
-def _to_8bit(samples: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    return None if samples is None else np.round(samples / 257.0).astype(np.uint8)
 
 
 def run(args: argparse.Namespace) -> List[Path]:
