@@ -1,10 +1,4 @@
-"""``basicsr restore``: the command line over :mod:`restormer_arch.restorer` (see docs/restore.md).
-
-Examples::
-
-    basicsr restore -i rainy/ -o derained/ --weights deraining.pth
-    basicsr restore -i big.tif -o out/ --weights motion_deblurring.pth --tile 512 --tile-overlap 32
-    basicsr restore -i photos/ -o photos/ --suffix restored --ext png --weights real_denoising.pth
+"""``basicsr restore``: the command line over :mod:`restormer_arch.restorer` (examples: docs/restore.md).
 
 The network's configuration is read from the checkpoint; ``--task`` (a released task the checkpoint must be) and
 ``--arch-options`` (constructor arguments to force) are optional. Every option is checked, and the output folder is

@@ -1,17 +1,9 @@
 """Restore images with a Restormer from Python: load a checkpoint, run it whole or in tiles, in any precision.
 
-The library behind ``basicsr restore`` (:mod:`restormer_arch.inference`), for users' scripts and for validation::
-
-    from restormer_arch import load_restormer
-    from restormer_arch.restorer import Restorer
-
-    net = load_restormer('deraining.pth')                  # the architecture is read from the weights
-    restorer = Restorer(net, device='cuda', precision='bf16', tile=512, tile_overlap=32)
-    clean = restorer.restore(rainy)                         # (H, W, 3) uint8/uint16/float RGB -> same dtype
-    out = restorer.restore_tensor(batch)                    # (N, C, H, W) float in [0, 1] -> (N, C_out, H, W)
-
-Precision names come from :mod:`restormer_arch.perf`, tile rules from :mod:`restormer_arch.tiling`, checkpoint
-layouts from :mod:`restormer_arch.checkpoint` and network configurations from :mod:`restormer_arch.archs.presets`.
+The library behind ``basicsr restore`` (:mod:`restormer_arch.inference`), for users' scripts (an example:
+docs/restore.md, 'Python API'). Precision names come from :mod:`restormer_arch.perf`, tile rules from
+:mod:`restormer_arch.tiling`, checkpoint layouts from :mod:`restormer_arch.checkpoint` and network configurations
+from :mod:`restormer_arch.archs.presets`.
 """
 import json
 import math
@@ -35,7 +27,6 @@ from restormer_arch.archs.presets import (
 )
 from restormer_arch.archs.restormer_arch import Restormer
 from restormer_arch.errors import UserError
-from restormer_arch.tiling import run_network
 
 __all__ = ['RestoreError', 'Restorer', 'load_restormer', 'build_network', 'check_settings']
 
@@ -137,23 +128,20 @@ def load_restormer(path: Optional[str], task: Optional[str] = None, arch_options
     if state_dict is not None:
         mismatch = checkpoint.compare_state_dicts(net.state_dict(), state_dict)
         if mismatch:
-            raise RestoreError(_mismatch_message(mismatch, state_dict, path, task, arch_options))
+            raise RestoreError(_mismatch_message(mismatch, base, path, task, arch_options))
         net.load_state_dict(state_dict, strict=True)
     return net.to(check_settings(device))
 
 
-def _mismatch_message(mismatch: checkpoint.StateDictMismatch, state_dict: Mapping[str, Tensor], path: str,
-                      task: Optional[str], arch_options: Optional[Mapping]) -> str:
+def _mismatch_message(mismatch: checkpoint.StateDictMismatch, own: dict, path: str, task: Optional[str],
+                      arch_options: Optional[Mapping]) -> str:
+    # `own`: the configuration read from the checkpoint, which loads it unless the file holds more than a Restormer.
     if task:
         given = f'the --task {task} configuration' + (' with the --arch-options given' if arch_options else '')
     else:
         given = 'the configuration of the --arch-options given' if arch_options else 'its own configuration'
     message = f'{path} does not match {given}:\n  '
     message += mismatch.describe(sep='\n  ')
-    try:
-        own = arch_options_from_state_dict(state_dict)
-    except ArchOptionsError as err:
-        return f'{message}\n  {err}'
     tasks = matching_tasks(own)
     if task and task not in tasks:  # tasks sharing the given task's configuration would be no help
         message += (f'\n  The checkpoint is a {" / ".join(tasks)} model: try --task {tasks[0]} (or leave out --task).'
@@ -272,9 +260,9 @@ class Restorer:
         Raises:
             RestoreError: The network produced NaN/inf (e.g. fp16 overflow).
         """
-        out = run_network(self.network, image, tile=self.tile, overlap=self.tile_overlap, blend=self.blend,
-                          device=self.device, precision=self.precision, progress=self.progress,
-                          fit_tile=not self.compiled)
+        out = tiling.run_network(self.network, image, tile=self.tile, overlap=self.tile_overlap, blend=self.blend,
+                                 device=self.device, precision=self.precision, progress=self.progress,
+                                 fit_tile=not self.compiled)
         if not torch.isfinite(out).all():
             raise RestoreError(f'The network produced NaN/inf values in --precision {self.precision}; use fp32 '
                                '(or bf16).')
