@@ -7,13 +7,7 @@
 Images are paired by file stem (``rain-001.png`` with ``rain-001.jpg`` is fine) and read with the project's one
 decoder (:func:`restormer_arch.data.image_io.read_image`: EXIF orientation applied, alpha dropped, 16-bit stays
 16-bit; both images of a pair must have the same bit depth). The mean of every metric is printed; ``--csv`` also
-writes the per-image values. Protocols (see ``options/test/README.md``):
-
-* ``deraining``: PSNR / SSIM on the MATLAB Y channel (``evaluate_PSNR_SSIM.m``);
-* ``gopro`` / ``hide`` / ``sidd``: MATLAB ``psnr`` / ``ssim`` on RGB;
-* ``realblur``: ECC-aligned, masked PSNR / SSIM;
-* ``dpdd``: PSNR, scikit-image-default SSIM, MAE (and LPIPS with ``--lpips``);
-* ``gaussian_denoising``: PSNR on the saved images.
+writes the per-image values. The protocols: :data:`PROTOCOLS` (their metrics: options/test/README.md).
 
 **SIDD** (real denoising, validation set): ``ValidationNoisyBlocksSrgb.mat`` and ``ValidationGtBlocksSrgb.mat`` hold
 one variable each (``ValidationNoisyBlocksSrgb`` / ``ValidationGtBlocksSrgb``): a ``40 x 32 x 256 x 256 x 3`` uint8

@@ -224,10 +224,8 @@ class Restorer:
             return
         views = ' (two views)' if self.dual_pixel else ''
         raise RestoreError(f'the network maps {self.inp_channels} input channels{views} to {self.out_channels} output '
-                           'channels, but images have 1 (gray) or 3 (colour) channels per view, so '
-                           f'{self.view_channels if self.view_channels not in (1, 3) else self.out_channels} channels '
-                           'cannot be read or written as an image (a hyperspectral or feature network?). Run it from '
-                           'Python: restormer_arch.load_restormer and Restorer.restore_tensor.')
+                           'channels, but images have 1 (gray) or 3 (colour) per view (a hyperspectral or feature '
+                           'network?). Run it from Python: load_restormer and Restorer.restore_tensor.')
 
     def check_memory(self, height: int, width: int, name: str = 'the image') -> None:
         """Refuse an image whose forward pass would likely not fit, suggesting a tile size.
@@ -306,7 +304,9 @@ class Restorer:
             out = out[..., ::-1]
         if gray and out.shape[2] == 3 and self.view_channels == 3:  # not the colour of a 1 -> 3 channel network
             out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)[..., None]
-        result = _from_float(out, image.dtype)
+        if image.dtype in (np.uint8, np.uint16):
+            out = np.round(np.clip(out, 0, 1) * np.iinfo(image.dtype).max)
+        result = out.astype(image.dtype)
         if alpha is not None:
             result = np.concatenate([result, alpha], axis=2)
         return result.reshape(image.shape) if image.ndim == 2 else result
@@ -321,23 +321,11 @@ def _split(image: np.ndarray):
     return (image[..., :3], image[..., 3:]) if image.shape[2] == 4 else (image, None)
 
 
-def _to_float(image: np.ndarray) -> np.ndarray:
-    if image.dtype in (np.uint8, np.uint16):
-        return image.astype(np.float32) / np.iinfo(image.dtype).max
-    if np.issubdtype(image.dtype, np.floating):
-        return image.astype(np.float32)
-    raise RestoreError(f'images must be uint8, uint16 or float in [0, 1], got {image.dtype}.')
-
-
-def _from_float(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if dtype in (np.uint8, np.uint16):
-        return np.round(np.clip(image, 0, 1) * np.iinfo(dtype).max).astype(dtype)
-    return image.astype(dtype)
-
-
 def _model_channels(color: np.ndarray, channels: int, bgr: bool) -> np.ndarray:
     """float32 ``(H, W, channels)`` RGB for the network from gray or colour (RGB, or BGR when ``bgr``)."""
-    pixels = _to_float(color)
+    if color.dtype not in (np.uint8, np.uint16) and not np.issubdtype(color.dtype, np.floating):
+        raise RestoreError(f'images must be uint8, uint16 or float in [0, 1], got {color.dtype}.')
+    pixels = color.astype(np.float32) / (np.iinfo(color.dtype).max if color.dtype in (np.uint8, np.uint16) else 1)
     if pixels.shape[2] == 3 and bgr:
         pixels = pixels[..., ::-1]
     if pixels.shape[2] == channels:
