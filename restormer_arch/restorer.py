@@ -28,7 +28,7 @@ from restormer_arch.archs.presets import (
 from restormer_arch.archs.restormer_arch import Restormer
 from restormer_arch.errors import UserError
 
-__all__ = ['RestoreError', 'Restorer', 'load_restormer', 'build_network', 'check_settings']
+__all__ = ['RestoreError', 'Restorer', 'load_restormer', 'check_settings']
 
 # Peak working memory of a forward pass, measured on CPU for the default model (dim 48): about 2,300 float32 values
 # per pixel (docs/performance.md, 'Memory'). It scales with the width; half precision roughly halves the activations.
@@ -82,14 +82,6 @@ def check_settings(device: Union[str, torch.device, None] = 'auto', precision: s
 
 
 # ----------------------------------------------------------------------------------------------------------- network
-def build_network(options: Mapping) -> Restormer:
-    """A Restormer in eval mode from (checked) constructor arguments; constructor refusals become RestoreError."""
-    try:
-        return Restormer(**check_arch_options(options)).eval()
-    except ValueError as err:  # ArchOptionsError included: the message names the key
-        raise RestoreError(str(err)) from None
-
-
 def load_restormer(path: Optional[str], task: Optional[str] = None, arch_options: Optional[Mapping] = None,
                    param_key: Optional[str] = None, device: Union[str, torch.device, None] = 'cpu') -> Restormer:
     """Load a Restormer checkpoint into the network it was saved from, ready to run.
@@ -123,8 +115,10 @@ def load_restormer(path: Optional[str], task: Optional[str] = None, arch_options
         raise RestoreError(str(err)) from None
     if state_dict is None:
         torch.manual_seed(0)
-    # The weights first, then the task's channels/norm/dual-pixel, then what the user set explicitly.
-    net = build_network({**base, **preset, **explicit})
+    try:  # the weights first, then the task's channels/norm/dual-pixel, then what the user set explicitly
+        net = Restormer(**{**base, **preset, **explicit}).eval()
+    except ValueError as err:  # the constructor's own refusals (e.g. inp_channels != out_channels)
+        raise RestoreError(str(err)) from None
     if state_dict is not None:
         mismatch = checkpoint.compare_state_dicts(net.state_dict(), state_dict)
         if mismatch:
@@ -227,25 +221,6 @@ class Restorer:
                            'channels, but images have 1 (gray) or 3 (colour) per view (a hyperspectral or feature '
                            'network?). Run it from Python: load_restormer and Restorer.restore_tensor.')
 
-    def check_memory(self, height: int, width: int, name: str = 'the image') -> None:
-        """Refuse an image whose forward pass would likely not fit, suggesting a tile size.
-
-        Raises:
-            RestoreError: The estimate exceeds ``max_memory`` (or the free memory).
-        """
-        window = (min(self.tile, height), min(self.tile, width)) if self.tile else (height, width)
-        half = perf.resolve_precision(self.precision) != torch.float32
-        need = window[0] * window[1] * BYTES_PER_PIXEL_DIM48 * self.dim / 48 * (0.6 if half else 1.0)
-        budget = self.max_memory if self.max_memory is not None else _available_memory(self.device)
-        if need <= budget:
-            return
-        per_pixel = need / (window[0] * window[1])
-        suggestion = max(16, int(math.sqrt(0.7 * budget / per_pixel)) // 8 * 8)
-        what = f'a {window[1]}x{window[0]} tile' if self.tile else f'{name} ({width}x{height})'
-        raise RestoreError(f'{what} likely needs about {_size(need)} for the forward pass, but only {_size(budget)} '
-                           f'is available. Use --tile {suggestion} --tile-overlap {min(32, suggestion // 4)} (tiles '
-                           'are blended smoothly), or --max-memory GB to override the estimate.')
-
     def restore_tensor(self, image: Tensor) -> Tensor:
         """Restore a batch.
 
@@ -294,7 +269,20 @@ class Restorer:
         arrays = (image, *views)
         if any(a.shape[:2] != image.shape[:2] for a in arrays):
             raise RestoreError(f'{name}: the left and right views differ in size.')
-        self.check_memory(*image.shape[:2], name=name)
+        # Refuse an image whose forward pass would likely not fit, suggesting a tile size.
+        height, width = image.shape[:2]
+        window = tiling.fixed_tile_shape(height, width, self.tile)
+        half = perf.resolve_precision(self.precision) != torch.float32
+        per_pixel = BYTES_PER_PIXEL_DIM48 * self.dim / 48 * (0.6 if half else 1.0)
+        need = window[0] * window[1] * per_pixel
+        budget = self.max_memory if self.max_memory is not None else _available_memory(self.device)
+        if need > budget:
+            suggestion = max(16, int(math.sqrt(0.7 * budget / per_pixel)) // 8 * 8)
+            what = f'a {window[1]}x{window[0]} tile' if self.tile else f'{name} ({width}x{height})'
+            raise RestoreError(f'{what} likely needs about {_size(need)} for the forward pass, but only '
+                               f'{_size(budget)} is available. Use --tile {suggestion} --tile-overlap '
+                               f'{min(32, suggestion // 4)} (tiles are blended smoothly), or --max-memory GB to '
+                               'override the estimate.')
         color, alpha = _split(image)
         gray = color.shape[2] == 1
         model_in = np.concatenate([_model_channels(_split(a)[0], self.view_channels, bgr) for a in arrays], axis=2)
