@@ -31,7 +31,7 @@ import numpy as np
 from scipy import io as sio
 
 from restormer_arch.atomic import atomic_write
-from restormer_arch.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image
+from restormer_arch.data.image_io import IMAGE_EXTENSIONS, read_image
 from restormer_arch.data.sidd_mat import load_sidd_blocks
 from restormer_arch.metrics import (
     calculate_lpips,
@@ -123,7 +123,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         rows = evaluate_folders(args.restored, args.gt, args.protocol, args.lpips)
-    except (FileNotFoundError, ImageReadError, ValueError, ImportError) as err:
+    except (FileNotFoundError, ValueError, ImportError) as err:  # ImageReadError is a ValueError
         print(f'error: {err}', file=sys.stderr)
         return 2
     names = [k for k in rows[0] if k != 'name']

@@ -100,9 +100,7 @@ def output_paths(name: str, out_dir: Path, suffix: str, ext: str, side_by_side: 
 def _check_output_folder(args: argparse.Namespace) -> None:
     """Refuse an ``-o`` that is a file, or the input folder without ``--suffix``, unless ``--overwrite``."""
     out_dir, inp = Path(args.output), Path(args.input)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RestoreError(f'-o {out_dir} is an existing file; -o names the output folder.')
-    existing = out_dir.absolute()
+    existing = out_dir.absolute()  # -o itself, or the folder it would be made in
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
@@ -213,8 +211,8 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_arguments(args: argparse.Namespace) -> dict:
-    """Every check that needs no weights and no pixels; returns the parsed ``--arch-options``."""
+def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[Path]]]]:
+    # First every check that needs no weights and no pixels.
     try:
         arch_options = json.loads(args.arch_options)
     except json.JSONDecodeError as err:
@@ -238,11 +236,6 @@ def _check_arguments(args: argparse.Namespace) -> dict:
     if folders and not any(_list_images(folder) for folder in folders):
         raise RestoreError(f'-i {inp}: no images found (extensions: {", ".join(IMAGE_EXTENSIONS)}).')
     _check_output_folder(args)
-    return arch_options
-
-
-def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[Path]]]]:
-    arch_options = _check_arguments(args)
     # Without --weights: the same random network in every run, so results compare.
     net = load_restormer(resolve(args.weights) if args.weights else None, args.task, arch_options, args.param_key)
     budget = int(args.max_memory * 2**30) if args.max_memory else None
