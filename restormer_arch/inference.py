@@ -127,12 +127,10 @@ def _check_existing_outputs(jobs: List[Tuple[str, List[Path]]], args: argparse.N
         return
     inputs = {p.resolve() for _, paths in jobs for p in paths}
     for path in planned:
-        if path.resolve() in inputs:
-            raise RestoreError(f'{path} is also an input: restoring would replace it. Choose another -o or a '
-                               '--suffix, or pass --overwrite.')
-        if path.exists():
-            raise RestoreError(f'{path} exists already (from an earlier run?). Choose another -o, or pass '
-                               '--overwrite to replace existing results.')
+        if path.exists():  # an input, or an earlier result
+            what = 'is also an input' if path.resolve() in inputs else 'exists already (from an earlier run?)'
+            raise RestoreError(f'{path} {what}: restoring would replace it. Choose another -o or a --suffix, or pass '
+                               '--overwrite.')
 
 
 # ---------------------------------------------------------------------------------------------------------- options

@@ -98,12 +98,7 @@ def blend_window(size: int, overlap: int, lead: bool, trail: bool, mode: str = '
     margin = overlap // 4
     ramp_len = max(overlap - 2 * margin, 1)
     t = (torch.arange(ramp_len, dtype=torch.float64) + 0.5) / ramp_len
-    if mode == 'cosine':
-        ramp = 0.5 - 0.5 * torch.cos(math.pi * t)
-    elif mode == 'linear':
-        ramp = t
-    else:
-        ramp = (t >= 0.5).to(torch.float64)
+    ramp = {'cosine': 0.5 - 0.5 * torch.cos(math.pi * t), 'linear': t, 'box': (t >= 0.5).to(torch.float64)}[mode]
     profile = torch.cat([torch.zeros(margin, dtype=torch.float64), ramp])[:size]
     window = torch.ones(size, dtype=torch.float64)
     if lead:

@@ -8,22 +8,7 @@ weights.
 * :func:`arch_options_from_state_dict` - every hyper-parameter that shapes the weights, read from a state dict's key
   names and tensor shapes, so a checkpoint needs no ``--task`` / ``--arch-options`` to be loaded.
 
-What a state dict tells (see :class:`~restormer_arch.archs.restormer_arch.Restormer` for the layers):
-
-=========================  ===========================================================================================
-``inp_channels``, ``dim``  ``patch_embed.proj.weight`` is ``(dim, inp_channels, 3, 3)``
-``out_channels``           ``output.weight`` is ``(out_channels, 2 * dim, 3, 3)``
-``num_blocks``             the block indices of ``encoder_level1-3`` and ``latent``
-``num_refinement_blocks``  the block indices of ``refinement``
-``heads``                  ``attn.temperature`` is ``(heads, 1, 1)`` in the first block of each level
-``ffn_expansion_factor``   ``ffn.project_out.weight`` is ``(C, hidden, 1, 1)`` with ``hidden = int(C * factor)`` for
-                           the level widths ``C`` = dim, 2 dim, 4 dim, 8 dim; the factor is chosen so that this
-                           reproduces the hidden width of *every* level (2.66 gives 127/255/511/1021 for dim 48)
-``bias``                   ``output.bias`` / ``attn.qkv.bias`` exist
-``LayerNorm_type``         ``norm1.body.bias`` exists (``WithBias``) or not (``BiasFree``)
-``dual_pixel_task``        ``skip_conv.weight`` exists (two input views only with ``inp_channels`` 6: MST++ keeps it for
-                           one RGB image, 3 -> 31 channels)
-=========================  ===========================================================================================
+What a state dict tells, key by key: the table in docs/restore.md ("The network comes from the checkpoint").
 """
 import inspect
 import math
