@@ -72,12 +72,6 @@ def _by_stem(folder: Path) -> Dict[str, Path]:
     return files
 
 
-def _read(path: Path) -> np.ndarray:
-    # (H, W) for gray, (H, W, 3) BGR for colour, at the file's own bit depth; alpha is not scored.
-    pixels = read_image(path).pixels
-    return pixels[..., 0] if pixels.shape[2] == 1 else pixels
-
-
 def evaluate_folders(restored: Path, gt: Path, protocol: str, lpips: bool = False) -> List[dict]:
     """Per-image metrics of every restored image that has a ground truth of the same stem.
 
@@ -103,7 +97,8 @@ def evaluate_folders(restored: Path, gt: Path, protocol: str, lpips: bool = Fals
                                 f'{missing[:3]}.')
     rows = []
     for stem in sorted(targets):
-        out, ref = _read(outputs[stem]), _read(targets[stem])
+        # (H, W, 1) gray or (H, W, 3) BGR at the file's own bit depth; alpha is not scored.
+        out, ref = read_image(outputs[stem]).pixels, read_image(targets[stem]).pixels
         if out.dtype != ref.dtype:
             raise ValueError(f'{outputs[stem]} is {out.dtype} but {targets[stem]} is {ref.dtype}; save the results '
                              'at the bit depth of the ground truth.')

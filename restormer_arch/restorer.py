@@ -147,17 +147,15 @@ def _mismatch_message(mismatch: checkpoint.StateDictMismatch, own: dict, path: s
 
 # ---------------------------------------------------------------------------------------------------------- running
 def _available_memory(device: torch.device) -> int:
-    # Bytes free for activations: CUDA free device memory; CPU MemAvailable (free pages where /proc is missing).
+    # Bytes free for activations: CUDA free device memory; CPU MemAvailable, or the physical memory where there is no
+    # /proc/meminfo (macOS has no SC_AVPHYS_PAGES either).
     if device.type == 'cuda':
         return int(torch.cuda.mem_get_info(device)[0])
     try:
         with open('/proc/meminfo', encoding='ascii') as f:
-            for line in f:
-                if line.startswith('MemAvailable:'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE'))
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith('MemAvailable:'))
+    except (OSError, StopIteration):
+        return int(os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE'))
 
 
 def _size(num_bytes: float) -> str:
