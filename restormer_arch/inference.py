@@ -55,29 +55,22 @@ def collect_inputs(path: Path, dual_pixel: bool) -> List[Tuple[str, List[Path]]]
         if not files:
             raise RestoreError(f'-i {path}: no images found (extensions: {", ".join(IMAGE_EXTENSIONS)}).')
         return [(p.name, [p]) for p in files]
-    if path.is_dir():
-        for left_dir, right_dir in (('inputL', 'inputR'), ('L', 'R')):
-            if (path / left_dir).is_dir() and (path / right_dir).is_dir():
-                jobs = []
-                for left in _list_images(path / left_dir):
-                    right = path / right_dir / left.name
-                    if not right.is_file():
-                        raise RestoreError(f'{left}: the right view {right} is missing.')
-                    jobs.append((left.name, [left, right]))
-                if jobs:
-                    return jobs
-    lefts = [path] if path.is_file() else [p for p in _list_images(path) if p.stem.endswith('_L')]
-    jobs = []
-    for left in lefts:
-        right = left.with_name(left.stem[:-2] + '_R' + left.suffix)
-        if not left.stem.endswith('_L') or not right.is_file():
-            raise RestoreError(f'{left}: dual-pixel input needs NAME_L{left.suffix} with NAME_R{left.suffix} '
-                               'beside it.')
-        jobs.append((left.stem[:-2] + left.suffix, [left, right]))
-    if not jobs:
+    pairs = []  # (output name, left view, right view)
+    for left_dir, right_dir in (('inputL', 'inputR'), ('L', 'R')):
+        if not pairs and path.is_dir() and (path / left_dir).is_dir() and (path / right_dir).is_dir():
+            pairs = [(left.name, left, path / right_dir / left.name) for left in _list_images(path / left_dir)]
+    if not pairs:  # NAME_L.EXT files, each with NAME_R.EXT beside it
+        lefts = [path] if path.is_file() else [p for p in _list_images(path) if p.stem.endswith('_L')]
+        pairs = [(stem + left.suffix, left, left.with_name(f'{stem}_R{left.suffix}'))
+                 for left in lefts for stem in [left.stem.removesuffix('_L')]]
+    if not pairs:
         raise RestoreError(f'-i {path}: no dual-pixel pairs found. Use inputL/ + inputR/ folders with the same file '
                            'names, or NAME_L.png + NAME_R.png files.')
-    return jobs
+    for _, left, right in pairs:
+        if not right.is_file():
+            raise RestoreError(f'{left}: the right view {right} is missing (dual-pixel input: inputL/ + inputR/ '
+                               'folders with the same file names, or NAME_L.png + NAME_R.png files).')
+    return [(name, [left, right]) for name, left, right in pairs]
 
 
 def output_paths(name: str, out_dir: Path, suffix: str, ext: str, side_by_side: bool) -> List[Path]:
