@@ -1,10 +1,4 @@
-"""``basicsr restore``: the command line over :mod:`restormer_arch.restorer` (see docs/restore.md).
-
-Examples::
-
-    basicsr restore -i rainy/ -o derained/ --weights deraining.pth
-    basicsr restore -i big.tif -o out/ --weights motion_deblurring.pth --tile 512 --tile-overlap 32
-    basicsr restore -i photos/ -o photos/ --suffix restored --ext png --weights real_denoising.pth
+"""``basicsr restore``: the command line over :mod:`restormer_arch.restorer` (examples: docs/restore.md).
 
 The network's configuration is read from the checkpoint; ``--task`` (a released task the checkpoint must be) and
 ``--arch-options`` (constructor arguments to force) are optional. Every option is checked, and the output folder is
@@ -21,24 +15,10 @@ import cv2
 import numpy as np
 
 from restormer_arch import perf
-from restormer_arch.archs.presets import TASK_PRESETS
-from restormer_arch.data.image_io import (
-    IMAGE_EXTENSIONS,
-    DecodedImage,
-    ImageReadError,
-    read_image,
-    write_image,
-)
+from restormer_arch.archs.presets import TASK_PRESETS, check_arch_options
+from restormer_arch.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
 from restormer_arch.errors import UserError
-from restormer_arch.restorer import (
-    RestoreError,
-    Restorer,
-    check_precision,
-    check_tile_options,
-    load_restormer,
-    network_options,
-    pick_device,
-)
+from restormer_arch.restorer import RestoreError, Restorer, check_settings, load_restormer
 from restormer_arch.tiling import fixed_tile_shape
 from restormer_arch.weights import resolve
 
@@ -75,29 +55,22 @@ def collect_inputs(path: Path, dual_pixel: bool) -> List[Tuple[str, List[Path]]]
         if not files:
             raise RestoreError(f'-i {path}: no images found (extensions: {", ".join(IMAGE_EXTENSIONS)}).')
         return [(p.name, [p]) for p in files]
-    if path.is_dir():
-        for left_dir, right_dir in (('inputL', 'inputR'), ('L', 'R')):
-            if (path / left_dir).is_dir() and (path / right_dir).is_dir():
-                jobs = []
-                for left in _list_images(path / left_dir):
-                    right = path / right_dir / left.name
-                    if not right.is_file():
-                        raise RestoreError(f'{left}: the right view {right} is missing.')
-                    jobs.append((left.name, [left, right]))
-                if jobs:
-                    return jobs
-    lefts = [path] if path.is_file() else [p for p in _list_images(path) if p.stem.endswith('_L')]
-    jobs = []
-    for left in lefts:
-        right = left.with_name(left.stem[:-2] + '_R' + left.suffix)
-        if not left.stem.endswith('_L') or not right.is_file():
-            raise RestoreError(f'{left}: dual-pixel input needs NAME_L{left.suffix} with NAME_R{left.suffix} '
-                               'beside it.')
-        jobs.append((left.stem[:-2] + left.suffix, [left, right]))
-    if not jobs:
+    pairs = []  # (output name, left view, right view)
+    for left_dir, right_dir in (('inputL', 'inputR'), ('L', 'R')):
+        if not pairs and path.is_dir() and (path / left_dir).is_dir() and (path / right_dir).is_dir():
+            pairs = [(left.name, left, path / right_dir / left.name) for left in _list_images(path / left_dir)]
+    if not pairs:  # NAME_L.EXT files, each with NAME_R.EXT beside it
+        lefts = [path] if path.is_file() else [p for p in _list_images(path) if p.stem.endswith('_L')]
+        pairs = [(stem + left.suffix, left, left.with_name(f'{stem}_R{left.suffix}'))
+                 for left in lefts for stem in [left.stem.removesuffix('_L')]]
+    if not pairs:
         raise RestoreError(f'-i {path}: no dual-pixel pairs found. Use inputL/ + inputR/ folders with the same file '
                            'names, or NAME_L.png + NAME_R.png files.')
-    return jobs
+    for _, left, right in pairs:
+        if not right.is_file():
+            raise RestoreError(f'{left}: the right view {right} is missing (dual-pixel input: inputL/ + inputR/ '
+                               'folders with the same file names, or NAME_L.png + NAME_R.png files).')
+    return [(name, [left, right]) for name, left, right in pairs]
 
 
 def output_paths(name: str, out_dir: Path, suffix: str, ext: str, side_by_side: bool) -> List[Path]:
@@ -120,9 +93,7 @@ def output_paths(name: str, out_dir: Path, suffix: str, ext: str, side_by_side: 
 def _check_output_folder(args: argparse.Namespace) -> None:
     """Refuse an ``-o`` that is a file, or the input folder without ``--suffix``, unless ``--overwrite``."""
     out_dir, inp = Path(args.output), Path(args.input)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RestoreError(f'-o {out_dir} is an existing file; -o names the output folder.')
-    existing = out_dir.absolute()
+    existing = out_dir.absolute()  # -o itself, or the folder it would be made in
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
@@ -149,12 +120,10 @@ def _check_existing_outputs(jobs: List[Tuple[str, List[Path]]], args: argparse.N
         return
     inputs = {p.resolve() for _, paths in jobs for p in paths}
     for path in planned:
-        if path.resolve() in inputs:
-            raise RestoreError(f'{path} is also an input: restoring would replace it. Choose another -o or a '
-                               '--suffix, or pass --overwrite.')
-        if path.exists():
-            raise RestoreError(f'{path} exists already (from an earlier run?). Choose another -o, or pass '
-                               '--overwrite to replace existing results.')
+        if path.exists():  # an input, or an earlier result
+            what = 'is also an input' if path.resolve() in inputs else 'exists already (from an earlier run?)'
+            raise RestoreError(f'{path} {what}: restoring would replace it. Choose another -o or a --suffix, or pass '
+                               '--overwrite.')
 
 
 # ---------------------------------------------------------------------------------------------------------- options
@@ -233,17 +202,16 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_arguments(args: argparse.Namespace) -> dict:
-    """Every check that needs no weights and no pixels; returns the parsed ``--arch-options``."""
+def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[Path]]]]:
+    # First every check that needs no weights and no pixels.
     try:
         arch_options = json.loads(args.arch_options)
     except json.JSONDecodeError as err:
         raise RestoreError(f'--arch-options is not valid JSON ({err}): {args.arch_options!r}') from None
     if not isinstance(arch_options, dict):
         raise RestoreError(f'--arch-options must be a JSON object like \'{{"dim": 8}}\', got {args.arch_options!r}.')
-    network_options(None, args.task, arch_options)  # names and types of the arch options
-    check_tile_options(args.tile, args.tile_overlap)
-    check_precision(args.precision, pick_device(args.device))
+    check_arch_options(arch_options, '--arch-options')  # names and types (--task: argparse's choices)
+    check_settings(args.device, args.precision, args.tile, args.tile_overlap)
     if args.max_memory is not None and not args.max_memory > 0:
         raise RestoreError(f'--max-memory {args.max_memory}: give the budget in GiB, a number > 0.')
     if os.sep in args.suffix or (os.altsep and os.altsep in args.suffix):
@@ -259,11 +227,6 @@ def _check_arguments(args: argparse.Namespace) -> dict:
     if folders and not any(_list_images(folder) for folder in folders):
         raise RestoreError(f'-i {inp}: no images found (extensions: {", ".join(IMAGE_EXTENSIONS)}).')
     _check_output_folder(args)
-    return arch_options
-
-
-def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[Path]]]]:
-    arch_options = _check_arguments(args)
     # Without --weights: the same random network in every run, so results compare.
     net = load_restormer(resolve(args.weights) if args.weights else None, args.task, arch_options, args.param_key)
     budget = int(args.max_memory * 2**30) if args.max_memory else None
@@ -288,48 +251,34 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
 def _restore_job(restorer: Restorer, name: str, paths: List[Path], args: argparse.Namespace) -> List[Path]:
     views = [read_image(p) for p in paths]  # decoded once already: ImageReadError only if a file changed since
     first = views[0]
-    if any(v.pixels.shape[:2] != first.pixels.shape[:2] for v in views):
-        raise RestoreError(f'{paths[1]}: the left and right views differ in size.')
-    restorer.check_memory(*first.pixels.shape[:2], name=paths[0].name)
-    restored = restorer.restore(*[v.pixels for v in views], bgr=True)
+    restored = restorer.restore(*[v.pixels for v in views], bgr=True, name=paths[0].name)
     targets = output_paths(name, Path(args.output), args.suffix, args.ext, args.side_by_side)
-    first, restored = _fit_format(targets[0], first, restored)
-    _write(targets[0], restored, first)
+    ext, depth = targets[0].suffix.lower(), first.bit_depth
+    if first.alpha is not None and ext in EXTENSIONS_WITHOUT_ALPHA:
+        print(f'basicsr restore: warning: {targets[0].name}: {ext} has no alpha channel; the transparency is '
+              'dropped (use --ext png to keep it).', file=sys.stderr)
+    if depth == 16 and ext not in EXTENSIONS_16BIT:  # a warning rather than a failure
+        print(f'basicsr restore: warning: {targets[0].name}: {ext} holds 8-bit samples only; writing the 16-bit '
+              'result as 8-bit (use --ext png or tif to keep 16 bits).', file=sys.stderr)
+        depth = 8
+    outputs = [(restored, first.alpha)]
     if args.side_by_side:
         before = first.pixels
         if before.shape[2] != restored.shape[2]:  # a colour photo through a gray model shown gray, and vice versa
             before = cv2.cvtColor(before, cv2.COLOR_BGR2GRAY)[..., None] if restored.shape[2] == 1 else \
                 cv2.cvtColor(before, cv2.COLOR_GRAY2BGR)
-        shown = np.concatenate([before, restored], axis=1)
         alpha = None if first.alpha is None else np.concatenate([first.alpha, first.alpha], axis=1)
-        _write(targets[1], shown, DecodedImage(shown, alpha, first.bit_depth, first.icc_profile, first.exif))
+        outputs.append((np.concatenate([before, restored], axis=1), alpha))
+    peak = np.iinfo(restored.dtype).max
+    for path, (pixels, alpha) in zip(targets, outputs):
+        # Atomically, with the input's alpha, ICC profile and EXIF (orientation upright) where the format holds them;
+        # as floats in [0, 1], which write_image rounds to `depth` bits. A ValueError: the format cannot hold it.
+        try:
+            write_image(path, pixels / peak, depth, None if alpha is None else alpha / peak, first.icc_profile,
+                        first.exif)
+        except ValueError as err:
+            raise RestoreError(str(err)) from None
     return targets
-
-
-def _write(path: Path, pixels: np.ndarray, like: DecodedImage) -> None:
-    """Write one result atomically with the input's alpha, ICC profile and EXIF (orientation upright) where the format
-    holds them (:func:`restormer_arch.data.image_io.write_image`; a ValueError: the format cannot hold the image)."""
-    try:
-        write_image(path, pixels, like.bit_depth, like.alpha, like.icc_profile, like.exif)
-    except ValueError as err:
-        raise RestoreError(str(err)) from None
-
-
-def _fit_format(path: Path, image: DecodedImage, restored: np.ndarray) -> Tuple[DecodedImage, np.ndarray]:
-    """16-bit results for an 8-bit-only format (``--ext jpg``) become 8-bit, with a warning rather than a failure."""
-    if image.alpha is not None and path.suffix.lower() in EXTENSIONS_WITHOUT_ALPHA:
-        print(f'basicsr restore: warning: {path.name}: {path.suffix} has no alpha channel; the transparency is '
-              'dropped (use --ext png to keep it).', file=sys.stderr)
-    if image.bit_depth == 8 or path.suffix.lower() in EXTENSIONS_16BIT:
-        return image, restored
-    print(f'basicsr restore: warning: {path.name}: {path.suffix} holds 8-bit samples only; writing the 16-bit '
-          'result as 8-bit (use --ext png or tif to keep 16 bits).', file=sys.stderr)
-    image = DecodedImage(_to_8bit(image.pixels), _to_8bit(image.alpha), 8, image.icc_profile, image.exif)
-    return image, _to_8bit(restored)
-
-
-def _to_8bit(samples: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    return None if samples is None else np.round(samples / 257.0).astype(np.uint8)
 
 
 def run(args: argparse.Namespace) -> List[Path]:

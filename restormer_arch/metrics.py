@@ -14,7 +14,10 @@ name                            protocol
 ``calculate_lpips``             DPDD: LPIPS AlexNet (optional ``lpips`` package)
 ==============================  ==============================================================================
 
-BasicSR's own ``calculate_psnr`` / ``calculate_ssim`` stay available under their names. In the options::
+BasicSR's own ``calculate_psnr`` / ``calculate_ssim`` stay available under their names; these exist only where a
+protocol differs from them: BasicSR's PSNR has peak 255 whatever the data (wrong for uint16 and [0, 1] floats), its
+Y channel is not rounded like MATLAB's, and its SSIM is a per-channel 2-D Gaussian SSIM (not MATLAB's 3-D volume, nor
+scikit-image's uniform window). In the options::
 
     metrics:
       psnr: {type: calculate_psnr_y_matlab, crop_border: 0}
@@ -32,59 +35,7 @@ BasicSR's own ``calculate_psnr`` / ``calculate_ssim`` stay available under their
   Y-channel, RealBlur and LPIPS metrics, where the colour planes are not interchangeable.
 * Other keys are ignored (BasicSR passes the whole metric option dict), except ``net`` and ``device`` of LPIPS.
 
-**Deraining** (Rain100L/H, Test100, Test1200, Test2800; ``evaluate_PSNR_SSIM.m``) - all inputs hold uint8-range
-values, like the PNGs the MATLAB scripts read:
-
-* Y channel of MATLAB's ``rgb2ycbcr`` (ITU-R BT.601, studio swing 16-235):
-  ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255``. MATLAB returns uint8 for uint8 input, so for uint8 images the
-  Y plane is rounded to integers (half away from zero) exactly like MATLAB; float inputs are not rounded.
-* PSNR with peak 255 on the Y plane, no border crop.
-* SSIM is Wang et al.'s original ``ssim_index``: 11x11 Gaussian window (sigma 1.5, normalised), K1 = 0.01,
-  K2 = 0.03, L = 255, ``filter2(..., 'valid')`` (the 5-pixel rim where the window does not fit is left out), mean of
-  the SSIM map.
-
-**GoPro / HIDE** (``evaluate_gopro_hide.m``):
-
-* MATLAB ``psnr(A, ref)`` on the RGB uint8 images: MSE over all pixels and channels, peak 255 (65535 for uint16).
-* MATLAB ``ssim(A, ref)`` on the RGB uint8 images. ``ssim`` has no notion of colour channels: an ``H x W x 3`` array
-  is a 3-D *volume*, so the statistics use a **3-D** Gaussian window (11x11x11, sigma 1.5) with ``'replicate'``
-  padding on every axis - along the 3 colour planes too - and the result is the mean of the full-size SSIM map
-  (no 'valid' crop, unlike ``ssim_index``). L = 255 (the range of the uint8 class), K1 = 0.01, K2 = 0.03; with unit
-  exponents and C3 = C2/2 MATLAB's three-term formula reduces to the usual two-term SSIM implemented here.
-  Gray (2-D) inputs get MATLAB's 2-D window with replicate padding.
-
-**RealBlur-J / RealBlur-R**: RealBlur's reference and blurred images are not perfectly registered, so its protocol
-(``evaluate_realblur.py`` of the benchmark, used by the Restormer paper) first aligns the restored image to the ground
-truth:
-
-1. Images as float in [0, 1]. Intensity matching: the restored image ``z`` is scaled by ``sum(x z) / sum(z z)``.
-2. ``cv2.findTransformECC`` estimates a **homography** from the gray ground truth (template) to the gray scaled
-   restored image: identity start, 100 iterations, termination epsilon 0, Gaussian pre-filter size 5.
-3. The scaled restored image is warped onto the ground-truth grid (``warpPerspective``, bicubic, ``WARP_INVERSE_MAP``,
-   reflected borders), and a validity mask (ones warped with nearest interpolation and a zero border) marks the pixels
-   that came from inside the image. Both images are multiplied by the mask.
-4. **PSNR** = ``10 log10(1 / (sum of squared errors / number of valid values))`` (peak 1).
-5. **SSIM**: skimage-style Gaussian SSIM (sigma 1.5, window 11, population covariance, L = 1, 'reflect' filtering) per
-   channel; the map is multiplied by the mask, the 5-pixel rim is dropped, each channel's map is averaged over its valid
-   pixels, and the channels are averaged.
-
-:func:`calculate_psnr_realblur` and :func:`calculate_ssim_realblur` share the alignment of the last pair they saw, so
-computing both costs one ECC run.
-
-**DPDD** defocus deblurring works on float images in [0, 1] (8-bit / 255, 16-bit / 65535). The single-image protocol
-reads the 16-bit DPDD PNGs as 8-bit (OpenCV's default), the dual-pixel one as 16-bit.
-
-* **PSNR**: ``10 log10(1 / mse)`` over all values - BasicSR's ``calculate_psnr`` gives the same on uint8 images.
-* **SSIM**: scikit-image's *default* ``structural_similarity`` (``data_range=1``, channels averaged): a 7x7
-  **uniform** window with the sample (N-1) covariance, K1 = 0.01, K2 = 0.03, mean over the map without its 3-pixel
-  rim - not a Gaussian SSIM. :func:`calculate_ssim_dpdd` implements it in numpy.
-* **MAE**: mean absolute error per channel, averaged over the channels (= the mean over all values).
-  :func:`calculate_mae` divides by ``data_range`` to report it on [0, 1].
-* **LPIPS**: the learned perceptual distance of Zhang et al. with the **AlexNet** backbone (``lpips.LPIPS(net='alex')``,
-  version 0.1) on RGB inputs in [0, 1] scaled to [-1, 1] (lpips' ``normalize=True``). It needs the optional ``lpips``
-  package (``pip install 'restormer-basicsr[lpips]'``) and, on first use, torchvision's ImageNet AlexNet weights
-  (downloaded to the torch hub cache, ``$TORCH_HOME``). Without them :func:`calculate_lpips` raises an error that
-  says so: it never returns a made-up value.
+The protocols in detail, with the benchmarks they belong to: ``options/test/README.md`` ("Evaluation protocols").
 """
 import functools
 import hashlib
@@ -269,6 +220,8 @@ def calculate_ssim_rgb_matlab(a, b, peak, channel_order, uint8, **kwargs) -> flo
     Returns:
         Mean SSIM.
     """
+    # MATLAB's ssim has no colour channels: an H x W x 3 array is a volume, filtered along the planes too, and the
+    # map is averaged whole (no 'valid' crop). With unit exponents and C3 = C2 / 2 its three-term formula is this one.
     return _ssim_map(a, b, peak, _gaussian((0, 1) if a.shape[2] == 1 else (0, 1, 2), 'nearest')).mean()
 
 

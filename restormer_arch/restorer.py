@@ -1,17 +1,9 @@
 """Restore images with a Restormer from Python: load a checkpoint, run it whole or in tiles, in any precision.
 
-The library behind ``basicsr restore`` (:mod:`restormer_arch.inference`), for users' scripts and for validation::
-
-    from restormer_arch import load_restormer
-    from restormer_arch.restorer import Restorer
-
-    net = load_restormer('deraining.pth')                  # the architecture is read from the weights
-    restorer = Restorer(net, device='cuda', precision='bf16', tile=512, tile_overlap=32)
-    clean = restorer.restore(rainy)                         # (H, W, 3) uint8/uint16/float RGB -> same dtype
-    out = restorer.restore_tensor(batch)                    # (N, C, H, W) float in [0, 1] -> (N, C_out, H, W)
-
-Precision names come from :mod:`restormer_arch.perf`, tile rules from :mod:`restormer_arch.tiling`, checkpoint
-layouts from :mod:`restormer_arch.checkpoint` and network configurations from :mod:`restormer_arch.archs.presets`.
+The library behind ``basicsr restore`` (:mod:`restormer_arch.inference`), for users' scripts (an example:
+docs/restore.md, 'Python API'). Precision names come from :mod:`restormer_arch.perf`, tile rules from
+:mod:`restormer_arch.tiling`, checkpoint layouts from :mod:`restormer_arch.checkpoint` and network configurations
+from :mod:`restormer_arch.archs.presets`.
 """
 import json
 import logging
@@ -36,10 +28,8 @@ from restormer_arch.archs.presets import (
 )
 from restormer_arch.archs.restormer_arch import Restormer
 from restormer_arch.errors import UserError
-from restormer_arch.tiling import run_network
 
-__all__ = ['RestoreError', 'Restorer', 'load_restormer', 'run_network', 'network_options', 'build_network',
-           'check_tile_options', 'check_precision', 'pick_device', 'estimate_memory', 'available_memory']
+__all__ = ['RestoreError', 'Restorer', 'load_restormer', 'check_settings']
 
 # Peak working memory of a forward pass, measured on CPU for the default model (dim 48): about 2,300 float32 values
 # per pixel (docs/performance.md, 'Memory'). It scales with the width; half precision roughly halves the activations.
@@ -50,49 +40,32 @@ class RestoreError(UserError, ValueError):
     """A user-facing restore error (bad input, checkpoint or option); the message says how to fix it."""
 
 
-# ----------------------------------------------------------------------------------------------------------- options
-def check_tile_options(tile: Optional[int], overlap: int, blend: str = 'cosine') -> None:
-    """Refuse tile settings :func:`restormer_arch.tiling.tiled_forward` would refuse, before any work starts.
+def check_settings(device: Union[str, torch.device, None] = 'auto', precision: str = 'fp32',
+                   tile: Optional[int] = None, overlap: int = 32, blend: str = 'cosine') -> torch.device:
+    """Refuse run settings that cannot work here, before any work starts (``basicsr restore`` and :class:`Restorer`).
 
     Args:
+        device: ``'auto'``/None (CUDA when available, else CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a device.
+        precision: A name of :data:`restormer_arch.perf.PRECISIONS`.
         tile: Tile size in pixels, or None for whole images.
         overlap: Overlap of neighbouring tiles in pixels.
         blend: Window of the overlaps (:data:`restormer_arch.tiling.BLEND_MODES`).
 
-    Raises:
-        RestoreError: The settings break the tiling rule.
-    """
-    if tile is None:
-        return
-    try:
-        tiling.check_tile_options(tile, overlap, blend)
-    except ValueError as err:
-        raise RestoreError(f'--tile {tile} --tile-overlap {overlap}: {err}') from None
-
-
-def pick_device(name: Union[str, torch.device, None] = 'auto') -> torch.device:
-    """``'auto'``/None (CUDA when available, else CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a device.
+    Returns:
+        The device to run on.
 
     Raises:
-        RestoreError: CUDA asked for but not available, or an unknown device name.
+        RestoreError: CUDA asked for but not available, an unknown device or precision, fp16 on CPU, bf16 on a GPU
+            without bfloat16, or tile settings that break :func:`restormer_arch.tiling.check_tile_options`.
     """
-    if name is None or name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device is None or device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
     try:
-        device = torch.device(name)
+        device = torch.device(device)
     except RuntimeError as err:
-        raise RestoreError(f'--device {name}: {err}; use auto, cpu, cuda or cuda:N.') from None
+        raise RestoreError(f'--device {device}: {err}; use auto, cpu, cuda or cuda:N.') from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise RestoreError('--device cuda: CUDA is not available here; use --device cpu (or auto).')
-    return device
-
-
-def check_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype of ``precision`` (names from :data:`restormer_arch.perf.PRECISIONS`) on ``device``.
-
-    Raises:
-        RestoreError: Unknown name, fp16 on CPU, or bf16 on a GPU without bfloat16.
-    """
     try:
         dtype = perf.resolve_precision(precision)
     except ValueError as err:
@@ -101,43 +74,15 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
         raise RestoreError('--precision fp16 is not supported on CPU; use bf16 (or fp32).')
     if device.type == 'cuda' and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise RestoreError('--precision bf16: this GPU has no bfloat16 support; use fp16 or fp32.')
-    return dtype
+    if tile is not None:
+        try:
+            tiling.check_tile_options(tile, overlap, blend)
+        except ValueError as err:
+            raise RestoreError(f'--tile {tile} --tile-overlap {overlap}: {err}') from None
+    return device
 
 
 # ----------------------------------------------------------------------------------------------------------- network
-def build_network(options: Mapping) -> Restormer:
-    """A Restormer in eval mode from (checked) constructor arguments; constructor refusals become RestoreError."""
-    try:
-        return Restormer(**check_arch_options(options)).eval()
-    except ValueError as err:  # ArchOptionsError included: the message names the key
-        raise RestoreError(str(err)) from None
-
-
-def network_options(state_dict: Optional[Mapping[str, Tensor]] = None, task: Optional[str] = None,
-                    arch_options: Optional[Mapping] = None) -> dict:
-    """The constructor arguments to build: read from the weights, then what the user said explicitly on top.
-
-    Args:
-        state_dict: Weights to read the architecture from (None: Restormer's defaults, for random networks).
-        task: A released task (:data:`~restormer_arch.archs.presets.TASK_PRESETS`); it fixes the channels, the norm
-            type and dual-pixel, and :func:`load_restormer` reports a checkpoint that disagrees.
-        arch_options: Constructor arguments the user set (checked; they win over the weights and the task).
-
-    Returns:
-        Complete constructor arguments.
-
-    Raises:
-        RestoreError: Unknown task, wrong arch options, or weights that are not a Restormer's.
-    """
-    try:
-        explicit = check_arch_options(arch_options or {}, '--arch-options')
-        preset = {k: v for k, v in task_options(task).items() if k in TASK_KEYS} if task else {}
-        base = arch_options_from_state_dict(state_dict) if state_dict is not None else default_arch_options()
-    except ArchOptionsError as err:
-        raise RestoreError(str(err)) from None
-    return {**base, **preset, **explicit}
-
-
 def load_restormer(path: Optional[str], task: Optional[str] = None, arch_options: Optional[Mapping] = None,
                    param_key: Optional[str] = None, device: Union[str, torch.device, None] = 'cpu') -> Restormer:
     """Load a Restormer checkpoint into the network it was saved from, ready to run.
@@ -162,35 +107,36 @@ def load_restormer(path: Optional[str], task: Optional[str] = None, arch_options
     Raises:
         RestoreError: Missing/unsafe/unreadable file, not a Restormer, or a mismatch with ``task``/``arch_options``.
     """
-    state_dict = None
-    if path is None:
+    try:
+        state_dict, entry = checkpoint.load_state_dict(path, param_key, '--weights') if path is not None else (None, '')
+        explicit = check_arch_options(arch_options or {}, '--arch-options')
+        preset = {k: v for k, v in task_options(task).items() if k in TASK_KEYS} if task else {}
+        base = arch_options_from_state_dict(state_dict) if state_dict is not None else default_arch_options()
+    except (FileNotFoundError, checkpoint.CheckpointError, ArchOptionsError) as err:
+        raise RestoreError(str(err)) from None
+    if state_dict is None:
         torch.manual_seed(0)
     else:
-        try:
-            state_dict, entry = checkpoint.load_state_dict(path, param_key, '--weights')
-        except checkpoint.CheckpointError as err:
-            raise RestoreError(str(err)) from None
         logging.getLogger('restormer_arch').info(f'{path}: loaded {entry}, {len(state_dict)} tensors')
-    net = build_network(network_options(state_dict, task, arch_options))
+    try:  # the weights first, then the task's channels/norm/dual-pixel, then what the user set explicitly
+        net = Restormer(**{**base, **preset, **explicit}).eval()
+    except ValueError as err:  # the constructor's own refusals (e.g. inp_channels != out_channels)
+        raise RestoreError(str(err)) from None
     if state_dict is not None:
         report = checkpoint.compare_state_dicts(net.state_dict(), state_dict, sep='\n  ')[1]
         if report:
-            raise RestoreError(_mismatch_message(report, state_dict, path, task, arch_options))
+            raise RestoreError(_mismatch_message(report, base, path, task, arch_options))
         net.load_state_dict(state_dict, strict=True)
-    return net.to(pick_device(device))
+    return net.to(check_settings(device))
 
 
-def _mismatch_message(report: str, state_dict: Mapping[str, Tensor], path: str,
-                      task: Optional[str], arch_options: Optional[Mapping]) -> str:
+def _mismatch_message(report: str, own: dict, path: str, task: Optional[str], arch_options: Optional[Mapping]) -> str:
+    # `own`: the configuration read from the checkpoint, which loads it unless the file holds more than a Restormer.
     if task:
         given = f'the --task {task} configuration' + (' with the --arch-options given' if arch_options else '')
     else:
         given = 'the configuration of the --arch-options given' if arch_options else 'its own configuration'
     message = f'{path} does not match {given}:\n  {report}'
-    try:
-        own = arch_options_from_state_dict(state_dict)
-    except ArchOptionsError as err:
-        return f'{message}\n  {err}'
     tasks = matching_tasks(own)
     if task and task not in tasks:  # tasks sharing the given task's configuration would be no help
         message += (f'\n  The checkpoint is a {" / ".join(tasks)} model: try --task {tasks[0]} (or leave out --task).'
@@ -201,24 +147,16 @@ def _mismatch_message(report: str, state_dict: Mapping[str, Tensor], path: str,
 
 
 # ---------------------------------------------------------------------------------------------------------- running
-def available_memory(device: torch.device) -> int:
-    """Bytes free for activations on ``device`` (CUDA: free device memory; CPU: MemAvailable)."""
+def _available_memory(device: torch.device) -> int:
+    # Bytes free for activations: CUDA free device memory; CPU MemAvailable, or the physical memory where there is no
+    # /proc/meminfo (macOS has no SC_AVPHYS_PAGES either).
     if device.type == 'cuda':
         return int(torch.cuda.mem_get_info(device)[0])
     try:
         with open('/proc/meminfo', encoding='ascii') as f:
-            for line in f:
-                if line.startswith('MemAvailable:'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE'))
-
-
-def estimate_memory(pixels: int, dim: int, precision: str) -> float:
-    """Rough peak activation memory (bytes) of one Restormer forward on ``pixels`` pixels of width ``dim``."""
-    half = perf.resolve_precision(precision) != torch.float32
-    return pixels * BYTES_PER_PIXEL_DIM48 * dim / 48 * (0.6 if half else 1.0)
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith('MemAvailable:'))
+    except (OSError, StopIteration):
+        return int(os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE'))
 
 
 def _size(num_bytes: float) -> str:
@@ -252,9 +190,7 @@ class Restorer:
     def __init__(self, network: nn.Module, device: Union[str, torch.device, None] = 'auto', precision: str = 'fp32',
                  tile: Optional[int] = None, tile_overlap: int = 32, max_memory: Optional[int] = None,
                  progress: bool = False, blend: str = 'cosine', compile: bool = False) -> None:
-        self.device = pick_device(device)
-        self.dtype = check_precision(precision, self.device)
-        check_tile_options(tile, tile_overlap, blend)
+        self.device = check_settings(device, precision, tile, tile_overlap, blend)
         self.precision, self.tile, self.tile_overlap, self.blend = precision, tile, tile_overlap, blend
         self.max_memory, self.progress, self.compiled = max_memory, progress, compile
         self.network = network.eval().to(self.device)
@@ -281,28 +217,8 @@ class Restorer:
             return
         views = ' (two views)' if self.dual_pixel else ''
         raise RestoreError(f'the network maps {self.inp_channels} input channels{views} to {self.out_channels} output '
-                           'channels, but images have 1 (gray) or 3 (colour) channels per view, so '
-                           f'{self.view_channels if self.view_channels not in (1, 3) else self.out_channels} channels '
-                           'cannot be read or written as an image (a hyperspectral or feature network?). Run it from '
-                           'Python: restormer_arch.load_restormer and Restorer.restore_tensor.')
-
-    def check_memory(self, height: int, width: int, name: str = 'the image') -> None:
-        """Refuse an image whose forward pass would likely not fit, suggesting a tile size.
-
-        Raises:
-            RestoreError: The estimate exceeds ``max_memory`` (or the free memory).
-        """
-        window = (min(self.tile, height), min(self.tile, width)) if self.tile else (height, width)
-        need = estimate_memory(window[0] * window[1], self.dim, self.precision)
-        budget = self.max_memory if self.max_memory is not None else available_memory(self.device)
-        if need <= budget:
-            return
-        per_pixel = need / (window[0] * window[1])
-        suggestion = max(16, int(math.sqrt(0.7 * budget / per_pixel)) // 8 * 8)
-        what = f'a {window[1]}x{window[0]} tile' if self.tile else f'{name} ({width}x{height})'
-        raise RestoreError(f'{what} likely needs about {_size(need)} for the forward pass, but only {_size(budget)} '
-                           f'is available. Use --tile {suggestion} --tile-overlap {min(32, suggestion // 4)} (tiles '
-                           'are blended smoothly), or --max-memory GB to override the estimate.')
+                           'channels, but images have 1 (gray) or 3 (colour) per view (a hyperspectral or feature '
+                           'network?). Run it from Python: load_restormer and Restorer.restore_tensor.')
 
     def restore_tensor(self, image: Tensor) -> Tensor:
         """Restore a batch.
@@ -316,15 +232,16 @@ class Restorer:
         Raises:
             RestoreError: The network produced NaN/inf (e.g. fp16 overflow).
         """
-        out = run_network(self.network, image, tile=self.tile, overlap=self.tile_overlap, blend=self.blend,
-                          device=self.device, precision=self.precision, progress=self.progress,
-                          fit_tile=not self.compiled)
+        out = tiling.run_network(self.network, image, tile=self.tile, overlap=self.tile_overlap, blend=self.blend,
+                                 device=self.device, precision=self.precision, progress=self.progress,
+                                 fit_tile=not self.compiled)
         if not torch.isfinite(out).all():
             raise RestoreError(f'The network produced NaN/inf values in --precision {self.precision}; use fp32 '
                                '(or bf16).')
         return out.clamp_(0, 1)
 
-    def restore(self, image: np.ndarray, *views: np.ndarray, bgr: bool = False) -> np.ndarray:
+    def restore(self, image: np.ndarray, *views: np.ndarray, bgr: bool = False,
+                name: str = 'the image') -> np.ndarray:
         """Restore one image given as a numpy array (or the two views of a dual-pixel pair).
 
         Gray images go through a colour network as three equal channels and come back gray; colour images given to
@@ -335,21 +252,36 @@ class Restorer:
                 channel order unless ``bgr``.
             *views: The right view for the dual-pixel network (same shape as ``image``, the left view).
             bgr: The arrays are in OpenCV's BGR order (the result is too).
+            name: What to call the image in messages (e.g. its file name).
 
         Returns:
             The restored image: same shape (channels of ``image``), same dtype.
 
         Raises:
-            RestoreError: A network whose channels are not an image's, wrong number of views, or too large for memory
-                (without tiles).
+            RestoreError: A network whose channels are not an image's, wrong number or sizes of views, or too large
+                for memory.
         """
         self.check_image_channels()
         if len(views) != (1 if self.dual_pixel else 0):
             raise RestoreError('the dual-pixel network needs the left and the right view; other networks one image.'
                                if self.dual_pixel else 'only the dual-pixel network takes a second view.')
-        arrays = (image, *views)  # views of different sizes: numpy's concatenate says so
+        arrays = (image, *views)
+        if any(a.shape[:2] != image.shape[:2] for a in arrays):
+            raise RestoreError(f'{name}: the left and right views differ in size.')
+        # Refuse an image whose forward pass would likely not fit, suggesting a tile size.
         height, width = image.shape[:2]
-        self.check_memory(height, width)
+        window = tiling.fixed_tile_shape(height, width, self.tile)
+        half = perf.resolve_precision(self.precision) != torch.float32
+        per_pixel = BYTES_PER_PIXEL_DIM48 * self.dim / 48 * (0.6 if half else 1.0)
+        need = window[0] * window[1] * per_pixel
+        budget = self.max_memory if self.max_memory is not None else _available_memory(self.device)
+        if need > budget:
+            suggestion = max(16, int(math.sqrt(0.7 * budget / per_pixel)) // 8 * 8)
+            what = f'a {window[1]}x{window[0]} tile' if self.tile else f'{name} ({width}x{height})'
+            raise RestoreError(f'{what} likely needs about {_size(need)} for the forward pass, but only '
+                               f'{_size(budget)} is available. Use --tile {suggestion} --tile-overlap '
+                               f'{min(32, suggestion // 4)} (tiles are blended smoothly), or --max-memory GB to '
+                               'override the estimate.')
         color, alpha = _split(image)
         gray = color.shape[2] == 1
         model_in = np.concatenate([_model_channels(_split(a)[0], self.view_channels, bgr) for a in arrays], axis=2)
@@ -359,7 +291,9 @@ class Restorer:
             out = out[..., ::-1]
         if gray and out.shape[2] == 3 and self.view_channels == 3:  # not the colour of a 1 -> 3 channel network
             out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)[..., None]
-        result = _from_float(out, image.dtype)
+        if image.dtype in (np.uint8, np.uint16):
+            out = np.round(np.clip(out, 0, 1) * np.iinfo(image.dtype).max)
+        result = out.astype(image.dtype)
         if alpha is not None:
             result = np.concatenate([result, alpha], axis=2)
         return result.reshape(image.shape) if image.ndim == 2 else result
@@ -374,23 +308,11 @@ def _split(image: np.ndarray):
     return (image[..., :3], image[..., 3:]) if image.shape[2] == 4 else (image, None)
 
 
-def _to_float(image: np.ndarray) -> np.ndarray:
-    if image.dtype in (np.uint8, np.uint16):
-        return image.astype(np.float32) / np.iinfo(image.dtype).max
-    if np.issubdtype(image.dtype, np.floating):
-        return image.astype(np.float32)
-    raise RestoreError(f'images must be uint8, uint16 or float in [0, 1], got {image.dtype}.')
-
-
-def _from_float(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if dtype in (np.uint8, np.uint16):
-        return np.round(np.clip(image, 0, 1) * np.iinfo(dtype).max).astype(dtype)
-    return image.astype(dtype)
-
-
 def _model_channels(color: np.ndarray, channels: int, bgr: bool) -> np.ndarray:
     """float32 ``(H, W, channels)`` RGB for the network from gray or colour (RGB, or BGR when ``bgr``)."""
-    pixels = _to_float(color)
+    if color.dtype not in (np.uint8, np.uint16) and not np.issubdtype(color.dtype, np.floating):
+        raise RestoreError(f'images must be uint8, uint16 or float in [0, 1], got {color.dtype}.')
+    pixels = color.astype(np.float32) / (np.iinfo(color.dtype).max if color.dtype in (np.uint8, np.uint16) else 1)
     if pixels.shape[2] == 3 and bgr:
         pixels = pixels[..., ::-1]
     if pixels.shape[2] == channels:

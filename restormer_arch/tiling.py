@@ -1,15 +1,9 @@
 """Tiled inference: restore an image of any size with peak memory bounded by the tile size.
 
-The grid (:func:`tile_grid`) uses the fewest tiles of at most ``tile`` pixels per axis that overlap by at least
-``overlap`` and spreads them evenly, so every overlap is the same width (no last tile made mostly of overlap). By
-default (``fit_tile=True``) the tiles also shrink to the smallest multiple of 8 that still covers the image with that
-many tiles, which removes most of the recomputed pixels (at 1024 px, tile 256, overlap 32: 5 tiles of 232 px instead of
-5 of 256). With ``fit_tile=False`` every tile has exactly ``tile`` pixels (one input shape for a compiled network).
-
-Every tile's output is weighted by a separable window that is 1 in the tile's interior and, on each side that overlaps
-a neighbour, is 0 for the first ``overlap // 4`` pixels and then rises smoothly (raised cosine or linear ramp) over the
-middle half of the overlap (``overlap`` here is the actual overlap of the grid). The weighted outputs are summed and
-divided by the summed windows, so seams are feathered.
+The grid (:func:`tile_grid`) spreads the fewest tiles evenly, so every overlap has the same width. Every tile's output
+is weighted by a separable window (:func:`blend_window`, built with the grid's actual overlap) that is 0 for the first
+``overlap // 4`` pixels of each overlap and then rises smoothly; the weighted outputs are summed and divided by the
+summed windows, so seams are feathered.
 
 Exactness: the zero margin means that for a network whose receptive-field radius is at most ``overlap // 4`` (a local
 convolutional network), the tiled result equals the whole-image result. Restormer's channel attention uses statistics
@@ -85,9 +79,7 @@ def fixed_tile_shape(height: int, width: int, tile: Optional[int]) -> Tuple[int,
     """``(H, W)`` of the inputs a network sees for one image with tiles of exactly ``tile`` pixels (``fit_tile=False``,
     what a compiled network runs), or of the whole image when ``tile`` is None: with tiles, a side shorter than the
     tile keeps its own length. torch.compile compiles once per distinct shape."""
-    if not tile:
-        return height, width
-    return tile_grid(height, tile, 0, fit_tile=False)[0], tile_grid(width, tile, 0, fit_tile=False)[0]
+    return (min(height, tile), min(width, tile)) if tile else (height, width)
 
 
 def blend_window(size: int, overlap: int, lead: bool, trail: bool, mode: str = 'cosine') -> Tensor:
@@ -106,12 +98,7 @@ def blend_window(size: int, overlap: int, lead: bool, trail: bool, mode: str = '
     margin = overlap // 4
     ramp_len = max(overlap - 2 * margin, 1)
     t = (torch.arange(ramp_len, dtype=torch.float64) + 0.5) / ramp_len
-    if mode == 'cosine':
-        ramp = 0.5 - 0.5 * torch.cos(math.pi * t)
-    elif mode == 'linear':
-        ramp = t
-    else:
-        ramp = (t >= 0.5).to(torch.float64)
+    ramp = {'cosine': 0.5 - 0.5 * torch.cos(math.pi * t), 'linear': t, 'box': (t >= 0.5).to(torch.float64)}[mode]
     profile = torch.cat([torch.zeros(margin, dtype=torch.float64), ramp])[:size]
     window = torch.ones(size, dtype=torch.float64)
     if lead:
@@ -121,36 +108,36 @@ def blend_window(size: int, overlap: int, lead: bool, trail: bool, mode: str = '
     return window.float()
 
 
-def _axis_plan(length: int, tile: int, overlap: int, mode: str, fit_tile: bool) -> Tuple[int, List[Tuple[int, Tensor]]]:
-    """Tile size, and (start, window) per tile along one axis; the windows use the grid's actual overlap."""
+def _axis_plan(length: int, tile: int, overlap: int, mode: str,
+               fit_tile: bool) -> Tuple[int, List[Tuple[int, Tensor]], Tensor]:
+    """Tile size, (start, window) per tile along one axis, and the sum of the windows over the axis."""
     size, starts = tile_grid(length, tile, overlap, fit_tile)
     actual = size - max((b - a for a, b in zip(starts, starts[1:])), default=size)
-    windows = [blend_window(size, actual, i > 0, i < len(starts) - 1, mode) for i in range(len(starts))]
-    return size, list(zip(starts, windows))
-
-
-def _axis_norm(length: int, size: int, plan: List[Tuple[int, Tensor]]) -> Tensor:
+    plan = [(start, blend_window(size, actual, i > 0, i < len(starts) - 1, mode)) for i, start in enumerate(starts)]
     total = torch.zeros(length)
     for start, window in plan:
         total[start:start + size] += window
-    return total
+    return size, plan, total
 
 
-def tiled_forward(network: Callable[[Tensor], Tensor], image: Tensor, tile: int = 256, overlap: int = 32,
-                  blend: str = 'cosine', device: Optional[torch.device] = None, progress: bool = False,
-                  fit_tile: bool = True, batch_size: int = 1) -> Tensor:
-    """Run an image-to-image network tile by tile and blend the overlaps.
+def run_network(network: Callable[[Tensor], Any], image: Tensor, tile: Optional[int] = None, overlap: int = 32,
+                blend: str = 'cosine', device: Union[str, torch.device, None] = None, precision: str = 'fp32',
+                progress: bool = False, fit_tile: bool = True, batch_size: int = 1) -> Tensor:
+    """One forward pass, whole or tile by tile with the overlaps blended, under autocast and without gradients: the
+    one forward of restore and validation.
 
-    Peak memory is that of ``batch_size`` tiles through the network plus the input and the float32 output accumulator;
-    it does not grow with the image.
+    With tiles, peak memory is that of ``batch_size`` tiles through the network plus the input and the float32 output
+    accumulator; it does not grow with the image.
 
     Args:
-        network: Maps ``(N, C, h, w)`` to ``(N, C_out, h, w)`` (same spatial size), e.g. a Restormer in eval mode.
-        image: ``(N, C, H, W)`` input of any size (odd sizes and images smaller than a tile included).
-        tile: Largest tile size in pixels (see :func:`check_tile_options`).
+        network: Maps ``(N, C, h, w)`` to ``(N, C_out, h, w)`` (same spatial size), e.g. a Restormer in eval mode; a
+            multi-output network's last output is used.
+        image: ``(N, C, H, W)`` float input of any size (odd sizes and images smaller than a tile included).
+        tile: Largest tile size in pixels (None: the whole image; see :func:`check_tile_options`).
         overlap: Smallest overlap between neighbouring tiles; must be below ``tile / 2``.
         blend: Window of the overlaps: ``'cosine'``, ``'linear'`` or ``'box'``.
-        device: Where to run the network (default: the image's device); only tiles are moved there.
+        device: Where to run the network (default: the image's device); only tiles are moved there when tiling.
+        precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (:func:`restormer_arch.perf.resolve_precision`).
         progress: Show a progress bar over the tiles.
         fit_tile: Shrink tiles to fit the image evenly (fewer recomputed pixels, :func:`tile_grid`); False keeps
             every tile at exactly ``tile`` pixels (images smaller than a tile aside), e.g. for a compiled network.
@@ -158,26 +145,46 @@ def tiled_forward(network: Callable[[Tensor], Tensor], image: Tensor, tile: int 
             depend on it for networks that treat batch items independently, as Restormer does.
 
     Returns:
-        ``(N, C_out, H, W)`` float32 output on the image's device.
+        ``(N, C_out, H, W)`` float32 output on the image's device, not clamped.
 
     Raises:
         ValueError: For bad tile/overlap/blend/batch_size values or a network that changes the spatial size.
     """
-    check_tile_options(tile, overlap, blend)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f'tiled_forward: batch_size={batch_size!r} must be a positive int.')
-    n, _, height, width = image.shape
     device = image.device if device is None else torch.device(device)
-    tile_h, rows = _axis_plan(height, tile, overlap, blend, fit_tile)
-    tile_w, cols = _axis_plan(width, tile, overlap, blend, fit_tile)
+    if tile is not None:
+        check_tile_options(tile, overlap, blend)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f'tiled_forward: batch_size={batch_size!r} must be a positive int.')
+
+    def forward(x: Tensor) -> Tensor:
+        out = network(x.to(device))
+        return (out[-1] if isinstance(out, (list, tuple)) else out).float().to(image.device)
+
+    # no_grad rather than inference_mode: callers get ordinary tensors they may modify in place.
+    with torch.no_grad(), autocast_context(precision, device.type):
+        if tile is None:
+            return forward(image)
+        return _tiled(forward, image, tile, overlap, blend, progress, fit_tile, batch_size)
+
+
+def tiled_forward(network: Callable[[Tensor], Any], image: Tensor, tile: int = 256, overlap: int = 32,
+                  **options: Any) -> Tensor:
+    """:func:`run_network` in tiles of at most ``tile`` pixels (default 256); ``options`` are its other arguments."""
+    return run_network(network, image, tile, overlap, **options)
+
+
+def _tiled(forward: Callable[[Tensor], Tensor], image: Tensor, tile: int, overlap: int, blend: str, progress: bool,
+           fit_tile: bool, batch_size: int) -> Tensor:
+    n, _, height, width = image.shape
+    tile_h, rows, norm_h = _axis_plan(height, tile, overlap, blend, fit_tile)
+    tile_w, cols, norm_w = _axis_plan(width, tile, overlap, blend, fit_tile)
     grid = list(itertools.product(rows, cols))
     output: Optional[Tensor] = None
     bar = tqdm(total=len(grid), desc='tiles', leave=False, disable=not progress)
     for first in range(0, len(grid), batch_size):
         group = grid[first:first + batch_size]
         patches = torch.cat([image[:, :, top:top + tile_h, left:left + tile_w] for (top, _), (left, _) in group])
-        patches = patches.to(device)
-        results = network(patches)
+        results = forward(patches)
         if results.shape[0] != patches.shape[0] or results.shape[-2:] != patches.shape[-2:]:
             raise ValueError(f'tiled_forward: the network mapped tiles of shape {tuple(patches.shape)} to '
                              f'{tuple(results.shape)}; tiling needs outputs of the same spatial size.')
@@ -185,48 +192,9 @@ def tiled_forward(network: Callable[[Tensor], Tensor], image: Tensor, tile: int 
             output = torch.zeros(n, results.shape[1], height, width, device=image.device)
         for index, ((top, win_h), (left, win_w)) in enumerate(group):
             weight = (win_h[:, None] * win_w[None, :]).to(image.device)
-            result = results[index * n:(index + 1) * n].float().to(image.device)
-            output[:, :, top:top + tile_h, left:left + tile_w] += result * weight
+            output[:, :, top:top + tile_h, left:left + tile_w] += results[index * n:(index + 1) * n] * weight
         del patches, results
         bar.update(len(group))
     bar.close()
     # The windows are separable, so the normaliser is the outer product of the per-axis sums.
-    norm = _axis_norm(height, tile_h, rows)[:, None] * _axis_norm(width, tile_w, cols)[None, :]
-    return output.div_(norm.to(image.device))
-
-
-def run_network(network: Callable[[Tensor], Any], image: Tensor, tile: Optional[int] = None, overlap: int = 32,
-                blend: str = 'cosine', device: Union[str, torch.device, None] = None, precision: str = 'fp32',
-                progress: bool = False, fit_tile: bool = True) -> Tensor:
-    """One forward pass, whole or tiled, under autocast and without gradients; the shared core of restore and
-    validation.
-
-    Args:
-        network: An image-to-image network (a multi-output network's last output is used).
-        image: ``(N, C, H, W)`` float input.
-        tile: Tile size (None: whole image), see :func:`tiled_forward`.
-        overlap: Overlap of neighbouring tiles.
-        blend: Window of the overlaps (:data:`BLEND_MODES`).
-        device: Where to run (default: the image's device); only tiles move there when tiling.
-        precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (:func:`restormer_arch.perf.resolve_precision`).
-        progress: Progress bar over the tiles.
-        fit_tile: Shrink the tiles to cover the image evenly (False: every tile exactly ``tile`` pixels, one input
-            shape for a compiled network).
-
-    Returns:
-        ``(N, C_out, H, W)`` float32 output on the image's device, not clamped.
-    """
-    device = image.device if device is None else torch.device(device)
-
-    def last_output(x: Tensor) -> Tensor:
-        out = network(x)
-        return out[-1] if isinstance(out, (list, tuple)) else out
-
-    # no_grad rather than inference_mode: callers get ordinary tensors they may modify in place.
-    with torch.no_grad(), autocast_context(precision, device.type):
-        if tile:
-            out = tiled_forward(last_output, image, tile=tile, overlap=overlap, blend=blend, device=device,
-                                progress=progress, fit_tile=fit_tile)
-        else:
-            out = last_output(image.to(device)).to(image.device)
-    return out.float()
+    return output.div_((norm_h[:, None] * norm_w[None, :]).to(image.device))

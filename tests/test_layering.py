@@ -8,7 +8,7 @@ from tests.conftest import REPO_ROOT
 PACKAGE = REPO_ROOT / 'restormer_arch'
 # A module of a layer may import modules of its own layer and of the layers listed after it, never of those before it.
 LAYERS = [
-    ('restormer_arch.cli', 'restormer_arch.__main__', 'restormer_arch.options', 'restormer_arch.evaluation.__main__'),
+    ('restormer_arch.cli', 'restormer_arch.__main__', 'restormer_arch.options'),
     ('restormer_arch.inference', 'restormer_arch.export', 'restormer_arch.weights', 'restormer_arch.evaluation'),
     ('restormer_arch.restorer',),
     ('restormer_arch.models',),

@@ -8,31 +8,17 @@ weights.
 * :func:`arch_options_from_state_dict` - every hyper-parameter that shapes the weights, read from a state dict's key
   names and tensor shapes, so a checkpoint needs no ``--task`` / ``--arch-options`` to be loaded.
 
-What a state dict tells (see :class:`~restormer_arch.archs.restormer_arch.Restormer` for the layers):
-
-=========================  ===========================================================================================
-``inp_channels``, ``dim``  ``patch_embed.proj.weight`` is ``(dim, inp_channels, 3, 3)``
-``out_channels``           ``output.weight`` is ``(out_channels, 2 * dim, 3, 3)``
-``num_blocks``             the block indices of ``encoder_level1-3`` and ``latent``
-``num_refinement_blocks``  the block indices of ``refinement``
-``heads``                  ``attn.temperature`` is ``(heads, 1, 1)`` in the first block of each level
-``ffn_expansion_factor``   ``ffn.project_out.weight`` is ``(C, hidden, 1, 1)`` with ``hidden = int(C * factor)`` for
-                           the level widths ``C`` = dim, 2 dim, 4 dim, 8 dim; the factor is chosen so that this
-                           reproduces the hidden width of *every* level (2.66 gives 127/255/511/1021 for dim 48)
-``bias``                   ``output.bias`` / ``attn.qkv.bias`` exist
-``LayerNorm_type``         ``norm1.body.bias`` exists (``WithBias``) or not (``BiasFree``)
-``dual_pixel_task``        ``skip_conv.weight`` exists (two input views only with ``inp_channels`` 6: MST++ keeps it for
-                           one RGB image, 3 -> 31 channels)
-=========================  ===========================================================================================
+What a state dict tells, key by key: the table in docs/restore.md ("The network comes from the checkpoint").
 """
 import inspect
 import math
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional
 
 from torch import Tensor
 
+from ..errors import UserError
 from .restormer_arch import LAYER_NORM_TYPES, MEMORY_MODES, Restormer
 
 __all__ = ['RELEASES', 'Release', 'TASK_PRESETS', 'TASK_KEYS', 'ArchOptionsError', 'default_arch_options',
@@ -77,13 +63,12 @@ RELEASES: Dict[str, Release] = {
 TASK_PRESETS: Dict[str, dict] = {release.task: release.arch_options for release in RELEASES.values()}
 # What tells the tasks apart (the network size does not: the same task can be trained at any size).
 TASK_KEYS = ('inp_channels', 'out_channels', 'LayerNorm_type', 'dual_pixel_task')
-LEVELS = ('encoder_level1', 'encoder_level2', 'encoder_level3', 'latent')
 
 # The text arguments' choices (the constructor's own tables).
 _CHOICES = {'LayerNorm_type': LAYER_NORM_TYPES, 'memory': MEMORY_MODES}
 
 
-class ArchOptionsError(ValueError):
+class ArchOptionsError(UserError, ValueError):
     """Constructor arguments that cannot build a Restormer, or a state dict they cannot be read from."""
 
 
@@ -170,14 +155,6 @@ def _block_count(state_dict: Mapping[str, Tensor], stage: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def _first_block_key(state_dict: Mapping[str, Tensor], stages: Sequence[str], suffix: str) -> Optional[Tensor]:
-    for stage in stages:
-        value = state_dict.get(f'{stage}.0.{suffix}')
-        if value is not None:
-            return value
-    return None
-
-
 def _read_ffn_factor(state_dict: Mapping[str, Tensor]) -> Optional[float]:
     """A factor that reproduces every level's hidden width, preferring the default 2.66, then the shortest decimal."""
     widths: Dict[int, int] = {}
@@ -191,20 +168,13 @@ def _read_ffn_factor(state_dict: Mapping[str, Tensor]) -> Optional[float]:
         return None  # no transformer blocks at all: the factor shapes no weight
     low = max(h / c for c, h in widths.items())
     high = min((h + 1) / c for c, h in widths.items())
-
-    def fits(factor: float) -> bool:
-        return all(int(c * factor) == h for c, h in widths.items())  # GDFN's hidden width
-
-    default = default_arch_options()['ffn_expansion_factor']
-    if fits(default):
-        return float(default)
-    for decimals in range(0, 9):
-        step = 10.0 ** -decimals
-        start = math.floor(low / step)
-        for k in range(start, start + 3):
-            candidate = round(k * step, decimals)
-            if candidate > 0 and fits(candidate):
-                return float(candidate)
+    # The default first, then the shortest decimals from `low` up (three per length: float rounding of the bounds).
+    starts = [(d, math.floor(low / 10.0 ** -d)) for d in range(9)]
+    candidates = [default_arch_options()['ffn_expansion_factor']] + [
+        round(k * 10.0 ** -d, d) for d, start in starts for k in range(start, start + 3)]
+    for candidate in candidates:
+        if candidate > 0 and all(int(c * candidate) == h for c, h in widths.items()):  # GDFN's hidden width
+            return float(candidate)
     shown = ', '.join(f'{c} channels -> {h}' for c, h in sorted(widths.items()))
     raise ArchOptionsError(f'the feed-forward hidden widths ({shown}) do not follow int(channels * factor) for any '
                            f'single ffn_expansion_factor (range tried: {low:.6f} to {high:.6f}).')
@@ -230,29 +200,27 @@ def arch_options_from_state_dict(state_dict: Mapping[str, Tensor]) -> dict:
     if embed is None or embed.dim() != 4:
         raise ArchOptionsError('this is not a Restormer state dict: it has no patch_embed.proj.weight (first keys: '
                                f'{sorted(state_dict)[:5]}).')
-    dim = int(embed.shape[0])
-    defaults = default_arch_options()
-    options = {'inp_channels': int(embed.shape[1]), 'dim': dim}
-    output = state_dict.get('output.weight')
-    options['out_channels'] = int(output.shape[0]) if output is not None else options['inp_channels']
-    options['num_blocks'] = [_block_count(state_dict, stage) for stage in LEVELS]
-    options['num_refinement_blocks'] = _block_count(state_dict, 'refinement')
-    heads = []
-    level_stages = (('encoder_level1', 'decoder_level1', 'refinement'), ('encoder_level2', 'decoder_level2'),
-                    ('encoder_level3', 'decoder_level3'), ('latent',))
-    for level, stages in enumerate(level_stages):
-        temperature = _first_block_key(state_dict, stages, 'attn.temperature')
-        if temperature is not None:
-            heads.append(int(temperature.shape[0]))
-        else:
-            default = defaults['heads'][level]
-            heads.append(default if (dim * 2**level) % default == 0 else 1)
-    options['heads'] = heads
+    dim, heads, defaults = int(embed.shape[0]), [], default_arch_options()
+    # The stages of each level, the first of which counts its blocks.
+    levels = (('encoder_level1', 'decoder_level1', 'refinement'), ('encoder_level2', 'decoder_level2'),
+              ('encoder_level3', 'decoder_level3'), ('latent',))
+    for level, stages in enumerate(levels):
+        keys = [f'{stage}.0.attn.temperature' for stage in stages]
+        temperature = next((state_dict[k] for k in keys if k in state_dict), None)
+        default = defaults['heads'][level]
+        heads.append(int(temperature.shape[0]) if temperature is not None
+                     else default if (dim * 2**level) % default == 0 else 1)
     factor = _read_ffn_factor(state_dict)
-    options['ffn_expansion_factor'] = defaults['ffn_expansion_factor'] if factor is None else factor
-    options['bias'] = 'output.bias' in state_dict or any(k.endswith('attn.qkv.bias') for k in state_dict)
+    output = state_dict.get('output.weight')
     any_norm = any(k.endswith('norm1.body.weight') for k in state_dict)
     with_bias = any(k.endswith('norm1.body.bias') for k in state_dict)
-    options['LayerNorm_type'] = 'WithBias' if with_bias or not any_norm else 'BiasFree'
-    options['dual_pixel_task'] = 'skip_conv.weight' in state_dict
-    return {key: options[key] for key in defaults if key in options}  # the constructor's order
+    return {'inp_channels': int(embed.shape[1]),  # the constructor's order
+            'out_channels': int(output.shape[0]) if output is not None else int(embed.shape[1]),
+            'dim': dim,
+            'num_blocks': [_block_count(state_dict, stages[0]) for stages in levels],
+            'num_refinement_blocks': _block_count(state_dict, 'refinement'),
+            'heads': heads,
+            'ffn_expansion_factor': defaults['ffn_expansion_factor'] if factor is None else factor,
+            'bias': 'output.bias' in state_dict or any(k.endswith('attn.qkv.bias') for k in state_dict),
+            'LayerNorm_type': 'WithBias' if with_bias or not any_norm else 'BiasFree',
+            'dual_pixel_task': 'skip_conv.weight' in state_dict}

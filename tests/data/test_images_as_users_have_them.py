@@ -20,7 +20,7 @@ from PIL import Image
 
 from restormer_arch.data import Dataset_GaussianDenoising, Dataset_PairedImage
 from restormer_arch.data.image_io import ImageReadError, read_image, write_image
-from restormer_arch.evaluation.folders import evaluate_folders
+from restormer_arch.evaluation import evaluate_folders
 from restormer_arch.models.results_table import ResultsTable
 from tests.conftest import REPO_ROOT
 

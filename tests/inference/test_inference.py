@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from restormer_arch.archs.presets import task_options
+from restormer_arch.archs.restormer_arch import Restormer
 from restormer_arch.inference import main
-from restormer_arch.restorer import build_network
 from tests.conftest import REPO_ROOT
 
 TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
@@ -20,7 +20,7 @@ TINY_JSON = json.dumps(TINY)
 
 def _tiny_net(task):
     torch.manual_seed(1)
-    return build_network({**task_options(task), **TINY})
+    return Restormer(**{**task_options(task), **TINY}).eval()
 
 
 def _save(net, path, fmt):
@@ -167,8 +167,8 @@ def test_size_mismatch_suggests_arch_options(tmp_path, capsys):
 def test_checkpoint_configuration_needs_no_task_or_arch_options(tmp_path, capsys):
     """restore-arch-hint-missing-ffn: width 16, heads [1, 2, 2, 4], FFN factor 2.0 load from the weights alone."""
     torch.manual_seed(3)
-    net = build_network({'dim': 16, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 2, 2, 4],
-                         'ffn_expansion_factor': 2.0})
+    net = Restormer(dim=16, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 2, 4],
+                    ffn_expansion_factor=2.0).eval()
     weights = _save(net, tmp_path / 'custom.pth', 'official')
     img = _random_image((20, 28, 3))
     cv2.imwrite(str(tmp_path / 'x.png'), img)
@@ -251,7 +251,7 @@ def test_restormer_relatives_restore_one_image_or_are_refused_by_their_channels(
     torch.manual_seed(2)
     # skip_conv (dual_pixel_task) without a 6-channel input: one RGB image in, as MST++'s Restormer takes it.
     for out_channels in (3, 31):
-        net = build_network({**TINY, 'inp_channels': 3, 'out_channels': out_channels, 'dual_pixel_task': True})
+        net = Restormer(**{**TINY, 'inp_channels': 3, 'out_channels': out_channels, 'dual_pixel_task': True}).eval()
         weights = tmp_path / f'{out_channels}.pth'
         torch.save(RELATIVE_LAYOUTS[layout](net.state_dict()), weights)
         img = _random_image((16, 24, 3))
@@ -268,7 +268,7 @@ def test_restormer_relatives_restore_one_image_or_are_refused_by_their_channels(
 
 def test_a_gray_to_colour_network_writes_colour(tmp_path):
     torch.manual_seed(3)
-    net = build_network({**TINY, 'inp_channels': 1, 'out_channels': 3, 'dual_pixel_task': True})
+    net = Restormer(**{**TINY, 'inp_channels': 1, 'out_channels': 3, 'dual_pixel_task': True}).eval()
     torch.save({'params': net.state_dict()}, tmp_path / 'colorize.pth')
     gray = _random_image((16, 24))
     cv2.imwrite(str(tmp_path / 'g.png'), gray)

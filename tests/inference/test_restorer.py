@@ -7,7 +7,8 @@ import torch
 
 import restormer_arch
 from restormer_arch.archs.presets import task_options
-from restormer_arch.restorer import RestoreError, Restorer, build_network, load_restormer
+from restormer_arch.archs.restormer_arch import Restormer
+from restormer_arch.restorer import RestoreError, Restorer, load_restormer
 from restormer_arch.tiling import run_network, tiled_forward
 
 TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads': [1, 1, 1, 1]}
@@ -15,7 +16,7 @@ TINY = {'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1, 'heads
 
 def _net(task='deraining', **extra):
     torch.manual_seed(0)
-    return build_network({**task_options(task), **TINY, **extra})
+    return Restormer(**{**task_options(task), **TINY, **extra}).eval()
 
 
 def _reference(net, rgb_float):
@@ -142,10 +143,10 @@ def test_run_network_is_the_shared_forward_for_validation():
 
 def test_bf16_restores_with_a_bf16_network_close_to_fp32():
     torch.manual_seed(0)
-    net = build_network(TINY)
+    net = Restormer(**TINY).eval()
     x = torch.rand(1, 3, 37, 29)
     reference = Restorer(net, 'cpu', 'fp32').restore_tensor(x)
-    half = Restorer(build_network(TINY).eval(), 'cpu', 'bf16')
+    half = Restorer(Restormer(**TINY).eval(), 'cpu', 'bf16')
     half.network.load_state_dict(net.state_dict())
     assert all(p.dtype == torch.bfloat16 for p in half.network.parameters())  # bf16 end to end, not autocast
     out = half.restore_tensor(x)
@@ -158,7 +159,7 @@ def test_bf16_restores_with_a_bf16_network_close_to_fp32():
                     reason='torch.compile takes 1-2 min on this CPU; set RESTORMER_TEST_COMPILE=1 to run it')
 def test_compiled_restorer_equals_eager_with_fixed_size_tiles():
     torch.manual_seed(0)
-    net = build_network(TINY)
+    net = Restormer(**TINY).eval()
     x = torch.rand(1, 3, 40, 56)
     eager = run_network(net, x, tile=32, overlap=8, fit_tile=False).clamp(0, 1)  # the grid a compiled run uses
     compiled = Restorer(net, 'cpu', 'fp32', tile=32, tile_overlap=8, compile=True)
