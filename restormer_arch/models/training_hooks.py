@@ -181,19 +181,6 @@ def _dry_test(model: Any, dataset: Any) -> None:
             model.__dict__.pop(attr, None)
 
 
-def shape_mismatch_message(opt: Dict[str, Any], net_name: str, lq: tuple, out: tuple, gt: tuple) -> str:
-    """What differs between a network's output and the target (channels, scale), and which options to check."""
-    problems = []
-    if out[0] != gt[0]:
-        problems.append(f'it outputs {out[0]} channel(s) but the targets have {gt[0]} (check the network\'s output '
-                        'channels, e.g. out_channels / num_out_ch, against the dataset)')
-    if out[1:] != gt[1:]:
-        problems.append(f'it scales images by x{out[-1] / lq[-1]:g} but the data needs x{gt[-1] / lq[-1]:g} (scale: '
-                        f'{opt.get("scale", 1)}; check network_g\'s scale/upscale argument and the top-level scale)')
-    return (f'network_g ({net_name}) turns a {"x".join(map(str, lq))} input into {"x".join(map(str, out))}, but the '
-            f'target is {"x".join(map(str, gt))}: {"; ".join(problems)}. Training would fail in the loss.')
-
-
 # ---------------------------------------------------------------------------------------------------- the pipeline
 class StopSignalHandler:
     """Turn SIGTERM/SIGINT into a flag checked between iterations, so the run can save a state and exit cleanly.

@@ -187,9 +187,20 @@ def _patch_sizes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
             return
 
 
-def _dry_forward(opt: Dict[str, Any], built: Built) -> Iterable[str]:
-    from restormer_arch.models.training_hooks import shape_mismatch_message
+def _shape_mismatch(opt: Dict[str, Any], net_name: str, lq: tuple, out: tuple, gt: tuple) -> str:
+    """What differs between a network's output and the target (channels, scale), and which options to check."""
+    problems = []
+    if out[0] != gt[0]:
+        problems.append(f'it outputs {out[0]} channel(s) but the targets have {gt[0]} (check the network\'s output '
+                        'channels, e.g. out_channels / num_out_ch, against the dataset)')
+    if out[1:] != gt[1:]:
+        problems.append(f'it scales images by x{out[-1] / lq[-1]:g} but the data needs x{gt[-1] / lq[-1]:g} (scale: '
+                        f'{opt.get("scale", 1)}; check network_g\'s scale/upscale argument and the top-level scale)')
+    return (f'network_g ({net_name}) turns a {"x".join(map(str, lq))} input into {"x".join(map(str, out))}, but the '
+            f'target is {"x".join(map(str, gt))}: {"; ".join(problems)}. Training would fail in the loss.')
 
+
+def _dry_forward(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     net = built.networks.get('network_g')
     for phase, sample in built.samples.items() if net is not None else ():
         if not (isinstance(sample, dict) and torch.is_tensor(sample.get('lq')) and torch.is_tensor(sample.get('gt'))):
@@ -202,7 +213,7 @@ def _dry_forward(opt: Dict[str, Any], built: Built) -> Iterable[str]:
             yield (f'network_g ({type(net).__name__}) fails on datasets.{phase}\'s first sample, '
                    f'{"x".join(map(str, lq))} (channels x height x width): {" ".join(str(out).split())}')
         elif out is not None and out != gt:
-            yield f'network_g and datasets.{phase}: ' + shape_mismatch_message(opt, type(net).__name__, lq, out, gt)
+            yield f'network_g and datasets.{phase}: ' + _shape_mismatch(opt, type(net).__name__, lq, out, gt)
 
 
 def _image_dtype(opt: Dict[str, Any], built: Built) -> Iterable[str]:
