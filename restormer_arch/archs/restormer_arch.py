@@ -38,6 +38,7 @@ on CPU. Gradients equal the plain math's either way. ``use_checkpoint`` recomput
 Attribute names (``patch_embed.proj``, ``down1_2.body.0``, ``norm1.body``, ``attn.qkv_dwconv`` ...) are those of the
 official implementation so that its released checkpoints load with ``strict=True``.
 """
+from collections import OrderedDict
 from typing import Optional, Sequence
 
 import torch
@@ -59,7 +60,6 @@ _CHANNEL_ALIGN = 16
 # Norms are folded into the next convolutions up to this width: deeper, the fold's weight-sized work (~8 C^2 per block)
 # outweighs the small activations (measured slower). A width rule keeps memory linear in batch x pixels (planner's fit).
 _FOLD_MAX_CHANNELS = 96
-
 
 
 @ARCH_REGISTRY.register()
@@ -120,24 +120,25 @@ class Restormer(nn.Module):
             return nn.Sequential(*[TransformerBlock(channels, num_heads, ffn_expansion_factor, bias, LayerNorm_type,
                                                     use_checkpoint, memory) for _ in range(n)])
 
-        self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
+        # 3x3 convolution from image channels to features, never with a bias (as in the official model, named proj).
+        self.patch_embed = nn.Sequential(OrderedDict(proj=nn.Conv2d(inp_channels, dim, 3, padding=1, bias=False)))
 
         self.encoder_level1 = stage(num_blocks[0], dim, heads[0])
-        self.down1_2 = Downsample(dim)
+        self.down1_2 = _Resample(dim, down=True)
         self.encoder_level2 = stage(num_blocks[1], dim * 2, heads[1])
-        self.down2_3 = Downsample(dim * 2)
+        self.down2_3 = _Resample(dim * 2, down=True)
         self.encoder_level3 = stage(num_blocks[2], dim * 4, heads[2])
-        self.down3_4 = Downsample(dim * 4)
+        self.down3_4 = _Resample(dim * 4, down=True)
         self.latent = stage(num_blocks[3], dim * 8, heads[3])
 
-        self.up4_3 = Upsample(dim * 8)
+        self.up4_3 = _Resample(dim * 8, down=False)
         self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
         self.decoder_level3 = stage(num_blocks[2], dim * 4, heads[2])
-        self.up3_2 = Upsample(dim * 4)
+        self.up3_2 = _Resample(dim * 4, down=False)
         self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
         self.decoder_level2 = stage(num_blocks[1], dim * 2, heads[1])
         # Level 1 keeps the concatenated 2*dim channels (no reduction) for the decoder and the refinement.
-        self.up2_1 = Upsample(dim * 2)
+        self.up2_1 = _Resample(dim * 2, down=False)
         self.decoder_level1 = stage(num_blocks[0], dim * 2, heads[0])
         self.refinement = stage(num_refinement_blocks, dim * 2, heads[0])
 
@@ -248,35 +249,19 @@ class TransformerBlock(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:
-        if _custom_backward(x, self.memory):
-            lean = self.memory == 'lean'
-            if x.shape[1] <= _FOLD_MAX_CHANNELS and not torch.is_autocast_enabled(x.device.type):
-                x = x + self.attn(*self.norm1.normalized(x), lean=lean)
-                return x + self.ffn(*self.norm2.normalized(x), lean=lean)
-            x = x + self.attn(self.norm1(x), lean=lean)
-            return x + self.ffn(self.norm2(x), lean=lean)
-        if torch.is_grad_enabled():
-            x = x + self.attn(self.norm1(x))
-            return x + self.ffn(self.norm2(x))
-        # Inference: add the residual into the branch output, a fresh tensor, instead of allocating a third one.
-        x = _add_residual(self.attn(self.norm1(x)), x)
-        return _add_residual(self.ffn(self.norm2(x)), x)
-
-
-def _custom_backward(x: Tensor, memory: str) -> bool:
-    """Whether the hand-written autograd functions run: training, neither traced (ONNX export) nor compiled (inductor
-    plans its own recomputation), and under autocast only for ``'lean'`` (for ``'full'`` they kept ~20% less there but
-    cost ~5% step time on CPU, measured: bf16 ``'full'`` keeps autograd's own ops)."""
-    return (torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-            and (memory == 'lean' or not torch.is_autocast_enabled(x.device.type)))
-
-
-def _add_residual(branch: Tensor, x: Tensor) -> Tensor:
-    """``x + branch``, written into ``branch`` when that loses nothing (same dtype and shape; under autocast the branch
-    is bf16 while the residual stream stays fp32, and the sum must then be a new fp32 tensor)."""
-    if branch.dtype == x.dtype and branch.shape == x.shape:
-        return branch.add_(x)
-    return x + branch
+        # The hand-written backward functions run in training, neither traced (ONNX export) nor compiled (inductor
+        # plans its own recomputation), and under autocast only for 'lean' (for 'full' they kept ~20% less there but
+        # cost ~5% step time on CPU, measured: bf16 'full' keeps autograd's own ops). lean=None: plain operations.
+        autocast = torch.is_autocast_enabled(x.device.type)
+        custom = torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+        lean = self.memory == 'lean' if custom and (self.memory == 'lean' or not autocast) else None
+        fold = lean is not None and x.shape[1] <= _FOLD_MAX_CHANNELS and not autocast
+        for norm, branch in ((self.norm1, self.attn), (self.norm2, self.ffn)):
+            out = branch(*(norm.normalized(x) if fold else (norm(x),)), lean=lean)
+            # Inference: the residual goes into the branch output, a fresh tensor, instead of a third one (unless
+            # autocast made the branch bf16 while the residual stream stays fp32: the sum is then a new fp32 tensor).
+            x = x + out if torch.is_grad_enabled() or out.dtype != x.dtype else out.add_(x)
+        return x
 
 
 class MDTA(nn.Module):
@@ -290,9 +275,9 @@ class MDTA(nn.Module):
 
     The learnable temperature is one scalar per head. :meth:`forward_reference` is this formula step by step;
     :meth:`forward` is an equivalent implementation (same parameters, same result to float rounding) that divides the
-    Gram matrix by the norms instead of normalising Q and K (in fp16 it normalises first: the raw Gram sum over
-    H*W pixels would overflow), folds the softmax map into ``W_out`` and keeps the norms and softmax in fp32 when the
-    network runs in bf16/fp16.
+    Gram matrix by the norms instead of normalising Q and K (in fp16 the Gram is summed in fp32: over H*W pixels it
+    would overflow), folds the softmax map into ``W_out`` and keeps the norms and softmax in fp32 when the network
+    runs in bf16/fp16.
 
     Args:
         dim: Number of channels.
@@ -377,18 +362,16 @@ def _gram(q: Tensor, k: Tensor, heads: int) -> Tensor:
             return _gram(q.float(), k.float(), heads)
     n, _, c = q.shape
     q, k = q.unflatten(-1, (heads, c // heads)), k.unflatten(-1, (heads, c // heads))  # (N, P, heads, d)
-    if heads == 1:
-        # BLAS reads the transposed view directly.
+    if heads == 1:  # BLAS reads the transposed view directly (autograd keeps views, not copies)
         return torch.bmm(q[:, :, 0].transpose(1, 2), k[:, :, 0]).unsqueeze(1).float()
     if not torch.is_grad_enabled():
-        # Per image, the heads form a strided batch that bmm also reads without copies.
+        # Per image, the heads form a strided batch that bmm reads without copies.
         return torch.stack([torch.bmm(q[b].permute(1, 2, 0), k[b].transpose(0, 1)) for b in range(n)]).float()
     # One batched matmul (per-image indexing would zero-fill a full-size gradient per image).
     return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2)).float()
 
 
-def _fused_projection(gram: Tensor, q_squares: Tensor, k_squares: Tensor, temperature: Tensor,
-                      weight: Tensor) -> Tensor:
+def _fused_projection(gram: Tensor, q_sq: Tensor, k_sq: Tensor, temperature: Tensor, weight: Tensor) -> Tensor:
     """``W_out . blockdiag(softmax(q_hat k_hat^T * temperature))`` per image: fp32 ``(N, C, C)``.
 
     project_out(attn @ v) equals this matrix applied to v's pixels (:func:`_project`). q_hat and k_hat are
@@ -397,7 +380,7 @@ def _fused_projection(gram: Tensor, q_squares: Tensor, k_squares: Tensor, temper
     gets a zero gradient rather than 0 * inf.
     """
     n, heads, d, _ = gram.shape
-    q_norm, k_norm = (t.clamp_min(1e-24).sqrt() for t in (q_squares, k_squares))
+    q_norm, k_norm = (t.clamp_min(1e-24).sqrt() for t in (q_sq, k_sq))
     attn = (gram / (q_norm.reshape(n, heads, d, 1) * k_norm.reshape(n, heads, 1, d)) * temperature.float()).softmax(-1)
     return torch.einsum('ohi,nhij->nohj', weight.reshape(heads * d, heads, d).float(), attn).flatten(2)
 
@@ -438,25 +421,22 @@ class _Attention(torch.autograd.Function):
         branches = [None if t is None else t.to(dtype) for t in saved[:9]]
         q, k, v = saved[9:] or [_depthwise(*branches[i:i + 3]) for i in (0, 3, 6)]
         n, c, h, w = q.shape
-        heads, d = ctx.heads, c // ctx.heads
-        grad = grad.to(dtype).contiguous(memory_format=torch.channels_last)
+        grad = _pixels(grad.to(dtype).contiguous(memory_format=torch.channels_last))  # (N, P, C)
+        # The small matrices' part by autograd: fused from the Gram, the sums of squares and the parameters again.
         small = [t.detach().requires_grad_() for t in (gram, q_squares, k_squares, temperature, weight)]
         with torch.enable_grad():
             fused = _fused_projection(*small)
-        grad_v = _image(torch.bmm(_pixels(grad), fused.detach().to(dtype)), h, w)
-        grad_fused = torch.bmm(_pixels(grad).transpose(1, 2), _pixels(v)).float()
-        grad_gram, grad_q_sq, grad_k_sq, grad_t, grad_w = torch.autograd.grad(fused, small, grad_fused)
+        grad_v = _image(torch.bmm(grad, fused.detach().to(dtype)), h, w)
+        grad_gram, grad_q_sq, grad_k_sq, grad_t, grad_w = torch.autograd.grad(
+            fused, small, torch.bmm(grad.transpose(1, 2), _pixels(v)).float())
         # Gram backward per head (q gets k grad^T, k gets q grad), plus the sums of squares' 2 x grad.
-        grad_gram = grad_gram.to(dtype)
-        q2, k2 = (_pixels(t).unflatten(-1, (heads, d)).transpose(1, 2) for t in (q, k))  # (N, heads, P, d)
-        grad_q = torch.matmul(k2, grad_gram.transpose(-1, -2)).transpose(1, 2).reshape(n, h * w, c)
-        grad_k = torch.matmul(q2, grad_gram).transpose(1, 2).reshape(n, h * w, c)
-        grad_q = grad_q.addcmul_(_pixels(q), grad_q_sq.to(dtype).unsqueeze(1), value=2)
-        grad_k = grad_k.addcmul_(_pixels(k), grad_k_sq.to(dtype).unsqueeze(1), value=2)
-        grads = [t.view(n, h, w, c).permute(0, 3, 1, 2) for t in (grad_q, grad_k)] + [grad_v]
-        grad_bias = grad.float().sum((0, 2, 3)).to(ctx.dtype) if ctx.has_bias else None
+        q2, k2 = (_pixels(t).unflatten(-1, (ctx.heads, c // ctx.heads)).transpose(1, 2) for t in (q, k))
+        grads = [torch.matmul(b, g.to(dtype)).transpose(1, 2).reshape(n, h * w, c).addcmul_(
+            _pixels(a), g_sq.to(dtype).unsqueeze(1), value=2).view(n, h, w, c).permute(0, 3, 1, 2)
+            for a, b, g, g_sq in ((q, k2, grad_gram.transpose(-1, -2), grad_q_sq), (k, q2, grad_gram, grad_k_sq))]
+        grad_bias = grad.float().sum((0, 1)).to(ctx.dtype) if ctx.has_bias else None
         return (None, None, grad_t, grad_w.to(ctx.dtype), grad_bias,
-                *(g for i in range(3) for g in _depthwise_grads(grads[i], *branches[3 * i:3 * i + 3], ctx.dtype)))
+                *_depthwise_grads([*grads, grad_v], branches, ctx.dtype))
 
 
 class GDFN(nn.Module):
@@ -511,15 +491,12 @@ class GDFN(nn.Module):
         # Hidden widths such as 127 or 255 (dim * 2.66) are padded to a multiple of 16 with zero channels: oneDNN's
         # vector kernels then run without remainder loops (1x1 ~10%, depthwise ~30-40% faster at these widths); a zero
         # channel gives GELU(0) * 0 = 0 and meets a zero column of project_out, so the result is unchanged.
-        padded = -(-hidden // _CHANNEL_ALIGN) * _CHANNEL_ALIGN
-        if torch.jit.is_tracing():
-            # ONNX export: a padded (computed) kernel has no static shape there, and the padding is a oneDNN tuning.
-            padded = hidden
+        # Not in ONNX export: a padded (computed) kernel has no static shape there, and the padding is a oneDNN tuning.
+        padded = hidden if torch.jit.is_tracing() else -(-hidden // _CHANNEL_ALIGN) * _CHANNEL_ALIGN
         pointwise = _fold_affine(self.project_in, affine)
         branches = [t for part in range(2) for t in _pointwise_branch(x, pointwise, self.dwconv, part, 2, padded)]
         weight = self.project_out.weight
-        if padded != hidden:
-            weight = F.pad(weight, (0, 0, 0, 0, 0, padded - hidden))
+        weight = F.pad(weight, (0, 0, 0, 0, 0, padded - hidden)) if padded != hidden else weight
         args = (weight, self.project_out.bias, *branches)
         return _GatedFeedForward.forward(None, None, *args) if lean is None else _GatedFeedForward.apply(lean, *args)
 
@@ -548,16 +525,14 @@ class _GatedFeedForward(torch.autograd.Function):
         branches = [None if t is None else t.to(dtype) for t in saved[:6]]
         gate, value = saved[6:] or (_depthwise(*branches[:3]), _depthwise(*branches[3:]))
         gelu = F.gelu(gate)
-        grad = _pixels(grad.to(dtype).contiguous(memory_format=torch.channels_last)).flatten(0, 1)  # (N*H*W, C)
-        grad_weight = (grad.t() @ _pixels(gelu * value).flatten(0, 1)).view(weight.shape).to(ctx.dtype)
-        grad_gated = _image((grad @ weight.to(dtype).flatten(1)).view(gate.shape[0], -1, weight.shape[1]),
-                            *gate.shape[2:])
+        grad = _pixels(grad.to(dtype).contiguous(memory_format=torch.channels_last))  # (N, P, C)
+        grad_weight = (grad.flatten(0, 1).t() @ _pixels(gelu * value).flatten(0, 1)).view(weight.shape)
+        grad_gated = _image(grad @ weight.to(dtype).flatten(1), *gate.shape[2:])
         grad_gate = torch.ops.aten.gelu_backward(grad_gated * value, gate)
         grad_value = grad_gated.mul_(gelu)
-        grad_bias = grad.float().sum(0).to(ctx.dtype) if ctx.has_bias else None
-        return (None, grad_weight, grad_bias,
-                *_depthwise_grads(grad_gate, *branches[:3], ctx.dtype),
-                *_depthwise_grads(grad_value, *branches[3:], ctx.dtype))
+        grad_bias = grad.float().sum((0, 1)).to(ctx.dtype) if ctx.has_bias else None
+        return (None, grad_weight.to(ctx.dtype), grad_bias,
+                *_depthwise_grads([grad_gate, grad_value], branches, ctx.dtype))
 
 
 def _depthwise(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -565,12 +540,16 @@ def _depthwise(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     return F.conv2d(x, weight, bias, padding=1, groups=x.shape[1])
 
 
-def _depthwise_grads(grad: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], dtype: torch.dtype) -> tuple:
-    """Gradients of :func:`_depthwise` for x, weight and bias (the last two in ``dtype``)."""
-    grads = torch.ops.aten.convolution_backward(
-        grad, x, weight, None if bias is None else [weight.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0],
-        weight.shape[0], [True, True, bias is not None])
-    return grads[0], grads[1].to(dtype), None if grads[2] is None else grads[2].to(dtype)
+def _depthwise_grads(grads: list, branches: list, dtype: torch.dtype) -> list:
+    """Gradients of :func:`_depthwise` for each ``x, weight, bias`` triple of ``branches`` from its output's in
+    ``grads``: ``[grad x, grad weight, grad bias or None]`` per triple, flat (weight's and bias's in ``dtype``)."""
+    out = []
+    for grad, (x, weight, bias) in zip(grads, zip(*[iter(branches)] * 3)):
+        size, has_bias = weight.shape[0], bias is not None
+        g = torch.ops.aten.convolution_backward(grad, x, weight, [size] if has_bias else None, [1, 1], [1, 1], [1, 1],
+                                                False, [0, 0], size, [True, True, has_bias])
+        out += [g[0], g[1].to(dtype), g[2].to(dtype) if has_bias else None]
+    return out
 
 
 def _fold_affine(conv: nn.Conv2d, affine: Optional[tuple]) -> tuple:
@@ -624,7 +603,7 @@ class ChannelLayerNorm(nn.Module):
         if layer_norm_type not in LAYER_NORM_TYPES:
             raise ValueError(f'LayerNorm_type must be one of {LAYER_NORM_TYPES}, got {layer_norm_type!r}. '
                              "Use 'BiasFree' for the denoising checkpoints and 'WithBias' for the others.")
-        self.body = _BiasFreeNorm(num_channels) if layer_norm_type == 'BiasFree' else _WithBiasNorm(num_channels)
+        self.body = _Norm(num_channels, centred=layer_norm_type == 'WithBias')
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling():
@@ -649,9 +628,8 @@ class ChannelLayerNorm(nn.Module):
             ``x_hat`` ``(N, C, H, W)`` (channels_last for a channels_last ``x``) and the ``(C,)`` parameters.
         """
         body = self.body
-        centred = isinstance(body, _WithBiasNorm)
-        x_hat = _Normalize.apply(x.permute(0, 2, 3, 1), centred, body.eps).permute(0, 3, 1, 2)
-        return x_hat, (body.weight, body.bias if centred else None)
+        x_hat = _Normalize.apply(x.permute(0, 2, 3, 1), body.bias is not None, body.eps).permute(0, 3, 1, 2)
+        return x_hat, (body.weight, body.bias)
 
 
 class _Normalize(torch.autograd.Function):
@@ -683,77 +661,41 @@ class _Normalize(torch.autograd.Function):
         return (grad * rstd).to(ctx.dtype), None, None
 
 
-class _BiasFreeNorm(nn.Module):
-    """Scale-only normalisation over the last dimension: ``x / sqrt(var(x) + eps) * weight``.
-
-    Unlike a standard LayerNorm, the numerator is *not* mean-centred (the variance is). This is the official
+class _Norm(nn.Module):
+    """Normalisation over the last dimension. Centred (``WithBias``), the standard LayerNorm
+    ``(x - mean) / sqrt(var + eps) * weight + bias``; otherwise (``BiasFree``) ``x / sqrt(var(x) + eps) * weight``:
+    unlike a standard LayerNorm the numerator is *not* mean-centred (the variance is). This is the official
     definition and the released denoising checkpoints depend on it.
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+    def __init__(self, num_channels: int, centred: bool, eps: float = 1e-5) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if centred else None
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        variance = x.var(dim=-1, keepdim=True, unbiased=False)
-        return x * torch.rsqrt(variance + self.eps) * self.weight
+        if self.bias is not None:
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        return x * torch.rsqrt(x.var(dim=-1, keepdim=True, unbiased=False) + self.eps) * self.weight
 
     def over_channels(self, x: Tensor) -> Tensor:
         """The same normalisation over dim 1 of an ``(N, C, H, W)`` tensor."""
-        variance = x.var(dim=1, keepdim=True, unbiased=False)
-        return x * torch.rsqrt(variance + self.eps) * self.weight[:, None, None]
+        centred = x - x.mean(dim=1, keepdim=True)
+        rstd = torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + self.eps)
+        out = (x if self.bias is None else centred) * rstd * self.weight[:, None, None]
+        return out if self.bias is None else out + self.bias[:, None, None]
 
 
-class _WithBiasNorm(nn.Module):
-    """Standard LayerNorm over the last dimension: ``(x - mean) / sqrt(var + eps) * weight + bias``."""
+class _Resample(nn.Module):
+    """A 3x3 convolution, then a pixel-unshuffle(2) (``down``: conv to C/2, half the resolution, twice the channels)
+    or a pixel-shuffle(2) (conv to 2C, twice the resolution, half the channels)."""
 
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-
-    def over_channels(self, x: Tensor) -> Tensor:
-        """The same normalisation over dim 1 of an ``(N, C, H, W)`` tensor."""
-        mean = x.mean(dim=1, keepdim=True)
-        variance = (x - mean).square().mean(dim=1, keepdim=True)
-        return (x - mean) * torch.rsqrt(variance + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
-
-
-class OverlapPatchEmbed(nn.Module):
-    """3x3 convolution from image channels to features (never has a bias, as in the official model)."""
-
-    def __init__(self, in_channels: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=3, padding=1, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x)
-
-
-class Downsample(nn.Module):
-    """Halve the resolution, double the channels: 3x3 conv to C/2, then pixel-unshuffle(2)."""
-
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, down: bool) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-
-class Upsample(nn.Module):
-    """Double the resolution, halve the channels: 3x3 conv to 2C, then pixel-shuffle(2)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, channels * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2))
+            nn.Conv2d(channels, channels // 2 if down else channels * 2, kernel_size=3, padding=1, bias=False),
+            nn.PixelUnshuffle(2) if down else nn.PixelShuffle(2))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
