@@ -339,7 +339,7 @@ def _pixels(x: Tensor) -> Tensor:
 
 def _image(x: Tensor, h: int, w: int) -> Tensor:
     """``(N, H*W, C)`` as a channels_last ``(N, C, H, W)`` view (the inverse of :func:`_pixels`)."""
-    return x.view(x.shape[0], h, w, x.shape[2]).permute(0, 3, 1, 2)
+    return x.view(-1, h, w, x.shape[2]).permute(0, 3, 1, 2)  # the batch as -1: ONNX export keeps it dynamic
 
 
 def _pointwise(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -379,9 +379,9 @@ def _fused_projection(gram: Tensor, q_sq: Tensor, k_sq: Tensor, temperature: Ten
     the fp32 sums of squares over the pixels ``(N, C)``, clamped before the square root so that an all-zero channel
     gets a zero gradient rather than 0 * inf.
     """
-    n, heads, d, _ = gram.shape
+    _, heads, d, _ = gram.shape  # the batch as -1: ONNX export keeps it dynamic
     q_norm, k_norm = (t.clamp_min(1e-24).sqrt() for t in (q_sq, k_sq))
-    attn = (gram / (q_norm.reshape(n, heads, d, 1) * k_norm.reshape(n, heads, 1, d)) * temperature.float()).softmax(-1)
+    attn = (gram / (q_norm.view(-1, heads, d, 1) * k_norm.view(-1, heads, 1, d)) * temperature.float()).softmax(-1)
     return torch.einsum('ohi,nhij->nohj', weight.reshape(heads * d, heads, d).float(), attn).flatten(2)
 
 
