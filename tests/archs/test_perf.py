@@ -285,11 +285,12 @@ def test_lean_block_keeps_less_for_backward_and_gives_the_same_gradients(precisi
     """memory='full' keeps ~19.0 C per pixel in fp32 (the hand-written backward functions keep the norms' outputs, the
     1x1 and depthwise convolutions' outputs and small matrices; the norms' affine parts are folded into the next
     convolutions), ~16.8 C under bf16 autocast (autograd's own ops there); memory='lean' recomputes the depthwise
-    convolutions in the backward pass instead of keeping their outputs: ~10.6 C (fp32), ~7.9 C (bf16). Gradients
-    equal the full graph's (fp32: to float rounding; bf16: lean's functions round differently from autograd's ops)."""
+    convolutions in the backward pass instead of keeping their outputs (the default): ~10.6 C (fp32), ~7.9 C (bf16).
+    Gradients equal the full graph's (fp32: to float rounding; bf16: lean's functions round differently from autograd's
+    ops)."""
     torch.manual_seed(7)
     full = TransformerBlock(48, 2, 2.66, True, 'WithBias', memory='full')
-    lean = TransformerBlock(48, 2, 2.66, True, 'WithBias', memory='lean')
+    lean = TransformerBlock(48, 2, 2.66, True, 'WithBias')  # lean is the default
     lean.load_state_dict(full.state_dict())
     x = torch.randn(2, 48, 32, 48).contiguous(memory_format=torch.channels_last)
     kept, grads = {}, {}
