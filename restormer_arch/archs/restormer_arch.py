@@ -15,7 +15,8 @@ formulas written plainly; ``forward`` computes the same function faster (the tes
 gradients, to 1e-4):
 
 * Activations stay channels_last (NHWC in memory) from the input to the output, so the channel LayerNorm is a plain
-  ``F.layer_norm`` over the contiguous last dimension of an NHWC view and the convolutions run on oneDNN's NHWC kernels.
+  ``F.layer_norm`` over the contiguous last dimension of an NHWC view, the 1x1 convolutions are GEMMs over that view
+  (:func:`_pointwise`) and the others run on oneDNN's NHWC kernels.
 * MDTA never materialises the normalised q/k nor the attention output: the Gram matrix ``q k^T`` is divided by the
   outer product of the norms, and the per-head softmax matrix is folded into the ``project_out`` weight, so
   ``softmax(...) @ v`` and ``project_out`` are one GEMM that writes NHWC directly.
