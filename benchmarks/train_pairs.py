@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument('--baseline', type=Path, required=True, help='an older restormer_arch.py (its memory=full)')
     parser.add_argument('--shape', default='2x3x128x128')
     parser.add_argument('--rounds', type=int, default=10)
+    parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16'], help='bf16: autocast, as in training')
     args = parser.parse_args()
     configure_allocator()
     torch.set_num_threads(1)
@@ -45,7 +46,8 @@ def main() -> None:
                                  ('lean', restormer_arch, 'lean')):
         net = module.Restormer(inp_channels=shape[1], out_channels=shape[1], memory=memory)
         net.load_state_dict(state)
-        variants[name] = train_step_fn(net.to(memory_format=torch.channels_last), x, target, 'fp32', 'cpu', True)
+        variants[name] = train_step_fn(net.to(memory_format=torch.channels_last), x, target, args.precision, 'cpu',
+                                       True)
     times = {name: [] for name in variants}
     for fn in variants.values():
         fn()  # warm-up
@@ -54,7 +56,8 @@ def main() -> None:
             start = time.process_time()
             variants[name]()
             times[name].append(time.process_time() - start)
-    print(f'| {args.shape}, fp32, 1 thread, {args.rounds} rounds | median CPU s | vs baseline full: median | range |')
+    print(f'| {args.shape}, {args.precision}, 1 thread, {args.rounds} rounds | median CPU s | vs baseline full: median '
+          '| range |')
     print('|---|---|---|---|')
     for name, samples in times.items():
         ratios = [t / b for t, b in zip(samples, times['baseline full'])]
