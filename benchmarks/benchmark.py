@@ -44,7 +44,6 @@ import warnings
 from functools import cache
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
-from unittest import mock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -53,7 +52,6 @@ if str(REPO_ROOT) not in sys.path:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from restormer_arch.archs import restormer_arch as arch  # noqa: E402
 from restormer_arch.archs.restormer_arch import Restormer  # noqa: E402
 from restormer_arch.perf import (  # noqa: E402
     autocast_context,
@@ -290,19 +288,6 @@ def train_step_fn(net: nn.Module, x: torch.Tensor, target: torch.Tensor, precisi
     return fn
 
 
-def plain_autograd(fn: Callable[[], object]) -> Callable[[], object]:
-    """``fn`` with the memory-full path recorded op by op by autograd (no custom backward functions, no norm folding):
-    the same math as before issue 19's memory work, the baseline its step time is compared against."""
-    def step() -> object:
-        with mock.patch.object(arch._GatedProjection, 'apply', lambda g, v, w, b: nn.functional.conv2d(
-                nn.functional.gelu(g) * v, w, b)), \
-                mock.patch.object(arch._Gram, 'apply', lambda q, k: torch.matmul(q.permute(0, 2, 3, 1),
-                                                                                   k.transpose(1, 2))), \
-                mock.patch.object(arch, '_FOLD_MAX_CHANNELS', 0):
-            return fn()
-    return step
-
-
 def bench_train(shape: Shape, device: str, warmup: int, repeats: int) -> dict:
     fast, plain = build_pair(device, inp_channels=shape[1], out_channels=shape[1])
     fast = fast.to(memory_format=torch.channels_last)
@@ -317,9 +302,6 @@ def bench_train(shape: Shape, device: str, warmup: int, repeats: int) -> dict:
                     block.memory = memory
             variants[f'ours {precision} {memory}, fused AdamW'] = train_step_fn(net, x, target, precision, device,
                                                                               fused=True)
-            if memory == 'full':
-                variants[f'ours {precision} full, plain autograd (before)'] = plain_autograd(train_step_fn(
-                    copy.deepcopy(net), x, target, precision, device, fused=True))
     net = copy.deepcopy(fast)
     net.set_checkpointing(True)
     variants['ours fp32 use_checkpoint, fused AdamW'] = train_step_fn(net, x, target, 'fp32', device, fused=True)

@@ -13,9 +13,9 @@ For inference outside a training run, :func:`prepare_inference` casts the networ
 activations in low precision end to end; Restormer keeps its attention norms, softmax and residual in fp32) and
 :func:`compile_for_inference` compiles it with freezing (weights folded into the graph as constants). On the command
 line, BasicSR's ``--force_yml performance:precision=bf16`` overrides a key. Training memory is set by network arguments
-(``network_g: {memory: lean}`` recomputes each block's cheap intermediates, ``use_checkpoint: true`` whole blocks),
-and the allocator is set up by :func:`configure_allocator` (the
-``basicsr`` command calls it; ``RESTORMER_ALLOCATOR=system`` turns it off).
+(``network_g: {memory: full}`` keeps each block's depthwise outputs instead of recomputing them as the default
+``lean`` does: faster, more memory; ``use_checkpoint: true`` recomputes whole blocks), and the allocator is set up
+by :func:`configure_allocator` (the ``basicsr`` command calls it; ``RESTORMER_ALLOCATOR=system`` turns it off).
 """
 import contextlib
 import ctypes

@@ -15,7 +15,8 @@ formulas written plainly; ``forward`` computes the same function faster (the tes
 gradients, to 1e-4):
 
 * Activations stay channels_last (NHWC in memory) from the input to the output, so the channel LayerNorm is a plain
-  ``F.layer_norm`` over the contiguous last dimension of an NHWC view and the convolutions run on oneDNN's NHWC kernels.
+  ``F.layer_norm`` over the contiguous last dimension of an NHWC view, the 1x1 convolutions are GEMMs over that view
+  (:func:`_pointwise`) and the others run on oneDNN's NHWC kernels.
 * MDTA never materialises the normalised q/k nor the attention output: the Gram matrix ``q k^T`` is divided by the
   outer product of the norms, and the per-head softmax matrix is folded into the ``project_out`` weight, so
   ``softmax(...) @ v`` and ``project_out`` are one GEMM that writes NHWC directly.
@@ -26,20 +27,19 @@ Precision: a network cast to bfloat16 (``net.to(torch.bfloat16)``, see :func:`re
 runs its convolutions, matmuls and elementwise work in bf16, while the attention norms and softmax and the global
 residual stay in fp32; inputs and outputs keep the caller's dtype.
 
-Training memory: in fp32 the default (``memory='full'``) stores less than plain autograd of the same ops, recomputing
-nothing costly: GDFN's gate and projection (:class:`_GatedProjection`) and MDTA's Gram matrix (:class:`_Gram`) are
-autograd functions that keep only their inputs, and up to 96 channels each norm's scale and shift are folded into the
-next 1x1 convolutions so that only the normalised values are kept (:meth:`ChannelLayerNorm.normalized`).
-``memory='lean'`` (selective recompute, see :func:`_lean_policy`) keeps, per transformer block, only
-what is expensive to recompute - the outputs of the 1x1 convolutions and the small Gram/fused matrices - and recomputes
-the LayerNorms, depthwise convolutions, norms, softmax, GELU, gate product and residual sums from them in the backward
-pass; the gradients are those of the full graph. ``use_checkpoint`` recomputes every transformer block whole
+Training memory: MDTA and GDFN after their 1x1 input convolutions are autograd functions with hand-written backward
+passes (:class:`_Attention`, :class:`_GatedFeedForward`) that keep only the 1x1 convolutions' outputs and small
+matrices (and, with ``memory='full'``, the depthwise convolutions' outputs too), and up to 96 channels each norm's scale
+and shift are folded into the next 1x1 convolutions so that only the normalised values are kept
+(:meth:`ChannelLayerNorm.normalized`). The default ``memory='lean'`` recomputes the depthwise convolutions, GELU and
+the gate product in the backward pass; the 1x1 convolutions run there as GEMMs over the NHWC view, which pays for it
+on CPU. Gradients equal the plain math's either way. ``use_checkpoint`` recomputes every transformer block whole
 (activation checkpointing), the smallest memory at about one extra forward.
 
 Attribute names (``patch_embed.proj``, ``down1_2.body.0``, ``norm1.body``, ``attn.qkv_dwconv`` ...) are those of the
 official implementation so that its released checkpoints load with ``strict=True``.
 """
-import functools
+from collections import OrderedDict
 from typing import Optional, Sequence
 
 import torch
@@ -47,12 +47,12 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from einops import rearrange
 from torch import Tensor, nn
-from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ['Restormer', 'TransformerBlock', 'MDTA', 'GDFN', 'ChannelLayerNorm']
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
-# Training memory modes: 'full' recomputes nothing costly (module docstring), 'lean' recomputes the cheap ops too.
+# Training memory modes (module docstring): 'lean' recomputes the depthwise convolutions, 'full' keeps their outputs.
 MEMORY_MODES = ('full', 'lean')
 # Three pixel-unshuffle(2) steps: the spatial size must be divisible by 2**3.
 SIZE_MULTIPLE = 8
@@ -61,7 +61,6 @@ _CHANNEL_ALIGN = 16
 # Norms are folded into the next convolutions up to this width: deeper, the fold's weight-sized work (~8 C^2 per block)
 # outweighs the small activations (measured slower). A width rule keeps memory linear in batch x pixels (planner's fit).
 _FOLD_MAX_CHANNELS = 96
-
 
 
 @ARCH_REGISTRY.register()
@@ -86,10 +85,10 @@ class Restormer(nn.Module):
         use_checkpoint: Activation checkpointing per transformer block when training (less memory for large patches,
             about one extra forward of compute). Not part of the weights: checkpoints load either way. Can be changed
             later with :meth:`set_checkpointing`.
-        memory: ``'full'`` or ``'lean'`` (selective recompute: the blocks keep only their 1x1 convolution outputs for
-            the backward pass, ~0.55x the activations of ``'full'``, exact gradients, ~1.3x the step time on CPU; see
-            docs/performance.md). Training only; inference, weights and ONNX export are the same either way.
-            ``use_checkpoint`` takes precedence.
+        memory: ``'lean'`` (the blocks keep their 1x1 convolutions' outputs for the backward pass and recompute the
+            depthwise convolutions: ~0.56x the activations of ``'full'``, exact gradients) or ``'full'`` (keeps the
+            depthwise outputs too, ~7% faster steps on CPU; see docs/performance.md). Training only; inference, weights
+            and ONNX export are the same either way. ``use_checkpoint`` takes precedence.
     """
 
     def __init__(self,
@@ -104,7 +103,7 @@ class Restormer(nn.Module):
                  LayerNorm_type: str = 'WithBias',  # noqa: N803 (official argument name)
                  dual_pixel_task: bool = False,
                  use_checkpoint: bool = False,
-                 memory: str = 'full') -> None:
+                 memory: str = 'lean') -> None:
         super().__init__()
         if memory not in MEMORY_MODES:
             raise ValueError(f'Restormer: memory must be one of {list(MEMORY_MODES)}, got {memory!r}.')
@@ -122,24 +121,25 @@ class Restormer(nn.Module):
             return nn.Sequential(*[TransformerBlock(channels, num_heads, ffn_expansion_factor, bias, LayerNorm_type,
                                                     use_checkpoint, memory) for _ in range(n)])
 
-        self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
+        # 3x3 convolution from image channels to features, never with a bias (as in the official model, named proj).
+        self.patch_embed = nn.Sequential(OrderedDict(proj=nn.Conv2d(inp_channels, dim, 3, padding=1, bias=False)))
 
         self.encoder_level1 = stage(num_blocks[0], dim, heads[0])
-        self.down1_2 = Downsample(dim)
+        self.down1_2 = _Resample(dim, down=True)
         self.encoder_level2 = stage(num_blocks[1], dim * 2, heads[1])
-        self.down2_3 = Downsample(dim * 2)
+        self.down2_3 = _Resample(dim * 2, down=True)
         self.encoder_level3 = stage(num_blocks[2], dim * 4, heads[2])
-        self.down3_4 = Downsample(dim * 4)
+        self.down3_4 = _Resample(dim * 4, down=True)
         self.latent = stage(num_blocks[3], dim * 8, heads[3])
 
-        self.up4_3 = Upsample(dim * 8)
+        self.up4_3 = _Resample(dim * 8, down=False)
         self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
         self.decoder_level3 = stage(num_blocks[2], dim * 4, heads[2])
-        self.up3_2 = Upsample(dim * 4)
+        self.up3_2 = _Resample(dim * 4, down=False)
         self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
         self.decoder_level2 = stage(num_blocks[1], dim * 2, heads[1])
         # Level 1 keeps the concatenated 2*dim channels (no reduction) for the decoder and the refinement.
-        self.up2_1 = Upsample(dim * 2)
+        self.up2_1 = _Resample(dim * 2, down=False)
         self.decoder_level1 = stage(num_blocks[0], dim * 2, heads[0])
         self.refinement = stage(num_refinement_blocks, dim * 2, heads[0])
 
@@ -233,7 +233,7 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
                  LayerNorm_type: str, use_checkpoint: bool = False,  # noqa: N803 (official argument name)
-                 memory: str = 'full') -> None:
+                 memory: str = 'lean') -> None:
         super().__init__()
         self.norm1 = ChannelLayerNorm(dim, LayerNorm_type)
         self.attn = MDTA(dim, num_heads, bias)
@@ -243,59 +243,26 @@ class TransformerBlock(nn.Module):
         self.memory = memory
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() and not torch.jit.is_tracing():
+        if self.use_checkpoint and torch.is_grad_enabled() and not torch.jit.is_tracing():
             # Non-reentrant checkpointing: exact gradients, works with inputs that do not require grad, and keeps the
-            # RNG state (the block has no randomness anyway). 'lean' is the same mechanism with a policy that keeps
-            # the expensive intermediates instead of recomputing them.
-            if self.use_checkpoint:
-                return checkpoint(self._forward, x, use_reentrant=False)
-            if self.memory == 'lean':
-                return checkpoint(self._forward, x, use_reentrant=False, context_fn=_LEAN_CONTEXTS)
+            # RNG state (the block has no randomness anyway).
+            return checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:
-        if _custom_backward(x) and not torch.compiler.is_compiling() and x.shape[1] <= _FOLD_MAX_CHANNELS:
-            x = x + self.attn(*self.norm1.normalized(x))
-            return x + self.ffn(*self.norm2.normalized(x))
-        if torch.is_grad_enabled():
-            x = x + self.attn(self.norm1(x))
-            return x + self.ffn(self.norm2(x))
-        # Inference: add the residual into the branch output, a fresh tensor, instead of allocating a third one.
-        x = _add_residual(self.attn(self.norm1(x)), x)
-        return _add_residual(self.ffn(self.norm2(x)), x)
-
-
-def _custom_backward(x: Tensor) -> bool:
-    """Whether the memory-lean autograd functions run: fp32 training, not traced (under bf16 autocast they kept ~20%
-    less but cost ~5% step time on CPU, measured: autocast keeps autograd's own ops)."""
-    return torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.is_autocast_enabled(x.device.type)
-
-
-def _lean_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: ARG001 (the checkpoint API's signature)
-    """Which intermediates of a block a lean training step keeps (the rest is recomputed in the backward pass).
-
-    Kept: the outputs of the 1x1 convolutions (qkv, the folded MDTA projection, GDFN's project_in and project_out: each
-    costs a GEMM to recompute) and of the matrix products (the Gram and folded matrices, C/heads wide). Recomputed:
-    LayerNorms, depthwise convolutions, pixel norms, softmax, GELU, the gate product, slices, casts and residual sums.
-    The ops are aten's, so the same rule holds eagerly, under autocast and in torch.compile's traced graph.
-    """
-    if op in (torch.ops.aten.bmm.default, torch.ops.aten.mm.default):
-        return CheckpointPolicy.MUST_SAVE
-    groups_and_kernel = (args[8], tuple(args[1].shape[2:])) if op is torch.ops.aten.convolution.default else None
-    if groups_and_kernel == (1, (1, 1)):
-        return CheckpointPolicy.MUST_SAVE
-    return CheckpointPolicy.PREFER_RECOMPUTE
-
-
-_LEAN_CONTEXTS = functools.partial(create_selective_checkpoint_contexts, _lean_policy)
-
-
-def _add_residual(branch: Tensor, x: Tensor) -> Tensor:
-    """``x + branch``, written into ``branch`` when that loses nothing (same dtype and shape; under autocast the branch
-    is bf16 while the residual stream stays fp32, and the sum must then be a new fp32 tensor)."""
-    if branch.dtype == x.dtype and branch.shape == x.shape:
-        return branch.add_(x)
-    return x + branch
+        # The hand-written backward functions run in training, neither traced (ONNX export) nor compiled (inductor
+        # plans its own recomputation), and under autocast only for 'lean' (for 'full' they kept ~20% less there but
+        # cost ~5% step time on CPU, measured: bf16 'full' keeps autograd's own ops). lean=None: plain operations.
+        custom = torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+        autocast = custom and torch.is_autocast_enabled(x.device.type)  # (the meta device has no autocast state)
+        lean = self.memory == 'lean' if custom and (self.memory == 'lean' or not autocast) else None
+        fold = lean is not None and x.shape[1] <= _FOLD_MAX_CHANNELS and not autocast
+        for norm, branch in ((self.norm1, self.attn), (self.norm2, self.ffn)):
+            out = branch(*(norm.normalized(x) if fold else (norm(x),)), lean=lean)
+            # Inference: the residual goes into the branch output, a fresh tensor, instead of a third one (unless
+            # autocast made the branch bf16 while the residual stream stays fp32: the sum is then a new fp32 tensor).
+            x = x + out if torch.is_grad_enabled() or out.dtype != x.dtype else out.add_(x)
+        return x
 
 
 class MDTA(nn.Module):
@@ -309,9 +276,9 @@ class MDTA(nn.Module):
 
     The learnable temperature is one scalar per head. :meth:`forward_reference` is this formula step by step;
     :meth:`forward` is an equivalent implementation (same parameters, same result to float rounding) that divides the
-    Gram matrix by the norms instead of normalising Q and K (in fp16 it normalises first: the raw Gram sum over
-    H*W pixels would overflow), folds the softmax map into ``W_out`` and keeps the norms and softmax in fp32 when the
-    network runs in bf16/fp16.
+    Gram matrix by the norms instead of normalising Q and K (in fp16 the Gram is summed in fp32: over H*W pixels it
+    would overflow), folds the softmax map into ``W_out`` and keeps the norms and softmax in fp32 when the network
+    runs in bf16/fp16.
 
     Args:
         dim: Number of channels.
@@ -346,79 +313,131 @@ class MDTA(nn.Module):
         out = rearrange(attn @ v, 'n head c (h w) -> n (head c) h w', h=h, w=w)
         return self.project_out(out)
 
-    def forward(self, x: Tensor, affine: Optional[tuple] = None) -> Tensor:
+    def forward(self, x: Tensor, affine: Optional[tuple] = None, lean: Optional[bool] = None) -> Tensor:
         """Same result as :meth:`forward_reference`, faster (see the class docstring).
 
         Args:
             x: ``(N, C, H, W)`` normalised features, preferably channels_last (otherwise one copy is made).
             affine: Per-channel ``(scale, shift or None)`` applied to ``x`` first (folded into the qkv weights).
+            lean: None: autograd records the operations; False / True: the hand-written backward of
+                :class:`_Attention`, True recomputing the depthwise convolutions rather than keeping their outputs.
 
         Returns:
             ``(N, C, H, W)`` attention output, channels_last, in the dtype of ``x`` (or of autocast).
         """
-        n, c, h, w = x.shape
-        heads, d = self.num_heads, c // self.num_heads
         # q, k and v each from its third of the weights (contiguous channels_last tensors, not strided thirds of one qkv
         # tensor); q and k as (N, H*W, C) views, which the matmuls read without copies.
         pointwise = _fold_affine(self.qkv, affine)
-        q, k, v = (_depthwise_branch(x, pointwise, self.qkv_dwconv, part, 3) for part in range(3))
-        q, k = (t.permute(0, 2, 3, 1).reshape(n, h * w, c) for t in (q, k))
-        # F.normalize divides by max(norm, 1e-12); norms accumulate in fp32 for bf16 inputs.
-        q_norm, k_norm = _pixel_norm(q), _pixel_norm(k)
-        if q.dtype == torch.float16:
-            # The raw Gram sums H*W products and overflows fp16 (max 65504) from ~256x256 on; normalising q and k
-            # first, as the formula does, bounds every entry by 1.
-            q, k = q / q_norm.unsqueeze(1).to(q.dtype), k / k_norm.unsqueeze(1).to(k.dtype)
-            gram = self._gram(q, k, heads).float()
-        else:
-            gram = self._gram(q, k, heads).float() / (q_norm.reshape(n, heads, d, 1) * k_norm.reshape(n, heads, 1, d))
-        attn = (gram * self.temperature.float()).softmax(dim=-1)
-        # project_out(attn @ v) == (W_out . blockdiag(attn)) v: per image, one 1x1 convolution of v whose weight is
-        # the folded C x C matrix (oneDNN's NHWC convolution is ~3x faster than a BLAS bmm of the same shape here).
-        weight = self.project_out.weight.reshape(c, heads, d).float()
-        fused = torch.einsum('ohi,nhij->nohj', weight, attn).reshape(n, c, c).to(v.dtype)
-        bias = None if self.project_out.bias is None else self.project_out.bias.to(v.dtype)
-        if torch.jit.is_tracing():
-            # ONNX export traces the graph: a convolution with a computed kernel has no ONNX form, and a loop over the
-            # batch would freeze the example's batch size. One batched GEMM instead (same math).
-            out = torch.bmm(fused, v.reshape(n, c, h * w)).view(n, c, h, w)
-            return out if bias is None else out + bias.view(1, c, 1, 1)
-        if n == 1:
-            return F.conv2d(v, fused[0, :, :, None, None], bias)
-        return torch.cat([F.conv2d(v[b:b + 1], fused[b, :, :, None, None], bias) for b in range(n)])
+        branches = [t for part in range(3) for t in _pointwise_branch(x, pointwise, self.qkv_dwconv, part, 3)]
+        args = (self.num_heads, self.temperature, self.project_out.weight, self.project_out.bias, *branches)
+        return _Attention.forward(None, None, *args) if lean is None else _Attention.apply(lean, *args)
+
+
+def _pixels(x: Tensor) -> Tensor:
+    """``(N, C, H, W)`` as ``(N, H*W, C)``: a view of a channels_last tensor."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def _image(x: Tensor, h: int, w: int) -> Tensor:
+    """``(N, H*W, C)`` as a channels_last ``(N, C, H, W)`` view (the inverse of :func:`_pixels`)."""
+    return x.view(-1, h, w, x.shape[2]).permute(0, 3, 1, 2)  # the batch as -1: ONNX export keeps it dynamic
+
+
+def _pointwise(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """A 1x1 convolution of channels_last ``x`` as one GEMM over its ``(N*H*W, C)`` view: on one thread ATen runs 1x1
+    convolutions below batch 16 as per-image GEMMs, up to 2x slower forward and 1.4x backward here (measured; never
+    faster, fp32 or bf16). Traced (ONNX export) or compiled, a convolution: the graph keeps its ONNX form and inductor
+    its convolution kernels."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return F.conv2d(x, weight, bias)
+    return _image(F.linear(_pixels(x), weight.flatten(1), bias), *x.shape[2:])
+
+
+def _gram(q: Tensor, k: Tensor, heads: int) -> Tensor:
+    """Per-head ``q^T k`` of ``(N, P, C)`` views, fp32 ``(N, heads, C/heads, C/heads)``.
+
+    fp16 inputs are multiplied in fp32: the raw Gram sums H*W products and overflows fp16 (max 65504) from ~256x256 on.
+    """
+    if q.dtype == torch.float16:
+        with torch.autocast(q.device.type, enabled=False):
+            return _gram(q.float(), k.float(), heads)
+    n, _, c = q.shape
+    q, k = q.unflatten(-1, (heads, c // heads)), k.unflatten(-1, (heads, c // heads))  # (N, P, heads, d)
+    if heads == 1:  # BLAS reads the transposed view directly (autograd keeps views, not copies)
+        return torch.bmm(q[:, :, 0].transpose(1, 2), k[:, :, 0]).unsqueeze(1).float()
+    if not torch.is_grad_enabled():
+        # Per image, the heads form a strided batch that bmm reads without copies.
+        return torch.stack([torch.bmm(q[b].permute(1, 2, 0), k[b].transpose(0, 1)) for b in range(n)]).float()
+    # One batched matmul (per-image indexing would zero-fill a full-size gradient per image).
+    return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2)).float()
+
+
+def _fused_projection(gram: Tensor, q_sq: Tensor, k_sq: Tensor, temperature: Tensor, weight: Tensor) -> Tensor:
+    """``W_out . blockdiag(softmax(q_hat k_hat^T * temperature))`` per image: fp32 ``(N, C, C)``.
+
+    project_out(attn @ v) equals this matrix applied to v's pixels (:func:`_project`). q_hat and k_hat are
+    F.normalize'd (divided by ``max(norm, 1e-12)``): the raw Gram ``(N, heads, d, d)`` is divided by the norms, from
+    the fp32 sums of squares over the pixels ``(N, C)``, clamped before the square root so that an all-zero channel
+    gets a zero gradient rather than 0 * inf.
+    """
+    _, heads, d, _ = gram.shape  # the batch as -1: ONNX export keeps it dynamic
+    q_norm, k_norm = (t.clamp_min(1e-24).sqrt() for t in (q_sq, k_sq))
+    attn = (gram / (q_norm.view(-1, heads, d, 1) * k_norm.view(-1, heads, 1, d)) * temperature.float()).softmax(-1)
+    return torch.einsum('ohi,nhij->nohj', weight.reshape(heads * d, heads, d).float(), attn).flatten(2)
+
+
+def _project(v: Tensor, fused: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """Per image, v's pixels times its ``(C_out, C)`` matrix of ``fused``: one batched GEMM over the NHWC view, as fast
+    as a 1x1 convolution per image or faster (up to 2x for a batch, which the convolutions needed concatenated; fp32
+    and bf16, measured), with the same ONNX form for every batch size."""
+    pixels, fused = _pixels(v), fused.transpose(1, 2)
+    out = torch.bmm(pixels, fused) if bias is None else torch.baddbmm(bias, pixels, fused)
+    return _image(out, *v.shape[2:])
+
+
+class _Attention(torch.autograd.Function):
+    """MDTA after its 1x1 qkv convolution (depthwise convolutions, norms, Gram, softmax, folded projection), keeping the
+    qkv outputs, the small matrices and, unless ``lean``, the depthwise outputs q, k, v for its backward (autograd
+    would keep those and the inputs of every elementwise step). Runs in the dtype of the qkv outputs (autocast's);
+    the norms and softmax in fp32, gradients in the parameters' dtypes."""
 
     @staticmethod
-    def _gram(q: Tensor, k: Tensor, heads: int) -> Tensor:
-        """Per-head ``q^T k`` of ``(N, P, C)`` views, shape ``(N, heads, C/heads, C/heads)``."""
-        n, _, c = q.shape
-        q, k = q.unflatten(-1, (heads, c // heads)), k.unflatten(-1, (heads, c // heads))  # (N, P, heads, d)
-        if heads == 1:
-            # BLAS reads the transposed view directly.
-            return torch.bmm(q[:, :, 0].transpose(1, 2), k[:, :, 0]).unsqueeze(1)
-        if not torch.is_grad_enabled():
-            # Per image, the heads form a strided batch that bmm also reads without copies.
-            return torch.stack([
-                torch.bmm(q[b].permute(1, 2, 0), k[b].transpose(0, 1)) for b in range(n)
-            ])
-        # Training: one batched matmul (per-image indexing would zero-fill a full-size gradient per image), whose
-        # backward keeps q and k themselves rather than autograd's contiguous per-head copies (2C per pixel less).
-        return _Gram.apply(q, k) if _custom_backward(q) else torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2))
-
-
-class _Gram(torch.autograd.Function):
-    """``q^T k`` per head of ``(N, P, heads, d)`` views, keeping only q and k (which the pixel norms keep anyway)."""
-
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor) -> Tensor:  # noqa: D102
-        ctx.save_for_backward(q, k)
-        return torch.matmul(q.permute(0, 2, 3, 1), k.transpose(1, 2))
+    def forward(ctx, lean: bool, heads: int, temperature: Tensor, weight: Tensor, bias: Optional[Tensor],
+                *branches: Optional[Tensor]) -> Tensor:
+        """Also the plain form: with ``ctx=None`` the same operations, for autograd (if recording) to differentiate."""
+        q, k, v = (_depthwise(*branches[i:i + 3]) for i in (0, 3, 6))
+        q2, k2 = _pixels(q), _pixels(k)
+        squares = [t.float().square().sum(dim=1) for t in (q2, k2)]
+        gram = _gram(q2, k2, heads)
+        fused = _fused_projection(gram, *squares, temperature, weight).to(v.dtype)
+        if ctx is not None:
+            ctx.heads, ctx.has_bias, ctx.dtype = heads, bias is not None, weight.dtype
+            ctx.save_for_backward(temperature, weight, gram, *squares, *branches, *(() if lean else (q, k, v)))
+        return _project(v, fused, None if bias is None else bias.to(v.dtype))
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:  # noqa: D102
-        q, k = (t.transpose(1, 2) for t in ctx.saved_tensors)  # (N, heads, P, d)
-        grad = grad.to(q.dtype)
-        return (torch.matmul(k, grad.transpose(-1, -2)).transpose(1, 2),
-                torch.matmul(q, grad).transpose(1, 2))
+        temperature, weight, gram, q_squares, k_squares, *saved = ctx.saved_tensors
+        dtype = saved[0].dtype
+        branches = [None if t is None else t.to(dtype) for t in saved[:9]]
+        q, k, v = saved[9:] or [_depthwise(*branches[i:i + 3]) for i in (0, 3, 6)]
+        n, c, h, w = q.shape
+        grad = _pixels(grad.to(dtype).contiguous(memory_format=torch.channels_last))  # (N, P, C)
+        # The small matrices' part by autograd: fused from the Gram, the sums of squares and the parameters again.
+        small = [t.detach().requires_grad_() for t in (gram, q_squares, k_squares, temperature, weight)]
+        with torch.enable_grad():
+            fused = _fused_projection(*small)
+        grad_v = _image(torch.bmm(grad, fused.detach().to(dtype)), h, w)
+        grad_gram, grad_q_sq, grad_k_sq, grad_t, grad_w = torch.autograd.grad(
+            fused, small, torch.bmm(grad.transpose(1, 2), _pixels(v)).float())
+        # Gram backward per head (q gets k grad^T, k gets q grad), plus the sums of squares' 2 x grad.
+        q2, k2 = (_pixels(t).unflatten(-1, (ctx.heads, c // ctx.heads)).transpose(1, 2) for t in (q, k))
+        grads = [torch.matmul(b, g.to(dtype)).transpose(1, 2).reshape(n, h * w, c).addcmul_(
+            _pixels(a), g_sq.to(dtype).unsqueeze(1), value=2).view(n, h, w, c).permute(0, 3, 1, 2)
+            for a, b, g, g_sq in ((q, k2, grad_gram.transpose(-1, -2), grad_q_sq), (k, q2, grad_gram, grad_k_sq))]
+        grad_bias = grad.float().sum((0, 1)).to(ctx.dtype) if ctx.has_bias else None
+        return (None, None, grad_t, grad_w.to(ctx.dtype), grad_bias,
+                *_depthwise_grads([*grads, grad_v], branches, ctx.dtype))
 
 
 class GDFN(nn.Module):
@@ -457,12 +476,14 @@ class GDFN(nn.Module):
         gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
         return self.project_out(F.gelu(gate) * value)
 
-    def forward(self, x: Tensor, affine: Optional[tuple] = None) -> Tensor:
+    def forward(self, x: Tensor, affine: Optional[tuple] = None, lean: Optional[bool] = None) -> Tensor:
         """Same result as :meth:`forward_reference`, faster (see the class docstring).
 
         Args:
             x: ``(N, dim, H, W)`` normalised features.
             affine: Per-channel ``(scale, shift or None)`` applied to ``x`` first (folded into project_in's weights).
+            lean: None: autograd records the operations; False / True: the hand-written backward of
+                :class:`_GatedFeedForward`, True recomputing the depthwise convolutions rather than keeping them.
 
         Returns:
             ``(N, dim, H, W)``.
@@ -471,52 +492,65 @@ class GDFN(nn.Module):
         # Hidden widths such as 127 or 255 (dim * 2.66) are padded to a multiple of 16 with zero channels: oneDNN's
         # vector kernels then run without remainder loops (1x1 ~10%, depthwise ~30-40% faster at these widths); a zero
         # channel gives GELU(0) * 0 = 0 and meets a zero column of project_out, so the result is unchanged.
-        padded = -(-hidden // _CHANNEL_ALIGN) * _CHANNEL_ALIGN
-        if torch.jit.is_tracing():
-            # ONNX export: a padded (computed) kernel has no static shape there, and the padding is a oneDNN tuning.
-            padded = hidden
+        # Not in ONNX export: a padded (computed) kernel has no static shape there, and the padding is a oneDNN tuning.
+        padded = hidden if torch.jit.is_tracing() else -(-hidden // _CHANNEL_ALIGN) * _CHANNEL_ALIGN
         pointwise = _fold_affine(self.project_in, affine)
-        gate, value = (_depthwise_branch(x, pointwise, self.dwconv, part, 2, padded) for part in range(2))
+        branches = [t for part in range(2) for t in _pointwise_branch(x, pointwise, self.dwconv, part, 2, padded)]
         weight = self.project_out.weight
-        if padded != hidden:
-            weight = F.pad(weight, (0, 0, 0, 0, 0, padded - hidden))
-        if _custom_backward(gate):
-            return _GatedProjection.apply(gate, value, weight, self.project_out.bias)
-        # In place when no autograd graph is recorded (saves one full-size buffer per block).
-        return F.conv2d(F.gelu(gate).mul_(value), weight, self.project_out.bias)
+        weight = F.pad(weight, (0, 0, 0, 0, 0, padded - hidden)) if padded != hidden else weight
+        args = (weight, self.project_out.bias, *branches)
+        return _GatedFeedForward.forward(None, None, *args) if lean is None else _GatedFeedForward.apply(lean, *args)
 
 
-class _GatedProjection(torch.autograd.Function):
-    """``conv1x1(GELU(gate) * value)`` keeping only gate and value (autograd would also keep ``GELU(gate)`` and the
-    product, 2 x hidden channels per pixel; the backward recomputes both, two elementwise passes). Runs in the dtype of
-    ``gate``; gradients come back in the parameters' dtypes."""
+class _GatedFeedForward(torch.autograd.Function):
+    """GDFN after project_in: ``conv1x1(GELU(dw(gate)) * dw(value))``, keeping project_in's outputs and, unless
+    ``lean``, the depthwise outputs (autograd would also keep ``GELU(gate)`` and the product, 2 x hidden channels per
+    pixel; the backward recomputes both, two elementwise passes). Runs in the dtype of the project_in outputs
+    (autocast's); gradients come back in the parameters' dtypes."""
 
     @staticmethod
-    def forward(ctx, gate: Tensor, value: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:  # noqa: D102
-        ctx.save_for_backward(gate, value, weight)
-        ctx.bias_dtype = None if bias is None else bias.dtype
+    def forward(ctx, lean: bool, weight: Tensor, bias: Optional[Tensor], *branches: Optional[Tensor]) -> Tensor:
+        """Also the plain form: with ``ctx=None`` the same operations, for autograd (if recording) to differentiate
+        (the product in place: GELU's backward needs its input, not its output; saves a full-size buffer)."""
+        gate, value = _depthwise(*branches[:3]), _depthwise(*branches[3:])
+        if ctx is not None:
+            ctx.has_bias, ctx.dtype = bias is not None, weight.dtype
+            ctx.save_for_backward(weight, *branches, *(() if lean else (gate, value)))
         bias = None if bias is None else bias.to(gate.dtype)
-        return F.conv2d(F.gelu(gate).mul_(value), weight.to(gate.dtype), bias)
+        return _pointwise(F.gelu(gate).mul_(value), weight.to(gate.dtype), bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:  # noqa: D102
-        gate, value, weight = ctx.saved_tensors
+        weight, *saved = ctx.saved_tensors
+        dtype = saved[0].dtype
+        branches = [None if t is None else t.to(dtype) for t in saved[:6]]
+        gate, value = saved[6:] or (_depthwise(*branches[:3]), _depthwise(*branches[3:]))
         gelu = F.gelu(gate)
-        has_bias = ctx.bias_dtype is not None
-        grad_gated, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad.to(gate.dtype), gelu * value, weight.to(gate.dtype), [weight.shape[0]] if has_bias else None,
-            [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, has_bias])
-        return (torch.ops.aten.gelu_backward(grad_gated * value, gate), grad_gated.mul_(gelu),
-                grad_weight.to(weight.dtype), None if grad_bias is None else grad_bias.to(ctx.bias_dtype))
+        grad = _pixels(grad.to(dtype).contiguous(memory_format=torch.channels_last))  # (N, P, C)
+        grad_weight = (grad.flatten(0, 1).t() @ _pixels(gelu * value).flatten(0, 1)).view(weight.shape)
+        grad_gated = _image(grad @ weight.to(dtype).flatten(1), *gate.shape[2:])
+        grad_gate = torch.ops.aten.gelu_backward(grad_gated * value, gate)
+        grad_value = grad_gated.mul_(gelu)
+        grad_bias = grad.float().sum((0, 1)).to(ctx.dtype) if ctx.has_bias else None
+        return (None, grad_weight.to(ctx.dtype), grad_bias,
+                *_depthwise_grads([grad_gate, grad_value], branches, ctx.dtype))
 
 
-def _pixel_norm(x: Tensor) -> Tensor:
-    """``max(||x||_2, 1e-12)`` over dim 1 of an ``(N, P, C)`` tensor, as fp32 ``(N, C)`` (the F.normalize divisor).
+def _depthwise(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """The 3x3 depthwise convolution of x (one channel block of a block's depthwise layer)."""
+    return F.conv2d(x, weight, bias, padding=1, groups=x.shape[1])
 
-    A sum of squares over the pixels: ~3x faster than ``torch.linalg.vector_norm`` over this strided dimension. The
-    clamp comes before the square root so that an all-zero channel gets a zero gradient rather than 0 * inf.
-    """
-    return x.float().square().sum(dim=1).clamp_min(1e-24).sqrt()
+
+def _depthwise_grads(grads: list, branches: list, dtype: torch.dtype) -> list:
+    """Gradients of :func:`_depthwise` for each ``x, weight, bias`` triple of ``branches`` from its output's in
+    ``grads``: ``[grad x, grad weight, grad bias or None]`` per triple, flat (weight's and bias's in ``dtype``)."""
+    out = []
+    for grad, (x, weight, bias) in zip(grads, zip(*[iter(branches)] * 3)):
+        size, has_bias = weight.shape[0], bias is not None
+        g = torch.ops.aten.convolution_backward(grad, x, weight, [size] if has_bias else None, [1, 1], [1, 1], [1, 1],
+                                                False, [0, 0], size, [True, True, has_bias])
+        out += [g[0], g[1].to(dtype), g[2].to(dtype) if has_bias else None]
+    return out
 
 
 def _fold_affine(conv: nn.Conv2d, affine: Optional[tuple]) -> tuple:
@@ -531,29 +565,30 @@ def _fold_affine(conv: nn.Conv2d, affine: Optional[tuple]) -> tuple:
     return weight * scale.view(1, -1, 1, 1), bias
 
 
-def _depthwise_branch(x: Tensor, pointwise: tuple, depthwise: nn.Conv2d, part: int, parts: int,
-                      padded: Optional[int] = None) -> Tensor:
-    """Channel block ``part`` of ``parts`` of ``depthwise(pointwise(x))``, computed with that block of the weights.
+def _pointwise_branch(x: Tensor, pointwise: tuple, depthwise: nn.Conv2d, part: int, parts: int,
+                      padded: Optional[int] = None) -> list:
+    """Channel block ``part`` of ``parts`` of ``pointwise(x)``, with that block's depthwise weight and bias.
 
-    Equal to slicing the full output (the depthwise convolution mixes no channels), but the result is a contiguous
-    tensor rather than a strided view, which elementwise kernels and bf16 matmuls process much faster. With ``padded``
-    the block is zero-padded to that many channels (zero weights and biases, so the extra channels are exactly 0).
-    ``pointwise`` is the 1x1 convolution's ``(weight, bias or None)`` (see :func:`_fold_affine`).
+    Computed with that block of the weights: :func:`_depthwise` of it equals the slice of the full output (the
+    depthwise convolution mixes no channels), but as a contiguous tensor rather than a strided view, which elementwise
+    kernels and bf16 matmuls process much faster. With ``padded`` the block is zero-padded to that many channels
+    (zero weights and biases, so the extra channels are exactly 0). ``pointwise`` is the 1x1 convolution's
+    ``(weight, bias or None)`` (see :func:`_fold_affine`), computed by :func:`_pointwise`.
+
+    Returns:
+        ``[pointwise output (N, size, H, W), depthwise weight (size, 1, 3, 3), depthwise bias (size,) or None]``.
     """
     size = pointwise[0].shape[0] // parts
     block = slice(part * size, (part + 1) * size)
     extra = 0 if padded is None else padded - size
 
     def pad(t: Optional[Tensor]) -> Optional[Tensor]:
-        if t is None or extra == 0:
+        if t is None:
             return t
-        return F.pad(t, (0, 0) * (t.dim() - 1) + (0, extra))
+        t = t[block]
+        return F.pad(t, (0, 0) * (t.dim() - 1) + (0, extra)) if extra else t
 
-    def bias(b: Optional[Tensor]) -> Optional[Tensor]:
-        return None if b is None else pad(b[block])
-
-    y = F.conv2d(x, pad(pointwise[0][block]), bias(pointwise[1]))
-    return F.conv2d(y, pad(depthwise.weight[block]), bias(depthwise.bias), padding=1, groups=size + extra)
+    return [_pointwise(x, pad(pointwise[0]), pad(pointwise[1])), pad(depthwise.weight), pad(depthwise.bias)]
 
 
 class ChannelLayerNorm(nn.Module):
@@ -569,7 +604,7 @@ class ChannelLayerNorm(nn.Module):
         if layer_norm_type not in LAYER_NORM_TYPES:
             raise ValueError(f'LayerNorm_type must be one of {LAYER_NORM_TYPES}, got {layer_norm_type!r}. '
                              "Use 'BiasFree' for the denoising checkpoints and 'WithBias' for the others.")
-        self.body = _BiasFreeNorm(num_channels) if layer_norm_type == 'BiasFree' else _WithBiasNorm(num_channels)
+        self.body = _Norm(num_channels, centred=layer_norm_type == 'WithBias')
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling():
@@ -594,9 +629,8 @@ class ChannelLayerNorm(nn.Module):
             ``x_hat`` ``(N, C, H, W)`` (channels_last for a channels_last ``x``) and the ``(C,)`` parameters.
         """
         body = self.body
-        centred = isinstance(body, _WithBiasNorm)
-        x_hat = _Normalize.apply(x.permute(0, 2, 3, 1), centred, body.eps).permute(0, 3, 1, 2)
-        return x_hat, (body.weight, body.bias if centred else None)
+        x_hat = _Normalize.apply(x.permute(0, 2, 3, 1), body.bias is not None, body.eps).permute(0, 3, 1, 2)
+        return x_hat, (body.weight, body.bias)
 
 
 class _Normalize(torch.autograd.Function):
@@ -628,77 +662,41 @@ class _Normalize(torch.autograd.Function):
         return (grad * rstd).to(ctx.dtype), None, None
 
 
-class _BiasFreeNorm(nn.Module):
-    """Scale-only normalisation over the last dimension: ``x / sqrt(var(x) + eps) * weight``.
-
-    Unlike a standard LayerNorm, the numerator is *not* mean-centred (the variance is). This is the official
+class _Norm(nn.Module):
+    """Normalisation over the last dimension. Centred (``WithBias``), the standard LayerNorm
+    ``(x - mean) / sqrt(var + eps) * weight + bias``; otherwise (``BiasFree``) ``x / sqrt(var(x) + eps) * weight``:
+    unlike a standard LayerNorm the numerator is *not* mean-centred (the variance is). This is the official
     definition and the released denoising checkpoints depend on it.
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+    def __init__(self, num_channels: int, centred: bool, eps: float = 1e-5) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if centred else None
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        variance = x.var(dim=-1, keepdim=True, unbiased=False)
-        return x * torch.rsqrt(variance + self.eps) * self.weight
+        if self.bias is not None:
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        return x * torch.rsqrt(x.var(dim=-1, keepdim=True, unbiased=False) + self.eps) * self.weight
 
     def over_channels(self, x: Tensor) -> Tensor:
         """The same normalisation over dim 1 of an ``(N, C, H, W)`` tensor."""
-        variance = x.var(dim=1, keepdim=True, unbiased=False)
-        return x * torch.rsqrt(variance + self.eps) * self.weight[:, None, None]
+        centred = x - x.mean(dim=1, keepdim=True)
+        rstd = torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + self.eps)
+        out = (x if self.bias is None else centred) * rstd * self.weight[:, None, None]
+        return out if self.bias is None else out + self.bias[:, None, None]
 
 
-class _WithBiasNorm(nn.Module):
-    """Standard LayerNorm over the last dimension: ``(x - mean) / sqrt(var + eps) * weight + bias``."""
+class _Resample(nn.Module):
+    """A 3x3 convolution, then a pixel-unshuffle(2) (``down``: conv to C/2, half the resolution, twice the channels)
+    or a pixel-shuffle(2) (conv to 2C, twice the resolution, half the channels)."""
 
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-
-    def over_channels(self, x: Tensor) -> Tensor:
-        """The same normalisation over dim 1 of an ``(N, C, H, W)`` tensor."""
-        mean = x.mean(dim=1, keepdim=True)
-        variance = (x - mean).square().mean(dim=1, keepdim=True)
-        return (x - mean) * torch.rsqrt(variance + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
-
-
-class OverlapPatchEmbed(nn.Module):
-    """3x3 convolution from image channels to features (never has a bias, as in the official model)."""
-
-    def __init__(self, in_channels: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=3, padding=1, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x)
-
-
-class Downsample(nn.Module):
-    """Halve the resolution, double the channels: 3x3 conv to C/2, then pixel-unshuffle(2)."""
-
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, down: bool) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-
-class Upsample(nn.Module):
-    """Double the resolution, halve the channels: 3x3 conv to 2C, then pixel-shuffle(2)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, channels * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2))
+            nn.Conv2d(channels, channels // 2 if down else channels * 2, kernel_size=3, padding=1, bias=False),
+            nn.PixelUnshuffle(2) if down else nn.PixelShuffle(2))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)

@@ -282,13 +282,15 @@ def test_normalized_form_with_folded_affine_equals_the_norm(layer_norm_type, pre
 
 @pytest.mark.parametrize('precision', ['fp32', 'bf16'])
 def test_lean_block_keeps_less_for_backward_and_gives_the_same_gradients(precision):
-    """memory='full' keeps ~19.0 C per pixel in fp32 (plain autograd of the same ops, still used under bf16 autocast:
-    ~27.3 C; GDFN's gate function, the Gram function and the normalisations keep only their inputs or outputs, the
-    norms' affine parts are folded into the next convolutions); memory='lean' keeps the 1x1 convolution outputs (3C
-    for qkv, C for the projection, 2 x hidden for project_in: ~10.5 C). Gradients of both equal the full graph's."""
+    """memory='full' keeps ~19.0 C per pixel in fp32 (the hand-written backward functions keep the norms' outputs, the
+    1x1 and depthwise convolutions' outputs and small matrices; the norms' affine parts are folded into the next
+    convolutions), ~16.8 C under bf16 autocast (autograd's own ops there); memory='lean' recomputes the depthwise
+    convolutions in the backward pass instead of keeping their outputs (the default): ~10.6 C (fp32), ~7.9 C (bf16).
+    Gradients equal the full graph's (fp32: to float rounding; bf16: lean's functions round differently from autograd's
+    ops)."""
     torch.manual_seed(7)
     full = TransformerBlock(48, 2, 2.66, True, 'WithBias', memory='full')
-    lean = TransformerBlock(48, 2, 2.66, True, 'WithBias', memory='lean')
+    lean = TransformerBlock(48, 2, 2.66, True, 'WithBias')  # lean is the default
     lean.load_state_dict(full.state_dict())
     x = torch.randn(2, 48, 32, 48).contiguous(memory_format=torch.channels_last)
     kept, grads = {}, {}
@@ -300,8 +302,9 @@ def test_lean_block_keeps_less_for_backward_and_gives_the_same_gradients(precisi
         out.float().square().sum().backward()
         grads[name] = [inp.grad] + [p.grad for p in block.parameters()]
     assert 10 < kept['full'] < {'fp32': 19.5, 'bf16': 17.0}[precision] and kept['lean'] < 0.6 * kept['full'], kept
+    tolerance = {'fp32': 1e-5, 'bf16': 1e-2}[precision]
     for a, b in zip(grads['full'], grads['lean']):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert (a - b).abs().max().item() <= tolerance * b.abs().max().item()
     with torch.no_grad():  # inference keeps nothing either way
         assert _kept_for_backward(lean, x, precision) == 0
     for block in (full, lean):  # ONNX export traces the plain path: no checkpoint, no Python autograd functions
