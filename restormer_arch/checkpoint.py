@@ -228,7 +228,12 @@ def read_training_state(path: str, opt: Dict[str, Any]) -> Dict[str, Any]:
     missing = [p for p in (osp.join(opt['path']['models'], f'net_{n}_{state["iter"]}.pth') for n in names)
                if not osp.isfile(p)]
     if missing:
-        raise CheckpointError(f'{path}: its network checkpoint is missing: {", ".join(missing)}')
+        # BasicSR resumes the network from this run's own models folder (check_resume), whatever folder the state is in.
+        own = osp.samefile(osp.dirname(osp.abspath(path)), opt['path']['training_states']) if osp.isdir(
+            opt['path']['training_states']) else False
+        other = '' if own else (f' (BasicSR loads the network from this run\'s models folder, {opt["path"]["models"]};'
+                                ' to continue another run, give this file that run\'s name)')
+        raise CheckpointError(f'{path}: its network checkpoint is missing: {", ".join(missing)}{other}')
     return state
 
 

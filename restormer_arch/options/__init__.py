@@ -13,7 +13,7 @@ import sys
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
-from restormer_arch.errors import OptionsError
+from restormer_arch.errors import OptionsError, UserError
 from restormer_arch.options.build import Built, _hint, build, build_datasets, planned_outputs
 from restormer_arch.options.report import unread_keys, written_vs_used
 from restormer_arch.options.resolve import CommandLine, load_options, parse_command_line
@@ -104,6 +104,8 @@ def _basicsr_options(parse_options: Callable[..., Any], root_path: str, is_train
     ``--force_yml`` entry (for a key it reads that is missing: with a close key of the file)."""
     try:
         return parse_options(root_path, is_train=is_train)
+    except UserError:  # already one line (e.g. a launcher without its environment, from compat)
+        raise
     except Exception as err:  # noqa: BLE001  (anything parse_options raises is about the file or the flags)
         where = f'--force_yml {" ".join(cmd.force_yml)}' if cmd.force_yml else cmd.opt_path
         if isinstance(err, KeyError):  # a key it reads: perhaps misspelled in the file

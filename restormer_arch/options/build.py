@@ -73,7 +73,8 @@ def building(key: str, section: Any = None, target: Any = None) -> Iterator[None
         message = f'missing key {err.args[0]!r}' if isinstance(err, KeyError) and err.args else ' '.join(
             str(err).split()) or type(err).__name__
         message = re.sub(r'^path\.pretrain_network_\*: ', '', message)  # the loader's own prefix: the key says it
-        raise OptionsError(f'{key}: {message}{_hint(message, section, target)}') from err
+        prefix = '' if message.startswith(f'{key}.') else f'{key}: '  # a message naming the key already
+        raise OptionsError(f'{prefix}{message}{_hint(message, section, target)}') from err
 
 
 def _close(name: str, choices: List[str]) -> Optional[str]:
@@ -136,13 +137,15 @@ def build_datasets(opt: Dict[str, Any], built: Built) -> None:
 
     for phase, dataset_opt in opt['datasets'].items():
         key = f'datasets.{phase}'
-        cls = lookup(DATASET_REGISTRY, 'dataset', dataset_opt.get('type'), f'{key}.type')
+        with building(key, dataset_opt):
+            cls = lookup(DATASET_REGISTRY, 'dataset', dataset_opt.get('type'), f'{key}.type')
         recording = RecordingDict(deepcopy(dataset_opt))
         with building(key, dataset_opt), preserved_rng():
             dataset = cls(recording)
             if len(dataset) == 0:
                 raise ValueError('the dataset is empty (no images found).')
             sample = dataset[0]
+            dataset_opt['name']  # noqa: B018  BasicSR's build_dataset logs it: missing, it stops after the run folder
             sampler = (EnlargedSampler(dataset, opt['world_size'], opt['rank'],
                                        dataset_opt.get('dataset_enlarge_ratio', 1)) if phase == 'train' else None)
             # prefetch_mode off: BasicSR's cpu prefetcher logs, and logging now would set its logger up without the
@@ -164,9 +167,13 @@ def _positive(value: Any) -> float:
 
 
 def _build_weights(opt: Dict[str, Any], built: Built) -> None:
-    from restormer_arch.checkpoint import check_checkpoint_fits
+    from restormer_arch.checkpoint import check_checkpoint_fits, read_training_state
 
     path_opt = opt['path']
+    state = path_opt.get('resume_state')  # set in the file (--auto_resume chooses one later, from this run's states)
+    if opt['is_train'] and state and os.path.isfile(state) and not str(state).endswith(('.pth', '.pt')):
+        with building('path.resume_state'):
+            read_training_state(state, opt)
     for key, value in path_opt.items():
         if not (str(key).startswith('pretrain_network_') and value):
             continue
@@ -212,16 +219,16 @@ def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
             optim_opt = dict(train[key])
             param = torch.nn.Parameter(torch.zeros(1))
             optimizers.append(model_cls.get_optimizer(None, optim_opt.pop('type'), [param], **optim_opt))
-    if 'scheduler' in train:
-        target = SCHEDULERS.get((train['scheduler'] or {}).get('type'))
-        with building('train.scheduler', train['scheduler'], target), warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # "scheduler.step() before optimizer.step()"
-            fake_model = types.SimpleNamespace(opt={'train': deepcopy(train)}, optimizers=optimizers[:1], schedulers=[])
-            model_cls.setup_schedulers(fake_model)
-            for scheduler in fake_model.schedulers:
-                for _ in range(built.total_iter):  # the whole run: a schedule that fails at iteration N fails now
-                    scheduler.step()
-                    built.lrs.append(optimizers[0].param_groups[0]['lr'])
+    # Always, as the model does: every BasicSR model's setup_schedulers needs train.scheduler.
+    target = SCHEDULERS.get((train.get('scheduler') or {}).get('type'))
+    with building('train.scheduler', train.get('scheduler'), target), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # "scheduler.step() before optimizer.step()"
+        fake_model = types.SimpleNamespace(opt={'train': deepcopy(train)}, optimizers=optimizers[:1], schedulers=[])
+        model_cls.setup_schedulers(fake_model)
+        for scheduler in fake_model.schedulers:
+            for _ in range(built.total_iter):  # the whole run: a schedule that fails at iteration N fails now
+                scheduler.step()
+                built.lrs.append(optimizers[0].param_groups[0]['lr'])
     if built.image_clean_model:  # the settings ImageCleanModel converts as it starts
         for key, convert in (('grad_clip_norm', _positive), ('ema_decay', float), ('max_nonfinite_steps', int)):
             with building(f'train.{key}', train):
@@ -306,13 +313,15 @@ def build(opt: Dict[str, Any]) -> Built:
                 if not isinstance(err.__cause__, FileNotFoundError):
                     raise
                 built.missing_files.append(str(err))
-    _build_weights(opt, built)  # BasicSR's parse_options has made sure path and datasets are mappings
     if not opt['datasets']:
         raise OptionsError('datasets: missing (a mapping of phases such as train / val / test_1).')
-    if opt['is_train']:
-        _build_training(opt, model_cls, built)
-    _build_validation(opt, built)
-    _build_performance(opt, built)
+    # Each section under its key: whatever a part raises that no finer key caught still names the section.
+    stages = {'path': lambda: _build_weights(opt, built),
+              'train': lambda: _build_training(opt, model_cls, built) if opt['is_train'] else None,
+              'val': lambda: _build_validation(opt, built), 'performance': lambda: _build_performance(opt, built)}
+    for section, stage in stages.items():
+        with building(section, opt.get(section)):
+            stage()
     return built
 
 

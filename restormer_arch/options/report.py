@@ -77,7 +77,9 @@ def _unknown(section: Any, known: Iterable[str], where: str) -> Iterator[str]:
     known = list(known)
     for key in section if isinstance(section, dict) else ():
         constructed = str(key).startswith(('network_', 'optim_')) or str(key).endswith('_opt') and where == 'train'
-        if key in known or constructed or (where == 'path' and str(key).startswith(PATH_PREFIXES)):
+        # An unread key set to nothing (`dataroot_lq: none` in the official denoising files) loses nothing.
+        unset = section[key] is None or str(section[key]).lower() == 'none'
+        if key in known or constructed or unset or (where == 'path' and str(key).startswith(PATH_PREFIXES)):
             continue
         close = [FOREIGN_KEYS[key]] if key in FOREIGN_KEYS else difflib.get_close_matches(
             str(key), known, n=1, cutoff=0.6)

@@ -239,6 +239,9 @@ def _image_dtype(opt: Dict[str, Any], built: Built) -> Iterable[str]:
 
 def _evaluation_notes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     eval_sets = [p for p in opt['datasets'] if p != 'train']
+    for phase in [p for p in opt['datasets'] if p.split('_')[0] == 'train'] if not opt['is_train'] else ():
+        yield (f'datasets.{phase}: basicsr test scores a train set too, on random augmented patches (gt_size), not '
+               'on its images; remove it from the test file.')
     if not opt['is_train'] and not opt['path'].get('pretrain_network_g'):
         yield ('path.pretrain_network_g: missing, so basicsr test evaluates a network with random weights; point it '
                'at the checkpoint to test (e.g. experiments/<name>/models/net_g_latest.pth).')
@@ -248,11 +251,17 @@ def _evaluation_notes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
         yield 'val: given, but datasets has no val entry, so nothing will be validated.'
 
 
-def _negative_loss_weights(opt: Dict[str, Any], built: Built) -> Iterable[str]:
-    for key, loss in (opt.get('train') or {}).items() if opt['is_train'] else ():
+def _losses(opt: Dict[str, Any], built: Built) -> Iterable[str]:
+    train = (opt.get('train') or {}) if opt['is_train'] else {}
+    for key, loss in train.items():
         weight = loss.get('loss_weight') if isinstance(loss, dict) and str(key).endswith('_opt') else None
         if isinstance(weight, (int, float)) and weight < 0:
             yield f'train.{key}.loss_weight: {weight} is negative: training maximises this loss.'
+        elif isinstance(weight, (int, float)) and weight == 0:
+            yield f'train.{key}.loss_weight: 0, so this loss adds nothing (alone, it trains nothing).'
+    if opt['is_train'] and built.image_clean_model and not train.get('pixel_opt'):
+        yield ('train.pixel_opt: missing, so ImageCleanModel trains with L1Loss (loss_weight 1, reduction mean); '
+               'write it to choose (the official runner refuses a missing pixel_opt).')
 
 
 def _false_as_text(opt: Dict[str, Any], built: Built) -> Iterable[str]:
@@ -289,7 +298,7 @@ RULES: Dict[str, Tuple[Callable[[Dict[str, Any], Built], Iterable[str]], ...]] =
     'error': (_name, _devices, _phases, _prefetch, _fp16_training, _pipeline_keys, _loggers, _resume_state,
               _progressive, _schedule, _dry_forward, _patch_sizes, _image_dtype, _false_as_text,
               _metrics_without_ground_truth),
-    'warning': (_schedule_notes, _progressive_notes, _negative_loss_weights, _evaluation_notes),
+    'warning': (_schedule_notes, _progressive_notes, _losses, _evaluation_notes),
 }
 
 

@@ -782,7 +782,8 @@ def malicious_pickle_checkpoint(tmp):
         assert not marker.exists(), 'the checkpoint ran code while loading'
 
 
-@case(ValueError, 'is not a BasicSR training state', 'training_states/<iter>.state, not at a network checkpoint')
+@case(OptionsError, 'path.resume_state:', 'is not a BasicSR training state',
+      'training_states/<iter>.state, not at a network checkpoint')
 def resume_state_is_weights_renamed(tmp):
     opt = base_options(tmp)
     opt['path']['resume_state'] = str(checkpoint(tmp / '1000.state'))
@@ -868,6 +869,88 @@ def cli_train_pretrain_matches_nothing(tmp):
 def cli_restore_empty_input_folder(tmp):
     (tmp / 'photos').mkdir()
     cli(tmp, 'restore', '-i', 'photos', '-o', 'out', '--task', 'deraining', '--allow-random-weights')
+
+
+def _nothing_created(tmp: Path, run: Callable[[], Any]) -> None:
+    """Run ``run`` (it must raise) and re-raise after checking that no run folder was made."""
+    try:
+        run()
+    finally:
+        assert not any((tmp / d).exists() for d in ('experiments', 'results', 'tb_logger'))
+
+
+@case(OptionsError, 'datasets.train:', "missing key 'name'")  # BasicSR's build_dataset logs it after the run folder
+def cli_dataset_without_name(tmp):
+    opt = base_options(tmp)
+    del train_set(opt)['name']
+    write_options(tmp, opt)
+    _nothing_created(tmp, lambda: cli(tmp, 'train', '-opt', 'options.yml'))
+
+
+@case(OptionsError, 'train.scheduler:', "missing key 'scheduler'")  # the model's setup_schedulers reads it
+def cli_scheduler_missing(tmp):
+    opt = base_options(tmp)
+    del opt['train']['scheduler']
+    write_options(tmp, opt)
+    _nothing_created(tmp, lambda: cli(tmp, 'train', '-opt', 'options.yml'))
+
+
+@case(OptionsError, 'train:', "missing key 'optim_g'")  # no finer key caught it: the section is named
+def optimizer_missing(tmp):
+    opt = base_options(tmp)
+    del opt['train']['optim_g']
+    check(tmp, opt)
+
+
+@case(OptionsError, 'val:', "'list' object has no attribute 'items'")
+def metrics_as_a_list(tmp):
+    opt = base_options(tmp)
+    opt['val']['metrics'] = ['psnr']
+    check(tmp, opt)
+
+
+@case(OptionsError, 'path.resume_state:', "this run's models folder", 'give this file that run\'s name')
+def resume_state_of_another_run(tmp):
+    other = tmp / 'experiments' / 'other_run' / 'training_states'
+    other.mkdir(parents=True)
+    torch.save({'epoch': 0, 'iter': 4, 'optimizers': [{}], 'schedulers': [{}]}, other / '4.state')
+    opt = base_options(tmp)
+    opt['path']['resume_state'] = str(other / '4.state')
+    check(tmp, opt)
+
+
+@case(None, 'train.pixel_opt.loss_weight: 0', warning=OptionsWarning)
+def loss_weight_zero(tmp):
+    opt = base_options(tmp)
+    opt['train']['pixel_opt']['loss_weight'] = 0
+    check(tmp, opt)
+
+
+@case(None, 'train.pixel_opt: missing', 'L1Loss', warning=OptionsWarning)  # the official runner refuses it
+def pixel_opt_missing(tmp):
+    opt = base_options(tmp)
+    del opt['train']['pixel_opt']
+    check(tmp, opt)
+
+
+@case(None, 'datasets.train: basicsr test scores a train set', warning=OptionsWarning)
+def train_set_in_a_test_file(tmp):
+    opt = base_options(tmp)
+    opt['path']['pretrain_network_g'] = str(checkpoint(tmp / 'net.pth'))
+    check(tmp, opt, is_train=False)
+
+
+@case()
+def unread_key_set_to_none_is_quiet(tmp):  # `dataroot_lq: none` in the official Gaussian denoising files
+    import warnings
+
+    opt = base_options(tmp)
+    opt['datasets']['train'].update(type='Dataset_GaussianDenoising', dataroot_lq='none', sigma_type='constant',
+                                    sigma_range=15, in_ch=3)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        check(tmp, opt)
+    assert not [w for w in record if 'dataroot_lq' in str(w.message)], [str(w.message) for w in record]
 
 
 # ------------------------------------------------------------------------------------------------------------ the test

@@ -163,9 +163,9 @@ def _check(opt, tmp_path, is_train=True):
     ('model_type', 'ImageCleanModle', 'did you mean ImageCleanModel'),
     ('train.pixel_opt.type', 'L1loss', 'did you mean L1Loss'),
     ('train.pixel_opt.type', 'PSNRLos', 'did you mean PSNRLoss'),
-    ('train.optim_g.type', 'Adamw', "train.optim_g: train.optim_g.type: optimizer 'Adamw' is not supported"),
+    ('train.optim_g.type', 'Adamw', "train.optim_g.type: optimizer 'Adamw' is not supported"),
     ('train.optim_g.lr', -3e-4, 'train.optim_g: Invalid learning rate: -0.0003'),
-    ('train.scheduler.type', 'CosineAnnealingRestartCyclic', 'train.scheduler:'),
+    ('train.scheduler.type', 'CosineAnnealingRestartCyclic', 'train.scheduler.type:'),
     ('val.metrics.psnr.type', 'calculate_pnsr', 'did you mean calculate_psnr'),
     # found by a fresh user: each ran, then crashed after the run folder existed or trained something else
     ('val.window_size', 0, 'val.window_size: 0'),
