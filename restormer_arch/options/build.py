@@ -204,10 +204,11 @@ def _build_training(opt: Dict[str, Any], model_cls: type, built: Built) -> None:
         if built.total_iter <= 0:
             raise ValueError(f'expected a positive number of iterations, got {train["total_iter"]!r}.')
     for key, loss_opt in train.items():
-        if not str(key).endswith('_opt') or not isinstance(loss_opt, dict):
+        if not str(key).endswith('_opt') or not loss_opt:  # BasicSR's models skip an unset loss
             continue
-        kwargs = dict(loss_opt)
-        cls = lookup(LOSS_REGISTRY, 'loss', kwargs.pop('type', None), f'train.{key}.type')
+        with building(f'train.{key}', loss_opt):  # e.g. a list: the model's dict(...) would fail after the folder
+            kwargs = dict(loss_opt)
+            cls = lookup(LOSS_REGISTRY, 'loss', kwargs.pop('type', None), f'train.{key}.type')
         with building(f'train.{key}', loss_opt, cls):
             if built.image_clean_model:
                 cls(**kwargs)

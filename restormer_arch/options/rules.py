@@ -19,6 +19,21 @@ def _name(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     if not name.strip() or name in ('.', '..') or any(s in name for s in '/\\\0'):
         yield (f'name: {name!r} cannot be a folder name (experiments/<name>, and the log file is named after it); '
                'use letters, digits, "-" and "_".')
+    # BasicSR names the log file train_<name>_<YYYYMMDD_HHMMSS>.log: the longest name it makes from ours.
+    name_max = os.pathconf(opt.get('root_path') or os.getcwd(), 'PC_NAME_MAX') if hasattr(os, 'pathconf') else 255
+    if len(f'train_{name}_20261203_120000.log'.encode()) > name_max:
+        yield (f'name: {len(name)} characters; the log file train_<name>_<time>.log would be longer than this file '
+               f'system allows ({name_max} bytes): shorten it.')
+
+
+def _raw_numbers(opt: Dict[str, Any], built: Built) -> Iterable[str]:
+    # Values BasicSR or the model compare with numbers as written (no int()/float()): text stops the run after its
+    # folder exists (`'0.999' > 0`), at the first iteration for warmup_iter.
+    train = (opt.get('train') or {}) if opt['is_train'] else {}
+    for key in ('warmup_iter', 'ema_decay'):
+        value = train.get(key)
+        if key in train and (isinstance(value, bool) or not isinstance(value, (int, float))):  # ~ included
+            yield f'train.{key}: {value!r} is not a number (BasicSR compares it with numbers); write it without quotes.'
 
 
 def _devices(opt: Dict[str, Any], built: Built) -> Iterable[str]:
@@ -114,6 +129,9 @@ def _schedule_notes(opt: Dict[str, Any], built: Built) -> Iterable[str]:
     if total and isinstance(periods, (list, tuple)) and sum(periods) > total:
         yield (f'train.scheduler.periods sums to {sum(periods)}, more than train.total_iter {total}: the last cycle '
                'stops part-way (fine if that is what you want).')
+    written = (opt.get('train') or {}).get('total_iter')
+    if total and isinstance(written, float) and written != total:
+        yield f'train.total_iter: you wrote {written!r}, BasicSR trains int() of it: {total} iterations.'
     warmup = (opt.get('train') or {}).get('warmup_iter', -1)
     if total and isinstance(warmup, int) and warmup >= total:
         yield (f'train.warmup_iter: {warmup} is not below train.total_iter {total}: the whole run warms up and never '
@@ -295,8 +313,8 @@ def _metrics_without_ground_truth(opt: Dict[str, Any], built: Built) -> Iterable
 # An error stops the command before anything is written (the first one is reported); a warning is printed before the
 # run, which then goes on as BasicSR runs it.
 RULES: Dict[str, Tuple[Callable[[Dict[str, Any], Built], Iterable[str]], ...]] = {
-    'error': (_name, _devices, _phases, _prefetch, _fp16_training, _pipeline_keys, _loggers, _resume_state,
-              _progressive, _schedule, _dry_forward, _patch_sizes, _image_dtype, _false_as_text,
+    'error': (_name, _raw_numbers, _devices, _phases, _prefetch, _fp16_training, _pipeline_keys, _loggers,
+              _resume_state, _progressive, _schedule, _dry_forward, _patch_sizes, _image_dtype, _false_as_text,
               _metrics_without_ground_truth),
     'warning': (_schedule_notes, _progressive_notes, _losses, _evaluation_notes),
 }

@@ -953,6 +953,42 @@ def unread_key_set_to_none_is_quiet(tmp):  # `dataroot_lq: none` in the official
     assert not [w for w in record if 'dataroot_lq' in str(w.message)], [str(w.message) for w in record]
 
 
+@case(OptionsError, 'train.ema_decay:', "'0.999' is not a number")  # the model compares it as written
+def ema_decay_as_text(tmp):
+    opt = base_options(tmp)
+    opt['train']['ema_decay'] = '0.999'
+    _nothing_created(tmp, lambda: check(tmp, opt))
+
+
+@case(OptionsError, 'train.warmup_iter:', "'none' is not a number")  # BasicSR's update_learning_rate compares it
+def warmup_iter_as_text(tmp):
+    opt = base_options(tmp)
+    opt['train']['warmup_iter'] = 'none'
+    check(tmp, opt)
+
+
+@case(OptionsError, 'train.pixel_opt:')  # the model's dict(pixel_opt) would fail after the run folder exists
+def pixel_opt_as_a_list(tmp):
+    opt = base_options(tmp)
+    opt['train']['pixel_opt'] = ['L1Loss']
+    check(tmp, opt)
+
+
+@case(OptionsError, 'name: 300 characters', 'shorten it')  # BasicSR's log file name would be too long to create
+def cli_name_too_long(tmp):
+    opt = base_options(tmp)
+    opt['name'] = 'x' * 300
+    write_options(tmp, opt)
+    _nothing_created(tmp, lambda: cli(tmp, 'train', '-opt', 'options.yml'))
+
+
+@case(None, 'train.total_iter: you wrote 4.7', '4 iterations', warning=OptionsWarning)
+def total_iter_not_whole(tmp):
+    opt = base_options(tmp)
+    opt['train']['total_iter'] = 4.7
+    check(tmp, opt)
+
+
 # ------------------------------------------------------------------------------------------------------------ the test
 @pytest.mark.slow
 @pytest.mark.parametrize('bad', CASES, ids=[c.id for c in CASES])
