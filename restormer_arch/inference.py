@@ -239,6 +239,8 @@ def _prepare(args: argparse.Namespace) -> Tuple[Restorer, List[Tuple[str, List[P
     jobs = collect_inputs(Path(args.input), restorer.dual_pixel)
     _check_existing_outputs(jobs, args)
     sizes = _check_inputs_readable(jobs)
+    for height, width in sizes:  # the memory estimate too, before the output folder exists
+        restorer.check_fits(height, width, f'an input of -i {args.input}')
     if args.compile:
         _warn_recompiles(sizes, args.tile, args.tile_overlap)
     try:  # once every check has passed, before the network runs (so a failure here costs no work)

@@ -240,6 +240,30 @@ class Restorer:
                                '(or bf16).')
         return out.clamp_(0, 1)
 
+    def check_fits(self, height: int, width: int, name: str = 'the image') -> None:
+        """Refuse an image whose forward pass would likely not fit in memory, suggesting a tile size.
+
+        Args:
+            height: Image height in pixels.
+            width: Image width in pixels.
+            name: What to call the image in the message.
+
+        Raises:
+            RestoreError: The estimate for the whole image (or one tile) is above ``max_memory`` or what is free.
+        """
+        window = tiling.fixed_tile_shape(height, width, self.tile)
+        half = perf.resolve_precision(self.precision) != torch.float32
+        per_pixel = BYTES_PER_PIXEL_DIM48 * self.dim / 48 * (0.6 if half else 1.0)
+        need = window[0] * window[1] * per_pixel
+        budget = self.max_memory if self.max_memory is not None else _available_memory(self.device)
+        if need > budget:
+            suggestion = max(16, int(math.sqrt(0.7 * budget / per_pixel)) // 8 * 8)
+            what = f'a {window[1]}x{window[0]} tile' if self.tile else f'{name} ({width}x{height})'
+            raise RestoreError(f'{what} likely needs about {_size(need)} for the forward pass, but only '
+                               f'{_size(budget)} is available. Use --tile {suggestion} --tile-overlap '
+                               f'{min(32, suggestion // 4)} (tiles are blended smoothly), or --max-memory GB to '
+                               'override the estimate.')
+
     def restore(self, image: np.ndarray, *views: np.ndarray, bgr: bool = False,
                 name: str = 'the image') -> np.ndarray:
         """Restore one image given as a numpy array (or the two views of a dual-pixel pair).
@@ -268,20 +292,7 @@ class Restorer:
         arrays = (image, *views)
         if any(a.shape[:2] != image.shape[:2] for a in arrays):
             raise RestoreError(f'{name}: the left and right views differ in size.')
-        # Refuse an image whose forward pass would likely not fit, suggesting a tile size.
-        height, width = image.shape[:2]
-        window = tiling.fixed_tile_shape(height, width, self.tile)
-        half = perf.resolve_precision(self.precision) != torch.float32
-        per_pixel = BYTES_PER_PIXEL_DIM48 * self.dim / 48 * (0.6 if half else 1.0)
-        need = window[0] * window[1] * per_pixel
-        budget = self.max_memory if self.max_memory is not None else _available_memory(self.device)
-        if need > budget:
-            suggestion = max(16, int(math.sqrt(0.7 * budget / per_pixel)) // 8 * 8)
-            what = f'a {window[1]}x{window[0]} tile' if self.tile else f'{name} ({width}x{height})'
-            raise RestoreError(f'{what} likely needs about {_size(need)} for the forward pass, but only '
-                               f'{_size(budget)} is available. Use --tile {suggestion} --tile-overlap '
-                               f'{min(32, suggestion // 4)} (tiles are blended smoothly), or --max-memory GB to '
-                               'override the estimate.')
+        self.check_fits(*image.shape[:2], name)
         color, alpha = _split(image)
         gray = color.shape[2] == 1
         model_in = np.concatenate([_model_channels(_split(a)[0], self.view_channels, bgr) for a in arrays], axis=2)

@@ -198,6 +198,7 @@ def test_too_large_for_memory_suggests_tile(tmp_path, capsys):
     assert _restore(tmp_path, tmp_path / 'x.png', 'deraining', '--max-memory', str(1 / 1024)) == 2
     err = capsys.readouterr().err
     assert 'x.png (40x40) likely needs' in err and '--tile 16 --tile-overlap 4' in err
+    assert not (tmp_path / 'out').exists()  # refused before the output folder is made
     assert _restore(tmp_path, tmp_path / 'x.png', 'deraining', '--max-memory', str(1 / 1024), '--tile', '24',
                     '--tile-overlap', '4') == 0
 
